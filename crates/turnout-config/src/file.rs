@@ -1,0 +1,104 @@
+//! The TOML file as written: serde structs that reject unknown keys. Every field is optional
+//! here so that defaults live in one place ([`crate::defaults`]); `Config::parse` turns these into
+//! the validated [`crate::Config`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<FileServer>,
+    pub upstream: Option<FileUpstream>,
+    pub state: Option<FileState>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, FilePool>,
+    pub routing: Option<FileRouting>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub listen: Option<Addr>,
+    pub admin: Option<Addr>,
+    pub health_path: Option<Spanned<String>>,
+    pub admin_token: Option<String>,
+    pub shutdown_delay: Option<HumanDuration>,
+    pub shutdown_timeout: Option<HumanDuration>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub connect_timeout: Option<HumanDuration>,
+    pub response_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_idle_per_server: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub servers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouting {
+    pub active: Spanned<String>,
+}
+
+/// A listen address, `IP:PORT`; a bad one is reported by toml with its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Addr).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid address {s:?}: expected IP:PORT, such as \"0.0.0.0:8080\" or \"[::1]:9901\""
+            ))
+        })
+    }
+}
+
+/// A duration written for people: "500ms", "30s", "2m", "1h 30m".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration string such as \"500ms\", \"30s\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(s)
+                    .map(HumanDuration)
+                    .map_err(|e| {
+                        E::custom(format!(
+                        "invalid duration {s:?} ({e}): write it like \"500ms\", \"30s\" or \"2m\""
+                    ))
+                    })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}

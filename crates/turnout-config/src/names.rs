@@ -1,0 +1,93 @@
+//! The two names users write most: pool names and upstream server addresses. Their rules live
+//! here once, for the config file, the state file and the admin API alike.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A pool's name: 1 to 64 of `A-Z a-z 0-9 _ - .`. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolName(Arc<str>);
+
+impl PoolName {
+    pub fn parse(name: &str) -> Result<PoolName, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if ok {
+            Ok(PoolName(name.into()))
+        } else {
+            Err(format!(
+                "invalid pool name {name:?}: use 1 to 64 letters, digits, '_', '-' or '.'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for PoolName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An upstream server, `HOST:PORT` (an IPv4 address, a bracketed IPv6 address, or a DNS name
+/// such as a compose service). A leading `http://` is accepted and dropped.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerAddr(Arc<str>);
+
+impl ServerAddr {
+    pub fn parse(input: &str) -> Result<ServerAddr, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "invalid server address {input:?}: {why} (expected HOST:PORT, such as \"127.0.0.1:3000\")"
+            ))
+        };
+        let s = input.strip_prefix("http://").unwrap_or(input);
+        let s = s.strip_suffix('/').unwrap_or(s);
+        if input.starts_with("https://") {
+            return bad("TLS to upstreams is not supported yet");
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return bad("the port is missing");
+        };
+        match port.parse::<u16>() {
+            Ok(0) | Err(_) => return bad("the port must be a number from 1 to 65535"),
+            Ok(_) => {}
+        }
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        };
+        if !host_ok {
+            return bad("the host is not an IP address or a DNS name");
+        }
+        Ok(ServerAddr(s.into()))
+    }
+
+    /// `HOST:PORT`, as an HTTP authority.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,152 @@
+//! Unit tests of parsing and validation, including the example files in `config/`.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[server]
+listen = "0.0.0.0:8080"
+admin = "127.0.0.1:9901"
+health_path = "/health-check"
+[state]
+file = "/var/lib/turnout/state.json"
+[pools.blue]
+servers = ["127.0.0.1:3000"]
+[pools.green]
+servers = ["127.0.0.1:4000"]
+[routing]
+active = "blue"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+fn err(text: &str) -> String {
+    parse(text).expect_err("config must be refused").to_string()
+}
+
+#[test]
+fn minimal_config_from_the_issue() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(c.server.health_path, "/health-check");
+    assert_eq!(c.routing.active.as_str(), "blue");
+    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools["green"][0].as_str(), "127.0.0.1:4000");
+    assert_eq!(c.server.shutdown_delay, defaults::SHUTDOWN_DELAY);
+    assert_eq!(
+        c.state.file.as_deref(),
+        Some(Path::new("/var/lib/turnout/state.json"))
+    );
+}
+
+#[test]
+fn example_files_parse() {
+    for (name, text) in [
+        ("turnout.toml", include_str!("../../../config/turnout.toml")),
+        ("minimal.toml", include_str!("../../../config/minimal.toml")),
+    ] {
+        if let Err(e) = Config::parse(text, Path::new(name)) {
+            panic!("config/{name} does not parse: {e}");
+        }
+    }
+}
+
+#[test]
+fn durations_are_human() {
+    let c = parse(&MINIMAL.replace(
+        "[state]",
+        "shutdown_delay = \"500ms\"\nshutdown_timeout = \"2m\"\n[state]",
+    ))
+    .expect("valid");
+    assert_eq!(c.server.shutdown_delay, Duration::from_millis(500));
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(120));
+
+    let e = err(&MINIMAL.replace("[state]", "shutdown_delay = \"5 parsecs\"\n[state]"));
+    assert!(e.contains("line 6"), "{e}");
+    assert!(e.contains("5 parsecs"), "{e}");
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let e = err(&MINIMAL.replace("[state]", "listne = \"0.0.0.0:1\"\n[state]"));
+    assert!(e.contains("listne"), "{e}");
+    assert!(e.contains("line 6"), "{e}");
+}
+
+#[test]
+fn bad_listen_address_names_value_and_line() {
+    let e = err(&MINIMAL.replace("0.0.0.0:8080", "0.0.0.0:80800"));
+    assert!(e.contains("0.0.0.0:80800"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn bad_server_address_names_value_key_and_line() {
+    let e = err(&MINIMAL.replace("127.0.0.1:4000", "127.0.0.1"));
+    assert!(e.contains("line 11"), "{e}");
+    assert!(e.contains("pools.green.servers"), "{e}");
+    assert!(e.contains("port is missing"), "{e}");
+}
+
+#[test]
+fn unknown_active_pool_names_it_and_the_line() {
+    let e = err(&MINIMAL.replace("active = \"blue\"", "active = \"purple\""));
+    assert!(e.contains("line 13"), "{e}");
+    assert!(e.contains("routing.active"), "{e}");
+    assert!(e.contains("purple"), "{e}");
+    assert!(e.contains("blue, green"), "{e}");
+}
+
+#[test]
+fn empty_active_pool_is_refused() {
+    let e = err(&MINIMAL.replace("[\"127.0.0.1:3000\"]", "[]"));
+    assert!(e.contains("no servers"), "{e}");
+}
+
+#[test]
+fn missing_routing_and_pools_are_named() {
+    assert!(err("[pools.blue]\nservers=[\"127.0.0.1:1\"]\n").contains("routing.active"));
+    assert!(err("[routing]\nactive=\"blue\"\n").contains("no pool is defined"));
+}
+
+#[test]
+fn bad_pool_name_and_health_path() {
+    let e = err(&MINIMAL.replace("[pools.green]", "[pools.\"gr een\"]"));
+    assert!(e.contains("invalid pool name"), "{e}");
+    let e = err(&MINIMAL.replace("\"/health-check\"", "\"health\""));
+    assert!(
+        e.contains("server.health_path") && e.contains("line 5"),
+        "{e}"
+    );
+}
+
+#[test]
+fn server_addr_rules() {
+    for ok in [
+        "127.0.0.1:3000",
+        "app-green:8080",
+        "[::1]:80",
+        "http://10.0.0.1:80/",
+    ] {
+        assert!(ServerAddr::parse(ok).is_ok(), "{ok}");
+    }
+    assert_eq!(
+        ServerAddr::parse("http://10.0.0.1:80/")
+            .expect("ok")
+            .as_str(),
+        "10.0.0.1:80"
+    );
+    for bad in [
+        "",
+        "host",
+        "host:0",
+        "host:99999",
+        ":80",
+        "a b:80",
+        "[zz]:80",
+        "https://x:443",
+    ] {
+        assert!(ServerAddr::parse(bad).is_err(), "{bad}");
+    }
+}

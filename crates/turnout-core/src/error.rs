@@ -1,0 +1,51 @@
+//! The errors of this crate: [`CoreError`] for a refused or failed change (the admin API picks
+//! the status from the variant), [`StateError`] for a state file that cannot be trusted at start.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The caller named a pool that does not exist.
+    #[error("unknown pool {name:?} (pools: {known})")]
+    UnknownPool { name: String, known: String },
+    /// A rollback with nothing to roll back to.
+    #[error("no previous pool to roll back to")]
+    NoPrevious,
+    /// A switch to a pool that has no server to send requests to.
+    #[error("pool {name:?} has no servers; register them first with PUT /v1/pools/{name}")]
+    EmptyPool { name: String },
+    /// Replacing the live pool's servers with none would take the site down.
+    #[error("pool {name:?} is active and cannot be left without servers; switch away first")]
+    ActivePoolEmptied { name: String },
+    /// A malformed pool name or server address from the caller.
+    #[error("{0}")]
+    Invalid(String),
+    /// The new state could not be written; nothing was changed.
+    #[error("could not write the state file {path}: {source}; nothing was changed")]
+    Persist {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is corrupt: {detail}. It records which pool is live; fix it by hand, or \
+         move it aside to start from the config's [routing] active"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,27 @@
+//! turnout's routing state, shared by the data plane and the admin API and owned by neither.
+//!
+//! # Layout
+//! - [`pool`]: a pool of upstream servers, its round-robin pick and its in-flight counters.
+//! - [`snapshot`]: the immutable [`RoutingSnapshot`] and the [`Router`] that holds the one
+//!   `ArcSwap` the data plane loads once per request.
+//! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
+//! - [`control`]: the single writer: apply, persist, swap, audit-log.
+//! - [`state`]: the crash-safe state file.
+//!
+//! No hyper and no sockets here: the data plane and the admin API both see only this crate.
+
+pub mod command;
+pub mod control;
+mod error;
+pub mod pool;
+pub mod snapshot;
+pub mod state;
+pub mod status;
+
+pub use command::Command;
+pub use control::Control;
+pub use error::{CoreError, StateError};
+pub use pool::{InFlight, Pool, PoolStats, TunnelGuard, Upstream};
+pub use snapshot::{Router, RoutingSnapshot};
+pub use state::StateFile;
+pub use turnout_config::{PoolName, ServerAddr};
