@@ -1,1 +1,34 @@
-//! placeholder
+//! turnout's admin API: JSON over HTTP on its own port, built with axum.
+//!
+//! | call | does |
+//! |---|---|
+//! | `GET /v1/status` | the routing state and each pool's servers and in-flight counts |
+//! | `POST /v1/switch` `{"to":"green"}` | makes `green` the active pool |
+//! | `POST /v1/rollback` | back to the previous pool |
+//! | `PUT /v1/pools/{name}` `{"servers":["127.0.0.1:4001"]}` | creates a pool or replaces its servers |
+//!
+//! Every error body is `{"error": "..."}`. The API changes routing only through
+//! [`turnout_core::Control`]; it has no handle on connections.
+
+mod error;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::router;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use turnout_core::Control;
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    control: Control,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(control, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

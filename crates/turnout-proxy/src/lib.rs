@@ -1,1 +1,116 @@
-//! placeholder
+//! turnout's data plane: the port the load balancer talks to.
+//!
+//! # Layout
+//! - [`listener`]: the accept loop (bounded, never dies on an accept error) and the drain at shutdown.
+//! - `service`: one request's path: health path, route (one snapshot load), forward, respond.
+//! - `headers`: hop-by-hop stripping and `X-Forwarded-*`.
+//! - `upgrade`: WebSocket and other HTTP/1.1 upgrades, tunneled byte for byte.
+//! - `body`: the response body type, which holds the request's in-flight guard to its last byte.
+//! - `error`: what can fail on the request path and the status each failure answers.
+
+mod body;
+mod error;
+mod headers;
+pub mod listener;
+mod service;
+mod upgrade;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::task::TaskTracker;
+use turnout_config::Config;
+use turnout_core::Router;
+
+pub use body::ProxyBody;
+pub use error::ProxyError;
+pub use listener::Drained;
+
+/// The data plane's settings, taken from the validated config.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub health_path: String,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_server: usize,
+}
+
+impl ProxySettings {
+    pub fn from_config(config: &Config) -> ProxySettings {
+        ProxySettings {
+            health_path: config.server.health_path.clone(),
+            max_connections: config.server.max_connections,
+            shutdown_timeout: config.server.shutdown_timeout,
+            connect_timeout: config.upstream.connect_timeout,
+            response_timeout: config.upstream.response_timeout,
+            idle_timeout: config.upstream.idle_timeout,
+            max_idle_per_server: config.upstream.max_idle_per_server,
+        }
+    }
+}
+
+/// The data plane. Cheap to clone; every clone is the same proxy.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    router: Router,
+    settings: ProxySettings,
+    /// One pooled keep-alive client for every upstream: hyper-util keys its pool by authority.
+    client: Client<HttpConnector, Incoming>,
+    /// Set once shutdown begins: the health path answers 503 from then on.
+    draining: AtomicBool,
+    /// Open tunnels, so shutdown can wait for them.
+    tunnels: TaskTracker,
+}
+
+impl DataPlane {
+    pub fn new(router: Router, settings: ProxySettings) -> DataPlane {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(settings.max_idle_per_server)
+            // Host is the client's, passed through; never rewritten to the upstream's address.
+            .set_host(false)
+            .build(connector);
+        DataPlane {
+            shared: Arc::new(Shared {
+                router,
+                settings,
+                client,
+                draining: AtomicBool::new(false),
+                tunnels: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Starts the shutdown: the health path answers 503 so the load balancer stops sending, and
+    /// HTTP/1 responses carry `Connection: close` so keep-alive clients move elsewhere.
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tunnels open right now, over all pools.
+    pub fn open_tunnels(&self) -> usize {
+        self.shared.tunnels.len()
+    }
+}

@@ -1,0 +1,59 @@
+//! Admin API errors. Each variant has its status, chosen by who was wrong: the caller's request
+//! (400, 401, 404, 409) or turnout itself (500). Bodies are always `{"error": "..."}`; details of
+//! internal failures go to the log, not to the caller.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use turnout_core::CoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong admin token: send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Core(e) => match e {
+                CoreError::UnknownPool { .. } => StatusCode::NOT_FOUND,
+                CoreError::NoPrevious
+                | CoreError::EmptyPool { .. }
+                | CoreError::ActivePoolEmptied { .. } => StatusCode::CONFLICT,
+                CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+                CoreError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(target: "turnout::admin", error = %self, "admin call failed");
+            "internal error: the change was not made; see turnout's log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut resp = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

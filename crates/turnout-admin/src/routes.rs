@@ -1,0 +1,156 @@
+//! The routes of the admin API, its JSON body extractor and its bearer-token check.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use turnout_core::status::Status;
+use turnout_core::{Command, Control};
+
+use crate::ApiError;
+
+#[derive(Debug, Clone)]
+struct AdminState {
+    control: Control,
+    token: Option<Arc<str>>,
+}
+
+/// The admin API's routes. With a `token`, every call must carry `Authorization: Bearer TOKEN`.
+pub fn router(control: Control, token: Option<String>) -> Router {
+    let state = AdminState {
+        control,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+    };
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/switch", post(switch))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/pools/{name}", put(put_pool).get(get_pool))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// A JSON request body. Unlike `axum::Json` it does not insist on a Content-Type (so a bare
+/// `curl -d '{...}'` works) and every rejection is an [`ApiError`] with a JSON body.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if bytes.is_empty() {
+            return Err(ApiError::BadRequest(
+                "the request body is empty; this call takes a JSON object".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+async fn require_token(
+    State(state): State<AdminState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            tracing::warn!(target: "turnout::admin", method = %req.method(), path = %req.uri().path(), "admin call refused: bad or missing token");
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// Compares without an early exit, so response times do not reveal how much of a guess was
+/// right. (Three lines; not worth a dependency.)
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(state): State<AdminState>) -> Json<Status> {
+    Json(Status::from(&*state.control.router().snapshot()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: String,
+}
+
+async fn switch(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<SwitchBody>,
+) -> Result<Json<Status>, ApiError> {
+    let snapshot = state.control.apply(Command::Switch { to: body.to }).await?;
+    Ok(Json(Status::from(&*snapshot)))
+}
+
+async fn rollback(State(state): State<AdminState>) -> Result<Json<Status>, ApiError> {
+    let snapshot = state.control.apply(Command::Rollback).await?;
+    Ok(Json(Status::from(&*snapshot)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolBody {
+    servers: Vec<String>,
+}
+
+async fn put_pool(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PoolBody>,
+) -> Result<Json<Status>, ApiError> {
+    let command = Command::PutPool {
+        name,
+        servers: body.servers,
+    };
+    let snapshot = state.control.apply(command).await?;
+    Ok(Json(Status::from(&*snapshot)))
+}
+
+async fn get_pool(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut status = Status::from(&*state.control.router().snapshot());
+    match status.pools.remove(&name) {
+        Some(pool) => Ok(Json(serde_json::json!({ "name": name, "pool": pool }))),
+        None => Err(ApiError::NotFound(format!("unknown pool {name:?}"))),
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no admin call {} {}; the calls are GET /v1/status, POST /v1/switch, POST /v1/rollback, PUT /v1/pools/{{name}}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+//! The admin API without sockets: requests through `Router::oneshot`.
+
+use super::*;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use turnout_config::Config;
+use turnout_core::{Router as Routes, RoutingSnapshot};
+
+fn app(token: Option<&str>) -> (Router, Control) {
+    let config = Config::parse(
+        "[pools.blue]\nservers=[\"127.0.0.1:3000\"]\n[pools.green]\nservers=[\"127.0.0.1:4000\"]\n\
+         [routing]\nactive=\"blue\"\n",
+        std::path::Path::new("t.toml"),
+    )
+    .expect("config");
+    let control = Control::new(
+        Routes::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot")),
+        None,
+    );
+    (router(control.clone(), token.map(String::from)), control)
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    auth: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, json)
+}
+
+#[tokio::test]
+async fn switch_rollback_and_status() {
+    let (app, control) = app(None);
+    let (s, j) = call(&app, "GET", "/v1/status", "", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["active"], "blue");
+    assert_eq!(j["generation"], 0);
+    assert_eq!(j["pools"]["green"]["servers"][0]["addr"], "127.0.0.1:4000");
+    assert_eq!(j["pools"]["blue"]["in_flight"], 0);
+
+    let (s, j) = call(&app, "POST", "/v1/rollback", "", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{j}");
+    assert!(j["error"].as_str().expect("error").contains("no previous"));
+
+    let (s, j) = call(&app, "POST", "/v1/switch", r#"{"to":"green"}"#, None).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(
+        (j["active"].as_str(), j["previous"].as_str()),
+        (Some("green"), Some("blue"))
+    );
+    assert_eq!(j["generation"], 1);
+    assert_eq!(control.router().active().name().as_str(), "green");
+
+    let (s, j) = call(&app, "POST", "/v1/rollback", "", None).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["active"], "blue");
+    assert_eq!(j["generation"], 2);
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let (app, _) = app(None);
+    let cases = [
+        (
+            "POST",
+            "/v1/switch",
+            r#"{"to":"purple"}"#,
+            StatusCode::NOT_FOUND,
+            "purple",
+        ),
+        (
+            "POST",
+            "/v1/switch",
+            r#"{"to":"#,
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/v1/switch",
+            r#"{}"#,
+            StatusCode::BAD_REQUEST,
+            "missing field `to`",
+        ),
+        (
+            "POST",
+            "/v1/switch",
+            r#"{"to":"green","x":1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `x`",
+        ),
+        ("POST", "/v1/switch", "", StatusCode::BAD_REQUEST, "empty"),
+        (
+            "PUT",
+            "/v1/pools/green",
+            r#"{"servers":["nohost"]}"#,
+            StatusCode::BAD_REQUEST,
+            "nohost",
+        ),
+        (
+            "PUT",
+            "/v1/pools/b%20d",
+            r#"{"servers":[]}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid pool name",
+        ),
+        (
+            "PUT",
+            "/v1/pools/blue",
+            r#"{"servers":[]}"#,
+            StatusCode::CONFLICT,
+            "active",
+        ),
+        (
+            "GET",
+            "/v1/nothing",
+            "",
+            StatusCode::NOT_FOUND,
+            "GET /v1/nothing",
+        ),
+        (
+            "GET",
+            "/v1/switch",
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET",
+        ),
+        (
+            "GET",
+            "/v1/pools/purple",
+            "",
+            StatusCode::NOT_FOUND,
+            "purple",
+        ),
+    ];
+    for (method, uri, body, want, text) in cases {
+        let (s, j) = call(&app, method, uri, body, None).await;
+        assert_eq!(s, want, "{method} {uri} {body}: {j}");
+        let msg = j["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {j}"));
+        assert!(msg.contains(text), "{method} {uri}: {msg:?} lacks {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn put_pool_registers_a_new_container() {
+    let (app, control) = app(None);
+    let (s, j) = call(
+        &app,
+        "PUT",
+        "/v1/pools/green",
+        r#"{"servers":["127.0.0.1:4001","127.0.0.1:4002"]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["pools"]["green"]["servers"][1]["addr"], "127.0.0.1:4002");
+    assert_eq!(control.router().snapshot().generation, 1);
+    let (s, j) = call(&app, "GET", "/v1/pools/green", "", None).await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+    assert_eq!(j["pool"]["servers"][0]["addr"], "127.0.0.1:4001");
+}
+
+#[tokio::test]
+async fn token_is_required_when_set() {
+    let (app, control) = app(Some("s3cret"));
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret"),
+        Some("Basic s3cret"),
+    ] {
+        let (s, j) = call(&app, "POST", "/v1/switch", r#"{"to":"green"}"#, auth).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(j["error"].as_str().expect("error").contains("token"));
+    }
+    let (s, _) = call(&app, "GET", "/v1/status", "", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "status needs the token too");
+    assert_eq!(control.router().active().name().as_str(), "blue");
+    let (s, j) = call(
+        &app,
+        "POST",
+        "/v1/switch",
+        r#"{"to":"green"}"#,
+        Some("Bearer s3cret"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{j}");
+}

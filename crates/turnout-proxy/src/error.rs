@@ -1,0 +1,86 @@
+//! What can fail on the request path, and the one place that picks each failure's status: the
+//! upstream's side failing is a 502 or 504, having nothing to send to is a 503.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("pool {pool} has no servers")]
+    NoServers { pool: String },
+    #[error("cannot connect to upstream {upstream} (pool {pool}): {source}")]
+    Connect {
+        pool: String,
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} (pool {pool}) failed: {source}")]
+    Upstream {
+        pool: String,
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} (pool {pool}) sent no response within {after:?}")]
+    Timeout {
+        pool: String,
+        upstream: String,
+        after: Duration,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoServers { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The short text the client sees; the details (addresses, causes) go to the log only.
+    fn public_text(&self) -> &'static str {
+        match self {
+            ProxyError::NoServers { .. } => {
+                "503 Service Unavailable: no app server to send this request to\n"
+            }
+            ProxyError::Connect { .. } => "502 Bad Gateway: the app server is unreachable\n",
+            ProxyError::Upstream { .. } => "502 Bad Gateway: the app server failed to answer\n",
+            ProxyError::Timeout { .. } => {
+                "504 Gateway Timeout: the app server took too long to answer\n"
+            }
+        }
+    }
+
+    /// The synthetic response. `close` asks the client to reconnect (its request body may be
+    /// left unread on this connection).
+    pub fn into_response(&self, close: bool) -> Response<ProxyBody> {
+        let mut resp = text_response(self.status(), self.public_text());
+        if matches!(self, ProxyError::NoServers { .. }) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// A short `text/plain` response that is never cached.
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::from_static(text));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,112 @@
+//! The accept loop and the drain. The loop is bounded by a semaphore (one permit per open
+//! connection), backs off on accept errors such as EMFILE instead of ending, and serves each
+//! connection in its own task, watched by hyper-util's `GracefulShutdown`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::service::Downstream;
+use crate::DataPlane;
+
+/// How the drain at shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Every connection and tunnel finished before the shutdown timeout.
+    pub complete: bool,
+    /// Client connections still open when the drain ended.
+    pub connections_left: usize,
+    /// Tunnels still open when the drain ended.
+    pub tunnels_left: usize,
+}
+
+impl DataPlane {
+    /// Serves `listener` until `shutdown` completes, then stops accepting, lets requests and
+    /// tunnels in flight finish (up to the shutdown timeout), and reports how that went.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Drained {
+        let shared = Arc::clone(&self.shared);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
+        let mut backoff = Duration::ZERO;
+        tokio::pin!(shutdown);
+
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        backoff = Duration::ZERO;
+                        accepted
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before accept: wait a
+                        // little and go on; the listener itself is fine.
+                        backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                        tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            // One Arc per connection; each request clones it once.
+            let conn_ctx = Arc::new((Arc::clone(&shared), Downstream::new(peer)));
+            let service = service_fn(move |req| {
+                let ctx = Arc::clone(&conn_ctx);
+                async move { Ok::<_, Infallible>(ctx.0.handle(req, &ctx.1).await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+
+        let connections = graceful.count();
+        let tunnels = shared.tunnels.len();
+        tracing::info!(connections, tunnels, timeout = ?shared.settings.shutdown_timeout, "listener closed; draining");
+        shared.tunnels.close();
+        let drain = async {
+            graceful.shutdown().await;
+            shared.tunnels.wait().await;
+        };
+        let complete = tokio::time::timeout(shared.settings.shutdown_timeout, drain)
+            .await
+            .is_ok();
+        let connections_left = permits
+            .available_permits()
+            .abs_diff(shared.settings.max_connections);
+        Drained {
+            complete,
+            connections_left,
+            tunnels_left: shared.tunnels.len(),
+        }
+    }
+}
