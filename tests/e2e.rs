@@ -1,1 +1,84 @@
+//! End-to-end tests: the real `turnout` binary against real HTTP and WebSocket upstreams, all
+//! on 127.0.0.1 with ephemeral ports; every wait and every load loop is bounded.
+//!
+//! - `switching`: the blue/green switch under load, and what stays on the old pool.
+//! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
+//! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
 
+#[path = "e2e/forwarding.rs"]
+mod forwarding;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/switching.rs"]
+mod switching;
+
+use turnout_testkit::process::{Sandbox, Turnout};
+use turnout_testkit::upstream::TestUpstream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_turnout");
+
+/// Blue and green upstreams, and turnout in front with blue active.
+#[derive(Debug)]
+pub struct BlueGreen {
+    pub blue: TestUpstream,
+    pub green: TestUpstream,
+    pub sandbox: Sandbox,
+    pub turnout: Turnout,
+}
+
+impl BlueGreen {
+    pub async fn start() -> BlueGreen {
+        Self::start_with("").await
+    }
+
+    /// With extra lines for the config (they land in `[server]`, and may open later tables).
+    pub async fn start_with(extra: &str) -> BlueGreen {
+        let blue = TestUpstream::start("blue").await;
+        let green = TestUpstream::start("green").await;
+        let sandbox = Sandbox::new(BIN);
+        let config = sandbox.config(
+            &[("blue", &[blue.server()]), ("green", &[green.server()])],
+            "blue",
+            extra,
+        );
+        sandbox.write_config(&config);
+        let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+        BlueGreen {
+            blue,
+            green,
+            sandbox,
+            turnout,
+        }
+    }
+
+    pub fn admin_base(&self) -> String {
+        format!("http://{}", self.turnout.admin)
+    }
+
+    /// Switches through the admin API and checks the answer.
+    pub async fn switch(&self, to: &str) {
+        let (status, json) = turnout_testkit::client::admin(
+            &self.admin_base(),
+            http::Method::POST,
+            "/v1/switch",
+            Some(&format!("{{\"to\":\"{to}\"}}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "switch to {to}: {json}");
+        assert_eq!(json["active"], to, "{json}");
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (status, json) = turnout_testkit::client::admin(
+            &self.admin_base(),
+            http::Method::GET,
+            "/v1/status",
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+}

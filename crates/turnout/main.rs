@@ -1,1 +1,70 @@
-fn main() {}
+//! The `turnout` command: parses the command line and hands off. Serving lives in `app`, the
+//! admin client in `client`, the demo in `demo`.
+
+mod app;
+mod client;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A reverse proxy for zero-downtime blue/green deploys: one fixed port for the load balancer,
+/// pools behind it, and an admin API that switches the live pool atomically.
+#[derive(Debug, Parser)]
+#[command(name = "turnout", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy and its admin API.
+    Serve {
+        /// The TOML config file (see config/turnout.toml for every key).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file (and the state file it names) without starting anything.
+    Check {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Try turnout: two demo apps (blue on :3000, green on :4000), the proxy on :8080 and the
+    /// admin API on :9901, all on 127.0.0.1.
+    Demo,
+    /// Show the active pool, the generation and every pool's servers and in-flight requests.
+    Status {
+        #[command(flatten)]
+        admin: client::AdminArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make POOL the active pool: the next request goes there.
+    Switch {
+        /// The pool to switch to, e.g. green.
+        pool: String,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Switch back to the previous pool.
+    Rollback {
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => app::serve(&config),
+        Command::Check { config } => app::check(&config),
+        Command::Demo => demo::run(),
+        Command::Status { admin, json } => client::status(&admin, json),
+        Command::Switch { pool, admin } => client::switch(&admin, &pool),
+        Command::Rollback { admin } => client::rollback(&admin),
+    }
+}

@@ -108,7 +108,7 @@ impl Shared {
                     pool = %pool.name(),
                     upstream = %upstream.addr,
                     client = %down.peer,
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
                 );
                 return resp;
             }
@@ -137,7 +137,7 @@ impl Shared {
             pool = %pool.name(),
             upstream = %upstream.addr,
             client = %down.peer,
-            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
             error = %DisplayChain(&err),
         );
         resp

@@ -1,0 +1,230 @@
+//! Runs the real `turnout` binary for end-to-end tests. A [`Sandbox`] is a temporary directory
+//! holding the config and the state file, so a test can stop turnout and start it again on the
+//! same state. The binary's ports come from its "turnout is serving" log line (it binds
+//! `127.0.0.1:0`), and its whole log is kept for failure messages.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A temporary home for one turnout: `turnout.toml` and `state.json`.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Sandbox {
+    /// `bin` is the binary under test: `env!("CARGO_BIN_EXE_turnout")` in the test crate.
+    pub fn new(bin: &str) -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+            bin: PathBuf::from(bin),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("turnout.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// Writes the config file.
+    pub fn write_config(&self, text: &str) -> &Sandbox {
+        std::fs::write(self.config_path(), text).expect("write config");
+        self
+    }
+
+    /// A config with both ports on `127.0.0.1:0`, this sandbox's state file, a zero shutdown
+    /// delay (unless `extra_server` sets one), the given pools (name, servers) and `active`,
+    /// plus `extra_server` lines for `[server]`.
+    pub fn config(&self, pools: &[(&str, &[String])], active: &str, extra_server: &str) -> String {
+        let delay = if extra_server.contains("shutdown_delay") {
+            ""
+        } else {
+            "shutdown_delay = \"0s\"\n"
+        };
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{delay}{extra_server}\n\
+             [state]\nfile = {:?}\n\n",
+            self.state_path().display().to_string()
+        );
+        for (name, servers) in pools {
+            text.push_str(&format!("[pools.{name}]\nservers = {servers:?}\n\n"));
+        }
+        text.push_str(&format!("[routing]\nactive = \"{active}\"\n"));
+        text
+    }
+
+    /// A `turnout` command with this sandbox's config, ready to run to completion.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("TURNOUT_ADMIN_TOKEN");
+        cmd
+    }
+
+    /// Starts `turnout serve` and waits (at most 20 s) until it serves.
+    pub async fn start(&self) -> Result<Turnout, String> {
+        self.start_with_env(&[]).await
+    }
+
+    pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Result<Turnout, String> {
+        let config = self.config_path();
+        let mut cmd = self.command(&["serve", "--config", &config.display().to_string()]);
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let mut turnout = Turnout {
+            child,
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = turnout.find_log("turnout is serving") {
+                turnout.proxy =
+                    field(&line, "proxy=").ok_or_else(|| format!("no proxy= in {line}"))?;
+                turnout.admin =
+                    field(&line, "admin=").ok_or_else(|| format!("no admin= in {line}"))?;
+                return Ok(turnout);
+            }
+            if let Ok(Some(status)) = turnout.child.try_wait() {
+                // Let the reader threads catch the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(format!(
+                    "turnout exited with {status} before serving:\n{}",
+                    turnout.logs()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "turnout did not serve within 20s:\n{}",
+                    turnout.logs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    let at = line.find(key)? + key.len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// A running turnout process; killed when dropped.
+#[derive(Debug)]
+pub struct Turnout {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Turnout {
+    /// `http://127.0.0.1:PORT` of the proxy port, followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything turnout logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("log lock").join("\n")
+    }
+
+    pub fn find_log(&self, needle: &str) -> Option<String> {
+        self.logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+    }
+
+    /// Sends a signal by name (TERM, INT) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits (at most `secs`) for the process to exit.
+    pub async fn wait_exit(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("turnout did not exit within {secs}s:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The peak resident memory of the process so far, in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}
+
+impl Drop for Turnout {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,238 @@
+//! A real app server for tests. Every answer names the server (`x-upstream` header and body), so
+//! a test can tell which pool served it. Endpoints:
+//!
+//! | path | answer |
+//! |---|---|
+//! | anything else | `NAME\n` |
+//! | `/slow?ms=N` | `NAME\n` after N ms |
+//! | `/stream?chunks=N&ms=M` | N chunks `NAME i\n`, M ms apart, chunked encoding |
+//! | `/headers` | the request's headers as JSON `{"name": [values]}` |
+//! | `/upload` | reads the body; `{"bytes": n, "checksum": c}` |
+//! | `/download?bytes=N` | N bytes of the test pattern, streamed in 64 KiB chunks |
+//! | `/hop` | a response carrying hop-by-hop headers the proxy must strip |
+//! | `/ws` | WebSocket echo: a text message `m` comes back as `NAME:m` |
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::{fill_pattern, Checksum};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A running test upstream; stops when dropped.
+#[derive(Debug)]
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestUpstream {
+    pub async fn start(name: &'static str) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = Arc::clone(&counter);
+                let service = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    handle(name, req)
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestUpstream {
+            addr,
+            name,
+            requests,
+            task,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as a pool's server entry.
+    pub fn server(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests this server has received.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok())?
+    })
+}
+
+fn text(name: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .header("x-upstream", name)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(body.into()).boxed())
+        .expect("response")
+}
+
+async fn handle(
+    name: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let resp = match req.uri().path() {
+        "/slow" => {
+            let ms = query(&req, "ms").unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text(name, format!("{name}\n"))
+        }
+        "/stream" => {
+            let chunks = query(&req, "chunks").unwrap_or(5);
+            let ms = query(&req, "ms").unwrap_or(100);
+            let stream = futures_util::stream::unfold(0u64, move |i| async move {
+                if i >= chunks {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let frame = Frame::data(Bytes::from(format!("{name} {i}\n")));
+                Some((Ok::<_, Infallible>(frame), i + 1))
+            });
+            Response::builder()
+                .header("x-upstream", name)
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .expect("response")
+        }
+        "/headers" => {
+            let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (k, v) in req.headers() {
+                map.entry(k.to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+            }
+            text(name, serde_json::to_vec(&map).expect("json"))
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let (mut bytes, mut sum) = (0u64, Checksum::default());
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return Ok(text(name, "broken upload").map(|b| b));
+                };
+                if let Some(data) = frame.data_ref() {
+                    bytes += data.len() as u64;
+                    sum.update(data);
+                }
+            }
+            text(
+                name,
+                serde_json::json!({ "bytes": bytes, "checksum": sum.0 }).to_string(),
+            )
+        }
+        "/download" => {
+            let total = query(&req, "bytes").unwrap_or(1 << 20);
+            const CHUNK: u64 = 64 * 1024;
+            let stream = futures_util::stream::unfold(0u64, move |sent| async move {
+                if sent >= total {
+                    return None;
+                }
+                let mut buf = vec![0u8; CHUNK.min(total - sent) as usize];
+                fill_pattern(&mut buf, sent);
+                let n = buf.len() as u64;
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(buf))), sent + n))
+            });
+            Response::builder()
+                .header("x-upstream", name)
+                .header(header::CONTENT_LENGTH, total)
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .expect("response")
+        }
+        "/hop" => Response::builder()
+            .header("x-upstream", name)
+            .header(header::CONNECTION, "x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic")
+            .header(header::TRAILER, "x-sum")
+            .header(header::UPGRADE, "h2c")
+            .header("x-public", "yes")
+            .body(Full::new(Bytes::from_static(b"hop\n")).boxed())
+            .expect("response"),
+        "/ws" => {
+            let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+                return Ok(Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .body(Full::new(Bytes::from_static(b"not a websocket request\n")).boxed())
+                    .expect("response"));
+            };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
+                let mut ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    let reply = match msg {
+                        Message::Text(t) => Message::text(format!("{name}:{t}")),
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, "websocket")
+                .header(
+                    header::SEC_WEBSOCKET_ACCEPT,
+                    derive_accept_key(key.as_bytes()),
+                )
+                .header("x-upstream", name)
+                .body(Full::new(Bytes::new()).boxed())
+                .expect("response")
+        }
+        _ => text(name, format!("{name}\n")),
+    };
+    Ok(resp)
+}

@@ -1,0 +1,239 @@
+//! Serving: config and state in, listeners bound, the data plane and the admin API running,
+//! signals handled, and the drain at the end. Exit codes: 0 after a clean shutdown, 64 for a bad
+//! config (EX_USAGE), 65 for a bad state file (EX_DATAERR), 73 when the state file cannot be
+//! written (EX_CANTCREAT), 1 for anything else (a port in use, say).
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use turnout_config::Config;
+use turnout_core::{Control, Router, RoutingSnapshot, StateFile};
+use turnout_proxy::{DataPlane, ProxySettings};
+
+pub const EX_USAGE: u8 = 64;
+pub const EX_DATAERR: u8 = 65;
+pub const EX_CANTCREAT: u8 = 73;
+
+/// `turnout serve --config FILE`.
+pub fn serve(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(EX_USAGE, &e),
+    };
+    let _log = init_logging();
+    run_blocking(config, |_| {})
+}
+
+/// `turnout check --config FILE`.
+pub fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(EX_USAGE, &e),
+    };
+    let state = config.state.file.as_ref().map(StateFile::new);
+    let saved = match state.as_ref().map(StateFile::load).transpose() {
+        Ok(saved) => saved.flatten(),
+        Err(e) => return fail(EX_DATAERR, &e),
+    };
+    let from_state = saved.is_some();
+    match RoutingSnapshot::bootstrap(&config, saved) {
+        Ok(snapshot) => {
+            println!(
+                "{}: ok. {} pool(s); {} would be active{}.",
+                path.display(),
+                snapshot.pools.len(),
+                snapshot.active.name(),
+                if from_state {
+                    " (from the state file)"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EX_DATAERR, &e),
+    }
+}
+
+/// Builds the runtime and serves `config` until a signal; `on_ready` sees the bound addresses.
+pub fn run_blocking(config: Config, on_ready: impl FnOnce(&Bound)) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("turnout")
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(run(config, shutdown_signal(), on_ready))
+}
+
+/// The addresses turnout listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Serves until `signal` completes, then drains. The steps are numbered as they happen.
+pub async fn run(
+    mut config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Bound),
+) -> ExitCode {
+    // 1. The admin token: the environment wins over the file.
+    if let Some(token) = std::env::var("TURNOUT_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        config.server.admin_token = Some(token);
+    }
+
+    // 2. The routing state: the state file wins over [routing] active.
+    let state = config.state.file.as_ref().map(StateFile::new);
+    let saved = match state.as_ref().map(StateFile::load).transpose() {
+        Ok(saved) => saved.flatten(),
+        Err(e) => return fail(EX_DATAERR, &e),
+    };
+    let restored = saved.is_some();
+    let snapshot = match RoutingSnapshot::bootstrap(&config, saved) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_DATAERR, &e),
+    };
+    // Write it now: a state directory that is not writable fails here, not at the first switch.
+    if let Some(state) = &state {
+        if let Err(e) = state.write(&StateFile::render(&snapshot)) {
+            return fail(EX_CANTCREAT, &e);
+        }
+    }
+    tracing::info!(
+        active = %snapshot.active.name(),
+        generation = snapshot.generation,
+        source = if restored { "state file" } else { "config" },
+        "routing state loaded"
+    );
+    let router = Router::new(snapshot);
+    let control = Control::new(router.clone(), state);
+
+    // 3. Bind both ports before serving either, so a port in use fails the start cleanly.
+    let proxy_listener = match TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                1,
+                &format!(
+                    "cannot listen on {} ([server] listen): {e}",
+                    config.server.listen
+                ),
+            )
+        }
+    };
+    let admin_listener = match TcpListener::bind(config.server.admin).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                1,
+                &format!(
+                    "cannot listen on {} ([server] admin): {e}",
+                    config.server.admin
+                ),
+            )
+        }
+    };
+    let bound = Bound {
+        proxy: proxy_listener
+            .local_addr()
+            .expect("a bound socket has an address"),
+        admin: admin_listener
+            .local_addr()
+            .expect("a bound socket has an address"),
+    };
+
+    // 4. The admin API, until the data plane has drained.
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(turnout_admin::serve(
+        admin_listener,
+        control,
+        config.server.admin_token.clone(),
+        admin_stop.clone().cancelled_owned(),
+    ));
+
+    // 5. The data plane, until a signal; then the health path turns 503, the listener stays
+    //    open for the shutdown delay, closes, and what is in flight finishes.
+    let plane = DataPlane::new(router, ProxySettings::from_config(&config));
+    let delay = config.server.shutdown_delay;
+    let shutdown = {
+        let plane = plane.clone();
+        async move {
+            signal.await;
+            plane.start_draining();
+            tracing::info!(
+                ?delay,
+                "shutting down: the health path answers 503; the listener closes after the delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown_signal() => tracing::info!("second signal: closing the listener now"),
+            }
+        }
+    };
+    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, health = %config.server.health_path, "turnout is serving");
+    on_ready(&bound);
+    let drained = plane.serve(proxy_listener, shutdown).await;
+
+    // 6. Done: stop the admin API and report.
+    admin_stop.cancel();
+    if let Ok(Err(e)) = admin_task.await {
+        tracing::warn!(error = %e, "admin API ended with an error");
+    }
+    if drained.complete {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(
+            connections = drained.connections_left,
+            tunnels = drained.tunnels_left,
+            "shutdown timeout reached; closing what is left"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Logs to stderr through a background writer, so a slow terminal or pipe never stalls a
+/// request. Filter with RUST_LOG (default `info`; `RUST_LOG=info,turnout::access=off` drops the
+/// access log). The guard flushes on drop.
+pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    guard
+}
+
+/// Prints `error` to stderr and returns `code`.
+pub fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("turnout: error: {error}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,182 @@
+//! `turnout status|switch|rollback`: thin clients of the admin API, for people and scripts.
+//! They say exactly what curl would get; exit 0 on success, 1 when the API refused, 2 when it
+//! could not be reached.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The admin API's base URL.
+    #[arg(long, env = "TURNOUT_ADMIN", default_value = "http://127.0.0.1:9901")]
+    admin: String,
+    /// The admin token, when the server requires one.
+    #[arg(long, env = "TURNOUT_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
+    finish(call(args, Method::GET, "/v1/status", None), |v| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            print_status(v);
+        }
+    })
+}
+
+pub fn switch(args: &AdminArgs, pool: &str) -> ExitCode {
+    let body = serde_json::json!({ "to": pool });
+    finish(call(args, Method::POST, "/v1/switch", Some(body)), |v| {
+        println!("{}", summary(v));
+    })
+}
+
+pub fn rollback(args: &AdminArgs) -> ExitCode {
+    finish(call(args, Method::POST, "/v1/rollback", None), |v| {
+        println!("{}", summary(v));
+    })
+}
+
+enum Outcome {
+    Ok(Value),
+    Refused(StatusCode, String),
+    Unreachable(String),
+}
+
+fn finish(outcome: Outcome, on_ok: impl FnOnce(&Value)) -> ExitCode {
+    match outcome {
+        Outcome::Ok(v) => {
+            on_ok(&v);
+            ExitCode::SUCCESS
+        }
+        Outcome::Refused(status, msg) => {
+            eprintln!("turnout: {status}: {msg}");
+            ExitCode::from(1)
+        }
+        Outcome::Unreachable(msg) => {
+            eprintln!("turnout: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> Outcome {
+    let base = args.admin.trim_end_matches('/');
+    let uri: Uri = match format!("{base}{path}").parse() {
+        Ok(u) => u,
+        Err(e) => return Outcome::Unreachable(format!("bad --admin URL {:?}: {e}", args.admin)),
+    };
+    if uri.scheme_str() != Some("http") {
+        return Outcome::Unreachable(format!(
+            "bad --admin URL {:?}: expected http://HOST:PORT",
+            args.admin
+        ));
+    }
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    if !body.is_empty() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(body))
+        .expect("method, URI and headers are valid");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(async {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let exchange = async {
+            let resp = client.request(req).await.map_err(|e| {
+                let mut msg = format!("cannot reach the admin API at {}: {e}", args.admin);
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    msg.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                msg
+            })?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("the admin API's answer broke off: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, bytes))
+        };
+        match tokio::time::timeout(Duration::from_secs(30), exchange).await {
+            Err(_) => Outcome::Unreachable(format!(
+                "the admin API at {} did not answer within 30s",
+                args.admin
+            )),
+            Ok(Err(msg)) => Outcome::Unreachable(msg),
+            Ok(Ok((status, bytes))) => {
+                let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                });
+                if status.is_success() {
+                    Outcome::Ok(value)
+                } else {
+                    let msg = value
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    Outcome::Refused(status, msg)
+                }
+            }
+        }
+    })
+}
+
+fn summary(v: &Value) -> String {
+    format!(
+        "active: {} (previous: {}), generation {}",
+        v["active"].as_str().unwrap_or("?"),
+        v["previous"].as_str().unwrap_or("none"),
+        v["generation"]
+    )
+}
+
+fn print_status(v: &Value) {
+    println!(
+        "{}, changed {}",
+        summary(v),
+        v["changed_at"].as_str().unwrap_or("?")
+    );
+    println!();
+    println!(
+        "{:<16} {:>9} {:>8} {:>10}  SERVERS",
+        "POOL", "IN-FLIGHT", "TUNNELS", "REQUESTS"
+    );
+    let active = v["active"].as_str().unwrap_or_default();
+    if let Some(pools) = v["pools"].as_object() {
+        for (name, pool) in pools {
+            let servers: Vec<&str> = pool["servers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s["addr"].as_str()).collect())
+                .unwrap_or_default();
+            let marker = if name == active { " *" } else { "" };
+            println!(
+                "{:<16} {:>9} {:>8} {:>10}  {}",
+                format!("{name}{marker}"),
+                pool["in_flight"].to_string(),
+                pool["tunnels"].to_string(),
+                pool["requests"].to_string(),
+                servers.join(", ")
+            );
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `turnout demo`: a blue/green deploy to try with nothing prepared. Two demo apps answer with
+//! their colour (blue on 127.0.0.1:3000, green on 127.0.0.1:4000), turnout serves on
+//! 127.0.0.1:8080 with its admin API on 127.0.0.1:9901, and the curl lines to try are printed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http::{header, Response};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use turnout_config::Config;
+
+const DEMO_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin = "127.0.0.1:9901"
+shutdown_delay = "0s"
+shutdown_timeout = "5s"
+
+[pools.blue]
+servers = ["127.0.0.1:3000"]
+
+[pools.green]
+servers = ["127.0.0.1:4000"]
+
+[routing]
+active = "blue"
+"#;
+
+pub fn run() -> ExitCode {
+    let config =
+        Config::parse(DEMO_CONFIG, Path::new("<demo>")).expect("the built-in demo config is valid");
+    let _log = crate::app::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(async move {
+        for (colour, port) in [("blue", 3000), ("green", 4000)] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    tokio::spawn(demo_app(listener, colour));
+                }
+                Err(e) => {
+                    return crate::app::fail(
+                        1,
+                        &format!(
+                            "cannot start the {colour} demo app on {addr}: {e}. The demo needs \
+                             ports 3000, 4000, 8080 and 9901 free on 127.0.0.1"
+                        ),
+                    );
+                }
+            }
+        }
+        crate::app::run(config, crate::app::shutdown_signal(), |bound| {
+            print_tour(bound.proxy, bound.admin);
+        })
+        .await
+    })
+}
+
+fn print_tour(proxy: SocketAddr, admin: SocketAddr) {
+    println!(
+        r#"
+turnout demo: blue app on 127.0.0.1:3000, green app on 127.0.0.1:4000,
+proxy on http://{proxy}, admin API on http://{admin}. Ctrl-C to stop.
+
+In another terminal:
+
+  curl http://{proxy}/                                       # blue
+  curl -X POST http://{admin}/v1/switch -d '{{"to":"green"}}'
+  curl http://{proxy}/                                       # green
+  curl -X POST http://{admin}/v1/rollback                   # back to blue
+  curl http://{admin}/v1/status
+  curl http://{proxy}/health-check                           # what the load balancer sees
+
+or with the CLI:  turnout status | turnout switch green | turnout rollback
+"#
+    );
+}
+
+/// A demo app: answers every request with its colour.
+async fn demo_app(listener: TcpListener, colour: &'static str) {
+    let body = Bytes::from(format!("Hello from {colour}\n"));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = body.clone();
+        let service = service_fn(move |_req| {
+            let resp = Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header("x-color", colour)
+                .body(Full::new(body.clone()))
+                .expect("static headers are valid");
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
