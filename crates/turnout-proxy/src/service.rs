@@ -41,8 +41,10 @@ impl Shared {
         mut req: Request<Incoming>,
         down: &Downstream,
     ) -> Response<ProxyBody> {
+        // `Connection: close` means something to HTTP/1 clients only; HTTP/2 forbids it.
+        let h1 = req.version() < Version::HTTP_2;
         if req.uri().path() == self.settings.health_path {
-            return self.health();
+            return self.health(h1);
         }
         let started = Instant::now();
 
@@ -53,7 +55,7 @@ impl Shared {
                 pool: pool.name().to_string(),
             };
             tracing::warn!(error = %err, "request refused");
-            return err.into_response(!req.body().is_end_stream());
+            return err.into_response(h1 && !req.body().is_end_stream());
         };
         let upstream = upstream.clone();
         let guard = pool.begin_request();
@@ -99,7 +101,7 @@ impl Shared {
         .await;
         let err = match result {
             Ok(Ok(resp)) => {
-                let resp = self.respond(resp, guard, client_upgrade);
+                let resp = self.respond(resp, guard, client_upgrade, h1);
                 tracing::info!(
                     target: "turnout::access",
                     method = %method,
@@ -128,7 +130,7 @@ impl Shared {
                 after: self.settings.response_timeout,
             },
         };
-        let resp = err.into_response(has_body);
+        let resp = err.into_response(h1 && has_body);
         tracing::warn!(
             target: "turnout::access",
             method = %method,
@@ -148,6 +150,7 @@ impl Shared {
         mut resp: Response<Incoming>,
         guard: InFlight,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        h1: bool,
     ) -> Response<ProxyBody> {
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
             (resp.status(), client_upgrade)
@@ -165,7 +168,7 @@ impl Shared {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        if self.draining.load(Ordering::Relaxed) {
+        if h1 && self.draining.load(Ordering::Relaxed) {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -173,11 +176,13 @@ impl Shared {
         Response::from_parts(parts, ProxyBody::upstream(body, guard))
     }
 
-    fn health(&self) -> Response<ProxyBody> {
+    fn health(&self, h1: bool) -> Response<ProxyBody> {
         if self.draining.load(Ordering::Relaxed) {
             let mut resp = text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if h1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             resp
         } else {
             text_response(StatusCode::OK, "ok\n")
