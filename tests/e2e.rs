@@ -69,6 +69,18 @@ impl BlueGreen {
         assert_eq!(json["active"], to, "{json}");
     }
 
+    /// GETs `path` through turnout on a new connection and returns the body.
+    pub async fn body(&self, path: &str) -> String {
+        let client = turnout_testkit::client::http_client();
+        match turnout_testkit::client::get(&client, &self.turnout.url(path)).await {
+            Ok(answer) => answer.body,
+            Err(e) => panic!(
+                "GET {path} through turnout failed: {e}\n{}",
+                self.turnout.logs()
+            ),
+        }
+    }
+
     pub async fn status(&self) -> serde_json::Value {
         let (status, json) = turnout_testkit::client::admin(
             &self.admin_base(),

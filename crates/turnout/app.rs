@@ -118,29 +118,12 @@ pub async fn run(
     let control = Control::new(router.clone(), state);
 
     // 3. Bind both ports before serving either, so a port in use fails the start cleanly.
-    let proxy_listener = match TcpListener::bind(config.server.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(
-                1,
-                &format!(
-                    "cannot listen on {} ([server] listen): {e}",
-                    config.server.listen
-                ),
-            )
-        }
-    };
-    let admin_listener = match TcpListener::bind(config.server.admin).await {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(
-                1,
-                &format!(
-                    "cannot listen on {} ([server] admin): {e}",
-                    config.server.admin
-                ),
-            )
-        }
+    let (proxy_listener, admin_listener) = match (
+        bind(config.server.listen, "listen").await,
+        bind(config.server.admin, "admin").await,
+    ) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) | (_, Err(e)) => return fail(1, &e),
     };
     let bound = Bound {
         proxy: proxy_listener
@@ -198,6 +181,12 @@ pub async fn run(
         );
     }
     ExitCode::SUCCESS
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ([server] {key}): {e}"))
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

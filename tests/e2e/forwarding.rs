@@ -249,11 +249,5 @@ async fn a_slow_upstream_is_a_504() {
     })
     .await;
     // Fast requests still pass.
-    assert_eq!(
-        get(&http_client(), &bg.turnout.url("/"))
-            .await
-            .expect("get")
-            .body,
-        "blue\n"
-    );
+    assert_eq!(bg.body("/").await, "blue\n");
 }

@@ -326,13 +326,7 @@ async fn the_cli_switches_rolls_back_and_reports() {
         out.contains("active: green (previous: blue), generation 1"),
         "{out}"
     );
-    assert_eq!(
-        get(&http_client(), &bg.turnout.url("/"))
-            .await
-            .expect("get")
-            .body,
-        "green\n"
-    );
+    assert_eq!(bg.body("/").await, "green\n");
 
     let (code, out, err) = tokio::task::block_in_place(|| run(&["status"]));
     assert_eq!(code, Some(0), "{err}");

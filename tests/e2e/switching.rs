@@ -72,13 +72,7 @@ async fn hundred_switches_under_keep_alive_load_fail_nothing() {
     assert_eq!(status["generation"], 100, "{status}");
     assert_eq!(status["active"], "blue");
     // After the last switch, a new request goes to blue.
-    assert_eq!(
-        get(&http_client(), &bg.turnout.url("/"))
-            .await
-            .expect("get")
-            .body,
-        "blue\n"
-    );
+    assert_eq!(bg.body("/").await, "blue\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,13 +116,7 @@ async fn a_chunked_stream_finishes_whole_on_the_old_pool() {
         .expect("ok");
     let mut text = String::from_utf8(first.into_data().expect("data").to_vec()).expect("utf8");
     bg.switch("green").await;
-    assert_eq!(
-        get(&http_client(), &bg.turnout.url("/"))
-            .await
-            .expect("get")
-            .body,
-        "green\n"
-    );
+    assert_eq!(bg.body("/").await, "green\n");
     let rest = within(10, "rest of the stream", body.collect())
         .await
         .expect("whole stream");

@@ -99,39 +99,35 @@ impl Shared {
             self.client.request(outbound),
         )
         .await;
-        let err = match result {
-            Ok(Ok(resp)) => {
-                let resp = self.respond(resp, guard, client_upgrade, h1);
-                tracing::info!(
-                    target: "turnout::access",
-                    method = %method,
-                    path = %path,
-                    status = resp.status().as_u16(),
-                    pool = %pool.name(),
-                    upstream = %upstream.addr,
-                    client = %down.peer,
-                    ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-                );
-                return resp;
-            }
-            Ok(Err(source)) if source.is_connect() => ProxyError::Connect {
-                pool: pool.name().to_string(),
-                upstream: upstream.addr.to_string(),
-                source,
-            },
-            Ok(Err(source)) => ProxyError::Upstream {
-                pool: pool.name().to_string(),
-                upstream: upstream.addr.to_string(),
-                source,
-            },
-            Err(_) => ProxyError::Timeout {
-                pool: pool.name().to_string(),
-                upstream: upstream.addr.to_string(),
-                after: self.settings.response_timeout,
-            },
+        let (resp, err) = match result {
+            Ok(Ok(resp)) => (self.respond(resp, guard, client_upgrade, h1), None),
+            Ok(Err(source)) if source.is_connect() => self.failed(
+                ProxyError::Connect {
+                    pool: pool.name().to_string(),
+                    upstream: upstream.addr.to_string(),
+                    source,
+                },
+                h1 && has_body,
+            ),
+            Ok(Err(source)) => self.failed(
+                ProxyError::Upstream {
+                    pool: pool.name().to_string(),
+                    upstream: upstream.addr.to_string(),
+                    source,
+                },
+                h1 && has_body,
+            ),
+            Err(_) => self.failed(
+                ProxyError::Timeout {
+                    pool: pool.name().to_string(),
+                    upstream: upstream.addr.to_string(),
+                    after: self.settings.response_timeout,
+                },
+                h1 && has_body,
+            ),
         };
-        let resp = err.into_response(h1 && has_body);
-        tracing::warn!(
+        // The access log: one line per request, whatever happened.
+        tracing::info!(
             target: "turnout::access",
             method = %method,
             path = %path,
@@ -140,9 +136,16 @@ impl Shared {
             upstream = %upstream.addr,
             client = %down.peer,
             ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-            error = %DisplayChain(&err),
+            error = err.as_ref().map(|e| tracing::field::display(DisplayChain(e))),
         );
         resp
+    }
+
+    /// The synthetic answer for a failed forward, and the failure itself for the logs; the
+    /// failure also gets a warning of its own, so `RUST_LOG=warn` still shows why.
+    fn failed(&self, err: ProxyError, close: bool) -> (Response<ProxyBody>, Option<ProxyError>) {
+        tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
+        (err.into_response(close), Some(err))
     }
 
     fn respond(
