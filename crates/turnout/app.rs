@@ -125,6 +125,12 @@ pub async fn run(
         (Ok(p), Ok(a)) => (p, a),
         (Err(e), _) | (_, Err(e)) => return fail(1, &e),
     };
+    if config.server.admin_token.is_none() && !config.server.admin.ip().is_loopback() {
+        tracing::warn!(
+            admin = %config.server.admin,
+            "the admin API listens beyond loopback without a token: anyone who reaches it can switch pools; set [server] admin_token or TURNOUT_ADMIN_TOKEN"
+        );
+    }
     let bound = Bound {
         proxy: proxy_listener
             .local_addr()

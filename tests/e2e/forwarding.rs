@@ -251,3 +251,21 @@ async fn a_slow_upstream_is_a_504() {
     // Fast requests still pass.
     assert_eq!(bg.body("/").await, "blue\n");
 }
+
+#[tokio::test]
+async fn connect_is_refused_with_405() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bg = BlueGreen::start().await;
+    let mut conn = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    conn.write_all(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    within(5, "the 405", conn.read_to_string(&mut answer))
+        .await
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert_eq!(bg.blue.requests(), 0, "nothing reached the upstream");
+}

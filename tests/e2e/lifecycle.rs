@@ -105,6 +105,30 @@ async fn a_corrupt_state_file_stops_start_up_and_names_the_file() {
 }
 
 #[test]
+fn an_unwritable_state_file_stops_start_up() {
+    let sandbox = Sandbox::new(BIN);
+    // Nothing can be created under /proc, not even by root.
+    let text = sandbox
+        .config(&[("blue", &["127.0.0.1:3000".into()])], "blue", "")
+        .replace(
+            &sandbox.state_path().display().to_string(),
+            "/proc/turnout/state.json",
+        );
+    sandbox.write_config(&text);
+    let out = sandbox
+        .command(&[
+            "serve",
+            "--config",
+            &sandbox.config_path().display().to_string(),
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{stderr}");
+    assert!(stderr.contains("/proc/turnout/state.json"), "{stderr}");
+}
+
+#[test]
 fn bad_configs_stop_start_up_naming_key_and_line() {
     let sandbox = Sandbox::new(BIN);
     let good = sandbox.config(

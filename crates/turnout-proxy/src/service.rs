@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use turnout_core::InFlight;
@@ -45,6 +45,18 @@ impl Shared {
         let h1 = req.version() < Version::HTTP_2;
         if req.uri().path() == self.settings.health_path {
             return self.health(h1);
+        }
+        if req.method() == Method::CONNECT {
+            // A reverse proxy is no forward proxy: nothing to tunnel to.
+            let mut resp = text_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 Method Not Allowed: CONNECT is not served here\n",
+            );
+            if h1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
         }
         let started = Instant::now();
 
