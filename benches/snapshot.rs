@@ -41,7 +41,7 @@ fn snapshot(c: &mut Criterion) {
         b.iter(|| {
             let to = if to_green { "green" } else { "blue" };
             to_green = !to_green;
-            rt.block_on(control.apply(Command::Switch { to: to.into() }))
+            rt.block_on(control.apply(Command::Switch { to: to.into() }, false))
                 .expect("switch");
         })
     });

@@ -9,11 +9,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use turnout_config::Config;
+
+use turnout_core::control::Probe;
 use turnout_core::{Control, Router, RoutingSnapshot, StateFile};
-use turnout_proxy::{DataPlane, ProxySettings};
+use turnout_proxy::{DataPlane, HttpProber, ProxySettings};
 
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
@@ -115,7 +118,9 @@ pub async fn run(
         "routing state loaded"
     );
     let router = Router::new(snapshot);
-    let control = Control::new(router.clone(), state);
+    // Switches and rollbacks are health-gated by a fresh probe of the target pool.
+    let prober: Arc<dyn Probe> = Arc::new(HttpProber::default());
+    let control = Control::with_prober(router.clone(), state, Some(prober));
 
     // 3. Bind both ports before serving either, so a port in use fails the start cleanly.
     let (proxy_listener, admin_listener) = match (
@@ -149,7 +154,10 @@ pub async fn run(
         admin_stop.clone().cancelled_owned(),
     ));
 
-    // 5. The data plane, until a signal; then the health path turns 503, the listener stays
+    // 5. Active health checks of every pool's servers, following the routing state.
+    let checks = turnout_proxy::spawn_health_checks(router.clone());
+
+    // 6. The data plane, until a signal; then the health path turns 503, the listener stays
     //    open for the shutdown delay, closes, and what is in flight finishes.
     let plane = DataPlane::new(router, ProxySettings::from_config(&config));
     let delay = config.server.shutdown_delay;
@@ -172,7 +180,8 @@ pub async fn run(
     on_ready(&bound);
     let drained = plane.serve(proxy_listener, shutdown).await;
 
-    // 6. Done: stop the admin API and report.
+    // 7. Done: stop the checks and the admin API, and report.
+    checks.abort();
     admin_stop.cancel();
     if let Ok(Err(e)) = admin_task.await {
         tracing::warn!(error = %e, "admin API ended with an error");

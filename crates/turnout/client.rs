@@ -32,17 +32,53 @@ pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
     })
 }
 
-pub fn switch(args: &AdminArgs, pool: &str) -> ExitCode {
-    let body = serde_json::json!({ "to": pool });
-    finish(call(args, Method::POST, "/v1/switch", Some(body)), |v| {
-        println!("{}", summary(v));
-    })
+#[derive(Debug, clap::Args)]
+pub struct SwitchArgs {
+    /// Switch even if the target pool fails its health probe.
+    #[arg(long)]
+    force: bool,
+    /// Return only once the pool switched away from has no request or WebSocket in flight, or
+    /// this long has passed ("30s"); exit 3 if it had not drained by then.
+    #[arg(long, value_name = "DURATION")]
+    wait_drained: Option<String>,
 }
 
-pub fn rollback(args: &AdminArgs) -> ExitCode {
-    finish(call(args, Method::POST, "/v1/rollback", None), |v| {
+/// `turnout switch POOL` (with `pool`) or `turnout rollback` (without).
+pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> ExitCode {
+    let mut body = serde_json::Map::new();
+    if let Some(pool) = pool {
+        body.insert("to".into(), pool.into());
+    }
+    if options.force {
+        body.insert("force".into(), true.into());
+    }
+    if let Some(wait) = &options.wait_drained {
+        body.insert("wait_drained".into(), wait.as_str().into());
+    }
+    let path = if pool.is_some() {
+        "/v1/switch"
+    } else {
+        "/v1/rollback"
+    };
+    let mut drained = true;
+    let code = finish(call(args, Method::POST, path, Some(body.into())), |v| {
         println!("{}", summary(v));
-    })
+        match v["drained"].as_bool() {
+            Some(true) => println!(
+                "drained: nothing in flight on the old pool ({} ms)",
+                v["waited_ms"]
+            ),
+            Some(false) => {
+                drained = false;
+                println!("not drained: {}", v["message"].as_str().unwrap_or("?"));
+            }
+            None => {}
+        }
+    });
+    if code == ExitCode::SUCCESS && !drained {
+        return ExitCode::from(3);
+    }
+    code
 }
 
 enum Outcome {
@@ -158,15 +194,25 @@ fn print_status(v: &Value) {
     );
     println!();
     println!(
-        "{:<16} {:>9} {:>8} {:>10}  SERVERS",
+        "{:<16} {:>9} {:>8} {:>10}  SERVERS (- = unhealthy)",
         "POOL", "IN-FLIGHT", "TUNNELS", "REQUESTS"
     );
     let active = v["active"].as_str().unwrap_or_default();
     if let Some(pools) = v["pools"].as_object() {
         for (name, pool) in pools {
-            let servers: Vec<&str> = pool["servers"]
+            let servers: Vec<String> = pool["servers"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s["addr"].as_str()).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|s| {
+                            let addr = s["addr"].as_str().unwrap_or("?");
+                            match s["healthy"].as_bool() {
+                                Some(false) => format!("-{addr}"),
+                                _ => addr.to_owned(),
+                            }
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             let marker = if name == active { " *" } else { "" };
             println!(

@@ -43,17 +43,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Make POOL the active pool: the next request goes there.
+    /// Make POOL the active pool: the next request goes there. Refused (exit 1) when a fresh
+    /// probe finds no healthy server in POOL, unless --force.
     Switch {
         /// The pool to switch to, e.g. green.
         pool: String,
         #[command(flatten)]
         admin: client::AdminArgs,
+        #[command(flatten)]
+        options: client::SwitchArgs,
     },
-    /// Switch back to the previous pool.
+    /// Switch back to the previous pool (health-gated like a switch).
     Rollback {
         #[command(flatten)]
         admin: client::AdminArgs,
+        #[command(flatten)]
+        options: client::SwitchArgs,
     },
 }
 
@@ -64,7 +69,11 @@ fn main() -> ExitCode {
         Command::Check { config } => app::check(&config),
         Command::Demo => demo::run(),
         Command::Status { admin, json } => client::status(&admin, json),
-        Command::Switch { pool, admin } => client::switch(&admin, &pool),
-        Command::Rollback { admin } => client::rollback(&admin),
+        Command::Switch {
+            pool,
+            admin,
+            options,
+        } => client::switch(&admin, Some(&pool), &options),
+        Command::Rollback { admin, options } => client::switch(&admin, None, &options),
     }
 }

@@ -32,7 +32,8 @@ impl ApiError {
                 CoreError::UnknownPool { .. } => StatusCode::NOT_FOUND,
                 CoreError::NoPrevious
                 | CoreError::EmptyPool { .. }
-                | CoreError::ActivePoolEmptied { .. } => StatusCode::CONFLICT,
+                | CoreError::ActivePoolEmptied { .. }
+                | CoreError::Unhealthy { .. } => StatusCode::CONFLICT,
                 CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
                 CoreError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },

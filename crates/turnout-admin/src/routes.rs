@@ -33,6 +33,7 @@ pub fn router(control: Control, token: Option<String>) -> Router {
         .route("/v1/switch", post(switch))
         .route("/v1/rollback", post(rollback))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -55,10 +56,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the request body is empty; this call takes a JSON object".into(),
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        parse_json(&bytes).map(JsonBody)
     }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 async fn require_token(
@@ -95,19 +99,120 @@ async fn status(State(state): State<AdminState>) -> Json<Status> {
 #[serde(deny_unknown_fields)]
 struct SwitchBody {
     to: String,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    wait_drained: Option<String>,
+}
+
+/// What a switch and a rollback both accept. (The bodies spell the fields out rather than
+/// `#[serde(flatten)]` this, because serde cannot deny unknown fields through a flatten.)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchOptions {
+    /// Skip the health gate.
+    #[serde(default)]
+    force: bool,
+    /// Answer only once the pool switched away from has nothing in flight, or this long has
+    /// passed: "30s".
+    #[serde(default)]
+    wait_drained: Option<String>,
+}
+
+/// The answer to a switch or rollback: the new status, and with `wait_drained`, whether the
+/// old pool drained.
+#[derive(Debug, serde::Serialize)]
+struct SwitchAnswer {
+    #[serde(flatten)]
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drained: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waited_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
 }
 
 async fn switch(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<SwitchBody>,
-) -> Result<Json<Status>, ApiError> {
-    let snapshot = state.control.apply(Command::Switch { to: body.to }).await?;
-    Ok(Json(Status::from(&*snapshot)))
+) -> Result<Json<SwitchAnswer>, ApiError> {
+    let options = SwitchOptions {
+        force: body.force,
+        wait_drained: body.wait_drained,
+    };
+    change_active(&state, Command::Switch { to: body.to }, options).await
 }
 
-async fn rollback(State(state): State<AdminState>) -> Result<Json<Status>, ApiError> {
-    let snapshot = state.control.apply(Command::Rollback).await?;
-    Ok(Json(Status::from(&*snapshot)))
+async fn rollback(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<SwitchAnswer>, ApiError> {
+    // The body is optional here: a bare `curl -X POST .../v1/rollback` works.
+    let options = if body.iter().all(u8::is_ascii_whitespace) {
+        SwitchOptions::default()
+    } else {
+        parse_json::<SwitchOptions>(&body)?
+    };
+    change_active(&state, Command::Rollback, options).await
+}
+
+async fn change_active(
+    state: &AdminState,
+    command: Command,
+    options: SwitchOptions,
+) -> Result<Json<SwitchAnswer>, ApiError> {
+    let wait = options
+        .wait_drained
+        .as_deref()
+        .map(|w| {
+            humantime::parse_duration(w).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "invalid wait_drained {w:?} ({e}): write it like \"30s\""
+                ))
+            })
+        })
+        .transpose()?;
+    let before = state.control.router().snapshot();
+    let after = state.control.apply(command, options.force).await?;
+    let mut answer = SwitchAnswer {
+        status: Status::from(&*after),
+        drained: None,
+        waited_ms: None,
+        message: None,
+    };
+    if let Some(limit) = wait {
+        // The pool that stopped being active (the same one if nothing changed).
+        let old = Arc::clone(&before.active);
+        let started = std::time::Instant::now();
+        let drained = state.control.wait_drained(&old, limit).await;
+        answer.drained = Some(drained);
+        answer.waited_ms = Some(started.elapsed().as_millis() as u64);
+        if !drained {
+            let stats = old.stats();
+            answer.message = Some(format!(
+                "pool {} still has {} request(s) and {} tunnel(s) in flight after {}",
+                old.name(),
+                stats.in_flight(),
+                stats.tunnels(),
+                humantime::format_duration(limit)
+            ));
+        }
+        // Counters moved while waiting.
+        answer.status = Status::from(&*state.control.router().snapshot());
+    }
+    Ok(Json(answer))
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    let snapshot = state.control.router().snapshot();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        snapshot.env.metrics.render(&snapshot),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +230,7 @@ async fn put_pool(
         name,
         servers: body.servers,
     };
-    let snapshot = state.control.apply(command).await?;
+    let snapshot = state.control.apply(command, false).await?;
     Ok(Json(Status::from(&*snapshot)))
 }
 
@@ -142,7 +247,7 @@ async fn get_pool(
 
 async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound(format!(
-        "no admin call {} {}; the calls are GET /v1/status, POST /v1/switch, POST /v1/rollback, PUT /v1/pools/{{name}}",
+        "no admin call {} {}; the calls are GET /v1/status, POST /v1/switch, POST /v1/rollback, PUT /v1/pools/{{name}}, GET /metrics",
         req.method(),
         req.uri().path()
     ))

@@ -37,3 +37,39 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Idle keep-alive connections kept per upstream server.
 pub const MAX_IDLE_PER_SERVER: usize = 256;
+
+/// The health path answers 503 while the active pool has no healthy server.
+pub const HEALTH_REFLECTS_POOL: bool = true;
+
+/// A client must send a request head within this; it also bounds idle keep-alive connections.
+pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Request headers: at most this many (more answers 431)...
+pub const MAX_HEADER_COUNT: usize = 100;
+
+/// ...and at most this many bytes for the request line and headers together (more answers 431).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Active checks: `GET` this path on every server of every pool.
+pub const CHECK_PATH: &str = "/";
+
+/// How often each server is checked.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A check that takes longer fails.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Passing checks in a row that bring a server back.
+pub const HEALTHY_THRESHOLD: u32 = 2;
+
+/// Failing checks in a row that take a server out.
+pub const UNHEALTHY_THRESHOLD: u32 = 2;
+
+/// Consecutive failed requests (connect errors, resets, 502/503/504) that eject a server.
+pub const PASSIVE_FAILURES: u32 = 5;
+
+/// The first ejection's length; it doubles with each ejection in a row...
+pub const EJECTION: Duration = Duration::from_secs(5);
+
+/// ...up to this.
+pub const MAX_EJECTION: Duration = Duration::from_secs(60);

@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub server: Option<FileServer>,
     pub upstream: Option<FileUpstream>,
     pub state: Option<FileState>,
+    pub health: Option<FileHealth>,
     #[serde(default)]
     pub pools: BTreeMap<String, FilePool>,
     pub routing: Option<FileRouting>,
@@ -33,6 +34,10 @@ pub struct FileServer {
     pub shutdown_delay: Option<HumanDuration>,
     pub shutdown_timeout: Option<HumanDuration>,
     pub max_connections: Option<usize>,
+    pub health_reflects_pool: Option<bool>,
+    pub client_header_timeout: Option<HumanDuration>,
+    pub max_header_count: Option<usize>,
+    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +59,61 @@ pub struct FileState {
 #[serde(deny_unknown_fields)]
 pub struct FilePool {
     pub servers: Vec<Spanned<String>>,
+    /// Overrides of `[health]` for this pool.
+    pub health: Option<FileHealthCheck>,
+}
+
+/// `[health]`: the active checks (the defaults of every pool), and `[health.passive]`.
+/// (The check keys are spelled out again rather than `#[serde(flatten)]`ed, because serde
+/// cannot deny unknown keys through a flatten.)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub enabled: Option<bool>,
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<Spanned<u32>>,
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+    pub expect_status: Option<Spanned<String>>,
+    pub passive: Option<FilePassive>,
+}
+
+impl FileHealth {
+    /// The check keys alone, as a pool's override would hold them.
+    pub fn split(self) -> (FileHealthCheck, Option<FilePassive>) {
+        let check = FileHealthCheck {
+            enabled: self.enabled,
+            path: self.path,
+            interval: self.interval,
+            timeout: self.timeout,
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+            expect_status: self.expect_status,
+        };
+        (check, self.passive)
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    pub enabled: Option<bool>,
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<Spanned<u32>>,
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+    pub expect_status: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassive {
+    pub enabled: Option<bool>,
+    pub failures: Option<Spanned<u32>>,
+    pub ejection: Option<HumanDuration>,
+    pub max_ejection: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

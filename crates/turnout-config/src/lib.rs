@@ -27,6 +27,12 @@ pub struct Config {
     /// Every pool by name, each with its servers in order.
     pub pools: BTreeMap<PoolName, Vec<ServerAddr>>,
     pub routing: Routing,
+    /// `[health]`: the active checks of every pool without its own `[pools.NAME.health]`.
+    pub health: HealthCheck,
+    /// `[pools.NAME.health]` merged over `[health]`, for the pools that have one.
+    pub pool_health: BTreeMap<PoolName, HealthCheck>,
+    /// `[health.passive]`.
+    pub passive: Passive,
 }
 
 /// `[server]`: the listeners and the process lifecycle.
@@ -39,6 +45,13 @@ pub struct Server {
     pub shutdown_delay: Duration,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    /// The health path answers 503 while the active pool has no healthy server.
+    pub health_reflects_pool: bool,
+    /// A client must send a request's head within this (and an idle keep-alive connection
+    /// is closed after it).
+    pub client_header_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
 }
 
 /// `[upstream]`: how turnout talks to the app servers.
@@ -54,6 +67,107 @@ pub struct Upstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     pub file: Option<PathBuf>,
+}
+
+/// Active health checks of one pool's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expect_status: StatusRange,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            path: defaults::CHECK_PATH.to_owned(),
+            interval: defaults::CHECK_INTERVAL,
+            timeout: defaults::CHECK_TIMEOUT,
+            healthy_threshold: defaults::HEALTHY_THRESHOLD,
+            unhealthy_threshold: defaults::UNHEALTHY_THRESHOLD,
+            expect_status: StatusRange { min: 200, max: 299 },
+        }
+    }
+}
+
+/// An inclusive range of HTTP status codes, written "2xx", "200" or "200-399".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl StatusRange {
+    pub fn parse(s: &str) -> Result<StatusRange, String> {
+        let bad = || format!("invalid status range {s:?}: write \"2xx\", \"200\" or \"200-399\"");
+        let code = |c: &str| {
+            c.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(bad)
+        };
+        let range = if let Some(class) = s.strip_suffix("xx") {
+            let c = code(&format!("{class}00"))?;
+            StatusRange {
+                min: c,
+                max: c + 99,
+            }
+        } else if let Some((lo, hi)) = s.split_once('-') {
+            StatusRange {
+                min: code(lo)?,
+                max: code(hi)?,
+            }
+        } else {
+            let c = code(s)?;
+            StatusRange { min: c, max: c }
+        };
+        if range.min > range.max {
+            return Err(bad());
+        }
+        Ok(range)
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        (self.min..=self.max).contains(&status)
+    }
+}
+
+impl std::fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}-{}", self.min, self.max)
+        }
+    }
+}
+
+/// `[health.passive]`: ejecting servers that fail real requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passive {
+    pub enabled: bool,
+    /// Consecutive failures that eject a server.
+    pub failures: u32,
+    /// The first ejection's length; each further one in a row doubles it, up to `max_ejection`.
+    pub ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            enabled: true,
+            failures: defaults::PASSIVE_FAILURES,
+            ejection: defaults::EJECTION,
+            max_ejection: defaults::MAX_EJECTION,
+        }
+    }
 }
 
 /// `[routing]`.
@@ -116,10 +230,37 @@ impl file::FileConfig {
             });
         }
         let admin_token = server.admin_token.filter(|t| !t.is_empty());
+        let max_header_bytes = server
+            .max_header_bytes
+            .unwrap_or(defaults::MAX_HEADER_BYTES);
+        if max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "max_header_bytes"),
+                key: "server.max_header_bytes".into(),
+                message: format!("{max_header_bytes} is too small: at least 8192"),
+            });
+        }
+        let max_header_count = server
+            .max_header_count
+            .unwrap_or(defaults::MAX_HEADER_COUNT);
+        if max_header_count == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "max_header_count"),
+                key: "server.max_header_count".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+
+        let (global_check, passive) = self.health.unwrap_or_default().split();
+        let health = resolve_check(global_check, &HealthCheck::default(), "health", text, path)?;
+        let passive = resolve_passive(passive.unwrap_or_default(), text, path)?;
 
         let upstream = self.upstream.unwrap_or_default();
 
         let mut pools = BTreeMap::new();
+        let mut pool_health = BTreeMap::new();
         for (name, pool) in self.pools {
             let key = format!("pools.{name}");
             let pool_name = PoolName::parse(&name).map_err(|message| ConfigError::Invalid {
@@ -134,6 +275,10 @@ impl file::FileConfig {
                     invalid(server.span(), &format!("{key}.servers"), message)
                 })?;
                 servers.push(addr);
+            }
+            if let Some(check) = pool.health {
+                let check = resolve_check(check, &health, &format!("{key}.health"), text, path)?;
+                pool_health.insert(pool_name.clone(), check);
             }
             pools.insert(pool_name, servers);
         }
@@ -197,6 +342,14 @@ impl file::FileConfig {
                     .shutdown_timeout
                     .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
                 max_connections,
+                health_reflects_pool: server
+                    .health_reflects_pool
+                    .unwrap_or(defaults::HEALTH_REFLECTS_POOL),
+                client_header_timeout: server
+                    .client_header_timeout
+                    .map_or(defaults::CLIENT_HEADER_TIMEOUT, |d| d.0),
+                max_header_count,
+                max_header_bytes,
             },
             upstream: Upstream {
                 connect_timeout: upstream
@@ -217,8 +370,112 @@ impl file::FileConfig {
             },
             pools,
             routing: Routing { active },
+            health,
+            pool_health,
+            passive,
         })
     }
+}
+
+/// `[health]` (over the defaults) or `[pools.NAME.health]` (over `[health]`), validated.
+fn resolve_check(
+    file: file::FileHealthCheck,
+    base: &HealthCheck,
+    key: &str,
+    text: &str,
+    path: &Path,
+) -> Result<HealthCheck, ConfigError> {
+    let invalid =
+        |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            key: format!("{key}.{field}"),
+            message,
+        };
+    let mut check = base.clone();
+    if let Some(enabled) = file.enabled {
+        check.enabled = enabled;
+    }
+    if let Some(p) = file.path {
+        if !p.get_ref().starts_with('/') {
+            return Err(invalid(
+                p.span(),
+                "path",
+                format!("{:?} must start with '/'", p.get_ref()),
+            ));
+        }
+        check.path = p.into_inner();
+    }
+    for (value, field, slot) in [
+        (file.interval, "interval", &mut check.interval),
+        (file.timeout, "timeout", &mut check.timeout),
+    ] {
+        if let Some(d) = value {
+            if d.0.is_zero() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: find_key_line(text, field),
+                    key: format!("{key}.{field}"),
+                    message: "must be more than zero".into(),
+                });
+            }
+            *slot = d.0;
+        }
+    }
+    for (value, field, slot) in [
+        (
+            file.healthy_threshold,
+            "healthy_threshold",
+            &mut check.healthy_threshold,
+        ),
+        (
+            file.unhealthy_threshold,
+            "unhealthy_threshold",
+            &mut check.unhealthy_threshold,
+        ),
+    ] {
+        if let Some(n) = value {
+            if *n.get_ref() == 0 {
+                return Err(invalid(n.span(), field, "must be at least 1".into()));
+            }
+            *slot = n.into_inner();
+        }
+    }
+    if let Some(expect) = file.expect_status {
+        check.expect_status = StatusRange::parse(expect.get_ref())
+            .map_err(|m| invalid(expect.span(), "expect_status", m))?;
+    }
+    Ok(check)
+}
+
+fn resolve_passive(
+    file: file::FilePassive,
+    text: &str,
+    path: &Path,
+) -> Result<Passive, ConfigError> {
+    let d = Passive::default();
+    let passive = Passive {
+        enabled: file.enabled.unwrap_or(d.enabled),
+        failures: file.failures.as_ref().map_or(d.failures, |f| *f.get_ref()),
+        ejection: file.ejection.map_or(d.ejection, |x| x.0),
+        max_ejection: file.max_ejection.map_or(d.max_ejection, |x| x.0),
+    };
+    let invalid = |field: &str, message: &str| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: find_key_line(text, field),
+        key: format!("health.passive.{field}"),
+        message: message.to_owned(),
+    };
+    if passive.failures == 0 {
+        return Err(invalid("failures", "must be at least 1"));
+    }
+    if passive.ejection.is_zero() {
+        return Err(invalid("ejection", "must be more than zero"));
+    }
+    if passive.max_ejection < passive.ejection {
+        return Err(invalid("max_ejection", "must be at least `ejection`"));
+    }
+    Ok(passive)
 }
 
 /// The 1-based line of byte offset `at` in `text`.

@@ -67,9 +67,8 @@ impl Command {
                         name: name.to_string(),
                     });
                 }
-                // The new version of the pool shares the old one's counters.
-                let stats = old.map(|p| Arc::clone(p.stats())).unwrap_or_default();
-                let pool = Arc::new(Pool::new(name.clone(), servers, stats));
+                // The new version of the pool keeps the old one's counters and known health.
+                let pool = Arc::new(cur.env.build_pool(name.clone(), servers, old.map(|p| &**p)));
                 let mut next = cur.clone();
                 if is_active {
                     next.active = Arc::clone(&pool);

@@ -17,6 +17,9 @@ pub enum CoreError {
     /// Replacing the live pool's servers with none would take the site down.
     #[error("pool {name:?} is active and cannot be left without servers; switch away first")]
     ActivePoolEmptied { name: String },
+    /// The health gate: a fresh probe of the target pool found no healthy server.
+    #[error("pool {pool:?} has no healthy server ({}); nothing was changed. Send \"force\": true to switch anyway", failures.join("; "))]
+    Unhealthy { pool: String, failures: Vec<String> },
     /// A malformed pool name or server address from the caller.
     #[error("{0}")]
     Invalid(String),

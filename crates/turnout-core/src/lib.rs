@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`pool`]: a pool of upstream servers, its round-robin pick and its in-flight counters.
+//! - [`health`]: one server's health flags (active verdict, passive ejection).
+//! - [`metrics`]: the Prometheus registry and the per-pool counter handles.
 //! - [`snapshot`]: the immutable [`RoutingSnapshot`] and the [`Router`] that holds the one
 //!   `ArcSwap` the data plane loads once per request.
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
@@ -13,6 +15,8 @@
 pub mod command;
 pub mod control;
 mod error;
+pub mod health;
+pub mod metrics;
 pub mod pool;
 pub mod snapshot;
 pub mod state;
@@ -21,7 +25,9 @@ pub mod status;
 pub use command::Command;
 pub use control::Control;
 pub use error::{CoreError, StateError};
-pub use pool::{InFlight, Pool, PoolStats, TunnelGuard, Upstream};
-pub use snapshot::{Router, RoutingSnapshot};
+pub use health::ServerHealth;
+pub use metrics::{Metrics, PoolMetrics};
+pub use pool::{InFlight, Pool, PoolSettings, PoolStats, TunnelGuard, Upstream};
+pub use snapshot::{Env, Router, RoutingSnapshot};
 pub use state::StateFile;
 pub use turnout_config::{PoolName, ServerAddr};

@@ -7,21 +7,36 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
-use turnout_config::{PoolName, ServerAddr};
+use turnout_config::{HealthCheck, Passive, PoolName, ServerAddr};
+
+use crate::health::ServerHealth;
+use crate::metrics::PoolMetrics;
 
 /// One upstream server, with its address pre-parsed for building request URIs.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub addr: ServerAddr,
     pub authority: Authority,
+    pub health: Arc<ServerHealth>,
 }
 
 impl Upstream {
-    pub fn new(addr: ServerAddr) -> Upstream {
+    pub fn new(addr: ServerAddr, health: Arc<ServerHealth>) -> Upstream {
         let authority = Authority::try_from(addr.as_str())
             .expect("a validated ServerAddr is a valid HTTP authority");
-        Upstream { addr, authority }
+        Upstream {
+            addr,
+            authority,
+            health,
+        }
     }
+}
+
+/// How a pool's servers are checked and ejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub check: HealthCheck,
+    pub passive: Passive,
 }
 
 /// Live counters of one pool, shared across every version of the pool with the same name.
@@ -55,16 +70,54 @@ pub struct Pool {
     servers: Box<[Upstream]>,
     next: AtomicUsize,
     stats: Arc<PoolStats>,
+    settings: Arc<PoolSettings>,
+    metrics: PoolMetrics,
 }
 
 impl Pool {
-    pub fn new(name: PoolName, servers: Vec<ServerAddr>, stats: Arc<PoolStats>) -> Pool {
+    /// A pool of `servers`. Counters and per-server health carry over from `previous` (the
+    /// pool's version being replaced), so a change of servers neither forgets what is in flight
+    /// nor resets a known server's health.
+    pub fn new(
+        name: PoolName,
+        servers: Vec<ServerAddr>,
+        settings: Arc<PoolSettings>,
+        metrics: PoolMetrics,
+        previous: Option<&Pool>,
+    ) -> Pool {
+        let known = |addr: &ServerAddr| {
+            previous
+                .and_then(|p| p.servers.iter().find(|u| &u.addr == addr))
+                .map(|u| Arc::clone(&u.health))
+                .unwrap_or_default()
+        };
         Pool {
+            servers: servers
+                .into_iter()
+                .map(|addr| {
+                    let health = known(&addr);
+                    Upstream::new(addr, health)
+                })
+                .collect(),
             name,
-            servers: servers.into_iter().map(Upstream::new).collect(),
             next: AtomicUsize::new(0),
-            stats,
+            stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
+            settings,
+            metrics,
         }
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
+    }
+
+    /// Servers that may take a request now.
+    pub fn available(&self) -> usize {
+        self.servers.iter().filter(|u| u.health.available()).count()
     }
 
     pub fn name(&self) -> &PoolName {
@@ -79,13 +132,28 @@ impl Pool {
         &self.stats
     }
 
-    /// The next server, round-robin; `None` for an empty pool.
+    /// The next available server, round-robin; `None` when no server is available.
+    #[inline]
     pub fn pick(&self) -> Option<&Upstream> {
         match self.servers.len() {
             0 => None,
-            1 => Some(&self.servers[0]),
-            n => Some(&self.servers[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+            1 => Some(&self.servers[0]).filter(|u| u.health.available()),
+            n => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| &self.servers[(start + i) % n])
+                    .find(|u| u.health.available())
+            }
         }
+    }
+
+    /// Another available server than `tried`, for a retry.
+    pub fn pick_other(&self, tried: &Upstream) -> Option<&Upstream> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.servers[(start + i) % n])
+            .find(|u| u.addr != tried.addr && u.health.available())
     }
 
     /// Counts a request as in flight on this pool until the guard drops.
@@ -157,7 +225,33 @@ mod tests {
                 .map(|s| ServerAddr::parse(s).expect("addr"))
                 .collect(),
             Arc::default(),
+            crate::metrics::Metrics::new().pool("blue"),
+            None,
         ))
+    }
+
+    #[test]
+    fn unavailable_servers_are_skipped() {
+        let p = pool(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        p.servers()[1].health.set_up(false);
+        let picked: Vec<_> = (0..4)
+            .map(|_| p.pick().expect("server").addr.to_string())
+            .collect();
+        assert!(!picked.contains(&"127.0.0.1:2".to_string()), "{picked:?}");
+        assert_eq!(p.available(), 2);
+        let first = &p.servers()[0];
+        for _ in 0..4 {
+            assert_eq!(
+                p.pick_other(first).expect("other").addr.as_str(),
+                "127.0.0.1:3"
+            );
+        }
+        p.servers()[0].health.set_up(false);
+        p.servers()[2].health.set_up(false);
+        assert!(p.pick().is_none());
+        let single = pool(&["127.0.0.1:1"]);
+        single.servers()[0].health.set_up(false);
+        assert!(single.pick().is_none());
     }
 
     #[test]

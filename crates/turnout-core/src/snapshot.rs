@@ -9,11 +9,53 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use turnout_config::{Config, PoolName};
+use turnout_config::{Config, HealthCheck, Passive, PoolName, ServerAddr};
 
-use crate::pool::Pool;
+use crate::metrics::Metrics;
+use crate::pool::{Pool, PoolSettings};
 use crate::state::SavedState;
 use crate::CoreError;
+
+/// What every version of the routing state shares: the settings a new pool is built with and
+/// the metrics registry. Fixed for the life of the process.
+#[derive(Debug, Default)]
+pub struct Env {
+    /// `[health]`, for pools without their own.
+    pub check: HealthCheck,
+    /// `[pools.NAME.health]`, merged over `[health]`.
+    pub pool_checks: BTreeMap<PoolName, HealthCheck>,
+    pub passive: Passive,
+    pub metrics: Metrics,
+}
+
+impl Env {
+    pub fn from_config(config: &Config) -> Env {
+        Env {
+            check: config.health.clone(),
+            pool_checks: config.pool_health.clone(),
+            passive: config.passive.clone(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Builds pool `name`, carrying counters and health over from `previous`.
+    pub fn build_pool(
+        &self,
+        name: PoolName,
+        servers: Vec<ServerAddr>,
+        previous: Option<&Pool>,
+    ) -> Pool {
+        let settings = match previous {
+            Some(p) => Arc::new(p.settings().clone()),
+            None => Arc::new(PoolSettings {
+                check: self.pool_checks.get(&name).unwrap_or(&self.check).clone(),
+                passive: self.passive.clone(),
+            }),
+        };
+        let metrics = self.metrics.pool(name.as_str());
+        Pool::new(name, servers, settings, metrics, previous)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RoutingSnapshot {
@@ -27,6 +69,7 @@ pub struct RoutingSnapshot {
     pub pools: BTreeMap<PoolName, Arc<Pool>>,
     /// When this snapshot was made (or loaded).
     pub changed_at: SystemTime,
+    pub env: Arc<Env>,
 }
 
 impl RoutingSnapshot {
@@ -44,10 +87,11 @@ impl RoutingSnapshot {
             }
             None => (config.routing.active.clone(), None, 0),
         };
+        let env = Arc::new(Env::from_config(config));
         let pools: BTreeMap<_, _> = servers
             .into_iter()
             .map(|(name, servers)| {
-                let pool = Arc::new(Pool::new(name.clone(), servers, Arc::default()));
+                let pool = Arc::new(env.build_pool(name.clone(), servers, None));
                 (name, pool)
             })
             .collect();
@@ -61,6 +105,7 @@ impl RoutingSnapshot {
             previous,
             pools,
             changed_at: SystemTime::now(),
+            env,
         })
     }
 
@@ -86,12 +131,14 @@ pub(crate) fn unknown_pool(pools: &BTreeMap<PoolName, Arc<Pool>>, name: &str) ->
 #[derive(Debug, Clone)]
 pub struct Router {
     current: Arc<ArcSwap<RoutingSnapshot>>,
+    changed: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl Router {
     pub fn new(snapshot: RoutingSnapshot) -> Router {
         Router {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
+            changed: Arc::new(tokio::sync::watch::Sender::new(())),
         }
     }
 
@@ -108,8 +155,14 @@ impl Router {
     }
 
     /// Publishes a new snapshot: one pointer store. Only [`crate::Control`] calls this, under
-    /// its writer lock.
+    /// its writer lock. Tasks that react to changes (the health checker) are woken.
     pub(crate) fn publish(&self, snapshot: Arc<RoutingSnapshot>) {
         self.current.store(snapshot);
+        self.changed.send_replace(());
+    }
+
+    /// A receiver that is marked changed at every publish.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 }

@@ -25,11 +25,23 @@ pub struct PoolStatus {
     pub tunnels: usize,
     /// Requests sent to this pool since start-up.
     pub requests: u64,
+    /// Servers that may take requests now.
+    pub healthy_servers: usize,
+    /// The pool's active check, e.g. "GET / every 2s, expect 200-299", or "off".
+    pub check: String,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ServerStatus {
     pub addr: String,
+    /// Passes its checks and is not ejected: it takes requests.
+    pub healthy: bool,
+    /// Taken out for failing requests in a row, until its backoff ends or a check passes.
+    pub ejected: bool,
+    /// When it was last checked, RFC 3339 (none before the first check).
+    pub last_check: Option<String>,
+    /// Why the last check failed; none when it passed.
+    pub last_error: Option<String>,
 }
 
 impl From<&RoutingSnapshot> for Status {
@@ -44,17 +56,38 @@ impl From<&RoutingSnapshot> for Status {
                 .iter()
                 .map(|(name, pool)| {
                     let stats = pool.stats();
+                    let check = &pool.settings().check;
                     let status = PoolStatus {
                         servers: pool
                             .servers()
                             .iter()
-                            .map(|u| ServerStatus {
-                                addr: u.addr.to_string(),
+                            .map(|u| {
+                                let detail = u.health.detail();
+                                ServerStatus {
+                                    addr: u.addr.to_string(),
+                                    healthy: u.health.available(),
+                                    ejected: u.health.is_ejected(),
+                                    last_check: detail
+                                        .last_check
+                                        .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                                    last_error: detail.last_error,
+                                }
                             })
                             .collect(),
                         in_flight: stats.in_flight(),
                         tunnels: stats.tunnels(),
                         requests: stats.requests(),
+                        healthy_servers: pool.available(),
+                        check: if check.enabled {
+                            format!(
+                                "GET {} every {}, expect {}",
+                                check.path,
+                                humantime::format_duration(check.interval),
+                                check.expect_status
+                            )
+                        } else {
+                            "off".into()
+                        },
                     };
                     (name.to_string(), status)
                 })

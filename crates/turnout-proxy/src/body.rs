@@ -82,3 +82,84 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// The body of a request on its way to an upstream. A request that may be retried on another
+/// server sends its body as [`UpstreamBody::reclaimable`]: if the first attempt fails before
+/// reading any of it (a refused connection), the body comes back through the returned receiver
+/// and goes out again, unread, to the next server.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Incoming(Incoming),
+    Reclaimable(Reclaimable),
+    Empty,
+}
+
+#[derive(Debug)]
+pub struct Reclaimable {
+    body: Option<Incoming>,
+    polled: bool,
+    give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
+}
+
+impl UpstreamBody {
+    pub fn reclaimable(body: Incoming) -> (UpstreamBody, tokio::sync::oneshot::Receiver<Incoming>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = Reclaimable {
+            body: Some(body),
+            polled: false,
+            give_back: Some(tx),
+        };
+        (UpstreamBody::Reclaimable(body), rx)
+    }
+}
+
+impl Drop for Reclaimable {
+    fn drop(&mut self) {
+        if !self.polled {
+            if let (Some(body), Some(tx)) = (self.body.take(), self.give_back.take()) {
+                let _ = tx.send(body);
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Reclaimable(r) => {
+                r.polled = true;
+                match r.body.as_mut() {
+                    Some(body) => Pin::new(body).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Incoming(body) => body.is_end_stream(),
+            UpstreamBody::Reclaimable(r) => r.body.as_ref().is_none_or(Body::is_end_stream),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Incoming(body) => body.size_hint(),
+            UpstreamBody::Reclaimable(r) => r
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -9,8 +9,8 @@ use crate::body::ProxyBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("pool {pool} has no servers")]
-    NoServers { pool: String },
+    #[error("pool {pool} has no healthy server")]
+    NoHealthyServer { pool: String },
     #[error("cannot connect to upstream {upstream} (pool {pool}): {source}")]
     Connect {
         pool: String,
@@ -36,7 +36,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoServers { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -45,8 +45,8 @@ impl ProxyError {
     /// The short text the client sees; the details (addresses, causes) go to the log only.
     fn public_text(&self) -> &'static str {
         match self {
-            ProxyError::NoServers { .. } => {
-                "503 Service Unavailable: no app server to send this request to\n"
+            ProxyError::NoHealthyServer { .. } => {
+                "503 Service Unavailable: no healthy app server to send this request to\n"
             }
             ProxyError::Connect { .. } => "502 Bad Gateway: the app server is unreachable\n",
             ProxyError::Upstream { .. } => "502 Bad Gateway: the app server failed to answer\n",
@@ -60,7 +60,7 @@ impl ProxyError {
     /// left unread on this connection).
     pub fn into_response(&self, close: bool) -> Response<ProxyBody> {
         let mut resp = text_response(self.status(), self.public_text());
-        if matches!(self, ProxyError::NoServers { .. }) {
+        if matches!(self, ProxyError::NoHealthyServer { .. }) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -9,6 +9,7 @@
 //! - `error`: what can fail on the request path and the status each failure answers.
 
 mod body;
+pub mod checker;
 mod error;
 mod headers;
 pub mod listener;
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -27,7 +27,8 @@ use tokio_util::task::TaskTracker;
 use turnout_config::Config;
 use turnout_core::Router;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, UpstreamBody};
+pub use checker::{spawn_health_checks, HttpProber};
 pub use error::ProxyError;
 pub use listener::Drained;
 
@@ -41,6 +42,10 @@ pub struct ProxySettings {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_server: usize,
+    pub health_reflects_pool: bool,
+    pub client_header_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
 }
 
 impl ProxySettings {
@@ -53,6 +58,10 @@ impl ProxySettings {
             response_timeout: config.upstream.response_timeout,
             idle_timeout: config.upstream.idle_timeout,
             max_idle_per_server: config.upstream.max_idle_per_server,
+            health_reflects_pool: config.server.health_reflects_pool,
+            client_header_timeout: config.server.client_header_timeout,
+            max_header_count: config.server.max_header_count,
+            max_header_bytes: config.server.max_header_bytes,
         }
     }
 }
@@ -68,7 +77,7 @@ struct Shared {
     router: Router,
     settings: ProxySettings,
     /// One pooled keep-alive client for every upstream: hyper-util keys its pool by authority.
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.

@@ -38,8 +38,20 @@ impl DataPlane {
     ) -> Drained {
         let shared = Arc::clone(&self.shared);
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        let settings = &shared.settings;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // Slowloris: a request head must arrive within this; hyper also applies it to
+            // idle keep-alive connections, which it closes.
+            .header_read_timeout(settings.client_header_timeout)
+            // Too many or too large headers answer 431.
+            .max_headers(settings.max_header_count)
+            .max_buf_size(settings.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
         let mut backoff = Duration::ZERO;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -10,9 +11,9 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use turnout_core::InFlight;
+use turnout_core::{InFlight, Pool, Upstream};
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{text_response, ProxyError};
 use crate::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use crate::{upgrade, Shared};
@@ -34,6 +35,53 @@ impl Downstream {
 }
 
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
+
+/// What a retry needs to send the request again: kept only for pools with more than one
+/// server, where a retry is possible at all (a single-server pool pays nothing for it).
+struct RetryCopy {
+    method: Method,
+    headers: http::HeaderMap,
+    idempotent: bool,
+    /// The body comes back here if the first attempt never read it.
+    reclaim: Option<tokio::sync::oneshot::Receiver<Incoming>>,
+    has_body: bool,
+}
+
+impl RetryCopy {
+    /// The request again, for `upstream`, if it can still be sent: its body was never read,
+    /// or it had none.
+    fn take_request(
+        &mut self,
+        path: &PathAndQuery,
+        upstream: &Upstream,
+    ) -> Option<Request<UpstreamBody>> {
+        let body = if self.has_body {
+            UpstreamBody::Incoming(self.reclaim.as_mut()?.try_recv().ok()?)
+        } else {
+            UpstreamBody::Empty
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = upstream_uri(upstream, path);
+        *req.headers_mut() = std::mem::take(&mut self.headers);
+        Some(req)
+    }
+}
+
+fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(upstream.authority.clone());
+    uri.path_and_query = Some(path.clone());
+    Uri::from_parts(uri).expect("scheme, authority and path make a URI")
+}
+
+/// How one attempt at an upstream ended.
+enum Attempt {
+    Answered(Response<Incoming>),
+    Failed(hyper_util::client::legacy::Error),
+    TimedOut,
+}
 
 impl Shared {
     pub(crate) async fn handle(
@@ -62,14 +110,24 @@ impl Shared {
 
         // Route: one snapshot load. The request keeps this pool to its end.
         let pool = self.router.active();
-        let Some(upstream) = pool.pick() else {
-            let err = ProxyError::NoServers {
+        let Some(first) = pool.pick() else {
+            let err = ProxyError::NoHealthyServer {
                 pool: pool.name().to_string(),
             };
-            tracing::warn!(error = %err, "request refused");
-            return err.into_response(h1 && !req.body().is_end_stream());
+            let resp = err.into_response(h1 && !req.body().is_end_stream());
+            pool.metrics()
+                .observe(resp.status().as_u16(), started.elapsed().as_secs_f64());
+            tracing::info!(
+                target: "turnout::access",
+                method = %req.method(),
+                path = %req.uri().path(),
+                status = resp.status().as_u16(),
+                pool = %pool.name(),
+                client = %down.peer,
+                error = %err,
+            );
+            return resp;
         };
-        let upstream = upstream.clone();
         let guard = pool.begin_request();
 
         let is_upgrade = is_upgrade_request(req.version(), req.headers());
@@ -96,48 +154,92 @@ impl Shared {
         if let Some(host) = host {
             parts.headers.entry(header::HOST).or_insert(host);
         }
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(upstream.authority.clone());
-        uri.path_and_query = Some(path.clone());
-        parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+
+        // A retry needs a copy of the request, so keep one only where a retry is possible.
+        let (body, mut retry) = if pool.servers().len() > 1 && !is_upgrade {
+            let (body, reclaim) = if has_body {
+                let (body, rx) = UpstreamBody::reclaimable(body);
+                (body, Some(rx))
+            } else {
+                (UpstreamBody::Incoming(body), None)
+            };
+            let copy = RetryCopy {
+                method: method.clone(),
+                headers: parts.headers.clone(),
+                idempotent: matches!(
+                    method,
+                    Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+                ),
+                reclaim,
+                has_body,
+            };
+            (body, Some(copy))
+        } else {
+            (UpstreamBody::Incoming(body), None)
+        };
+
+        parts.uri = upstream_uri(first, &path);
         // Upstreams speak HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let outbound = Request::from_parts(parts, body);
+        let mut upstream = first;
+        let mut attempt = self.send(Request::from_parts(parts, body)).await;
 
-        let result = tokio::time::timeout(
-            self.settings.response_timeout,
-            self.client.request(outbound),
-        )
-        .await;
-        let (resp, err) = match result {
-            Ok(Ok(resp)) => (self.respond(resp, guard, client_upgrade, h1), None),
-            Ok(Err(source)) if source.is_connect() => self.failed(
-                ProxyError::Connect {
-                    pool: pool.name().to_string(),
-                    upstream: upstream.addr.to_string(),
-                    source,
-                },
-                h1 && has_body,
-            ),
-            Ok(Err(source)) => self.failed(
-                ProxyError::Upstream {
-                    pool: pool.name().to_string(),
-                    upstream: upstream.addr.to_string(),
-                    source,
-                },
-                h1 && has_body,
-            ),
-            Err(_) => self.failed(
-                ProxyError::Timeout {
+        // One retry, on another server: after a failed connect for any method, after a reset
+        // before the response for an idempotent one, and only if the body was never read.
+        if let (Attempt::Failed(e), Some(copy)) = (&attempt, retry.as_mut()) {
+            if e.is_connect() || copy.idempotent {
+                if let Some(second) = pool.pick_other(first) {
+                    if let Some(again) = copy.take_request(&path, second) {
+                        self.passive_failure(&pool, first);
+                        tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = %DisplayChain(e), "retrying on another server");
+                        pool.metrics().retried();
+                        upstream = second;
+                        attempt = self.send(again).await;
+                    }
+                }
+            }
+        }
+
+        let (resp, err) = match attempt {
+            Attempt::Answered(resp) => {
+                if matches!(resp.status().as_u16(), 502..=504) {
+                    self.passive_failure(&pool, upstream);
+                } else {
+                    upstream.health.record_success();
+                }
+                (self.respond(resp, guard, client_upgrade, h1), None)
+            }
+            Attempt::Failed(source) => {
+                self.passive_failure(&pool, upstream);
+                let err = if source.is_connect() {
+                    ProxyError::Connect {
+                        pool: pool.name().to_string(),
+                        upstream: upstream.addr.to_string(),
+                        source,
+                    }
+                } else {
+                    ProxyError::Upstream {
+                        pool: pool.name().to_string(),
+                        upstream: upstream.addr.to_string(),
+                        source,
+                    }
+                };
+                self.failed(err, h1 && has_body)
+            }
+            Attempt::TimedOut => {
+                self.passive_failure(&pool, upstream);
+                let err = ProxyError::Timeout {
                     pool: pool.name().to_string(),
                     upstream: upstream.addr.to_string(),
                     after: self.settings.response_timeout,
-                },
-                h1 && has_body,
-            ),
+                };
+                self.failed(err, h1 && has_body)
+            }
         };
+        let elapsed = started.elapsed();
+        pool.metrics()
+            .observe(resp.status().as_u16(), elapsed.as_secs_f64());
         // The access log: one line per request, whatever happened.
         tracing::info!(
             target: "turnout::access",
@@ -147,10 +249,45 @@ impl Shared {
             pool = %pool.name(),
             upstream = %upstream.addr,
             client = %down.peer,
-            ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
             error = err.as_ref().map(|e| tracing::field::display(DisplayChain(e))),
         );
         resp
+    }
+
+    /// One attempt, bounded by the response timeout.
+    async fn send(&self, req: Request<UpstreamBody>) -> Attempt {
+        match tokio::time::timeout(self.settings.response_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Attempt::Answered(resp),
+            Ok(Err(e)) => Attempt::Failed(e),
+            Err(_) => Attempt::TimedOut,
+        }
+    }
+
+    /// Counts a failure against `server`; a streak of them ejects it for a while.
+    fn passive_failure(&self, pool: &Pool, server: &Upstream) {
+        let Some((epoch, length)) = server.health.record_failure(&pool.settings().passive) else {
+            return;
+        };
+        tracing::warn!(
+            pool = %pool.name(),
+            server = %server.addr,
+            ejected_for = %humantime::format_duration(length),
+            "server ejected after failing requests in a row"
+        );
+        self.router
+            .snapshot()
+            .env
+            .metrics
+            .ejected(pool.name().as_str(), server.addr.as_str());
+        let health = Arc::clone(&server.health);
+        let (pool, addr) = (pool.name().clone(), server.addr.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(length).await;
+            if health.end_ejection(Some(epoch)) {
+                tracing::info!(%pool, server = %addr, "ejection over; the server takes requests again");
+            }
+        });
     }
 
     /// The synthetic answer for a failed forward, and the failure itself for the logs; the
@@ -191,6 +328,8 @@ impl Shared {
         Response::from_parts(parts, ProxyBody::upstream(body, guard))
     }
 
+    /// The load balancer's health check: 503 while shutting down, and (unless configured off)
+    /// while the active pool has no server that can take a request.
     fn health(&self, h1: bool) -> Response<ProxyBody> {
         if self.draining.load(Ordering::Relaxed) {
             let mut resp = text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
@@ -199,6 +338,11 @@ impl Shared {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
+        } else if self.settings.health_reflects_pool && self.router.active().available() == 0 {
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy server in the active pool\n",
+            )
         } else {
             text_response(StatusCode::OK, "ok\n")
         }

@@ -11,6 +11,9 @@
 //! | `/download?bytes=N` | N bytes of the test pattern, streamed in 64 KiB chunks |
 //! | `/hop` | a response carrying hop-by-hop headers the proxy must strip |
 //! | `/ws` | WebSocket echo: a text message `m` comes back as `NAME:m` |
+//! | `/health` | 200, or 503 after [`TestUpstream::set_healthy`]`(false)` |
+//!
+//! Requests from turnout's health checker (its User-Agent) are counted apart from the others.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -42,8 +45,16 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: &'static str,
-    requests: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    kill: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Counters {
+    requests: AtomicU64,
+    checks: AtomicU64,
+    healthy: std::sync::atomic::AtomicBool,
 }
 
 impl TestUpstream {
@@ -51,32 +62,79 @@ impl TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Self::serve(name, listener)
+    }
+
+    /// Starts again on `addr` (after [`TestUpstream::kill`]), as a restarted container would.
+    pub async fn restart_on(name: &'static str, addr: SocketAddr) -> TestUpstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream again");
+        Self::serve(name, listener)
+    }
+
+    fn serve(name: &'static str, listener: TcpListener) -> TestUpstream {
         let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&requests);
+        let counters = Arc::new(Counters {
+            requests: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
+            healthy: std::sync::atomic::AtomicBool::new(true),
+        });
+        let (kill, killed) = tokio::sync::watch::channel(false);
+        let shared = Arc::clone(&counters);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let counter = Arc::clone(&counter);
-                let service = service_fn(move |req| {
+                let counters = Arc::clone(&shared);
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let is_check = req
+                        .headers()
+                        .get(header::USER_AGENT)
+                        .is_some_and(|ua| ua == "turnout-health-check");
+                    let counter = if is_check {
+                        &counters.checks
+                    } else {
+                        &counters.requests
+                    };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    handle(name, req)
+                    handle(name, counters.healthy.load(Ordering::Relaxed), req)
                 });
+                let mut killed = killed.clone();
                 tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = killed.wait_for(|k| *k) => {}
+                    }
                 });
             }
         });
         TestUpstream {
             addr,
             name,
-            requests,
+            counters,
+            kill,
             task,
         }
+    }
+
+    /// Stops the server like a killed process: the port refuses connections and every open
+    /// connection is closed.
+    pub fn kill(&self) {
+        self.task.abort();
+        self.kill.send_replace(true);
+    }
+
+    /// Makes `/health` answer 503 (false) or 200 (true).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.counters.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Health checks this server has received.
+    pub fn checks(&self) -> u64 {
+        self.counters.checks.load(Ordering::Relaxed)
     }
 
     /// `127.0.0.1:PORT`, as a pool's server entry.
@@ -84,15 +142,15 @@ impl TestUpstream {
         self.addr.to_string()
     }
 
-    /// Requests this server has received.
+    /// Requests this server has received, health checks not counted.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.counters.requests.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for TestUpstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -113,9 +171,15 @@ fn text(name: &str, body: impl Into<Bytes>) -> Response<Body> {
 
 async fn handle(
     name: &'static str,
+    healthy: bool,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let resp = match req.uri().path() {
+        "/health" if !healthy => {
+            let mut resp = text(name, "unhealthy\n");
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
         "/slow" => {
             let ms = query(&req, "ms").unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -1,0 +1,193 @@
+//! Prometheus metrics. Counters the request path bumps are resolved per pool when the pool is
+//! built (a [`PoolMetrics`] of plain atomic handles), so a request never looks a label up; the
+//! gauges (in flight, health, active pool) are read from the snapshot when `/metrics` is scraped.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::snapshot::RoutingSnapshot;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    retries: IntCounterVec,
+    ejections: IntCounterVec,
+    pub(crate) switches: IntCounter,
+    pub(crate) rollbacks: IntCounter,
+    in_flight: IntGaugeVec,
+    tunnels: IntGaugeVec,
+    healthy: IntGaugeVec,
+    active: IntGaugeVec,
+    generation: IntGauge,
+}
+
+/// The label values of the status classes, by `status / 100`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One pool's counters, resolved once.
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    requests: [IntCounter; 5],
+    duration: Histogram,
+    retries: IntCounter,
+}
+
+impl PoolMetrics {
+    /// Counts one finished request: its status and how long until its response head.
+    #[inline]
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once, with a unique name");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        Metrics {
+            requests: counter(
+                "turnout_requests_total",
+                "Requests answered, by pool and status class.",
+                &["pool", "class"],
+            ),
+            duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "turnout_request_duration_seconds",
+                        "Time from a request's arrival to its response head, by pool.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0,
+                    ]),
+                    &["pool"],
+                )
+                .expect("valid metric"),
+            ),
+            retries: counter(
+                "turnout_retries_total",
+                "Requests sent again to another server of the pool.",
+                &["pool"],
+            ),
+            ejections: counter(
+                "turnout_ejections_total",
+                "Servers taken out after failing requests in a row.",
+                &["pool", "server"],
+            ),
+            switches: register(
+                &r,
+                IntCounter::new("turnout_switches_total", "Switches of the active pool.")
+                    .expect("valid metric"),
+            ),
+            rollbacks: register(
+                &r,
+                IntCounter::new("turnout_rollbacks_total", "Rollbacks to the previous pool.")
+                    .expect("valid metric"),
+            ),
+            in_flight: gauge(
+                "turnout_in_flight_requests",
+                "Requests whose response has not finished, by pool.",
+                &["pool"],
+            ),
+            tunnels: gauge(
+                "turnout_open_tunnels",
+                "Upgraded connections (WebSockets) open, by pool.",
+                &["pool"],
+            ),
+            healthy: gauge(
+                "turnout_upstream_healthy",
+                "1 when a server may take requests (its checks pass and it is not ejected).",
+                &["pool", "server"],
+            ),
+            active: gauge(
+                "turnout_active_pool",
+                "1 for the pool new requests go to, 0 for the others.",
+                &["pool"],
+            ),
+            generation: register(
+                &r,
+                IntGauge::new("turnout_generation", "The routing state's generation.")
+                    .expect("valid metric"),
+            ),
+            registry: r,
+        }
+    }
+
+    /// The handles for pool `name`.
+    pub fn pool(&self, name: &str) -> PoolMetrics {
+        PoolMetrics {
+            requests: CLASSES.map(|class| self.requests.with_label_values(&[name, class])),
+            duration: self.duration.with_label_values(&[name]),
+            retries: self.retries.with_label_values(&[name]),
+        }
+    }
+
+    pub fn ejected(&self, pool: &str, server: &str) {
+        self.ejections.with_label_values(&[pool, server]).inc();
+    }
+
+    /// The Prometheus text format, with the gauges read from `snapshot` now.
+    pub fn render(&self, snapshot: &RoutingSnapshot) -> String {
+        self.generation.set(snapshot.generation as i64);
+        self.healthy.reset();
+        for (name, pool) in &snapshot.pools {
+            let name = name.as_str();
+            self.in_flight
+                .with_label_values(&[name])
+                .set(pool.stats().in_flight() as i64);
+            self.tunnels
+                .with_label_values(&[name])
+                .set(pool.stats().tunnels() as i64);
+            self.active
+                .with_label_values(&[name])
+                .set(i64::from(Arc::ptr_eq(pool, &snapshot.active)));
+            for server in pool.servers() {
+                self.healthy
+                    .with_label_values(&[name, server.addr.as_str()])
+                    .set(i64::from(server.health.available()));
+            }
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to a Vec");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

@@ -1,0 +1,199 @@
+//! Active health checks: every server of every pool (the standby pool too) is probed with a
+//! `GET` of its pool's check path, on a fresh connection each time, and its `up` flag follows
+//! the thresholds. A supervisor task follows the routing snapshot, so a pool changed through the
+//! admin API is checked from then on without a restart. The same probe serves the health gate
+//! of switches ([`HttpProber`]).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::AbortHandle;
+use turnout_config::HealthCheck;
+use turnout_core::control::{Probe, ProbeResult};
+use turnout_core::{Pool, PoolName, Router, ServerAddr, Upstream};
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Probes run on a client that keeps no idle connection: each check connects afresh, so a
+/// server whose listener died fails its next check.
+fn probe_client() -> ProbeClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
+}
+
+/// One check of one server: `Ok` when it answered the expected status within the timeout.
+async fn probe_once(
+    client: &ProbeClient,
+    server: &Upstream,
+    check: &HealthCheck,
+) -> Result<(), String> {
+    let uri: Uri = format!("http://{}{}", server.authority, check.path)
+        .parse()
+        .map_err(|e| format!("bad check URI: {e}"))?;
+    let req = Request::get(uri)
+        .header(header::HOST, server.authority.as_str())
+        .header(header::USER_AGENT, "turnout-health-check")
+        .body(Empty::new())
+        .expect("a GET with two plain headers is valid");
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let status = resp.status();
+        // Read the (small) body so the server sees a complete exchange.
+        let _ = resp.into_body().collect().await;
+        Ok::<_, String>(status)
+    };
+    match tokio::time::timeout(check.timeout, exchange).await {
+        Err(_) => Err(format!(
+            "no answer to GET {} within {}",
+            check.path,
+            humantime::format_duration(check.timeout)
+        )),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(status)) if check.expect_status.contains(status.as_u16()) => Ok(()),
+        Ok(Ok(status)) => Err(format!(
+            "GET {} answered {}, expected {}",
+            check.path,
+            status.as_u16(),
+            check.expect_status
+        )),
+    }
+}
+
+/// The error and its causes, innermost last ("client error (Connect): tcp connect error:
+/// Connection refused (os error 111)").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Starts the checks and keeps them in line with the routing state; runs until aborted.
+pub fn spawn_health_checks(router: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise(router))
+}
+
+async fn supervise(router: Router) {
+    let client = probe_client();
+    let mut changes = router.subscribe();
+    let mut running: HashMap<
+        (PoolName, ServerAddr),
+        (Arc<turnout_core::ServerHealth>, AbortHandle),
+    > = HashMap::new();
+    loop {
+        let snapshot = router.snapshot();
+        let mut wanted = HashSet::new();
+        for (name, pool) in &snapshot.pools {
+            let check = &pool.settings().check;
+            if !check.enabled {
+                continue;
+            }
+            for server in pool.servers() {
+                let key = (name.clone(), server.addr.clone());
+                wanted.insert(key.clone());
+                if let Some((health, _)) = running.get(&key) {
+                    if Arc::ptr_eq(health, &server.health) {
+                        continue;
+                    }
+                }
+                let task = tokio::spawn(check_loop(
+                    client.clone(),
+                    name.clone(),
+                    server.clone(),
+                    check.clone(),
+                ));
+                if let Some((_, old)) =
+                    running.insert(key, (Arc::clone(&server.health), task.abort_handle()))
+                {
+                    old.abort();
+                }
+            }
+        }
+        running.retain(|key, (_, task)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+    for (_, (_, task)) in running {
+        task.abort();
+    }
+}
+
+async fn check_loop(client: ProbeClient, pool: PoolName, server: Upstream, check: HealthCheck) {
+    let (mut passes, mut fails) = (0u32, 0u32);
+    loop {
+        let result = probe_once(&client, &server, &check).await;
+        server.health.record_check(&result);
+        match &result {
+            Ok(()) => {
+                passes = passes.saturating_add(1);
+                fails = 0;
+                if server.health.end_ejection(None) {
+                    tracing::info!(%pool, server = %server.addr, "ejection ended: the server passed its check");
+                }
+                if !server.health.is_up() && passes >= check.healthy_threshold {
+                    server.health.set_up(true);
+                    tracing::info!(%pool, server = %server.addr, passes, "server healthy");
+                }
+            }
+            Err(why) => {
+                fails = fails.saturating_add(1);
+                passes = 0;
+                if server.health.is_up() && fails >= check.unhealthy_threshold {
+                    server.health.set_up(false);
+                    tracing::warn!(%pool, server = %server.addr, fails, error = %why, "server unhealthy");
+                }
+            }
+        }
+        tokio::time::sleep(check.interval).await;
+    }
+}
+
+/// The health gate's probe: every server of the pool, at once, with the pool's check.
+#[derive(Debug, Clone)]
+pub struct HttpProber {
+    client: ProbeClient,
+}
+
+impl Default for HttpProber {
+    fn default() -> Self {
+        HttpProber {
+            client: probe_client(),
+        }
+    }
+}
+
+impl Probe for HttpProber {
+    fn probe(&self, pool: Arc<Pool>) -> Pin<Box<dyn Future<Output = Vec<ProbeResult>> + Send>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let check = &pool.settings().check;
+            let probes = pool.servers().iter().map(|server| {
+                let client = &client;
+                async move { (server.addr.clone(), probe_once(client, server, check).await) }
+            });
+            futures_util::future::join_all(probes).await
+        })
+    }
+}
