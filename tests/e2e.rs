@@ -3,10 +3,13 @@
 //!
 //! - `switching`: the blue/green switch under load, and what stays on the old pool.
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
+//! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
 
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
+#[path = "e2e/health.rs"]
+mod health;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/switching.rs"]

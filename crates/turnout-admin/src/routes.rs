@@ -182,8 +182,17 @@ async fn change_active(
         message: None,
     };
     if let Some(limit) = wait {
-        // The pool that stopped being active (the same one if nothing changed).
-        let old = Arc::clone(&before.active);
+        // The pool this call switched away from; when the call changed nothing (a repeated
+        // switch from a deploy script), the one the last switch left.
+        let old = if Arc::ptr_eq(&before.active, &after.active) {
+            after
+                .previous
+                .as_ref()
+                .and_then(|p| after.pools.get(p))
+                .map_or_else(|| Arc::clone(&after.active), Arc::clone)
+        } else {
+            Arc::clone(&before.active)
+        };
         let started = std::time::Instant::now();
         let drained = state.control.wait_drained(&old, limit).await;
         answer.drained = Some(drained);

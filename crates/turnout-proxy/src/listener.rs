@@ -92,9 +92,18 @@ impl DataPlane {
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             let conn = graceful.watch(conn);
+            let header_timeout = settings.client_header_timeout;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    let timed_out = e
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_timeout);
+                    if timed_out {
+                        // Logged as nginx does: 408, though the client is sent nothing.
+                        tracing::info!(%peer, status = 408, timeout = ?header_timeout, "closed a client connection: no complete request head in time");
+                    } else {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
                 }
                 drop(permit);
             });

@@ -320,6 +320,9 @@ impl Shared {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
+        // An HTTP/1.0 upstream must not turn the client's keep-alive connection into a
+        // one-shot one: the client gets turnout's HTTP version, not the upstream's.
+        parts.version = Version::HTTP_11;
         if h1 && self.draining.load(Ordering::Relaxed) {
             parts
                 .headers

@@ -1,0 +1,386 @@
+//! Health: checks, ejection, retries, the health gate, draining, the load balancer's endpoint,
+//! client-side limits, and the metrics that count all of it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turnout_testkit::client::{admin, get, http_client};
+use turnout_testkit::process::Sandbox;
+use turnout_testkit::upstream::TestUpstream;
+use turnout_testkit::{eventually, within};
+
+use crate::{BlueGreen, BIN};
+
+/// Checks of `/health` every 100 ms that flip after one result, so tests wait little.
+const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+
+async fn switch(bg: &BlueGreen, body: &str) -> (u16, serde_json::Value) {
+    let (s, j) = admin(
+        &bg.admin_base(),
+        Method::POST,
+        "/v1/switch",
+        Some(body),
+        None,
+    )
+    .await;
+    (s.as_u16(), j)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_under_load_costs_no_request() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let sandbox = Sandbox::new(BIN);
+    sandbox.write_config(&sandbox.config(&[("blue", &[a.server(), b.server()])], "blue", ""));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+
+    const WORKERS: usize = 6;
+    const MAX_PER_WORKER: usize = 20_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (url, stop) = (turnout.url("/"), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let client = http_client();
+            let (mut ok, mut failures) = (0usize, Vec::new());
+            for _ in 0..MAX_PER_WORKER {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match get(&client, &url).await {
+                    Ok(r) if r.status == 200 && (r.body == "a\n" || r.body == "b\n") => ok += 1,
+                    Ok(r) => failures.push(format!("{} {:?}", r.status, r.body)),
+                    Err(e) => failures.push(e),
+                }
+            }
+            (ok, failures)
+        }));
+    }
+    eventually(10, "both servers take load", || async {
+        a.requests() > 50 && b.requests() > 50
+    })
+    .await;
+    a.kill();
+    let b_before = b.requests();
+    eventually(10, "load goes on on b", || async {
+        b.requests() > b_before + 200
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failures) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = within(30, "workers", w).await.expect("worker");
+        ok += o;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let (_, j) = admin(
+        &format!("http://{}", turnout.admin),
+        Method::GET,
+        "/v1/status",
+        None,
+        None,
+    )
+    .await;
+    let servers = j["pools"]["blue"]["servers"]
+        .as_array()
+        .expect("servers")
+        .clone();
+    let dead = servers
+        .iter()
+        .find(|s| s["addr"] == a.server())
+        .expect("a listed");
+    assert_eq!(dead["healthy"], false, "the killed server is out: {j}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_an_unhealthy_pool_is_refused_unless_forced() {
+    let bg = BlueGreen::start_with(FAST_CHECKS).await;
+    bg.green.set_healthy(false);
+    let (s, j) = switch(&bg, r#"{"to":"green"}"#).await;
+    assert_eq!(s, 409, "{j}");
+    let msg = j["error"].as_str().expect("error");
+    assert!(
+        msg.contains(&bg.green.server()) && msg.contains("503"),
+        "names the failing server and why: {msg}"
+    );
+    assert_eq!(bg.body("/").await, "blue\n", "traffic stays on blue");
+    assert_eq!(bg.status().await["generation"], 0);
+
+    // The CLI says the same and exits 1.
+    let out = bg
+        .sandbox
+        .command(&["switch", "green", "--admin", &bg.admin_base()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
+
+    // Forced: green is live, and since its only server fails its checks, requests get a
+    // quick 503 until it recovers; then green serves.
+    let (s, j) = switch(&bg, r#"{"to":"green","force":true}"#).await;
+    assert_eq!((s, j["active"].as_str()), (200, Some("green")), "{j}");
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 503, "{}", a.body);
+    bg.green.set_healthy(true);
+    eventually(10, "green serves once healthy", || async {
+        get(&http_client(), &bg.turnout.url("/"))
+            .await
+            .is_ok_and(|a| a.body == "green\n")
+    })
+    .await;
+
+    // Rollback is gated the same way.
+    bg.blue.set_healthy(false);
+    let (s, j) = admin(&bg.admin_base(), Method::POST, "/v1/rollback", None, None).await;
+    assert_eq!(s, 409, "{j}");
+    let (s, j) = admin(
+        &bg.admin_base(),
+        Method::POST,
+        "/v1/rollback",
+        Some(r#"{"force":true}"#),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), j["active"].as_str()),
+        (200, Some("blue")),
+        "{j}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_standby_pool_is_refused_by_a_fresh_probe() {
+    // Checks every minute: only the probe made at switch time can know green died.
+    let bg = BlueGreen::start_with("\n[health]\ninterval = \"60s\"\n").await;
+    bg.green.kill();
+    let (s, j) = switch(&bg, r#"{"to":"green"}"#).await;
+    assert_eq!(s, 409, "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .expect("error")
+            .contains(&bg.green.server()),
+        "{j}"
+    );
+    assert_eq!(bg.body("/").await, "blue\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_balancer_endpoint_follows_the_active_pool() {
+    let bg = BlueGreen::start_with(FAST_CHECKS).await;
+    let health = bg.turnout.url("/health-check");
+    bg.blue.set_healthy(false);
+    eventually(10, "the health path turns 503", || async {
+        get(&http_client(), &health)
+            .await
+            .is_ok_and(|a| a.status == 503)
+    })
+    .await;
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 503, "no healthy server: {}", a.body);
+    assert!(a.headers.contains_key("retry-after"));
+    let status = bg.status().await;
+    assert_eq!(status["pools"]["blue"]["healthy_servers"], 0, "{status}");
+    assert!(
+        status["pools"]["blue"]["servers"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{status}"
+    );
+
+    bg.blue.set_healthy(true);
+    eventually(10, "the health path recovers", || async {
+        get(&http_client(), &health)
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    assert_eq!(bg.body("/").await, "blue\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_balancer_endpoint_can_ignore_the_pool() {
+    let bg = BlueGreen::start_with(&format!("health_reflects_pool = false{FAST_CHECKS}")).await;
+    bg.blue.set_healthy(false);
+    eventually(10, "blue is seen unhealthy", || async {
+        bg.status().await["pools"]["blue"]["healthy_servers"] == 0
+    })
+    .await;
+    let a = get(&http_client(), &bg.turnout.url("/health-check"))
+        .await
+        .expect("health");
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_drained_returns_once_the_old_pool_is_idle() {
+    let bg = BlueGreen::start().await;
+    let url = bg.turnout.url("/slow?ms=1500");
+    let slow = tokio::spawn(async move { get(&http_client(), &url).await });
+    eventually(10, "the slow request is on blue", || async {
+        bg.status().await["pools"]["blue"]["in_flight"] == 1
+    })
+    .await;
+
+    // Too short a wait: the switch happens, and the answer says blue is not drained.
+    let (s, j) = switch(&bg, r#"{"to":"green","wait_drained":"50ms"}"#).await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(j["drained"], false, "{j}");
+    assert!(
+        j["message"]
+            .as_str()
+            .expect("message")
+            .contains("1 request(s)"),
+        "{j}"
+    );
+
+    let (s, j) = admin(
+        &bg.admin_base(),
+        Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green","wait_drained":"20s"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(j["drained"], true, "{j}");
+    assert_eq!(j["pools"]["blue"]["in_flight"], 0, "{j}");
+    let slow = within(10, "slow request", slow)
+        .await
+        .expect("task")
+        .expect("slow");
+    assert_eq!(
+        slow.body, "blue\n",
+        "the slow request finished whole on blue"
+    );
+
+    let (s, j) = switch(&bg, r#"{"to":"blue","wait_drained":"soon"}"#).await;
+    assert_eq!(s, 400, "{j}");
+}
+
+#[tokio::test]
+async fn slowloris_clients_are_cut_off_and_oversized_heads_get_431() {
+    let bg =
+        BlueGreen::start_with("client_header_timeout = \"300ms\"\nmax_header_count = 20").await;
+    let mut slow = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = within(10, "the connection is closed", slow.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok_and(|n| n == 0) || rest.is_empty(),
+        "got {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    eventually(5, "the log says why", || async {
+        bg.turnout
+            .find_log("408")
+            .is_some_and(|l| l.contains("request head"))
+    })
+    .await;
+
+    let mut big = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..30 {
+        head.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    head.push_str("\r\n");
+    big.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    within(10, "the 431", big.read_to_string(&mut answer))
+        .await
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(bg.blue.requests(), 0);
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
+    let bg = BlueGreen::start().await;
+    for _ in 0..5 {
+        assert_eq!(bg.body("/").await, "blue\n");
+    }
+    bg.switch("green").await;
+    for _ in 0..3 {
+        assert_eq!(bg.body("/").await, "green\n");
+    }
+    let answer = get(&http_client(), &format!("{}/metrics", bg.admin_base()))
+        .await
+        .expect("metrics");
+    assert_eq!(answer.status, 200);
+    assert!(answer.headers["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain; version=0.0.4"));
+    let lines = answer.body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{}", answer.body))
+    };
+    assert_eq!(
+        value(
+            "turnout_requests_total",
+            &[("pool", "blue"), ("class", "2xx")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            "turnout_requests_total",
+            &[("pool", "green"), ("class", "2xx")]
+        ),
+        3.0
+    );
+    assert_eq!(value("turnout_switches_total", &[]), 1.0);
+    assert_eq!(value("turnout_rollbacks_total", &[]), 0.0);
+    assert_eq!(value("turnout_active_pool", &[("pool", "green")]), 1.0);
+    assert_eq!(value("turnout_active_pool", &[("pool", "blue")]), 0.0);
+    assert_eq!(
+        value("turnout_in_flight_requests", &[("pool", "blue")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            "turnout_upstream_healthy",
+            &[("pool", "green"), ("server", &bg.green.server())]
+        ),
+        1.0
+    );
+    assert_eq!(value("turnout_generation", &[]), 1.0);
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "turnout_request_duration_seconds_count"
+                && s.labels.get("pool") == Some("blue")),
+        "histogram by pool"
+    );
+}
