@@ -41,8 +41,12 @@ pub const MAX_IDLE_PER_SERVER: usize = 256;
 /// The health path answers 503 while the active pool has no healthy server.
 pub const HEALTH_REFLECTS_POOL: bool = true;
 
-/// A client must send a request head within this; it also bounds idle keep-alive connections.
+/// A client must send a request head within this (slowloris protection).
 pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle keep-alive client connections close after this. Above the AWS ALB's default idle
+/// timeout (60 s), so the balancer, not turnout, closes idle connections: no 502 race.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Request headers: at most this many (more answers 431)...
 pub const MAX_HEADER_COUNT: usize = 100;

@@ -36,6 +36,7 @@ pub struct FileServer {
     pub max_connections: Option<usize>,
     pub health_reflects_pool: Option<bool>,
     pub client_header_timeout: Option<HumanDuration>,
+    pub client_idle_timeout: Option<HumanDuration>,
     pub max_header_count: Option<usize>,
     pub max_header_bytes: Option<usize>,
 }

@@ -47,9 +47,10 @@ pub struct Server {
     pub max_connections: usize,
     /// The health path answers 503 while the active pool has no healthy server.
     pub health_reflects_pool: bool,
-    /// A client must send a request's head within this (and an idle keep-alive connection
-    /// is closed after it).
+    /// A client must send a request's head within this (from its first byte, or from accept).
     pub client_header_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub client_idle_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
 }
@@ -348,6 +349,9 @@ impl file::FileConfig {
                 client_header_timeout: server
                     .client_header_timeout
                     .map_or(defaults::CLIENT_HEADER_TIMEOUT, |d| d.0),
+                client_idle_timeout: server
+                    .client_idle_timeout
+                    .map_or(defaults::CLIENT_IDLE_TIMEOUT, |d| d.0),
                 max_header_count,
                 max_header_bytes,
             },

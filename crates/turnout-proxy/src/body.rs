@@ -11,6 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use turnout_core::InFlight;
 
+use crate::conn::Busy;
+
 pin_project_lite::pin_project! {
     #[derive(Debug)]
     #[project = Proj]
@@ -19,6 +21,7 @@ pin_project_lite::pin_project! {
             #[pin]
             body: Incoming,
             guard: Option<InFlight>,
+            conn: Option<Busy>,
         },
         Full {
             data: Option<Bytes>,
@@ -31,6 +34,15 @@ impl ProxyBody {
         ProxyBody::Upstream {
             body,
             guard: Some(guard),
+            conn: None,
+        }
+    }
+
+    /// Keeps the client connection marked busy until this body ends (synthetic bodies are a
+    /// few bytes written at once, so for them the mark ends now).
+    pub(crate) fn hold_connection(&mut self, busy: Busy) {
+        if let ProxyBody::Upstream { conn, .. } = self {
+            *conn = Some(busy);
         }
     }
 
@@ -54,11 +66,12 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            Proj::Upstream { body, guard } => {
+            Proj::Upstream { body, guard, conn } => {
                 let frame = ready!(body.poll_frame(cx));
                 if !matches!(frame, Some(Ok(_))) {
                     // The end, or an error that ends it: the request is no longer in flight.
                     guard.take();
+                    conn.take();
                 }
                 Poll::Ready(frame)
             }

@@ -10,6 +10,7 @@
 
 mod body;
 pub mod checker;
+mod conn;
 mod error;
 mod headers;
 pub mod listener;
@@ -44,6 +45,7 @@ pub struct ProxySettings {
     pub max_idle_per_server: usize,
     pub health_reflects_pool: bool,
     pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
 }
@@ -60,6 +62,7 @@ impl ProxySettings {
             max_idle_per_server: config.upstream.max_idle_per_server,
             health_reflects_pool: config.server.health_reflects_pool,
             client_header_timeout: config.server.client_header_timeout,
+            client_idle_timeout: config.server.client_idle_timeout,
             max_header_count: config.server.max_header_count,
             max_header_bytes: config.server.max_header_bytes,
         }

@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::conn::{deadline_of, Activity, Deadline, GuardedIo};
 use crate::service::Downstream;
 use crate::DataPlane;
 
@@ -42,9 +43,9 @@ impl DataPlane {
         builder
             .http1()
             .timer(TokioTimer::new())
-            // Slowloris: a request head must arrive within this; hyper also applies it to
-            // idle keep-alive connections, which it closes.
-            .header_read_timeout(settings.client_header_timeout)
+            // Off: hyper's runs from the moment a connection waits, so it cannot tell a slow
+            // client from an idle keep-alive one. `GuardedIo` applies both deadlines.
+            .header_read_timeout(None)
             // Too many or too large headers answer 431.
             .max_headers(settings.max_header_count)
             .max_buf_size(settings.max_header_bytes);
@@ -82,27 +83,44 @@ impl DataPlane {
                 },
             };
             let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::default());
+            let io = GuardedIo::new(
+                stream,
+                Arc::clone(&activity),
+                settings.client_header_timeout,
+                settings.client_idle_timeout,
+            );
             // One Arc per connection; each request clones it once.
-            let conn_ctx = Arc::new((Arc::clone(&shared), Downstream::new(peer)));
+            let conn_ctx = Arc::new((Arc::clone(&shared), Downstream::new(peer), activity));
             let service = service_fn(move |req| {
                 let ctx = Arc::clone(&conn_ctx);
-                async move { Ok::<_, Infallible>(ctx.0.handle(req, &ctx.1).await) }
+                async move {
+                    let busy = ctx.2.begin();
+                    let mut resp = ctx.0.handle(req, &ctx.1).await;
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        ctx.2.upgraded();
+                    }
+                    resp.body_mut().hold_connection(busy);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             let conn = graceful.watch(conn);
-            let header_timeout = settings.client_header_timeout;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
-                    let timed_out = e
-                        .downcast_ref::<hyper::Error>()
-                        .is_some_and(hyper::Error::is_timeout);
-                    if timed_out {
+                    match deadline_of(&*e) {
                         // Logged as nginx does: 408, though the client is sent nothing.
-                        tracing::info!(%peer, status = 408, timeout = ?header_timeout, "closed a client connection: no complete request head in time");
-                    } else {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                        Some(d @ Deadline::Header(_)) => {
+                            tracing::info!(%peer, status = 408, "closed a client connection: {d}")
+                        }
+                        Some(d @ Deadline::Idle(_)) => {
+                            tracing::debug!(%peer, "closed a keep-alive connection: {d}")
+                        }
+                        None => {
+                            tracing::debug!(%peer, error = %e, "client connection ended with an error")
+                        }
                     }
                 }
                 drop(permit);

@@ -1,0 +1,199 @@
+//! Client connection timeouts that hyper does not separate: hyper's header read timeout runs
+//! from the moment a connection waits for a request, so it would close idle keep-alive
+//! connections as early as slow ones. Behind a load balancer that is the classic race: the
+//! balancer sends a request on a connection the proxy is closing, and answers 502. So turnout
+//! keeps the two apart, around the socket:
+//!
+//! - `client_header_timeout`: from the first byte of a request (or from accept) until its head
+//!   is complete (the service was called). Slowloris clients are cut off here.
+//! - `client_idle_timeout`: an idle keep-alive connection (no request in flight, no byte of a
+//!   new one) is closed after this; set it above the load balancer's own idle timeout.
+//!
+//! While a request is in flight (until its response body ends) or after an upgrade, neither
+//! applies. Written by hand because no crate offers these per-phase deadlines for hyper.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// What the service tells the socket about one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// Requests whose response has not finished.
+    busy: AtomicUsize,
+    /// The connection became a tunnel: no more timeouts.
+    upgraded: AtomicBool,
+}
+
+impl Activity {
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    pub fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) > 0 || self.upgraded.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight on a connection; dropped when its response has ended.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Between requests.
+    Idle,
+    /// A request is in flight, or the connection is a tunnel.
+    Busy,
+}
+
+pin_project_lite::pin_project! {
+    /// A client socket with the header and idle deadlines applied on read.
+    #[derive(Debug)]
+    pub(crate) struct GuardedIo<T> {
+        #[pin]
+        io: T,
+        // Boxed so the socket stays `Unpin`, as hyper wants it.
+        deadline: Pin<Box<Sleep>>,
+        phase: Phase,
+        activity: Arc<Activity>,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    }
+}
+
+impl<T> GuardedIo<T> {
+    pub fn new(
+        io: T,
+        activity: Arc<Activity>,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        GuardedIo {
+            io,
+            deadline: Box::pin(tokio::time::sleep(header_timeout)),
+            phase: Phase::Head,
+            activity,
+            header_timeout,
+            idle_timeout,
+        }
+    }
+}
+
+/// The error a deadline ends the connection with; the listener tells the two apart for its log.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Deadline {
+    #[error("no complete request head within {0:?}")]
+    Header(Duration),
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+}
+
+impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.activity.is_busy() {
+            *this.phase = Phase::Busy;
+            return this.io.poll_read(cx, buf);
+        }
+        if *this.phase == Phase::Busy {
+            // The last response just ended: the connection is idle from now.
+            *this.phase = Phase::Idle;
+            this.deadline
+                .as_mut()
+                .reset(Instant::now() + *this.idle_timeout);
+        }
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if *this.phase == Phase::Idle && buf.filled().len() > before {
+                    // The first bytes of a new request: its head must be complete in time.
+                    *this.phase = Phase::Head;
+                    this.deadline
+                        .as_mut()
+                        .reset(Instant::now() + *this.header_timeout);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => {
+                    let why = match this.phase {
+                        Phase::Idle => Deadline::Idle(*this.idle_timeout),
+                        _ => Deadline::Header(*this.header_timeout),
+                    };
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                }
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// The deadline that ended a connection, if one did (found in hyper's error chain).
+pub(crate) fn deadline_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Deadline> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(d) = io.get_ref().and_then(|i| i.downcast_ref::<Deadline>()) {
+                return Some(d);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
