@@ -150,3 +150,78 @@ fn server_addr_rules() {
         assert!(ServerAddr::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn health_defaults_and_pool_overrides() {
+    let c = parse(MINIMAL).expect("valid");
+    assert!(c.health.enabled);
+    assert_eq!(c.health.path, "/");
+    assert_eq!(c.health.expect_status, StatusRange { min: 200, max: 299 });
+    assert!(c.pool_health.is_empty());
+    assert!(c.passive.enabled);
+    assert_eq!(c.server.client_idle_timeout, defaults::CLIENT_IDLE_TIMEOUT);
+
+    let text = format!(
+        "{MINIMAL}\n[health]\npath = \"/health\"\ninterval = \"500ms\"\nexpect_status = \"200-399\"\n\
+         [health.passive]\nfailures = 2\n[pools.green.health]\npath = \"/actuator/health\"\nunhealthy_threshold = 4\n"
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.health.path, "/health");
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert!(c.health.expect_status.contains(302));
+    assert_eq!(c.passive.failures, 2);
+    let green = &c.pool_health["green"];
+    assert_eq!(green.path, "/actuator/health");
+    assert_eq!(green.unhealthy_threshold, 4);
+    assert_eq!(
+        green.interval,
+        Duration::from_millis(500),
+        "inherited from [health]"
+    );
+    assert!(!c.pool_health.contains_key("blue"));
+}
+
+#[test]
+fn bad_health_settings_name_key_and_line() {
+    let e = err(&format!("{MINIMAL}[health]\nexpect_status = \"2xy\"\n"));
+    assert!(
+        e.contains("health.expect_status") && e.contains("line 15"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}[pools.blue.health]\nhealthy_threshold = 0\n"
+    ));
+    assert!(
+        e.contains("pools.blue.health.healthy_threshold") && e.contains("at least 1"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}[health]\npath = \"health\"\n"));
+    assert!(e.contains("health.path"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}[health.passive]\nejection = \"10s\"\nmax_ejection = \"5s\"\n"
+    ));
+    assert!(e.contains("health.passive.max_ejection"), "{e}");
+    let e = err(&format!("{MINIMAL}[health]\nintervall = \"1s\"\n"));
+    assert!(e.contains("intervall"), "{e}");
+    let e = err(&MINIMAL.replace("[state]", "max_header_bytes = 100\n[state]"));
+    assert!(e.contains("server.max_header_bytes"), "{e}");
+}
+
+#[test]
+fn status_ranges() {
+    assert_eq!(
+        StatusRange::parse("2xx"),
+        Ok(StatusRange { min: 200, max: 299 })
+    );
+    assert_eq!(
+        StatusRange::parse("204"),
+        Ok(StatusRange { min: 204, max: 204 })
+    );
+    assert_eq!(
+        StatusRange::parse("200-399"),
+        Ok(StatusRange { min: 200, max: 399 })
+    );
+    for bad in ["", "2x", "99", "600", "300-200", "abc", "9xx"] {
+        assert!(StatusRange::parse(bad).is_err(), "{bad}");
+    }
+}
