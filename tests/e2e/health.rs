@@ -439,3 +439,161 @@ async fn idle_keep_alive_outlives_the_header_timeout_but_not_the_idle_timeout() 
         tokio_tungstenite::tungstenite::Message::text("blue:late")
     );
 }
+
+/// A pool of a live server and `dead` (nothing listens there), with the given extra config.
+async fn two_servers(
+    second: &str,
+    extra: &str,
+) -> (TestUpstream, Sandbox, turnout_testkit::process::Turnout) {
+    let a = TestUpstream::start("a").await;
+    let sandbox = Sandbox::new(BIN);
+    let text = sandbox.config(&[("blue", &[a.server(), second.to_owned()])], "blue", extra);
+    sandbox.write_config(&text);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    (a, sandbox, turnout)
+}
+
+async fn scrape(turnout: &turnout_testkit::process::Turnout) -> String {
+    get(&http_client(), &turnout.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .body
+}
+
+#[tokio::test]
+async fn failing_requests_eject_a_server_and_are_retried_elsewhere() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    // Active checks off: only the passive ones can find the dead server.
+    let (a, _sandbox, turnout) = two_servers(
+        &dead.to_string(),
+        "\n[health]\nenabled = false\n[health.passive]\nfailures = 3\n",
+    )
+    .await;
+    let client = http_client();
+    for i in 0..20 {
+        let answer = get(&client, &turnout.url("/")).await.expect("answer");
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "a\n"),
+            "request {i}"
+        );
+    }
+    assert_eq!(a.requests(), 20);
+    let (_, j) = admin(
+        &format!("http://{}", turnout.admin),
+        Method::GET,
+        "/v1/status",
+        None,
+        None,
+    )
+    .await;
+    let server = j["pools"]["blue"]["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .find(|s| s["addr"] == dead.to_string())
+        .expect("listed")
+        .clone();
+    assert_eq!(
+        (server["ejected"].as_bool(), server["healthy"].as_bool()),
+        (Some(true), Some(false)),
+        "{j}"
+    );
+    let metrics = scrape(&turnout).await;
+    assert!(
+        metrics.contains(&format!(
+            "turnout_ejections_total{{pool=\"blue\",server=\"{dead}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("turnout_retries_total{pool=\"blue\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        turnout.find_log("server ejected").is_some(),
+        "{}",
+        turnout.logs()
+    );
+}
+
+#[tokio::test]
+async fn only_idempotent_requests_are_retried_after_a_reset() {
+    let b = TestUpstream::start("b").await;
+    let (a, _sandbox, turnout) =
+        two_servers(&b.server(), "\n[health.passive]\nenabled = false\n").await;
+    let client = http_client();
+    // "a" resets every /flaky?on=a; a GET that lands there is retried on "b".
+    for i in 0..6 {
+        let answer = get(&client, &turnout.url("/flaky?on=a"))
+            .await
+            .expect("answer");
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "b\n"),
+            "GET {i}"
+        );
+    }
+    // A POST is not idempotent: when it lands on "a" it fails with 502, never resent.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let req = http::Request::post(turnout.url("/flaky?on=a"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        statuses.push(
+            turnout_testkit::client::send(&client, req)
+                .await
+                .expect("answer")
+                .status
+                .as_u16(),
+        );
+    }
+    assert!(
+        statuses.contains(&502) && statuses.contains(&200),
+        "round-robin sends some to each: {statuses:?}"
+    );
+    assert!(
+        a.requests() >= 3 + 3,
+        "a saw the GETs and the POSTs that failed there"
+    );
+}
+
+#[tokio::test]
+async fn the_checker_follows_pools_changed_at_runtime() {
+    let bg = BlueGreen::start_with(FAST_CHECKS).await;
+    let canary = TestUpstream::start("canary").await;
+    canary.set_healthy(false);
+    let (s, j) = admin(
+        &bg.admin_base(),
+        Method::PUT,
+        "/v1/pools/canary",
+        Some(&format!("{{\"servers\":[\"{}\"]}}", canary.server())),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{j}");
+    eventually(
+        10,
+        "the new pool is checked and found unhealthy",
+        || async { bg.status().await["pools"]["canary"]["healthy_servers"] == 0 },
+    )
+    .await;
+    assert!(canary.checks() > 0);
+    canary.set_healthy(true);
+    eventually(10, "and healthy again", || async {
+        bg.status().await["pools"]["canary"]["healthy_servers"] == 1
+    })
+    .await;
+    assert!(
+        bg.turnout
+            .find_log("server unhealthy")
+            .is_some_and(|l| l.contains(&canary.server())),
+        "{}",
+        bg.turnout.logs()
+    );
+}

@@ -12,6 +12,7 @@
 //! | `/hop` | a response carrying hop-by-hop headers the proxy must strip |
 //! | `/ws` | WebSocket echo: a text message `m` comes back as `NAME:m` |
 //! | `/health` | 200, or 503 after [`TestUpstream::set_healthy`]`(false)` |
+//! | `/flaky?on=NAME` | the server named NAME drops the connection unanswered; others: `NAME\n` |
 //!
 //! Requests from turnout's health checker (its User-Agent) are counted apart from the others.
 
@@ -97,7 +98,17 @@ impl TestUpstream {
                         &counters.requests
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    handle(name, counters.healthy.load(Ordering::Relaxed), req)
+                    let healthy = counters.healthy.load(Ordering::Relaxed);
+                    async move {
+                        // `/flaky?on=NAME`: the server called NAME drops the connection without
+                        // answering (a service error makes hyper close it); the others answer.
+                        let flaky_here = req.uri().path() == "/flaky"
+                            && req.uri().query() == Some(&format!("on={name}"));
+                        if flaky_here {
+                            return Err(std::io::Error::other("flaky on purpose"));
+                        }
+                        handle(name, healthy, req).await.map_err(|e| match e {})
+                    }
                 });
                 let mut killed = killed.clone();
                 tokio::spawn(async move {
