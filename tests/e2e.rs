@@ -85,15 +85,6 @@ impl BlueGreen {
     }
 
     pub async fn status(&self) -> serde_json::Value {
-        let (status, json) = turnout_testkit::client::admin(
-            &self.admin_base(),
-            http::Method::GET,
-            "/v1/status",
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{json}");
-        json
+        self.turnout.status().await
     }
 }

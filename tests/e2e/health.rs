@@ -82,14 +82,7 @@ async fn a_server_killed_under_load_costs_no_request() {
         ok + failures.len(),
         &failures[..failures.len().min(5)]
     );
-    let (_, j) = admin(
-        &format!("http://{}", turnout.admin),
-        Method::GET,
-        "/v1/status",
-        None,
-        None,
-    )
-    .await;
+    let j = turnout.status().await;
     let servers = j["pools"]["blue"]["servers"]
         .as_array()
         .expect("servers")
@@ -179,14 +172,8 @@ async fn a_dead_standby_pool_is_refused_by_a_fresh_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_balancer_endpoint_follows_the_active_pool() {
     let bg = BlueGreen::start_with(FAST_CHECKS).await;
-    let health = bg.turnout.url("/health-check");
     bg.blue.set_healthy(false);
-    eventually(10, "the health path turns 503", || async {
-        get(&http_client(), &health)
-            .await
-            .is_ok_and(|a| a.status == 503)
-    })
-    .await;
+    bg.turnout.wait_for_status("/health-check", 503, 10).await;
     let a = get(&http_client(), &bg.turnout.url("/"))
         .await
         .expect("answer");
@@ -202,12 +189,7 @@ async fn the_load_balancer_endpoint_follows_the_active_pool() {
     );
 
     bg.blue.set_healthy(true);
-    eventually(10, "the health path recovers", || async {
-        get(&http_client(), &health)
-            .await
-            .is_ok_and(|a| a.status == 200)
-    })
-    .await;
+    bg.turnout.wait_for_status("/health-check", 200, 10).await;
     assert_eq!(bg.body("/").await, "blue\n");
 }
 
@@ -482,14 +464,7 @@ async fn failing_requests_eject_a_server_and_are_retried_elsewhere() {
         );
     }
     assert_eq!(a.requests(), 20);
-    let (_, j) = admin(
-        &format!("http://{}", turnout.admin),
-        Method::GET,
-        "/v1/status",
-        None,
-        None,
-    )
-    .await;
+    let j = turnout.status().await;
     let server = j["pools"]["blue"]["servers"]
         .as_array()
         .expect("servers")

@@ -34,14 +34,7 @@ async fn state_survives_a_restart_and_wins_over_the_config() {
         "{}",
         turnout.logs()
     );
-    let (_, j) = admin(
-        &format!("http://{}", turnout.admin),
-        Method::GET,
-        "/v1/status",
-        None,
-        None,
-    )
-    .await;
+    let j = turnout.status().await;
     assert_eq!(j["active"], "green", "{j}");
     assert_eq!(j["previous"], "blue", "{j}");
     assert_eq!(j["generation"], 2, "{j}");
@@ -79,14 +72,7 @@ async fn a_corrupt_state_file_stops_start_up_and_names_the_file() {
     let sandbox = Sandbox::new(BIN);
     sandbox.write_config(&sandbox.config(&[("blue", &[blue.server()])], "blue", ""));
     std::fs::write(sandbox.state_path(), "{\"version\":1,\"active\":").expect("write");
-    let out = sandbox
-        .command(&[
-            "serve",
-            "--config",
-            &sandbox.config_path().display().to_string(),
-        ])
-        .output()
-        .expect("run");
+    let out = sandbox.serve_to_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(
@@ -115,14 +101,7 @@ fn an_unwritable_state_file_stops_start_up() {
             "/proc/turnout/state.json",
         );
     sandbox.write_config(&text);
-    let out = sandbox
-        .command(&[
-            "serve",
-            "--config",
-            &sandbox.config_path().display().to_string(),
-        ])
-        .output()
-        .expect("run");
+    let out = sandbox.serve_to_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(73), "{stderr}");
     assert!(stderr.contains("/proc/turnout/state.json"), "{stderr}");
@@ -219,12 +198,7 @@ async fn sigterm_turns_health_503_then_drains_and_exits_0() {
     .await;
 
     bg.turnout.signal("TERM");
-    eventually(3, "the health path turns 503", || async {
-        get(&http_client(), &health)
-            .await
-            .is_ok_and(|a| a.status == 503)
-    })
-    .await;
+    bg.turnout.wait_for_status("/health-check", 503, 3).await;
     // Requests still pass during the delay; only the health check fails.
     let a = get(&http_client(), &bg.turnout.url("/"))
         .await

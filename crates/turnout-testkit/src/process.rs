@@ -73,6 +73,14 @@ impl Sandbox {
         cmd
     }
 
+    /// Runs `turnout serve` with this config to its end (for configs that must be refused).
+    pub fn serve_to_exit(&self) -> std::process::Output {
+        let config = self.config_path().display().to_string();
+        self.command(&["serve", "--config", &config])
+            .output()
+            .expect("run turnout serve")
+    }
+
     /// Starts `turnout serve` and waits (at most 20 s) until it serves.
     pub async fn start(&self) -> Result<Turnout, String> {
         self.start_with_env(&[]).await
@@ -171,6 +179,31 @@ impl Turnout {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `GET /v1/status` (without a token).
+    pub async fn status(&self) -> serde_json::Value {
+        let (status, json) = crate::client::admin(
+            &format!("http://{}", self.admin),
+            http::Method::GET,
+            "/v1/status",
+            None,
+            None,
+        )
+        .await;
+        assert!(status.is_success(), "GET /v1/status: {status} {json}");
+        json
+    }
+
+    /// Waits (at most `secs`) until `GET path` through the proxy answers `status`.
+    pub async fn wait_for_status(&self, path: &str, status: u16, secs: u64) {
+        let url = self.url(path);
+        crate::eventually(secs, &format!("GET {path} answers {status}"), || async {
+            crate::client::get(&crate::client::http_client(), &url)
+                .await
+                .is_ok_and(|a| a.status == status)
+        })
+        .await;
     }
 
     /// Everything turnout logged so far.
