@@ -65,7 +65,16 @@ pub fn check(path: &Path) -> ExitCode {
 
 /// Builds the runtime and serves `config` until a signal; `on_ready` sees the bound addresses.
 pub fn run_blocking(config: Config, on_ready: impl FnOnce(&Bound)) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One worker: a current-thread runtime, with no work-stealing machinery at all (the
+    // equivalent of nginx's `worker_processes 1`). More: tokio's multi-thread scheduler.
+    let mut builder = if config.server.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.server.workers);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("turnout")
         .build()
@@ -112,6 +121,7 @@ pub async fn run(
         }
     }
     tracing::info!(
+        workers = config.server.workers,
         active = %snapshot.active.name(),
         generation = snapshot.generation,
         source = if restored { "state file" } else { "config" },

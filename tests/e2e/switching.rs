@@ -14,7 +14,23 @@ use crate::BlueGreen;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_switches_under_keep_alive_load_fail_nothing() {
-    let bg = BlueGreen::start().await;
+    switches_under_load("", 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_worker_thread_switches_under_load_too() {
+    let bg = switches_under_load("workers = 1", 20).await;
+    assert!(
+        bg.turnout.find_log("workers=1").is_some(),
+        "{}",
+        bg.turnout.logs()
+    );
+}
+
+/// `switches` switches, alternating, under keep-alive load from 8 clients: no request fails,
+/// both pools serve, and the last switch holds.
+async fn switches_under_load(extra: &str, switches: u64) -> BlueGreen {
+    let bg = BlueGreen::start_with(extra).await;
     const WORKERS: usize = 8;
     const MAX_PER_WORKER: usize = 20_000;
     let stop = Arc::new(AtomicBool::new(false));
@@ -42,8 +58,8 @@ async fn hundred_switches_under_keep_alive_load_fail_nothing() {
     }
 
     // 100 switches, alternating, while the workers run; bounded by count and by time.
-    within(60, "100 switches", async {
-        for i in 0..100 {
+    within(60, "the switches", async {
+        for i in 0..switches {
             bg.switch(if i % 2 == 0 { "green" } else { "blue" }).await;
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
@@ -69,10 +85,11 @@ async fn hundred_switches_under_keep_alive_load_fail_nothing() {
         "both pools served: blue {blue}, green {green}"
     );
     let status = bg.status().await;
-    assert_eq!(status["generation"], 100, "{status}");
+    assert_eq!(status["generation"], switches, "{status}");
     assert_eq!(status["active"], "blue");
     // After the last switch, a new request goes to blue.
     assert_eq!(bg.body("/").await, "blue\n");
+    bg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,11 @@ pub const SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 /// How long requests and tunnels in flight may take to finish at shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runtime threads: one per core.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Client connections held at once; further ones wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 50_000;
 

@@ -34,6 +34,7 @@ pub struct FileServer {
     pub shutdown_delay: Option<HumanDuration>,
     pub shutdown_timeout: Option<HumanDuration>,
     pub max_connections: Option<usize>,
+    pub workers: Option<usize>,
     pub health_reflects_pool: Option<bool>,
     pub client_header_timeout: Option<HumanDuration>,
     pub client_idle_timeout: Option<HumanDuration>,

@@ -45,6 +45,9 @@ pub struct Server {
     pub shutdown_delay: Duration,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    /// Runtime threads serving traffic; 1 runs everything on one thread (a current-thread
+    /// runtime), as a one-worker nginx does.
+    pub workers: usize,
     /// The health path answers 503 while the active pool has no healthy server.
     pub health_reflects_pool: bool,
     /// A client must send a request's head within this (from its first byte, or from accept).
@@ -231,6 +234,15 @@ impl file::FileConfig {
             });
         }
         let admin_token = server.admin_token.filter(|t| !t.is_empty());
+        let workers = server.workers.unwrap_or_else(defaults::workers);
+        if workers == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "workers"),
+                key: "server.workers".into(),
+                message: "must be at least 1".into(),
+            });
+        }
         let max_header_bytes = server
             .max_header_bytes
             .unwrap_or(defaults::MAX_HEADER_BYTES);
@@ -343,6 +355,7 @@ impl file::FileConfig {
                     .shutdown_timeout
                     .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
                 max_connections,
+                workers,
                 health_reflects_pool: server
                     .health_reflects_pool
                     .unwrap_or(defaults::HEALTH_REFLECTS_POOL),
