@@ -1,5 +1,7 @@
-//! The routing snapshot's two costs: what every request pays to find its pool (one ArcSwap load
-//! and one Arc clone), and what a switch costs (build the next snapshot, one pointer store).
+//! The hot path's small costs, each alone: what every request pays to find its pool (one
+//! ArcSwap load and one Arc clone), the same while another thread switches pools as fast as it
+//! can, what a switch costs (build the next snapshot, one pointer store), and the header rewrite
+//! every forwarded request gets.
 //!
 //! Run: `cargo bench --bench snapshot`
 
@@ -47,5 +49,76 @@ fn snapshot(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, snapshot);
+fn under_contention(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let router = router();
+    let control = Control::new(router.clone(), None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let mut switches = 0u64;
+            // Bounded: stops when the bench ends, or after ten million switches.
+            while !stop.load(Ordering::Relaxed) && switches < 10_000_000 {
+                let to = if switches % 2 == 0 { "green" } else { "blue" };
+                rt.block_on(control.apply(Command::Switch { to: to.into() }, false))
+                    .expect("switch");
+                switches += 1;
+            }
+            switches
+        })
+    };
+    c.bench_function("route while another thread switches without pause", |b| {
+        b.iter(|| {
+            let pool = router.active();
+            black_box(pool.pick().expect("server"));
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let switches = writer.join().expect("writer");
+    eprintln!("(the writer made {switches} switches meanwhile)");
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
+    use turnout_proxy::headers::{set_forwarded, strip_hop_by_hop};
+    // A browser-like request head, with a keep-alive Connection header.
+    let mut template = HeaderMap::new();
+    for (k, v) in [
+        ("host", "shop.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("connection", "keep-alive"),
+        ("cookie", "session=0123456789abcdef; theme=dark"),
+        ("x-forwarded-for", "203.0.113.7"),
+    ] {
+        template.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let client = HeaderValue::from_static("10.0.1.20");
+    c.bench_function("header rewrite: strip hop-by-hop, set X-Forwarded-*", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |headers| {
+                let host = headers.get(http::header::HOST).cloned();
+                strip_hop_by_hop(headers, false);
+                set_forwarded(headers, &client, "http", host);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, snapshot, under_contention, header_rewrite);
 criterion_main!(benches);

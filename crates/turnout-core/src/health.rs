@@ -158,6 +158,7 @@ mod tests {
         }
         let (e2, len) = h.record_failure(&p).expect("ejected again");
         assert_eq!(len, Duration::from_secs(10), "doubled");
+        assert!(e2 > e1, "each ejection has its own number");
         assert!(!h.end_ejection(Some(e1)), "an old timer ends nothing");
         assert!(h.end_ejection(None), "an active check ends it");
         let third = (0..3).filter_map(|_| h.record_failure(&p)).last();

@@ -12,7 +12,7 @@ mod body;
 pub mod checker;
 mod conn;
 mod error;
-mod headers;
+pub mod headers;
 pub mod listener;
 mod service;
 mod upgrade;

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The side-by-side comparison: turnout beside nginx and HAProxy (and, with --peers, Caddy or
+# sozu) on the same pinned cores, through the shared harness (../shared/bench/peers.sh: wrk and
+# the nginx backends on CPU 0, each proxy alone on CPU 1 with one worker). Installs what it needs
+# (Debian packages), builds turnout in release mode, runs the harness, and writes the report to
+# benches/RESULTS.md.
+#
+#   benches/compare.sh            # full run: 3 interleaved rounds (about 12 minutes)
+#   benches/compare.sh --quick    # smoke run: 1 short round (about 3 minutes)
+#
+# Any other arguments go to the harness (see its --help). Only loopback is ever a target.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+harness=${BENCH_HARNESS:-$root/../shared/bench/peers.sh}
+if [ ! -x "$harness" ]; then
+    echo "compare.sh: no harness at $harness (set BENCH_HARNESS to peers.sh)" >&2
+    exit 2
+fi
+
+missing=""
+for tool in nginx haproxy wrk socat curl taskset; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    echo "compare.sh: installing nginx haproxy wrk socat curl (missing:$missing)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk socat curl util-linux >/dev/null
+fi
+# Packages may start their services; the harness needs their ports.
+for svc in nginx haproxy; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+done
+
+(cd "$root" && cargo build --release --locked)
+bin="$root/target/release/turnout"
+version=$("$bin" --version)
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+# The proxy under test, as the harness starts it: one worker (as the peers get), access log off.
+cat > "$scratch/start.sh" <<START
+#!/usr/bin/env bash
+cat > "\$BENCH_STATE/turnout.toml" <<CONF
+[server]
+listen = "\$BENCH_LISTEN"
+admin = "127.0.0.1:9900"
+workers = 1
+shutdown_delay = "0s"
+shutdown_timeout = "2s"
+[pools.blue]
+servers = ["\$BENCH_BLUE"]
+[pools.green]
+servers = ["\$BENCH_GREEN"]
+[routing]
+active = "blue"
+CONF
+RUST_LOG=warn exec "$bin" serve --config "\$BENCH_STATE/turnout.toml"
+START
+chmod +x "$scratch/start.sh"
+
+peers="direct,direct1,nginx,haproxy,custom"
+PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
+    --proxy-name turnout \
+    --proxy-cmd "exec $scratch/start.sh" \
+    --switch-cmd 'curl -fsS --max-time 2 -o /dev/null -X POST http://127.0.0.1:9900/v1/switch -d "{\"to\":\"$COLOR\"}"' \
+    --results "$scratch/results" >/dev/null
+
+{
+    echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
+    echo
+    cat "$scratch/results/latest.md"
+} > "$here/RESULTS.md"
+echo "compare.sh: wrote $here/RESULTS.md" >&2
