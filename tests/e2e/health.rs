@@ -291,6 +291,26 @@ async fn slowloris_clients_are_cut_off_and_oversized_heads_get_431() {
         .await
         .expect("read");
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    eventually(5, "the 431 is logged", || async {
+        bg.turnout.find_log("status=431").is_some()
+    })
+    .await;
+
+    let mut bad = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    bad.write_all(b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    within(10, "the 400", bad.read_to_string(&mut answer))
+        .await
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    eventually(5, "the 400 is logged", || async {
+        bg.turnout.find_log("status=400").is_some()
+    })
+    .await;
     assert_eq!(bg.blue.requests(), 0);
 }
 

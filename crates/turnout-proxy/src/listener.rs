@@ -118,9 +118,18 @@ impl DataPlane {
                         Some(d @ Deadline::Idle(_)) => {
                             tracing::debug!(%peer, "closed a keep-alive connection: {d}")
                         }
-                        None => {
-                            tracing::debug!(%peer, error = %e, "client connection ended with an error")
-                        }
+                        None => match e.downcast_ref::<hyper::Error>() {
+                            // hyper answered these itself before closing; say so once.
+                            Some(h) if h.is_parse_too_large() => {
+                                tracing::info!(%peer, status = 431, "closed a client connection: request head too large (see max_header_count, max_header_bytes)")
+                            }
+                            Some(h) if h.is_parse() => {
+                                tracing::info!(%peer, status = 400, error = %h, "closed a client connection: malformed request")
+                            }
+                            _ => {
+                                tracing::debug!(%peer, error = %e, "client connection ended with an error")
+                            }
+                        },
                     }
                 }
                 drop(permit);
