@@ -86,6 +86,8 @@ impl TestUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As a real app server would: without it, small HTTP/2 frames wait on Nagle.
+                let _ = stream.set_nodelay(true);
                 let counters = Arc::clone(&shared);
                 let service = service_fn(move |req: Request<Incoming>| {
                     let is_check = req
