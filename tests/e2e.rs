@@ -72,6 +72,21 @@ impl BlueGreen {
         assert_eq!(json["active"], to, "{json}");
     }
 
+    /// `PUT /v1/pools/{name}` with `servers`; checks the 200 and returns the new status.
+    pub async fn put_pool(&self, name: &str, servers: &[String]) -> serde_json::Value {
+        let body = serde_json::json!({ "servers": servers }).to_string();
+        let (status, json) = turnout_testkit::client::admin(
+            &self.admin_base(),
+            http::Method::PUT,
+            &format!("/v1/pools/{name}"),
+            Some(&body),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "PUT /v1/pools/{name}: {json}");
+        json
+    }
+
     /// GETs `path` through turnout on a new connection and returns the body.
     pub async fn body(&self, path: &str) -> String {
         let client = turnout_testkit::client::http_client();

@@ -563,15 +563,7 @@ async fn the_checker_follows_pools_changed_at_runtime() {
     let bg = BlueGreen::start_with(FAST_CHECKS).await;
     let canary = TestUpstream::start("canary").await;
     canary.set_healthy(false);
-    let (s, j) = admin(
-        &bg.admin_base(),
-        Method::PUT,
-        "/v1/pools/canary",
-        Some(&format!("{{\"servers\":[\"{}\"]}}", canary.server())),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{j}");
+    bg.put_pool("canary", &[canary.server()]).await;
     eventually(
         10,
         "the new pool is checked and found unhealthy",

@@ -14,15 +14,7 @@ async fn state_survives_a_restart_and_wins_over_the_config() {
     let mut bg = BlueGreen::start().await;
     bg.switch("green").await;
     let canary = TestUpstream::start("canary").await;
-    let (s, j) = admin(
-        &bg.admin_base(),
-        Method::PUT,
-        "/v1/pools/canary",
-        Some(&format!("{{\"servers\":[\"{}\"]}}", canary.server())),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{j}");
+    bg.put_pool("canary", &[canary.server()]).await;
     bg.turnout.signal("TERM");
     let status = bg.turnout.wait_exit(20).await;
     assert!(status.success(), "exit {status}:\n{}", bg.turnout.logs());

@@ -205,15 +205,7 @@ async fn replacing_the_active_pools_servers_moves_new_requests_only() {
     })
     .await;
     // Re-register blue's servers, as a deploy script does after starting a new container.
-    let (status, json) = turnout_testkit::client::admin(
-        &bg.admin_base(),
-        http::Method::PUT,
-        "/v1/pools/blue",
-        Some(&format!("{{\"servers\":[\"{}\"]}}", blue2.server())),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
+    let json = bg.put_pool("blue", &[blue2.server()]).await;
     assert_eq!(json["pools"]["blue"]["servers"][0]["addr"], blue2.server());
     assert_eq!(
         json["pools"]["blue"]["in_flight"], 1,
