@@ -20,6 +20,8 @@ use turnout_config::HealthCheck;
 use turnout_core::control::{Probe, ProbeResult};
 use turnout_core::{Pool, PoolName, Router, ServerAddr, Upstream};
 
+use crate::error::DisplayChain;
+
 type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Probes run on a client that keeps no idle connection: each check connects afresh, so a
@@ -47,7 +49,10 @@ async fn probe_once(
         .body(Empty::new())
         .expect("a GET with two plain headers is valid");
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| DisplayChain(&e).to_string())?;
         let status = resp.status();
         // Read the (small) body so the server sees a complete exchange.
         let _ = resp.into_body().collect().await;
@@ -68,19 +73,6 @@ async fn probe_once(
             check.expect_status
         )),
     }
-}
-
-/// The error and its causes, innermost last ("client error (Connect): tcp connect error:
-/// Connection refused (os error 111)").
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 /// Starts the checks and keeps them in line with the routing state; runs until aborted.

@@ -84,3 +84,19 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
+
+/// An error and its sources on one line ("client error (Connect): tcp connect error:
+/// Connection refused (os error 111)"), for logs and health-check reports.
+pub(crate) struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

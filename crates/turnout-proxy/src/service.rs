@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use turnout_core::{InFlight, Pool, Upstream};
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::error::{text_response, ProxyError};
+use crate::error::{text_response, DisplayChain, ProxyError};
 use crate::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use crate::{upgrade, Shared};
 
@@ -349,20 +349,5 @@ impl Shared {
         } else {
             text_response(StatusCode::OK, "ok\n")
         }
-    }
-}
-
-/// An error and its sources on one line, for the log.
-struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
