@@ -63,10 +63,6 @@ impl Control {
         &self.inner.router
     }
 
-    pub fn state_file(&self) -> Option<&StateFile> {
-        self.inner.state.as_ref()
-    }
-
     /// Applies `command`. A switch or rollback first probes every server of its target pool
     /// (unless `force`, or the pool's checks are off) and is refused when none is healthy. On
     /// success the new snapshot is live (or, for a command that changes nothing, the current

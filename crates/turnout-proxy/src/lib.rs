@@ -116,13 +116,4 @@ impl DataPlane {
     pub fn start_draining(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
     }
-
-    pub fn is_draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Relaxed)
-    }
-
-    /// Tunnels open right now, over all pools.
-    pub fn open_tunnels(&self) -> usize {
-        self.shared.tunnels.len()
-    }
 }

@@ -4,7 +4,7 @@
 //! `127.0.0.1:0`), and its whole log is kept for failure messages.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,10 +23,6 @@ impl Sandbox {
             dir: tempfile::tempdir().expect("tempdir"),
             bin: PathBuf::from(bin),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -175,10 +171,6 @@ impl Turnout {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// `GET /v1/status` (without a token).

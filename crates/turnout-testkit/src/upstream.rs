@@ -66,12 +66,6 @@ impl TestUpstream {
         Self::serve(name, listener)
     }
 
-    /// Starts again on `addr` (after [`TestUpstream::kill`]), as a restarted container would.
-    pub async fn restart_on(name: &'static str, addr: SocketAddr) -> TestUpstream {
-        let listener = TcpListener::bind(addr).await.expect("bind upstream again");
-        Self::serve(name, listener)
-    }
-
     fn serve(name: &'static str, listener: TcpListener) -> TestUpstream {
         let addr = listener.local_addr().expect("addr");
         let counters = Arc::new(Counters {
