@@ -211,30 +211,29 @@ impl Shared {
                 (self.respond(resp, guard, client_upgrade, h1), None)
             }
             Attempt::Failed(source) => {
-                self.passive_failure(&pool, upstream);
+                let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
                 let err = if source.is_connect() {
                     ProxyError::Connect {
-                        pool: pool.name().to_string(),
-                        upstream: upstream.addr.to_string(),
+                        pool: p,
+                        upstream: u,
                         source,
                     }
                 } else {
                     ProxyError::Upstream {
-                        pool: pool.name().to_string(),
-                        upstream: upstream.addr.to_string(),
+                        pool: p,
+                        upstream: u,
                         source,
                     }
                 };
-                self.failed(err, h1 && has_body)
+                self.failed(&pool, upstream, err, h1 && has_body)
             }
             Attempt::TimedOut => {
-                self.passive_failure(&pool, upstream);
                 let err = ProxyError::Timeout {
                     pool: pool.name().to_string(),
                     upstream: upstream.addr.to_string(),
                     after: self.settings.response_timeout,
                 };
-                self.failed(err, h1 && has_body)
+                self.failed(&pool, upstream, err, h1 && has_body)
             }
         };
         let elapsed = started.elapsed();
@@ -290,9 +289,17 @@ impl Shared {
         });
     }
 
-    /// The synthetic answer for a failed forward, and the failure itself for the logs; the
-    /// failure also gets a warning of its own, so `RUST_LOG=warn` still shows why.
-    fn failed(&self, err: ProxyError, close: bool) -> (Response<ProxyBody>, Option<ProxyError>) {
+    /// A forward to `server` failed: count it against the server, and give the synthetic answer
+    /// and the failure itself for the logs. The failure also gets a warning of its own, so
+    /// `RUST_LOG=warn` still shows why.
+    fn failed(
+        &self,
+        pool: &Pool,
+        server: &Upstream,
+        err: ProxyError,
+        close: bool,
+    ) -> (Response<ProxyBody>, Option<ProxyError>) {
+        self.passive_failure(pool, server);
         tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
         (err.into_response(close), Some(err))
     }
