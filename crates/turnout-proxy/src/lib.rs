@@ -79,8 +79,14 @@ pub struct DataPlane {
 struct Shared {
     router: Router,
     settings: ProxySettings,
-    /// One pooled keep-alive client for every upstream: hyper-util keys its pool by authority.
+    /// The pooled keep-alive clients (hyper-util keys each pool by authority). `client` is for
+    /// pools of one server: when a pooled connection turns out closed before the request went
+    /// out, hyper-util sends it again on another connection to that same server.
     client: Client<HttpConnector, UpstreamBody>,
+    /// For pools of several servers, where turnout retries by itself: hyper-util's own retry is
+    /// off, so an unsent request goes to another server (the one whose connections just closed
+    /// is likely down) instead of to the next pooled connection to the same one.
+    client_own_retry: Client<HttpConnector, UpstreamBody>,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.
@@ -93,18 +99,21 @@ impl DataPlane {
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle_per_server)
             // Host is the client's, passed through; never rewritten to the upstream's address.
-            .set_host(false)
-            .build(connector);
+            .set_host(false);
+        let client = builder.build(connector.clone());
+        let client_own_retry = builder.retry_canceled_requests(false).build(connector);
         DataPlane {
             shared: Arc::new(Shared {
                 router,
                 settings,
                 client,
+                client_own_retry,
                 draining: AtomicBool::new(false),
                 tunnels: TaskTracker::new(),
             }),

@@ -76,6 +76,14 @@ fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
     Uri::from_parts(uri).expect("scheme, authority and path make a URI")
 }
 
+/// The request never left: the pooled connection it was given had closed first (hyper calls
+/// that canceled). Safe to send again, whatever the method.
+fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_canceled)
+}
+
 /// How one attempt at an upstream ended.
 enum Attempt {
     Answered(Response<Incoming>),
@@ -183,19 +191,21 @@ impl Shared {
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let mut upstream = first;
-        let mut attempt = self.send(Request::from_parts(parts, body)).await;
+        let own_retry = retry.is_some();
+        let mut attempt = self.send(Request::from_parts(parts, body), own_retry).await;
 
-        // One retry, on another server: after a failed connect for any method, after a reset
-        // before the response for an idempotent one, and only if the body was never read.
+        // One retry, on another server: after a failed connect or a request that never went
+        // out (its pooled connection had closed) for any method, after a reset before the
+        // response for an idempotent one, and only if the body was never read.
         if let (Attempt::Failed(e), Some(copy)) = (&attempt, retry.as_mut()) {
-            if e.is_connect() || copy.idempotent {
+            if e.is_connect() || never_sent(e) || copy.idempotent {
                 if let Some(second) = pool.pick_other(first) {
                     if let Some(again) = copy.take_request(&path, second) {
                         self.passive_failure(&pool, first);
                         tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = %DisplayChain(e), "retrying on another server");
                         pool.metrics().retried();
                         upstream = second;
-                        attempt = self.send(again).await;
+                        attempt = self.send(again, own_retry).await;
                     }
                 }
             }
@@ -254,9 +264,15 @@ impl Shared {
         resp
     }
 
-    /// One attempt, bounded by the response timeout.
-    async fn send(&self, req: Request<UpstreamBody>) -> Attempt {
-        match tokio::time::timeout(self.settings.response_timeout, self.client.request(req)).await {
+    /// One attempt, bounded by the response timeout. `own_retry`: turnout retries this one
+    /// itself, on another server (see `Shared::client_own_retry`).
+    async fn send(&self, req: Request<UpstreamBody>, own_retry: bool) -> Attempt {
+        let client = if own_retry {
+            &self.client_own_retry
+        } else {
+            &self.client
+        };
+        match tokio::time::timeout(self.settings.response_timeout, client.request(req)).await {
             Ok(Ok(resp)) => Attempt::Answered(resp),
             Ok(Err(e)) => Attempt::Failed(e),
             Err(_) => Attempt::TimedOut,
