@@ -2,8 +2,8 @@
 # The side-by-side comparison: turnout beside nginx and HAProxy (and, with --peers, Caddy or
 # sozu) on the same pinned cores, through the shared harness (../shared/bench/peers.sh: wrk and
 # the nginx backends on CPU 0, each proxy alone on CPU 1 with one worker). Installs what it needs
-# (Debian packages), builds turnout in release mode, runs the harness, and writes the report to
-# benches/RESULTS.md.
+# (Debian packages), builds turnout in release mode, runs the harness and then benches/h2-idle.sh
+# (HTTP/2 with h2load, 10 000 idle connections), and writes the report to benches/RESULTS.md.
 #
 #   benches/compare.sh            # full run: 3 interleaved rounds (about 12 minutes)
 #   benches/compare.sh --quick    # smoke run: 1 short round (about 3 minutes)
@@ -19,13 +19,14 @@ if [ ! -x "$harness" ]; then
 fi
 
 missing=""
-for tool in nginx haproxy wrk socat curl taskset; do
+for tool in nginx haproxy wrk socat curl taskset h2load python3; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
-    echo "compare.sh: installing nginx haproxy wrk socat curl (missing:$missing)" >&2
+    echo "compare.sh: installing nginx haproxy wrk socat curl nghttp2-client python3 (missing:$missing)" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk socat curl util-linux >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk socat curl util-linux \
+        nghttp2-client python3 >/dev/null
 fi
 # Packages may start their services; the harness needs their ports.
 for svc in nginx haproxy; do
@@ -68,9 +69,14 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     --switch-cmd 'curl -fsS --max-time 2 -o /dev/null -X POST http://127.0.0.1:9900/v1/switch -d "{\"to\":\"$COLOR\"}"' \
     --results "$scratch/results" >/dev/null
 
+# What the harness does not measure: HTTP/2 with h2load, and 10 000 idle connections.
+"$here/h2-idle.sh" "$bin" 3 > "$scratch/h2-idle.md"
+
 {
     echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
     echo
     cat "$scratch/results/latest.md"
+    echo
+    cat "$scratch/h2-idle.md"
 } > "$here/RESULTS.md"
 echo "compare.sh: wrote $here/RESULTS.md" >&2
