@@ -5,6 +5,7 @@
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
 //! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
+//! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
 
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
@@ -14,6 +15,8 @@ mod health;
 mod lifecycle;
 #[path = "e2e/switching.rs"]
 mod switching;
+#[path = "e2e/two_phase.rs"]
+mod two_phase;
 
 use turnout_testkit::process::{Sandbox, Turnout};
 use turnout_testkit::upstream::TestUpstream;

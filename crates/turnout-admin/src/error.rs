@@ -33,7 +33,10 @@ impl ApiError {
                 CoreError::NoPrevious
                 | CoreError::EmptyPool { .. }
                 | CoreError::ActivePoolEmptied { .. }
-                | CoreError::Unhealthy { .. } => StatusCode::CONFLICT,
+                | CoreError::Unhealthy { .. }
+                | CoreError::NotPrepared { .. }
+                | CoreError::Moved { .. }
+                | CoreError::AlreadyPrepared { .. } => StatusCode::CONFLICT,
                 CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
                 CoreError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },

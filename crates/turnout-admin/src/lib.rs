@@ -5,6 +5,9 @@
 //! | `GET /v1/status` | the routing state and each pool's servers and in-flight counts |
 //! | `POST /v1/switch` `{"to":"green"}` | makes `green` the active pool |
 //! | `POST /v1/rollback` | back to the previous pool |
+//! | `POST /v1/prepare` `{"to":"green","ttl":"30s"}` | probes green now and holds the switch under a token |
+//! | `POST /v1/commit` `{"token":"..."}` | applies a prepared switch at once |
+//! | `POST /v1/abort` `{"token":"..."}` | drops a prepared switch |
 //! | `PUT /v1/pools/{name}` `{"servers":["127.0.0.1:4001"]}` | creates a pool or replaces its servers |
 //!
 //! Every error body is `{"error": "..."}`. The API changes routing only through

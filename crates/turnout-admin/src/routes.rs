@@ -32,6 +32,9 @@ pub fn router(control: Control, token: Option<String>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/switch", post(switch))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/prepare", post(prepare))
+        .route("/v1/commit", post(commit))
+        .route("/v1/abort", post(abort))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -155,6 +158,61 @@ async fn rollback(
         parse_json::<SwitchOptions>(&body)?
     };
     change_active(&state, Command::Rollback, options).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrepareBody {
+    to: String,
+    /// How long the prepared switch waits for its commit: "30s" unless given.
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+/// The default wait for a commit: long enough for a fleet's prepares to all answer.
+const PREPARE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A prepared switch may wait at most this long: a forgotten one must not outlive a deploy.
+const MAX_PREPARE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+async fn prepare(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<PrepareBody>,
+) -> Result<Json<turnout_core::Prepared>, ApiError> {
+    let ttl = match body.ttl.as_deref() {
+        None => PREPARE_TTL,
+        Some(t) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= MAX_PREPARE_TTL)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "invalid ttl {t:?}: write it like \"30s\", more than 0 and at most 10m"
+                ))
+            })?,
+    };
+    Ok(Json(state.control.prepare(&body.to, ttl).await?))
+}
+
+async fn commit(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> Result<Json<Status>, ApiError> {
+    let after = state.control.commit(&body.token).await?;
+    Ok(Json(Status::from(&*after)))
+}
+
+async fn abort(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.control.abort(&body.token)?;
+    Ok(Json(serde_json::json!({ "aborted": body.token })))
 }
 
 async fn change_active(

@@ -33,6 +33,8 @@ struct Inner {
     router: Router,
     state: Option<StateFile>,
     prober: Option<Arc<dyn Probe>>,
+    /// A switch probed by `prepare` and waiting for its `commit` (one at a time).
+    staged: std::sync::Mutex<Option<Staged>>,
     /// An async mutex because it is held across the state file write (done on the blocking
     /// pool); it only orders writers, never readers.
     writer: tokio::sync::Mutex<()>,
@@ -54,6 +56,7 @@ impl Control {
                 router,
                 state,
                 prober,
+                staged: std::sync::Mutex::new(None),
                 writer: tokio::sync::Mutex::new(()),
             }),
         }
@@ -75,8 +78,27 @@ impl Control {
         if !force {
             self.gate(&command).await?;
         }
+        self.write(command, None).await
+    }
+
+    /// The write itself, under the writer lock; with `expect`, only if the generation is still
+    /// that one (else nothing changes).
+    async fn write(
+        &self,
+        command: Command,
+        expect: Option<(&str, u64)>,
+    ) -> Result<Arc<RoutingSnapshot>, CoreError> {
         let _writer = self.inner.writer.lock().await;
         let current = self.inner.router.snapshot();
+        if let Some((token, prepared)) = expect {
+            if current.generation != prepared {
+                return Err(CoreError::Moved {
+                    token: token.to_string(),
+                    prepared,
+                    now: current.generation,
+                });
+            }
+        }
         let Some(next) = command.apply(&current)? else {
             tracing::info!(target: "turnout::admin", %command, generation = current.generation, "no change");
             return Ok(current);
@@ -114,6 +136,135 @@ impl Control {
         );
         Ok(next)
     }
+}
+
+/// A switch that passed its probe and waits for its commit.
+#[derive(Debug, Clone)]
+struct Staged {
+    token: String,
+    to: String,
+    /// The generation it was probed at: a commit after any other change is refused.
+    generation: u64,
+    expires: Instant,
+}
+
+/// The answer to a prepare: what a commit needs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prepared {
+    pub token: String,
+    pub to: String,
+    pub generation: u64,
+    pub expires_in_ms: u64,
+}
+
+/// The two-phase switch a fleet uses: prepare on every instance, then commit on every one, or
+/// abort on every one. Only the admin API calls these; the data plane sees only the result.
+impl Control {
+    /// Checks that a switch to `to` would be accepted now (the pool exists, has servers, and a
+    /// fresh probe finds a healthy one), and holds it for `ttl` under a new token. Nothing
+    /// changes until the commit. Refused while another prepared switch is pending.
+    pub async fn prepare(&self, to: &str, ttl: Duration) -> Result<Prepared, CoreError> {
+        let command = Command::Switch { to: to.to_string() };
+        let current = self.inner.router.snapshot();
+        command.apply(&current)?;
+        self.gate(&command).await?;
+        let now = Instant::now();
+        let staged = Staged {
+            token: new_token(current.generation),
+            to: to.to_string(),
+            generation: current.generation,
+            expires: now + ttl,
+        };
+        {
+            let mut slot = self.staged();
+            if let Some(pending) = slot.as_ref().filter(|p| p.expires > now) {
+                return Err(CoreError::AlreadyPrepared {
+                    token: pending.token.clone(),
+                    to: pending.to.clone(),
+                    expires_in_ms: millis(pending.expires - now),
+                });
+            }
+            *slot = Some(staged.clone());
+        }
+        tracing::info!(target: "turnout::admin", to, token = %staged.token, generation = staged.generation, ttl = ?ttl, "switch prepared");
+        // It expires by itself: the slot empties and the log says so.
+        let control = self.clone();
+        let token = staged.token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            if control.take_staged(&token).is_some() {
+                tracing::warn!(target: "turnout::admin", %token, "prepared switch expired without a commit; nothing was changed");
+            }
+        });
+        Ok(Prepared {
+            token: staged.token,
+            to: staged.to,
+            generation: staged.generation,
+            expires_in_ms: millis(ttl),
+        })
+    }
+
+    /// Applies the switch prepared under `token`, at once (its probe was the prepare's). Refused
+    /// when the token is unknown or expired, or when anything changed the routing since.
+    pub async fn commit(&self, token: &str) -> Result<Arc<RoutingSnapshot>, CoreError> {
+        let staged = self
+            .take_staged(token)
+            .ok_or_else(|| CoreError::NotPrepared {
+                token: token.to_string(),
+            })?;
+        if staged.expires <= Instant::now() {
+            return Err(CoreError::NotPrepared {
+                token: token.to_string(),
+            });
+        }
+        let command = Command::Switch { to: staged.to };
+        self.write(command, Some((token, staged.generation))).await
+    }
+
+    /// Drops the switch prepared under `token`; nothing changes.
+    pub fn abort(&self, token: &str) -> Result<(), CoreError> {
+        self.take_staged(token)
+            .map(|_| tracing::info!(target: "turnout::admin", %token, "prepared switch aborted"))
+            .ok_or_else(|| CoreError::NotPrepared {
+                token: token.to_string(),
+            })
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, Option<Staged>> {
+        // Held for a few instructions, never across an await; a panic while held cannot leave
+        // the slot half-written, so a poisoned lock is still usable.
+        self.inner
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Empties the slot if it holds `token`.
+    fn take_staged(&self, token: &str) -> Option<Staged> {
+        let mut slot = self.staged();
+        match slot.as_ref() {
+            Some(s) if s.token == token => slot.take(),
+            _ => None,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A token nobody can mistake for another prepare's: the generation, the time, and a count.
+/// (An identifier, not a secret: the admin token guards the API.)
+fn new_token(generation: u64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "g{generation}-{nanos:x}-{}",
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Control {

@@ -20,6 +20,24 @@ pub enum CoreError {
     /// The health gate: a fresh probe of the target pool found no healthy server.
     #[error("pool {pool:?} has no healthy server ({}); nothing was changed. Send \"force\": true to switch anyway", failures.join("; "))]
     Unhealthy { pool: String, failures: Vec<String> },
+    /// A commit or abort whose token names no pending prepared switch (never issued, already
+    /// used or aborted, or expired).
+    #[error("no prepared switch {token:?} is pending (unknown, already committed or aborted, or expired); nothing was changed")]
+    NotPrepared { token: String },
+    /// A commit after the routing changed since its prepare.
+    #[error("the routing changed since switch {token:?} was prepared (generation {prepared}, now {now}); nothing was changed, prepare again")]
+    Moved {
+        token: String,
+        prepared: u64,
+        now: u64,
+    },
+    /// A prepare while another prepared switch is pending.
+    #[error("switch {token:?} to {to:?} is already prepared (expires in {expires_in_ms} ms); commit or abort it first")]
+    AlreadyPrepared {
+        token: String,
+        to: String,
+        expires_in_ms: u64,
+    },
     /// A malformed pool name or server address from the caller.
     #[error("{0}")]
     Invalid(String),

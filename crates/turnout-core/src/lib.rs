@@ -23,7 +23,7 @@ pub mod state;
 pub mod status;
 
 pub use command::Command;
-pub use control::Control;
+pub use control::{Control, Prepared};
 pub use error::{CoreError, StateError};
 pub use health::ServerHealth;
 pub use metrics::{Metrics, PoolMetrics};
