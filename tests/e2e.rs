@@ -5,8 +5,11 @@
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
 //! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
+//! - `fleet`: `turnout fleet` over three instances: all switch, or none.
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
 
+#[path = "e2e/fleet.rs"]
+mod fleet;
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
 #[path = "e2e/health.rs"]
@@ -55,6 +58,17 @@ impl BlueGreen {
             sandbox,
             turnout,
         }
+    }
+
+    /// Waits (at most 10 s) until `pool`'s servers all show healthy in the status.
+    pub async fn wait_healthy(&self, pool: &str) {
+        turnout_testkit::eventually(10, &format!("{pool} healthy"), || async {
+            let j = self.status().await;
+            j["pools"][pool]["servers"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|s| s["healthy"] == true))
+        })
+        .await;
     }
 
     pub fn admin_base(&self) -> String {

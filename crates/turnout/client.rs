@@ -81,7 +81,9 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
     code
 }
 
-enum Outcome {
+/// How an admin call ended.
+#[derive(Debug)]
+pub enum Outcome {
     Ok(Value),
     Refused(StatusCode, String),
     Unreachable(String),
@@ -105,19 +107,55 @@ fn finish(outcome: Outcome, on_ok: impl FnOnce(&Value)) -> ExitCode {
 }
 
 fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> Outcome {
-    let base = args.admin.trim_end_matches('/');
-    let uri: Uri = match format!("{base}{path}").parse() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(async {
+        let client = admin_client();
+        let token = args.token.as_deref();
+        request(
+            &client,
+            &args.admin,
+            token,
+            method,
+            path,
+            body,
+            ADMIN_TIMEOUT,
+        )
+        .await
+    })
+}
+
+/// How long one admin call may take before it counts as unreachable.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub type AdminClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub fn admin_client() -> AdminClient {
+    Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
+}
+
+/// One admin call: `method path` on the API at `base` (`http://HOST:PORT`), with a JSON body,
+/// bounded by `timeout`.
+pub async fn request(
+    client: &AdminClient,
+    base: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Outcome {
+    let uri: Uri = match format!("{}{path}", base.trim_end_matches('/')).parse() {
         Ok(u) => u,
-        Err(e) => return Outcome::Unreachable(format!("bad --admin URL {:?}: {e}", args.admin)),
+        Err(e) => return Outcome::Unreachable(format!("bad admin URL {base:?}: {e}")),
     };
     if uri.scheme_str() != Some("http") {
-        return Outcome::Unreachable(format!(
-            "bad --admin URL {:?}: expected http://HOST:PORT",
-            args.admin
-        ));
+        return Outcome::Unreachable(format!("bad admin URL {base:?}: expected http://HOST:PORT"));
     }
     let mut req = Request::builder().method(method).uri(uri);
-    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
@@ -128,56 +166,48 @@ fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> Ou
         .body(Full::new(body))
         .expect("method, URI and headers are valid");
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
-    runtime.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let exchange = async {
-            let resp = client.request(req).await.map_err(|e| {
-                let mut msg = format!("cannot reach the admin API at {}: {e}", args.admin);
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    msg.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                msg
-            })?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("the admin API's answer broke off: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, bytes))
-        };
-        match tokio::time::timeout(Duration::from_secs(30), exchange).await {
-            Err(_) => Outcome::Unreachable(format!(
-                "the admin API at {} did not answer within 30s",
-                args.admin
-            )),
-            Ok(Err(msg)) => Outcome::Unreachable(msg),
-            Ok(Ok((status, bytes))) => {
-                let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                });
-                if status.is_success() {
-                    Outcome::Ok(value)
-                } else {
-                    let msg = value
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .map_or_else(|| value.to_string(), str::to_owned);
-                    Outcome::Refused(status, msg)
-                }
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| {
+            let mut msg = format!("cannot reach the admin API at {base}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            msg
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("the admin API's answer broke off: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, bytes))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Outcome::Unreachable(format!(
+            "the admin API at {base} did not answer within {}",
+            humantime::format_duration(timeout)
+        )),
+        Ok(Err(msg)) => Outcome::Unreachable(msg),
+        Ok(Ok((status, bytes))) => {
+            let value: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            if status.is_success() {
+                Outcome::Ok(value)
+            } else {
+                let msg = value
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                Outcome::Refused(status, msg)
             }
         }
-    })
+    }
 }
 
-fn summary(v: &Value) -> String {
+pub fn summary(v: &Value) -> String {
     format!(
         "active: {} (previous: {}), generation {}",
         v["active"].as_str().unwrap_or("?"),

@@ -4,6 +4,7 @@
 mod app;
 mod client;
 mod demo;
+mod fleet;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,12 @@ enum Command {
         #[command(flatten)]
         options: client::SwitchArgs,
     },
+    /// Act on several instances together: a two-phase switch or rollback (all or none), or
+    /// their status side by side.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,5 +82,6 @@ fn main() -> ExitCode {
             options,
         } => client::switch(&admin, Some(&pool), &options),
         Command::Rollback { admin, options } => client::switch(&admin, None, &options),
+        Command::Fleet { command } => fleet::run(command),
     }
 }

@@ -1,0 +1,450 @@
+//! `turnout fleet switch|rollback|status`: every instance flips together, or none does.
+//!
+//! A switch is two-phase over each instance's admin API: prepare on all at once (each probes
+//! its target pool and holds the switch under a token); if any prepare fails, abort the others
+//! and stop, having changed nothing; else commit on all at once. If a commit fails after others
+//! succeeded, the committed instances are switched back, and the table says which instance is
+//! on which pool. Exit codes: 0 done, 1 refused with nothing changed, 2 a bad argument,
+//! 4 the fleet is left mixed (an instance could not be switched back).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::client::{admin_client, request, AdminClient, Outcome};
+
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// An instance's admin API base URL, e.g. http://10.0.1.5:9901 (repeat for each).
+    #[arg(long = "instance", value_name = "URL")]
+    instances: Vec<String>,
+    /// A file with one admin URL per line (blank lines and # comments skipped).
+    #[arg(long, value_name = "FILE")]
+    instances_file: Option<PathBuf>,
+    /// The admin token, the same on every instance.
+    #[arg(long, env = "TURNOUT_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long each admin call may take before its instance counts as failed.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PhaseArgs {
+    /// How long each instance holds its prepared switch waiting for the commit.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    ttl: String,
+    /// Wait this long between the prepare and the commit phase: a drill, to see what a
+    /// failure in between does (kill an instance meanwhile).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pause_before_commit: Option<Duration>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// Switch every instance to POOL, or none.
+    Switch {
+        /// The pool to switch to, e.g. green.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
+    /// Switch every instance back to its previous pool, or none.
+    Rollback {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
+    /// One line per instance: active pool, generation, healthy servers, in flight. Exit 1 when
+    /// the instances disagree on the active pool, 2 when one cannot be reached.
+    Status {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+}
+
+pub fn run(command: FleetCommand) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(async {
+        match command {
+            FleetCommand::Switch { to, fleet, phase } => match Fleet::new(&fleet) {
+                Ok(f) => {
+                    let targets = f.instances.iter().map(|_| to.clone()).collect();
+                    f.two_phase(targets, &phase).await
+                }
+                Err(e) => usage(&e),
+            },
+            FleetCommand::Rollback { fleet, phase } => match Fleet::new(&fleet) {
+                Ok(f) => f.rollback(&phase).await,
+                Err(e) => usage(&e),
+            },
+            FleetCommand::Status { fleet } => match Fleet::new(&fleet) {
+                Ok(f) => f.status().await,
+                Err(e) => usage(&e),
+            },
+        }
+    })
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("turnout fleet: {msg}");
+    ExitCode::from(2)
+}
+
+struct Fleet {
+    instances: Vec<String>,
+    token: Option<String>,
+    timeout: Duration,
+    client: AdminClient,
+}
+
+/// What happened on one instance, for the table.
+struct Row {
+    instance: String,
+    result: String,
+    detail: String,
+}
+
+impl Fleet {
+    fn new(args: &FleetArgs) -> Result<Fleet, String> {
+        let mut instances = args.instances.clone();
+        if let Some(file) = &args.instances_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read --instances-file {}: {e}", file.display()))?;
+            instances.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        if instances.is_empty() {
+            return Err(
+                "no instances: give --instance URL (repeatable) or --instances-file".into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = instances.iter().find(|i| !seen.insert(i.as_str())) {
+            return Err(format!("instance {dup} is listed twice"));
+        }
+        Ok(Fleet {
+            instances,
+            token: args.token.clone(),
+            timeout: args.timeout,
+            client: admin_client(),
+        })
+    }
+
+    async fn call(
+        &self,
+        instance: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Outcome {
+        request(
+            &self.client,
+            instance,
+            self.token.as_deref(),
+            method,
+            path,
+            body,
+            self.timeout,
+        )
+        .await
+    }
+
+    /// The same call on every instance at once (`body_for` gives each its body); answers in
+    /// the instances' order.
+    async fn all(
+        &self,
+        method: Method,
+        path: &str,
+        body_for: impl Fn(usize) -> Option<Value>,
+    ) -> Vec<(Outcome, Instant)> {
+        let calls = self.instances.iter().enumerate().map(|(i, instance)| {
+            let (method, body) = (method.clone(), body_for(i));
+            async move {
+                let outcome = self.call(instance, method, path, body).await;
+                (outcome, Instant::now())
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+
+    async fn rollback(&self, phase: &PhaseArgs) -> ExitCode {
+        // Each instance goes back to its own previous pool; all must have one.
+        let statuses = self.all(Method::GET, "/v1/status", |_| None).await;
+        let mut targets = Vec::new();
+        let mut rows = Vec::new();
+        for (instance, (outcome, _)) in self.instances.iter().zip(statuses) {
+            let (result, detail) = match outcome {
+                Outcome::Ok(v) => match v["previous"].as_str() {
+                    Some(prev) => {
+                        targets.push(prev.to_owned());
+                        continue;
+                    }
+                    None => ("no previous pool".into(), summary(&v)),
+                },
+                other => failure(other),
+            };
+            rows.push(Row {
+                instance: instance.clone(),
+                result,
+                detail,
+            });
+        }
+        if !rows.is_empty() {
+            print_table(&rows);
+            eprintln!("turnout fleet: rollback refused; nothing was changed");
+            return ExitCode::from(1);
+        }
+        self.two_phase(targets, phase).await
+    }
+
+    /// Prepare `targets[i]` on instance i, all at once; then commit all, or abort all.
+    async fn two_phase(&self, targets: Vec<String>, phase: &PhaseArgs) -> ExitCode {
+        // 1. Prepare everywhere.
+        let prepared = self
+            .all(Method::POST, "/v1/prepare", |i| {
+                Some(json!({ "to": targets[i], "ttl": phase.ttl }))
+            })
+            .await;
+        let tokens: Vec<Option<String>> = prepared
+            .iter()
+            .map(|(o, _)| match o {
+                Outcome::Ok(v) => v["token"].as_str().map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        if tokens.iter().any(Option::is_none) {
+            // 2a. Any refusal: abort the prepared ones, change nothing.
+            let aborted = self
+                .all(Method::POST, "/v1/abort", |i| {
+                    tokens[i].as_ref().map(|t| json!({ "token": t }))
+                })
+                .await;
+            let rows = self
+                .instances
+                .iter()
+                .zip(prepared)
+                .zip(aborted)
+                .map(|((instance, (prep, _)), (abort, _))| {
+                    let (result, detail) = match prep {
+                        Outcome::Ok(_) => match abort {
+                            Outcome::Ok(_) => ("ready, aborted".into(), String::new()),
+                            other => {
+                                let (r, d) = failure(other);
+                                (
+                                    format!("ready, abort {r}"),
+                                    format!("{d} (the prepare expires by itself)"),
+                                )
+                            }
+                        },
+                        other => failure(other),
+                    };
+                    Row {
+                        instance: instance.clone(),
+                        result,
+                        detail,
+                    }
+                })
+                .collect::<Vec<_>>();
+            print_table(&rows);
+            eprintln!("turnout fleet: not every instance could switch; nothing was changed");
+            return ExitCode::from(1);
+        }
+
+        if let Some(pause) = phase.pause_before_commit {
+            eprintln!(
+                "turnout fleet: all prepared; pausing {} before the commit",
+                humantime::format_duration(pause)
+            );
+            tokio::time::sleep(pause).await;
+        }
+
+        // 2b. Commit everywhere, at once.
+        let sent = Instant::now();
+        let committed = self
+            .all(Method::POST, "/v1/commit", |i| {
+                tokens[i].as_ref().map(|t| json!({ "token": t }))
+            })
+            .await;
+        let ok: Vec<bool> = committed
+            .iter()
+            .map(|(o, _)| matches!(o, Outcome::Ok(_)))
+            .collect();
+        if ok.iter().all(|&b| b) {
+            let times: Vec<Instant> = committed.iter().map(|(_, t)| *t).collect();
+            let first = times.iter().min().copied().unwrap_or(sent);
+            let last = times.iter().max().copied().unwrap_or(sent);
+            let rows = self
+                .instances
+                .iter()
+                .zip(&committed)
+                .map(|(instance, (o, _))| Row {
+                    instance: instance.clone(),
+                    result: "switched".into(),
+                    detail: match o {
+                        Outcome::Ok(v) => summary(v),
+                        _ => String::new(),
+                    },
+                })
+                .collect::<Vec<_>>();
+            print_table(&rows);
+            println!(
+                "skew: {:.2} ms between the first and the last commit answered \
+                 ({:.2} ms from sending the commits to the last answer)",
+                ms(last - first),
+                ms(last - sent)
+            );
+            return ExitCode::SUCCESS;
+        }
+
+        // 3. Some commits failed: switch the committed instances back.
+        let undo = self
+            .all(Method::POST, "/v1/rollback", |i| {
+                ok[i].then(|| json!({ "force": true }))
+            })
+            .await;
+        let mut mixed = false;
+        let rows = self
+            .instances
+            .iter()
+            .enumerate()
+            .zip(committed)
+            .zip(undo)
+            .map(|(((i, instance), (commit, _)), (undo, _))| {
+                let (result, detail) = if ok[i] {
+                    match undo {
+                        Outcome::Ok(v) => ("committed, switched back".into(), summary(&v)),
+                        other => {
+                            mixed = true;
+                            let (r, d) = failure(other);
+                            (format!("ON {}: switch-back {r}", targets[i]), d)
+                        }
+                    }
+                } else {
+                    let (r, d) = failure(commit);
+                    (format!("commit {r}"), d)
+                };
+                Row {
+                    instance: instance.clone(),
+                    result,
+                    detail,
+                }
+            })
+            .collect::<Vec<_>>();
+        print_table(&rows);
+        if mixed {
+            eprintln!(
+                "turnout fleet: the fleet is MIXED: the instances marked ON are on the new pool; \
+                 fix them by hand (turnout rollback --admin URL)"
+            );
+            ExitCode::from(4)
+        } else {
+            eprintln!("turnout fleet: a commit failed; the instances that had switched were switched back");
+            ExitCode::from(1)
+        }
+    }
+
+    async fn status(&self) -> ExitCode {
+        let answers = self.all(Method::GET, "/v1/status", |_| None).await;
+        println!(
+            "{:<28} {:<10} {:>10} {:>9}  HEALTHY SERVERS",
+            "INSTANCE", "ACTIVE", "GENERATION", "IN-FLIGHT"
+        );
+        let mut actives = std::collections::BTreeSet::new();
+        let mut unreachable = false;
+        for (instance, (outcome, _)) in self.instances.iter().zip(answers) {
+            match outcome {
+                Outcome::Ok(v) => {
+                    let active = v["active"].as_str().unwrap_or("?").to_owned();
+                    let mut in_flight = 0;
+                    let mut healthy = Vec::new();
+                    if let Some(pools) = v["pools"].as_object() {
+                        for (name, pool) in pools {
+                            in_flight += pool["in_flight"].as_u64().unwrap_or(0);
+                            let total = pool["servers"].as_array().map_or(0, Vec::len);
+                            healthy.push(format!("{name} {}/{total}", pool["healthy_servers"]));
+                        }
+                    }
+                    println!(
+                        "{:<28} {:<10} {:>10} {:>9}  {}",
+                        instance,
+                        active,
+                        v["generation"].to_string(),
+                        in_flight,
+                        healthy.join(", ")
+                    );
+                    actives.insert(active);
+                }
+                other => {
+                    unreachable = true;
+                    let (r, d) = failure(other);
+                    println!("{instance:<28} {r}: {d}");
+                }
+            }
+        }
+        if unreachable {
+            return ExitCode::from(2);
+        }
+        if actives.len() > 1 {
+            let list: Vec<_> = actives.into_iter().collect();
+            eprintln!(
+                "turnout fleet: the instances DISAGREE on the active pool ({})",
+                list.join(", ")
+            );
+            return ExitCode::from(1);
+        }
+        ExitCode::SUCCESS
+    }
+}
+
+fn failure(outcome: Outcome) -> (String, String) {
+    match outcome {
+        Outcome::Ok(v) => ("ok".into(), summary(&v)),
+        Outcome::Refused(status, msg) => (format!("refused ({})", status.as_u16()), msg),
+        Outcome::Unreachable(msg) => ("unreachable".into(), msg),
+    }
+}
+
+fn summary(v: &Value) -> String {
+    crate::client::summary(v)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows
+        .iter()
+        .map(|r| r.instance.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let rwidth = rows
+        .iter()
+        .map(|r| r.result.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!("{:<width$}  {:<rwidth$}  DETAIL", "INSTANCE", "RESULT");
+    for r in rows {
+        println!(
+            "{:<width$}  {:<rwidth$}  {}",
+            r.instance, r.result, r.detail
+        );
+    }
+}

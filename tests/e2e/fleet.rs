@@ -1,0 +1,157 @@
+//! `turnout fleet`: three real instances on loopback flip together or not at all.
+
+use std::process::Output;
+
+use crate::BlueGreen;
+
+/// Checks of `/health` every 100 ms that flip after one result.
+const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+
+async fn three() -> Vec<BlueGreen> {
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(BlueGreen::start_with(FAST_CHECKS).await);
+    }
+    fleet
+}
+
+/// Runs `turnout fleet ARGS... --instance URL...` to its end, off the test's runtime.
+async fn fleet_cmd(fleet: &[BlueGreen], args: &[&str]) -> (Output, String, String) {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    for bg in fleet {
+        all.push("--instance".into());
+        all.push(bg.admin_base());
+    }
+    let mut cmd = fleet[0].sandbox.command(&[]);
+    cmd.arg("fleet").args(&all);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run turnout fleet"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+async fn bodies(fleet: &[BlueGreen]) -> Vec<String> {
+    let mut v = Vec::new();
+    for bg in fleet {
+        v.push(bg.body("/").await);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_switch_flips_every_instance_and_rollback_brings_all_back() {
+    let fleet = three().await;
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["switch", "--to", "green"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("switched").count(), 3, "{stdout}");
+    assert!(stdout.contains("skew: "), "{stdout}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let actives: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(actives, ["green"; 3], "{stdout}");
+
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["rollback"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unhealthy_instance_means_no_instance_switches() {
+    let fleet = three().await;
+    fleet[1].green.set_healthy(false);
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["switch", "--to", "green"]).await;
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let bad = stdout
+        .lines()
+        .find(|l| l.starts_with(&fleet[1].admin_base()))
+        .expect("a row for the unhealthy instance");
+    assert!(
+        bad.contains("refused (409)") && bad.contains(&fleet[1].green.server()),
+        "names the instance and its failing server: {bad}"
+    );
+    assert_eq!(stdout.matches("ready, aborted").count(), 2, "{stdout}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+
+    // The aborts freed every instance for the next attempt.
+    fleet[1].green.set_healthy(true);
+    crate::BlueGreen::wait_healthy(&fleet[1], "green").await;
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["switch", "--to", "green"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_is_compensated_on_the_others() {
+    let mut fleet = three().await;
+    let urls: Vec<String> = fleet.iter().map(BlueGreen::admin_base).collect();
+    let mut cmd = fleet[0].sandbox.command(&[
+        "fleet",
+        "switch",
+        "--to",
+        "green",
+        "--pause-before-commit",
+        "3s",
+        "--timeout",
+        "2s",
+    ]);
+    for u in &urls {
+        cmd.args(["--instance", u]);
+    }
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("run turnout fleet"));
+    // Once the last instance has prepared, it dies before the commit.
+    turnout_testkit::eventually(10, "the third instance prepared", || async {
+        fleet[2].turnout.find_log("switch prepared").is_some()
+    })
+    .await;
+    let dead = fleet.pop().expect("three");
+    drop(dead);
+    let out = turnout_testkit::within(20, "turnout fleet", run)
+        .await
+        .expect("join");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.matches("committed, switched back").count(),
+        2,
+        "{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&urls[2]))
+        .expect("a row for the dead instance");
+    assert!(row.contains("commit unreachable"), "{row}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_status_flags_disagreement_and_bad_arguments_are_named() {
+    let fleet = three().await;
+    fleet[0].switch("green").await;
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["status"]).await;
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("DISAGREE"), "{stderr}");
+
+    let out = fleet[0]
+        .sandbox
+        .command(&["fleet", "switch", "--to", "green"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no instances"));
+
+    let (out, _, stderr) = fleet_cmd(&fleet, &["switch", "--to", "purple"]).await;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(bodies(&fleet).await, ["green\n", "blue\n", "blue\n"]);
+}
