@@ -63,6 +63,8 @@ START
 chmod +x "$scratch/start.sh"
 
 peers="direct,direct1,nginx,haproxy,custom"
+# The switch command is single-quoted on purpose: the harness expands $COLOR when it runs it.
+# shellcheck disable=SC2016
 PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     --proxy-name turnout \
     --proxy-cmd "exec $scratch/start.sh" \

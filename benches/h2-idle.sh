@@ -145,7 +145,7 @@ for proxy in nginx turnout; do
     # nginx's master forks the worker: sum the tree. The h1 port: nginx 8181, turnout the same.
     target=$listen
     [ "$proxy" = nginx ] && target=127.0.0.1:8181
-    tree=$(echo "$proxy_pid" $(pgrep -P "$proxy_pid" || true) | tr ' ' ',')
+    tree=$({ echo "$proxy_pid"; pgrep -P "$proxy_pid" || true; } | paste -sd, -)
     taskset -c 0 timeout 180 python3 "$here/idle_conns.py" --target "$target" --pids "$tree" \
         --count 10000 --label "$proxy"
     kill "$proxy_pid"

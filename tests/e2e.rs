@@ -5,9 +5,12 @@
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
 //! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
+//! - `deploy_kit`: docker/deploy.sh, switch.sh and rollback.sh end to end, no Docker needed.
 //! - `fleet`: `turnout fleet` over three instances: all switch, or none.
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
 
+#[path = "e2e/deploy_kit.rs"]
+mod deploy_kit;
 #[path = "e2e/fleet.rs"]
 mod fleet;
 #[path = "e2e/forwarding.rs"]

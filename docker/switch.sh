@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# switch.sh: switch every instance to the colour deploy.sh started, all or none (turnout fleet
+# switch), wait on each until the old colour has nothing in flight, then stop the old colour's
+# app on each. Exit 1 when the switch was refused (nothing changed), 3 when an instance did not
+# drain in time (nothing is stopped then), 4 when the fleet was left mixed.
+#
+# Environment (all optional):
+#   INSTANCES             admin URLs, space-separated (default: $TURNOUT_ADMIN or
+#                         http://127.0.0.1:9901); or INSTANCES_FILE, one per line
+#   TURNOUT_ADMIN_TOKEN   the admin token, the same on every instance
+#   TURNOUT               the turnout binary (default: turnout on PATH)
+#   DRAIN_TIMEOUT         how long to wait for the old colour to drain (default 60s)
+#   STOP_CMD              how to stop the old colour's app on one instance, run by bash with
+#                         COLOUR and INSTANCE (its admin URL) set (default: docker rm -f
+#                         app-$COLOUR, which only reaches the local Docker; use ssh for others)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=docker/fleet.sh
+. "$here/fleet.sh"
+
+old=$("$turnout" status --json --admin "${instances[0]}" | jq -r .active)
+case $old in
+    blue) new=green ;;
+    green) new=blue ;;
+    *)
+        echo "switch.sh: the active pool is '$old'; this script knows blue and green" >&2
+        exit 1
+        ;;
+esac
+"$turnout" fleet switch --to "$new" "${fleet_args[@]}"
+drain_and_stop "$new" "$old"
