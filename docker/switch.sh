@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # switch.sh: switch every instance to the colour deploy.sh started, all or none (turnout fleet
 # switch), wait on each until the old colour has nothing in flight, then stop the old colour's
-# app on each. Exit 1 when the switch was refused (nothing changed), 3 when an instance did not
-# drain in time (nothing is stopped then), 4 when the fleet was left mixed.
+# app on each. With SMOKE_CMD, that command runs right after the switch; if it fails, every
+# instance is rolled back at once and nothing is stopped (exit 5). Exit 1 when the switch was
+# refused (nothing changed), 3 when an instance did not drain in time (nothing is stopped
+# then), 4 when the fleet was left mixed.
 #
 # Environment (all optional):
 #   INSTANCES             admin URLs, space-separated (default: $TURNOUT_ADMIN or
 #                         http://127.0.0.1:9901); or INSTANCES_FILE, one per line
 #   TURNOUT_ADMIN_TOKEN   the admin token, the same on every instance
 #   TURNOUT               the turnout binary (default: turnout on PATH)
+#   SMOKE_CMD             a check of the new version through the load balancer, run by bash
+#                         after the switch (e.g. curl -fsS https://app.example.com/health)
 #   DRAIN_TIMEOUT         how long to wait for the old colour to drain (default 60s)
 #   STOP_CMD              how to stop the old colour's app on one instance, run by bash with
 #                         COLOUR and INSTANCE (its admin URL) set (default: docker rm -f
@@ -28,4 +32,10 @@ case $old in
         ;;
 esac
 "$turnout" fleet switch --to "$new" "${fleet_args[@]}"
+if [ -n "${SMOKE_CMD:-}" ] && ! bash -c "$SMOKE_CMD"; then
+    echo "switch.sh: the smoke test failed on $new; rolling every instance back to $old" >&2
+    "$turnout" fleet rollback "${fleet_args[@]}"
+    echo "switch.sh: $old is live again everywhere; $new still runs, for a look" >&2
+    exit 5
+fi
 drain_and_stop "$new" "$old"

@@ -91,6 +91,15 @@ async fn deploy_switch_and_rollback_scripts_run_end_to_end() {
     };
     assert_eq!(body("/").await, "blue\n");
 
+    // switch.sh with a failing smoke test: every instance straight back to blue, nothing
+    // stopped.
+    let mut smoke = kit("switch.sh");
+    smoke.env("SMOKE_CMD", "false");
+    let (code, text) = run(smoke).await;
+    assert_eq!(code, Some(5), "{text}");
+    assert_eq!(body("/").await, "blue\n");
+    assert_eq!(stopped(apps.path()), "");
+
     // switch.sh: green serves, blue's app was stopped.
     let (code, text) = run(kit("switch.sh")).await;
     assert_eq!(code, Some(0), "{text}");
