@@ -214,10 +214,17 @@ impl Fleet {
 
     /// Prepare `targets[i]` on instance i, all at once; then commit all, or abort all.
     async fn two_phase(&self, targets: Vec<String>, phase: &PhaseArgs) -> ExitCode {
-        // 1. Prepare everywhere.
+        // 1. Prepare everywhere, under one mark: a client the new version served on an instance
+        //    that committed first is sent to the new version by the others too.
+        let mark = format!(
+            "f{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
         let prepared = self
             .all(Method::POST, "/v1/prepare", |i| {
-                Some(json!({ "to": targets[i], "ttl": phase.ttl }))
+                Some(json!({ "to": targets[i], "ttl": phase.ttl, "mark": mark }))
             })
             .await;
         let tokens: Vec<Option<String>> = prepared

@@ -48,6 +48,20 @@ async fn a_fleet_switch_flips_every_instance_and_rollback_brings_all_back() {
     assert_eq!(stdout.matches("switched").count(), 3, "{stdout}");
     assert!(stdout.contains("skew: "), "{stdout}");
     assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+    // The new version marks its clients, so that no instance still between prepare and
+    // commit would send them back to the old one.
+    let answer = turnout_testkit::client::get(
+        &turnout_testkit::client::http_client(),
+        &fleet[2].turnout.url("/"),
+    )
+    .await
+    .expect("answer");
+    let cookie = answer
+        .headers
+        .get(http::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(cookie.starts_with("turnout-mark=f"), "{cookie:?}");
 
     let (out, stdout, stderr) = fleet_cmd(&fleet, &["status"]).await;
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");

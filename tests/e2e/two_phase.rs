@@ -121,3 +121,82 @@ async fn a_commit_after_another_change_is_refused() {
     );
     assert_eq!(bg.body("/").await, "blue\n");
 }
+
+/// `GET /` through `bg`, with a `Cookie` header if given.
+async fn get_with_cookie(bg: &BlueGreen, cookie: Option<&str>) -> turnout_testkit::client::Answer {
+    let mut req = http::Request::get(bg.turnout.url("/"));
+    if let Some(c) = cookie {
+        req = req.header(http::header::COOKIE, c);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    turnout_testkit::client::send(&turnout_testkit::client::http_client(), req)
+        .await
+        .expect("answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_marked_by_the_new_version_stays_on_it_where_the_switch_is_only_prepared() {
+    let (a, b) = (
+        BlueGreen::start_with(FAST_CHECKS).await,
+        BlueGreen::start_with(FAST_CHECKS).await,
+    );
+    let body = r#"{"to":"green","mark":"f1a2b"}"#;
+    let (s, ja) = prepare(&a, body).await;
+    assert_eq!(s, 200, "{ja}");
+    let (s, jb) = prepare(&b, body).await;
+    assert_eq!(s, 200, "{jb}");
+
+    // a commits first: its green responses hand out the mark.
+    let (s, j) = commit(&a, &token(&ja)).await;
+    assert_eq!(s, 200, "{j}");
+    let answer = get_with_cookie(&a, None).await;
+    assert_eq!(answer.body, "green\n");
+    let cookie = answer
+        .headers
+        .get(http::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a Set-Cookie with the mark")
+        .to_string();
+    assert!(cookie.starts_with("turnout-mark=f1a2b;"), "{cookie}");
+
+    // b has only prepared: the marked client goes to green, everyone else still to blue.
+    assert_eq!(
+        get_with_cookie(&b, Some("theme=dark; turnout-mark=f1a2b"))
+            .await
+            .body,
+        "green\n"
+    );
+    assert_eq!(get_with_cookie(&b, None).await.body, "blue\n");
+    assert_eq!(
+        get_with_cookie(&b, Some("turnout-mark=other")).await.body,
+        "blue\n"
+    );
+    assert_eq!(b.status().await["generation"], 0, "nothing changed on b");
+
+    // b commits: green for everyone, and b hands out the mark too.
+    let (s, j) = commit(&b, &token(&jb)).await;
+    assert_eq!(s, 200, "{j}");
+    let answer = get_with_cookie(&b, None).await;
+    assert_eq!(answer.body, "green\n");
+    assert!(answer.headers.contains_key(http::header::SET_COOKIE));
+
+    // An aborted prepare takes its mark back.
+    let (s, jc) = prepare(&b, r#"{"to":"blue","mark":"f9"}"#).await;
+    assert_eq!(s, 200, "{jc}");
+    assert_eq!(
+        get_with_cookie(&b, Some("turnout-mark=f9")).await.body,
+        "blue\n"
+    );
+    let (s, j) = call(&b, "/v1/abort", &format!("{{\"token\":{:?}}}", token(&jc))).await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(
+        get_with_cookie(&b, Some("turnout-mark=f9")).await.body,
+        "green\n"
+    );
+
+    // A mark that is not cookie-safe is refused.
+    let (s, j) = prepare(&a, r#"{"to":"blue","mark":"a b;c"}"#).await;
+    assert_eq!(s, 400, "{j}");
+}

@@ -167,6 +167,9 @@ struct PrepareBody {
     /// How long the prepared switch waits for its commit: "30s" unless given.
     #[serde(default)]
     ttl: Option<String>,
+    /// A fleet switch's mark (see `turnout_core::FleetMark`), the same on every instance.
+    #[serde(default)]
+    mark: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,7 +199,12 @@ async fn prepare(
                 ))
             })?,
     };
-    Ok(Json(state.control.prepare(&body.to, ttl).await?))
+    Ok(Json(
+        state
+            .control
+            .prepare(&body.to, ttl, body.mark.as_deref())
+            .await?,
+    ))
 }
 
 async fn commit(
@@ -211,7 +219,7 @@ async fn abort(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.control.abort(&body.token)?;
+    state.control.abort(&body.token).await?;
     Ok(Json(serde_json::json!({ "aborted": body.token })))
 }
 

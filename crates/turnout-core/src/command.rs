@@ -79,6 +79,8 @@ impl Command {
         };
         next.generation = cur.generation + 1;
         next.changed_at = SystemTime::now();
+        // Any change ends a fleet switch's mark; a commit sets its own afterwards.
+        next.mark = None;
         Ok(Some(next))
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use turnout_config::ServerAddr;
 
 use crate::pool::Pool;
-use crate::snapshot::{Router, RoutingSnapshot};
+use crate::snapshot::{FleetMark, Router, RoutingSnapshot};
 use crate::state::StateFile;
 use crate::{Command, CoreError, StateError};
 
@@ -78,15 +78,17 @@ impl Control {
         if !force {
             self.gate(&command).await?;
         }
-        self.write(command, None).await
+        self.write(command, None, None).await
     }
 
     /// The write itself, under the writer lock; with `expect`, only if the generation is still
-    /// that one (else nothing changes).
+    /// that one (else nothing changes); with `live_mark` (value, window), the new snapshot
+    /// carries that fleet mark, live.
     async fn write(
         &self,
         command: Command,
         expect: Option<(&str, u64)>,
+        live_mark: Option<(&str, Duration)>,
     ) -> Result<Arc<RoutingSnapshot>, CoreError> {
         let _writer = self.inner.writer.lock().await;
         let current = self.inner.router.snapshot();
@@ -99,10 +101,18 @@ impl Control {
                 });
             }
         }
-        let Some(next) = command.apply(&current)? else {
+        let Some(mut next) = command.apply(&current)? else {
             tracing::info!(target: "turnout::admin", %command, generation = current.generation, "no change");
             return Ok(current);
         };
+        if let Some((value, window)) = live_mark {
+            next.mark = Some(Arc::new(FleetMark::new(
+                value,
+                Arc::clone(&next.active),
+                true,
+                window,
+            )));
+        }
         if let Some(state) = &self.inner.state {
             let bytes = StateFile::render(&next);
             let state = state.clone();
@@ -146,6 +156,9 @@ struct Staged {
     /// The generation it was probed at: a commit after any other change is refused.
     generation: u64,
     expires: Instant,
+    ttl: Duration,
+    /// The fleet switch's mark, if the prepare came with one.
+    mark: Option<String>,
 }
 
 /// The answer to a prepare: what a commit needs.
@@ -163,7 +176,21 @@ impl Control {
     /// Checks that a switch to `to` would be accepted now (the pool exists, has servers, and a
     /// fresh probe finds a healthy one), and holds it for `ttl` under a new token. Nothing
     /// changes until the commit. Refused while another prepared switch is pending.
-    pub async fn prepare(&self, to: &str, ttl: Duration) -> Result<Prepared, CoreError> {
+    ///
+    /// With a `mark` (from a fleet switch), requests carrying that mark's cookie go to `to`
+    /// from now on: a client the new version served on an instance that committed first stays
+    /// on the new version here too.
+    pub async fn prepare(
+        &self,
+        to: &str,
+        ttl: Duration,
+        mark: Option<&str>,
+    ) -> Result<Prepared, CoreError> {
+        if let Some(m) = mark.filter(|m| !FleetMark::valid(m)) {
+            return Err(CoreError::Invalid(format!(
+                "invalid mark {m:?}: 1 to 64 of A-Z a-z 0-9 . _ -"
+            )));
+        }
         let command = Command::Switch { to: to.to_string() };
         let current = self.inner.router.snapshot();
         command.apply(&current)?;
@@ -174,6 +201,8 @@ impl Control {
             to: to.to_string(),
             generation: current.generation,
             expires: now + ttl,
+            ttl,
+            mark: mark.map(str::to_owned),
         };
         {
             let mut slot = self.staged();
@@ -186,13 +215,17 @@ impl Control {
             }
             *slot = Some(staged.clone());
         }
-        tracing::info!(target: "turnout::admin", to, token = %staged.token, generation = staged.generation, ttl = ?ttl, "switch prepared");
+        if let Some(m) = mark {
+            self.set_prepared_mark(m, to, ttl).await;
+        }
+        tracing::info!(target: "turnout::admin", to, token = %staged.token, generation = staged.generation, ttl = ?ttl, mark = mark.unwrap_or("-"), "switch prepared");
         // It expires by itself: the slot empties and the log says so.
         let control = self.clone();
         let token = staged.token.clone();
         tokio::spawn(async move {
             tokio::time::sleep(ttl).await;
-            if control.take_staged(&token).is_some() {
+            if let Some(staged) = control.take_staged(&token) {
+                control.clear_prepared_mark(staged.mark.as_deref()).await;
                 tracing::warn!(target: "turnout::admin", %token, "prepared switch expired without a commit; nothing was changed");
             }
         });
@@ -218,16 +251,58 @@ impl Control {
             });
         }
         let command = Command::Switch { to: staged.to };
-        self.write(command, Some((token, staged.generation))).await
+        let live_mark = staged.mark.as_deref().map(|m| (m, staged.ttl));
+        let result = self
+            .write(command, Some((token, staged.generation)), live_mark)
+            .await;
+        if result.is_err() {
+            self.clear_prepared_mark(staged.mark.as_deref()).await;
+        }
+        result
     }
 
     /// Drops the switch prepared under `token`; nothing changes.
-    pub fn abort(&self, token: &str) -> Result<(), CoreError> {
-        self.take_staged(token)
-            .map(|_| tracing::info!(target: "turnout::admin", %token, "prepared switch aborted"))
+    pub async fn abort(&self, token: &str) -> Result<(), CoreError> {
+        let staged = self
+            .take_staged(token)
             .ok_or_else(|| CoreError::NotPrepared {
                 token: token.to_string(),
-            })
+            })?;
+        self.clear_prepared_mark(staged.mark.as_deref()).await;
+        tracing::info!(target: "turnout::admin", %token, "prepared switch aborted");
+        Ok(())
+    }
+
+    /// Publishes the current routing plus a prepared mark: same generation, nothing persisted
+    /// (a mark lives no longer than its prepare, which a restart ends anyway).
+    async fn set_prepared_mark(&self, value: &str, to: &str, ttl: Duration) {
+        let _writer = self.inner.writer.lock().await;
+        let current = self.inner.router.snapshot();
+        let Ok(pool) = current.pool(to) else { return };
+        let mut next = (*current).clone();
+        next.mark = Some(Arc::new(FleetMark::new(
+            value,
+            Arc::clone(pool),
+            false,
+            ttl,
+        )));
+        self.inner.router.publish(Arc::new(next));
+    }
+
+    /// Takes back the prepared mark `value`, if the live snapshot still has it.
+    async fn clear_prepared_mark(&self, value: Option<&str>) {
+        let Some(value) = value else { return };
+        let _writer = self.inner.writer.lock().await;
+        let current = self.inner.router.snapshot();
+        if current
+            .mark
+            .as_ref()
+            .is_some_and(|m| !m.live && m.value == value)
+        {
+            let mut next = (*current).clone();
+            next.mark = None;
+            self.inner.router.publish(Arc::new(next));
+        }
     }
 
     fn staged(&self) -> std::sync::MutexGuard<'_, Option<Staged>> {

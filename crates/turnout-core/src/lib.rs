@@ -28,6 +28,6 @@ pub use error::{CoreError, StateError};
 pub use health::ServerHealth;
 pub use metrics::{Metrics, PoolMetrics};
 pub use pool::{InFlight, Pool, PoolSettings, PoolStats, TunnelGuard, Upstream};
-pub use snapshot::{Env, Router, RoutingSnapshot};
+pub use snapshot::{Env, FleetMark, Router, RoutingSnapshot, MARK_COOKIE};
 pub use state::StateFile;
 pub use turnout_config::{PoolName, ServerAddr};

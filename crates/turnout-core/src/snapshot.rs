@@ -70,6 +70,59 @@ pub struct RoutingSnapshot {
     /// When this snapshot was made (or loaded).
     pub changed_at: SystemTime,
     pub env: Arc<Env>,
+    /// A fleet switch in progress (see [`FleetMark`]); any other change ends it.
+    pub mark: Option<Arc<FleetMark>>,
+}
+
+/// The mark of one fleet switch, shared by every instance it prepares, so a client the new
+/// version has served on one instance is not sent back to the old one on another that has not
+/// committed yet. Prepared here: requests carrying the mark's cookie go to `pool` already.
+/// Committed here (`live`): responses from `pool` set the cookie, until `until`.
+#[derive(Debug)]
+pub struct FleetMark {
+    pub value: String,
+    pub pool: Arc<Pool>,
+    pub live: bool,
+    pub until: std::time::Instant,
+    /// The whole `Set-Cookie` value, made once.
+    pub set_cookie: http::HeaderValue,
+}
+
+/// The cookie that carries a fleet switch's mark.
+pub const MARK_COOKIE: &str = "turnout-mark";
+
+impl FleetMark {
+    pub fn new(value: &str, pool: Arc<Pool>, live: bool, window: std::time::Duration) -> FleetMark {
+        let set_cookie = http::HeaderValue::try_from(format!(
+            "{MARK_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            window.as_secs().max(1)
+        ))
+        .expect("a mark is validated to be cookie-safe");
+        FleetMark {
+            value: value.to_owned(),
+            pool,
+            live,
+            until: std::time::Instant::now() + window,
+            set_cookie,
+        }
+    }
+
+    /// Is `value` a usable mark: 1 to 64 of `A-Z a-z 0-9 . _ -`?
+    pub fn valid(value: &str) -> bool {
+        (1..=64).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+
+    /// Does one of these `Cookie` headers carry this mark? (No allocation.)
+    pub fn carried_by<'a>(&self, cookies: impl Iterator<Item = &'a http::HeaderValue>) -> bool {
+        cookies
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix(MARK_COOKIE)?.strip_prefix('='))
+            .any(|v| v == self.value)
+    }
 }
 
 impl RoutingSnapshot {
@@ -106,6 +159,7 @@ impl RoutingSnapshot {
             pools,
             changed_at: SystemTime::now(),
             env,
+            mark: None,
         })
     }
 
@@ -149,6 +203,13 @@ impl Router {
         Arc::clone(&self.current.load().active)
     }
 
+    /// The current snapshot, borrowed for a moment (no reference count touched in the common
+    /// case): for the request path, which must not hold it across an `.await`.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<RoutingSnapshot>> {
+        self.current.load()
+    }
+
     /// The whole current snapshot, for readers that hold it across an `.await`.
     pub fn snapshot(&self) -> Arc<RoutingSnapshot> {
         self.current.load_full()
@@ -164,5 +225,49 @@ impl Router {
     /// A receiver that is marked changed at every publish.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
         self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod mark_tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::time::Duration;
+
+    fn mark() -> FleetMark {
+        let config = Config::parse(
+            "[pools.blue]\nservers=[\"127.0.0.1:3000\"]\n[routing]\nactive=\"blue\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("config");
+        let snap = RoutingSnapshot::bootstrap(&config, None).expect("snapshot");
+        FleetMark::new(
+            "f1a",
+            Arc::clone(&snap.active),
+            true,
+            Duration::from_secs(30),
+        )
+    }
+
+    #[test]
+    fn the_mark_is_found_among_cookies_and_only_exactly() {
+        let m = mark();
+        let has = |values: &[&'static str]| {
+            let v: Vec<HeaderValue> = values.iter().map(|s| HeaderValue::from_static(s)).collect();
+            m.carried_by(v.iter())
+        };
+        assert!(has(&["turnout-mark=f1a"]));
+        assert!(has(&["theme=dark", "a=1; turnout-mark=f1a; b=2"]));
+        assert!(!has(&["turnout-mark=f1ab"]));
+        assert!(!has(&["xturnout-mark=f1a"]));
+        assert!(!has(&[]));
+        assert_eq!(
+            m.set_cookie,
+            "turnout-mark=f1a; Path=/; Max-Age=30; HttpOnly; SameSite=Lax"
+        );
+        assert!(FleetMark::valid("f18a-x_1.2"));
+        assert!(!FleetMark::valid(""));
+        assert!(!FleetMark::valid("a;b"));
+        assert!(!FleetMark::valid(&"x".repeat(65)));
     }
 }

@@ -116,8 +116,27 @@ impl Shared {
         }
         let started = Instant::now();
 
-        // Route: one snapshot load. The request keeps this pool to its end.
-        let pool = self.router.active();
+        // Route: one snapshot load. The request keeps this pool to its end. While a fleet
+        // switch is prepared here, a client that already saw the new version elsewhere (it
+        // carries the switch's mark) goes to the new pool; once committed, responses from the
+        // new pool hand out that mark for a while.
+        let (pool, set_mark) = {
+            let snapshot = self.router.load();
+            match snapshot.mark.as_deref() {
+                None => (Arc::clone(&snapshot.active), None),
+                Some(m) if m.live => {
+                    let fresh = Instant::now() < m.until;
+                    (
+                        Arc::clone(&snapshot.active),
+                        fresh.then(|| m.set_cookie.clone()),
+                    )
+                }
+                Some(m) if m.carried_by(req.headers().get_all(header::COOKIE).iter()) => {
+                    (Arc::clone(&m.pool), None)
+                }
+                Some(_) => (Arc::clone(&snapshot.active), None),
+            }
+        };
         let Some(first) = pool.pick() else {
             let err = ProxyError::NoHealthyServer {
                 pool: pool.name().to_string(),
@@ -218,7 +237,11 @@ impl Shared {
                 } else {
                     upstream.health.record_success();
                 }
-                (self.respond(resp, guard, client_upgrade, h1), None)
+                let mut resp = self.respond(resp, guard, client_upgrade, h1);
+                if let Some(cookie) = set_mark {
+                    resp.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                (resp, None)
             }
             Attempt::Failed(source) => {
                 let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
