@@ -222,6 +222,13 @@ fn print_status(v: &Value) {
         summary(v),
         v["changed_at"].as_str().unwrap_or("?")
     );
+    if let Some(p) = v.get("prepared").filter(|p| p.is_object()) {
+        println!(
+            "prepared: a switch to {} waits for its commit (expires in {} ms)",
+            p["to"].as_str().unwrap_or("?"),
+            p["expires_in_ms"]
+        );
+    }
     println!();
     println!(
         "{:<16} {:>9} {:>8} {:>10}  SERVERS (- = unhealthy)",

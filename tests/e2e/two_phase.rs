@@ -44,6 +44,10 @@ async fn prepare_changes_nothing_and_commit_switches() {
     let t = token(&j);
     let (s, j) = commit(&bg, &t).await;
     assert_eq!((s, j["active"].as_str()), (200, Some("green")), "{j}");
+    assert!(
+        bg.status().await.get("prepared").is_none(),
+        "nothing pending after the commit"
+    );
     assert_eq!(bg.body("/").await, "green\n");
     assert_eq!(bg.status().await["generation"], 1);
 

@@ -95,7 +95,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn status(State(state): State<AdminState>) -> Json<Status> {
-    Json(Status::from(&*state.control.router().snapshot()))
+    let mut status = Status::from(&*state.control.router().snapshot());
+    status.prepared = state.control.prepared();
+    Json(status)
 }
 
 #[derive(Debug, Deserialize)]

@@ -305,6 +305,19 @@ impl Control {
         }
     }
 
+    /// The switch prepared here, if one is pending, for the status call.
+    pub fn prepared(&self) -> Option<crate::status::PreparedStatus> {
+        let now = Instant::now();
+        self.staged()
+            .as_ref()
+            .filter(|s| s.expires > now)
+            .map(|s| crate::status::PreparedStatus {
+                to: s.to.clone(),
+                expires_in_ms: millis(s.expires - now),
+                mark: s.mark.clone(),
+            })
+    }
+
     fn staged(&self) -> std::sync::MutexGuard<'_, Option<Staged>> {
         // Held for a few instructions, never across an await; a panic while held cannot leave
         // the slot half-written, so a poisoned lock is still usable.

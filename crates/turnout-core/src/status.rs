@@ -14,6 +14,17 @@ pub struct Status {
     /// When the routing state last changed, RFC 3339.
     pub changed_at: String,
     pub pools: BTreeMap<String, PoolStatus>,
+    /// A switch prepared here and waiting for its commit (a fleet switch under way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedStatus>,
+}
+
+/// What `prepared` shows: never the token, which is for the fleet command that asked.
+#[derive(Debug, Serialize)]
+pub struct PreparedStatus {
+    pub to: String,
+    pub expires_in_ms: u64,
+    pub mark: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +103,7 @@ impl From<&RoutingSnapshot> for Status {
                     (name.to_string(), status)
                 })
                 .collect(),
+            prepared: None,
         }
     }
 }
