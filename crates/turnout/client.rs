@@ -168,13 +168,10 @@ pub async fn request(
 
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
-            let mut msg = format!("cannot reach the admin API at {base}: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            msg
+            format!(
+                "cannot reach the admin API at {base}: {}",
+                turnout_proxy::DisplayChain(&e)
+            )
         })?;
         let status = resp.status();
         let bytes = resp

@@ -30,7 +30,7 @@ use turnout_core::Router;
 
 pub use body::{ProxyBody, UpstreamBody};
 pub use checker::{spawn_health_checks, HttpProber};
-pub use error::ProxyError;
+pub use error::{DisplayChain, ProxyError};
 pub use listener::Drained;
 
 /// The data plane's settings, taken from the validated config.
