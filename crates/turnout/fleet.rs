@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::client::{admin_client, request, AdminClient, Outcome};
+use crate::client::{admin_client, request, summary, AdminClient, Outcome};
 
 #[derive(Debug, clap::Args)]
 pub struct FleetArgs {
@@ -115,6 +115,16 @@ struct Row {
     detail: String,
 }
 
+impl Row {
+    fn new(instance: &str, (result, detail): (String, String)) -> Row {
+        Row {
+            instance: instance.to_owned(),
+            result,
+            detail,
+        }
+    }
+}
+
 impl Fleet {
     fn new(args: &FleetArgs) -> Result<Fleet, String> {
         let mut instances = args.instances.clone();
@@ -188,7 +198,7 @@ impl Fleet {
         let mut targets = Vec::new();
         let mut rows = Vec::new();
         for (instance, (outcome, _)) in self.instances.iter().zip(statuses) {
-            let (result, detail) = match outcome {
+            let why = match outcome {
                 Outcome::Ok(v) => match v["previous"].as_str() {
                     Some(prev) => {
                         targets.push(prev.to_owned());
@@ -198,11 +208,7 @@ impl Fleet {
                 },
                 other => failure(other),
             };
-            rows.push(Row {
-                instance: instance.clone(),
-                result,
-                detail,
-            });
+            rows.push(Row::new(instance, why));
         }
         if !rows.is_empty() {
             print_table(&rows);
@@ -247,7 +253,7 @@ impl Fleet {
                 .zip(prepared)
                 .zip(aborted)
                 .map(|((instance, (prep, _)), (abort, _))| {
-                    let (result, detail) = match prep {
+                    let why = match prep {
                         Outcome::Ok(_) => match abort {
                             Outcome::Ok(_) => ("ready, aborted".into(), String::new()),
                             other => {
@@ -260,11 +266,7 @@ impl Fleet {
                         },
                         other => failure(other),
                     };
-                    Row {
-                        instance: instance.clone(),
-                        result,
-                        detail,
-                    }
+                    Row::new(instance, why)
                 })
                 .collect::<Vec<_>>();
             print_table(&rows);
@@ -299,13 +301,12 @@ impl Fleet {
                 .instances
                 .iter()
                 .zip(&committed)
-                .map(|(instance, (o, _))| Row {
-                    instance: instance.clone(),
-                    result: "switched".into(),
-                    detail: match o {
+                .map(|(instance, (o, _))| {
+                    let detail = match o {
                         Outcome::Ok(v) => summary(v),
                         _ => String::new(),
-                    },
+                    };
+                    Row::new(instance, ("switched".into(), detail))
                 })
                 .collect::<Vec<_>>();
             print_table(&rows);
@@ -332,7 +333,7 @@ impl Fleet {
             .zip(committed)
             .zip(undo)
             .map(|(((i, instance), (commit, _)), (undo, _))| {
-                let (result, detail) = if ok[i] {
+                let why = if ok[i] {
                     match undo {
                         Outcome::Ok(v) => ("committed, switched back".into(), summary(&v)),
                         other => {
@@ -345,11 +346,7 @@ impl Fleet {
                     let (r, d) = failure(commit);
                     (format!("commit {r}"), d)
                 };
-                Row {
-                    instance: instance.clone(),
-                    result,
-                    detail,
-                }
+                Row::new(instance, why)
             })
             .collect::<Vec<_>>();
         print_table(&rows);
@@ -424,10 +421,6 @@ fn failure(outcome: Outcome) -> (String, String) {
         Outcome::Refused(status, msg) => (format!("refused ({})", status.as_u16()), msg),
         Outcome::Unreachable(msg) => ("unreachable".into(), msg),
     }
-}
-
-fn summary(v: &Value) -> String {
-    crate::client::summary(v)
 }
 
 fn ms(d: Duration) -> f64 {
