@@ -29,6 +29,10 @@ use turnout_testkit::upstream::TestUpstream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_turnout");
 
+/// Config lines for checks of `/health` every 100 ms that flip after one result, so tests wait
+/// little (the test upstream's `/health` follows `set_healthy`).
+pub const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+
 /// Blue and green upstreams, and turnout in front with blue active.
 #[derive(Debug)]
 pub struct BlueGreen {
@@ -78,16 +82,24 @@ impl BlueGreen {
         format!("http://{}", self.turnout.admin)
     }
 
-    /// Switches through the admin API and checks the answer.
-    pub async fn switch(&self, to: &str) {
+    /// `POST path` on the admin API with a JSON `body`: the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
         let (status, json) = turnout_testkit::client::admin(
             &self.admin_base(),
             http::Method::POST,
-            "/v1/switch",
-            Some(&format!("{{\"to\":\"{to}\"}}")),
+            path,
+            Some(body),
             None,
         )
         .await;
+        (status.as_u16(), json)
+    }
+
+    /// Switches through the admin API and checks the answer.
+    pub async fn switch(&self, to: &str) {
+        let (status, json) = self
+            .post("/v1/switch", &format!("{{\"to\":\"{to}\"}}"))
+            .await;
         assert_eq!(status, 200, "switch to {to}: {json}");
         assert_eq!(json["active"], to, "{json}");
     }

@@ -2,10 +2,7 @@
 
 use std::process::Output;
 
-use crate::BlueGreen;
-
-/// Checks of `/health` every 100 ms that flip after one result.
-const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+use crate::{BlueGreen, FAST_CHECKS};
 
 async fn three() -> Vec<BlueGreen> {
     let mut fleet = Vec::new();
@@ -15,15 +12,19 @@ async fn three() -> Vec<BlueGreen> {
     fleet
 }
 
+/// `turnout fleet ARGS... --instance URL...` for every instance of `fleet`.
+fn fleet_command(fleet: &[BlueGreen], args: &[&str]) -> std::process::Command {
+    let mut cmd = fleet[0].sandbox.command(&["fleet"]);
+    cmd.args(args);
+    for bg in fleet {
+        cmd.arg("--instance").arg(bg.admin_base());
+    }
+    cmd
+}
+
 /// Runs `turnout fleet ARGS... --instance URL...` to its end, off the test's runtime.
 async fn fleet_cmd(fleet: &[BlueGreen], args: &[&str]) -> (Output, String, String) {
-    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    for bg in fleet {
-        all.push("--instance".into());
-        all.push(bg.admin_base());
-    }
-    let mut cmd = fleet[0].sandbox.command(&[]);
-    cmd.arg("fleet").args(&all);
+    let mut cmd = fleet_command(fleet, args);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("run turnout fleet"))
         .await
         .expect("join");
@@ -107,19 +108,18 @@ async fn one_unhealthy_instance_means_no_instance_switches() {
 async fn a_commit_that_fails_is_compensated_on_the_others() {
     let mut fleet = three().await;
     let urls: Vec<String> = fleet.iter().map(BlueGreen::admin_base).collect();
-    let mut cmd = fleet[0].sandbox.command(&[
-        "fleet",
-        "switch",
-        "--to",
-        "green",
-        "--pause-before-commit",
-        "3s",
-        "--timeout",
-        "2s",
-    ]);
-    for u in &urls {
-        cmd.args(["--instance", u]);
-    }
+    let mut cmd = fleet_command(
+        &fleet,
+        &[
+            "switch",
+            "--to",
+            "green",
+            "--pause-before-commit",
+            "3s",
+            "--timeout",
+            "2s",
+        ],
+    );
     let run = tokio::task::spawn_blocking(move || cmd.output().expect("run turnout fleet"));
     // Once the last instance has prepared, it dies before the commit.
     turnout_testkit::eventually(10, "the third instance prepared", || async {

@@ -11,21 +11,10 @@ use turnout_testkit::process::Sandbox;
 use turnout_testkit::upstream::TestUpstream;
 use turnout_testkit::{eventually, within};
 
-use crate::{BlueGreen, BIN};
-
-/// Checks of `/health` every 100 ms that flip after one result, so tests wait little.
-const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+use crate::{BlueGreen, BIN, FAST_CHECKS};
 
 async fn switch(bg: &BlueGreen, body: &str) -> (u16, serde_json::Value) {
-    let (s, j) = admin(
-        &bg.admin_base(),
-        Method::POST,
-        "/v1/switch",
-        Some(body),
-        None,
-    )
-    .await;
-    (s.as_u16(), j)
+    bg.post("/v1/switch", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -151,19 +140,8 @@ async fn a_switch_to_an_unhealthy_pool_is_refused_unless_forced() {
     bg.blue.set_healthy(false);
     let (s, j) = admin(&bg.admin_base(), Method::POST, "/v1/rollback", None, None).await;
     assert_eq!(s, 409, "{j}");
-    let (s, j) = admin(
-        &bg.admin_base(),
-        Method::POST,
-        "/v1/rollback",
-        Some(r#"{"force":true}"#),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (s.as_u16(), j["active"].as_str()),
-        (200, Some("blue")),
-        "{j}"
-    );
+    let (s, j) = bg.post("/v1/rollback", r#"{"force":true}"#).await;
+    assert_eq!((s, j["active"].as_str()), (200, Some("blue")), "{j}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,14 +221,7 @@ async fn wait_drained_returns_once_the_old_pool_is_idle() {
         "{j}"
     );
 
-    let (s, j) = admin(
-        &bg.admin_base(),
-        Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green","wait_drained":"20s"}"#),
-        None,
-    )
-    .await;
+    let (s, j) = switch(&bg, r#"{"to":"green","wait_drained":"20s"}"#).await;
     assert_eq!(s, 200, "{j}");
     assert_eq!(j["drained"], true, "{j}");
     assert_eq!(j["pools"]["blue"]["in_flight"], 0, "{j}");

@@ -1,25 +1,15 @@
 //! The two-phase switch a fleet uses on each instance: prepare (probe now, hold under a token),
 //! then commit (apply at once) or abort; every way a commit is refused leaves routing as it was.
 
-use http::Method;
-use turnout_testkit::client::admin;
-
-use crate::BlueGreen;
-
-/// Checks of `/health` every 100 ms that flip after one result.
-const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
-
-async fn call(bg: &BlueGreen, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let (s, j) = admin(&bg.admin_base(), Method::POST, path, Some(body), None).await;
-    (s.as_u16(), j)
-}
+use crate::{BlueGreen, FAST_CHECKS};
 
 async fn prepare(bg: &BlueGreen, body: &str) -> (u16, serde_json::Value) {
-    call(bg, "/v1/prepare", body).await
+    bg.post("/v1/prepare", body).await
 }
 
 async fn commit(bg: &BlueGreen, token: &str) -> (u16, serde_json::Value) {
-    call(bg, "/v1/commit", &format!("{{\"token\":{token:?}}}")).await
+    bg.post("/v1/commit", &format!("{{\"token\":{token:?}}}"))
+        .await
 }
 
 fn token(j: &serde_json::Value) -> String {
@@ -83,7 +73,7 @@ async fn an_aborted_or_expired_prepare_cannot_be_committed() {
     assert_eq!(s, 409, "{j}");
     assert!(j["error"].as_str().expect("error").contains(&t), "{j}");
 
-    let (s, j) = call(&bg, "/v1/abort", &format!("{{\"token\":{t:?}}}")).await;
+    let (s, j) = bg.post("/v1/abort", &format!("{{\"token\":{t:?}}}")).await;
     assert_eq!((s, j["aborted"].as_str()), (200, Some(t.as_str())), "{j}");
     let (s, j) = commit(&bg, &t).await;
     assert_eq!(s, 409, "{j}");
@@ -193,7 +183,9 @@ async fn a_client_marked_by_the_new_version_stays_on_it_where_the_switch_is_only
         get_with_cookie(&b, Some("turnout-mark=f9")).await.body,
         "blue\n"
     );
-    let (s, j) = call(&b, "/v1/abort", &format!("{{\"token\":{:?}}}", token(&jc))).await;
+    let (s, j) = b
+        .post("/v1/abort", &format!("{{\"token\":{:?}}}", token(&jc)))
+        .await;
     assert_eq!(s, 200, "{j}");
     assert_eq!(
         get_with_cookie(&b, Some("turnout-mark=f9")).await.body,
