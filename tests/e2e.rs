@@ -8,6 +8,7 @@
 //! - `deploy_kit`: docker/deploy.sh, switch.sh and rollback.sh end to end, no Docker needed.
 //! - `fleet`: `turnout fleet` over three instances: all switch, or none.
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
+//! - `splitting`: weighted splits, sticky clients, preview, A/B rules, balancers in a pool.
 
 #[path = "e2e/deploy_kit.rs"]
 mod deploy_kit;
@@ -19,6 +20,8 @@ mod forwarding;
 mod health;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/splitting.rs"]
+mod splitting;
 #[path = "e2e/switching.rs"]
 mod switching;
 #[path = "e2e/two_phase.rs"]
@@ -49,14 +52,19 @@ impl BlueGreen {
 
     /// With extra lines for the config (they land in `[server]`, and may open later tables).
     pub async fn start_with(extra: &str) -> BlueGreen {
+        Self::start_full(extra, "").await
+    }
+
+    /// With extra lines for `[server]` and for `[routing]` (which comes last in the file).
+    pub async fn start_full(extra_server: &str, extra_routing: &str) -> BlueGreen {
         let blue = TestUpstream::start("blue").await;
         let green = TestUpstream::start("green").await;
         let sandbox = Sandbox::new(BIN);
         let config = sandbox.config(
             &[("blue", &[blue.server()]), ("green", &[green.server()])],
             "blue",
-            extra,
-        );
+            extra_server,
+        ) + extra_routing;
         sandbox.write_config(&config);
         let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
         BlueGreen {

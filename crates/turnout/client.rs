@@ -1,4 +1,4 @@
-//! `turnout status|switch|rollback`: thin clients of the admin API, for people and scripts.
+//! `turnout status|switch|rollback|split`: thin clients of the admin API, for people and scripts.
 //! They say exactly what curl would get; exit 0 on success, 1 when the API refused, 2 when it
 //! could not be reached.
 
@@ -79,6 +79,36 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
         return ExitCode::from(3);
     }
     code
+}
+
+/// `POOL=WEIGHT` from the command line.
+pub fn parse_weight(arg: &str) -> Result<(String, i64), String> {
+    let (pool, weight) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?}: write POOL=WEIGHT, e.g. green=5"))?;
+    let weight = weight
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| format!("{arg:?}: the weight must be a whole number, e.g. green=5"))?;
+    Ok((pool.trim().to_owned(), weight))
+}
+
+/// The weights as the admin API takes them.
+pub fn weights_json(weights: &[(String, i64)]) -> Value {
+    Value::Object(
+        weights
+            .iter()
+            .map(|(p, w)| (p.clone(), Value::from(*w)))
+            .collect(),
+    )
+}
+
+/// `turnout split blue=95 green=5`.
+pub fn split(args: &AdminArgs, weights: &[(String, i64)], force: bool) -> ExitCode {
+    let body = serde_json::json!({ "weights": weights_json(weights), "force": force });
+    finish(call(args, Method::PUT, "/v1/split", Some(body)), |v| {
+        println!("{}", summary(v));
+    })
 }
 
 /// How an admin call ended.
@@ -205,12 +235,26 @@ pub async fn request(
 }
 
 pub fn summary(v: &Value) -> String {
-    format!(
+    let mut line = format!(
         "active: {} (previous: {}), generation {}",
         v["active"].as_str().unwrap_or("?"),
         v["previous"].as_str().unwrap_or("none"),
         v["generation"]
-    )
+    );
+    if let Some(split) = v["weights"].as_object().filter(|w| w.len() > 1) {
+        line.push_str(", split ");
+        line.push_str(&weights_text(split));
+    }
+    line
+}
+
+/// `blue=95 green=5`.
+pub fn weights_text(weights: &serde_json::Map<String, Value>) -> String {
+    weights
+        .iter()
+        .map(|(p, w)| format!("{p}={w}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_status(v: &Value) {
@@ -221,8 +265,8 @@ fn print_status(v: &Value) {
     );
     if let Some(p) = v.get("prepared").filter(|p| p.is_object()) {
         println!(
-            "prepared: a switch to {} waits for its commit (expires in {} ms)",
-            p["to"].as_str().unwrap_or("?"),
+            "prepared: {} waits for its commit (expires in {} ms)",
+            p["change"].as_str().unwrap_or("?"),
             p["expires_in_ms"]
         );
     }

@@ -1,4 +1,4 @@
-//! `turnout fleet switch|rollback|status`: every instance flips together, or none does.
+//! `turnout fleet switch|split|rollback|status`: every instance flips together, or none does.
 //!
 //! A switch is two-phase over each instance's admin API: prepare on all at once (each probes
 //! its target pool and holds the switch under a token); if any prepare fails, abort the others
@@ -55,7 +55,18 @@ pub enum FleetCommand {
         #[command(flatten)]
         phase: PhaseArgs,
     },
-    /// Switch every instance back to its previous pool, or none.
+    /// Set the same split on every instance, or on none: `turnout fleet split blue=90 green=10
+    /// --instance ...` (a fleet-wide canary).
+    Split {
+        /// POOL=WEIGHT, one per pool.
+        #[arg(required = true, value_name = "POOL=WEIGHT", value_parser = crate::client::parse_weight)]
+        weights: Vec<(String, i64)>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
+    /// Switch every instance back to its previous pool (or split), or none.
     Rollback {
         #[command(flatten)]
         fleet: FleetArgs,
@@ -79,7 +90,19 @@ pub fn run(command: FleetCommand) -> ExitCode {
         match command {
             FleetCommand::Switch { to, fleet, phase } => match Fleet::new(&fleet) {
                 Ok(f) => {
-                    let targets = f.instances.iter().map(|_| to.clone()).collect();
+                    let targets = f.instances.iter().map(|_| json!({ "to": to })).collect();
+                    f.two_phase(targets, &phase).await
+                }
+                Err(e) => usage(&e),
+            },
+            FleetCommand::Split {
+                weights,
+                fleet,
+                phase,
+            } => match Fleet::new(&fleet) {
+                Ok(f) => {
+                    let change = json!({ "weights": crate::client::weights_json(&weights) });
+                    let targets = f.instances.iter().map(|_| change.clone()).collect();
                     f.two_phase(targets, &phase).await
                 }
                 Err(e) => usage(&e),
@@ -193,18 +216,23 @@ impl Fleet {
     }
 
     async fn rollback(&self, phase: &PhaseArgs) -> ExitCode {
-        // Each instance goes back to its own previous pool; all must have one.
+        // Each instance goes back to its own previous pool or split; all must have one.
         let statuses = self.all(Method::GET, "/v1/status", |_| None).await;
         let mut targets = Vec::new();
         let mut rows = Vec::new();
         for (instance, (outcome, _)) in self.instances.iter().zip(statuses) {
             let why = match outcome {
-                Outcome::Ok(v) => match v["previous"].as_str() {
-                    Some(prev) => {
-                        targets.push(prev.to_owned());
+                Outcome::Ok(v) => match (v["previous_weights"].as_object(), v["previous"].as_str())
+                {
+                    (Some(split), _) if split.len() > 1 => {
+                        targets.push(json!({ "weights": split }));
                         continue;
                     }
-                    None => ("no previous pool".into(), summary(&v)),
+                    (_, Some(prev)) => {
+                        targets.push(json!({ "to": prev }));
+                        continue;
+                    }
+                    _ => ("no previous pool".into(), summary(&v)),
                 },
                 other => failure(other),
             };
@@ -218,8 +246,9 @@ impl Fleet {
         self.two_phase(targets, phase).await
     }
 
-    /// Prepare `targets[i]` on instance i, all at once; then commit all, or abort all.
-    async fn two_phase(&self, targets: Vec<String>, phase: &PhaseArgs) -> ExitCode {
+    /// Prepare `targets[i]` (`{"to": POOL}` or `{"weights": {...}}`) on instance i, all at
+    /// once; then commit all, or abort all.
+    async fn two_phase(&self, targets: Vec<Value>, phase: &PhaseArgs) -> ExitCode {
         // 1. Prepare everywhere, under one mark: a client the new version served on an instance
         //    that committed first is sent to the new version by the others too.
         let mark = format!(
@@ -230,7 +259,13 @@ impl Fleet {
         );
         let prepared = self
             .all(Method::POST, "/v1/prepare", |i| {
-                Some(json!({ "to": targets[i], "ttl": phase.ttl, "mark": mark }))
+                let mut body = targets[i].clone();
+                body["ttl"] = json!(phase.ttl);
+                // A mark goes with a switch: it names the pool marked clients stay on.
+                if body.get("to").is_some() {
+                    body["mark"] = json!(mark);
+                }
+                Some(body)
             })
             .await;
         let tokens: Vec<Option<String>> = prepared
@@ -339,7 +374,10 @@ impl Fleet {
                         other => {
                             mixed = true;
                             let (r, d) = failure(other);
-                            (format!("ON {}: switch-back {r}", targets[i]), d)
+                            (
+                                format!("ON {}: switch-back {r}", change_text(&targets[i])),
+                                d,
+                            )
                         }
                     }
                 } else {
@@ -366,14 +404,18 @@ impl Fleet {
         let answers = self.all(Method::GET, "/v1/status", |_| None).await;
         println!(
             "{:<28} {:<10} {:>10} {:>9}  HEALTHY SERVERS",
-            "INSTANCE", "ACTIVE", "GENERATION", "IN-FLIGHT"
+            "INSTANCE", "ACTIVE/SPLIT", "GENERATION", "IN-FLIGHT"
         );
         let mut actives = std::collections::BTreeSet::new();
         let mut unreachable = false;
         for (instance, (outcome, _)) in self.instances.iter().zip(answers) {
             match outcome {
                 Outcome::Ok(v) => {
-                    let active = v["active"].as_str().unwrap_or("?").to_owned();
+                    // The split when there is one: instances agree only if their splits do.
+                    let active = match v["weights"].as_object().filter(|w| w.len() > 1) {
+                        Some(split) => crate::client::weights_text(split),
+                        None => v["active"].as_str().unwrap_or("?").to_owned(),
+                    };
                     let mut in_flight = 0;
                     let mut healthy = Vec::new();
                     if let Some(pools) = v["pools"].as_object() {
@@ -406,12 +448,21 @@ impl Fleet {
         if actives.len() > 1 {
             let list: Vec<_> = actives.into_iter().collect();
             eprintln!(
-                "turnout fleet: the instances DISAGREE on the active pool ({})",
+                "turnout fleet: the instances DISAGREE on the active pool or split ({})",
                 list.join(", ")
             );
             return ExitCode::from(1);
         }
         ExitCode::SUCCESS
+    }
+}
+
+/// `green` or `blue=90 green=10`, for the table.
+fn change_text(target: &Value) -> String {
+    match (target["to"].as_str(), target["weights"].as_object()) {
+        (Some(to), _) => to.to_owned(),
+        (None, Some(w)) => crate::client::weights_text(w),
+        _ => target.to_string(),
     }
 }
 

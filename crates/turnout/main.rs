@@ -61,6 +61,18 @@ enum Command {
         #[command(flatten)]
         options: client::SwitchArgs,
     },
+    /// Share new clients between pools by weight (a canary): `turnout split blue=95 green=5`.
+    /// Health-gated for the pools that gain share; clients keep their pool (sticky).
+    Split {
+        /// POOL=WEIGHT, one per pool; weights are whole numbers, 0 or more.
+        #[arg(required = true, value_name = "POOL=WEIGHT", value_parser = client::parse_weight)]
+        weights: Vec<(String, i64)>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+        /// Split even if a pool that gains share fails its health probe.
+        #[arg(long)]
+        force: bool,
+    },
     /// Act on several instances together: a two-phase switch or rollback (all or none), or
     /// their status side by side.
     Fleet {
@@ -82,6 +94,11 @@ fn main() -> ExitCode {
             options,
         } => client::switch(&admin, Some(&pool), &options),
         Command::Rollback { admin, options } => client::switch(&admin, None, &options),
+        Command::Split {
+            weights,
+            admin,
+            force,
+        } => client::split(&admin, &weights, force),
         Command::Fleet { command } => fleet::run(command),
     }
 }

@@ -169,3 +169,43 @@ async fn fleet_status_flags_disagreement_and_bad_arguments_are_named() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(bodies(&fleet).await, ["green\n", "blue\n", "blue\n"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_split_sets_the_same_canary_everywhere_and_rolls_back_together() {
+    let fleet = three().await;
+    for bg in &fleet {
+        bg.wait_healthy("green").await;
+    }
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["split", "blue=90", "green=10"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    for bg in &fleet {
+        assert_eq!(
+            bg.status().await["weights"],
+            serde_json::json!({"blue": 90, "green": 10})
+        );
+    }
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("blue=90 green=10").count(), 3, "{stdout}");
+
+    // One instance whose green is down refuses: none changes.
+    fleet[1].green.set_healthy(false);
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["split", "blue=50", "green=50"]).await;
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("has no healthy server"), "{stdout}");
+    for bg in &fleet {
+        assert_eq!(bg.status().await["weights"]["green"], 10);
+    }
+
+    // Rollback: every instance back to the split before (all blue).
+    fleet[1].green.set_healthy(true);
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["rollback"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+    for bg in &fleet {
+        assert_eq!(
+            bg.status().await["weights"],
+            serde_json::json!({"blue": 100})
+        );
+    }
+}

@@ -32,7 +32,7 @@ impl ApiError {
                 CoreError::UnknownPool { .. } => StatusCode::NOT_FOUND,
                 CoreError::NoPrevious
                 | CoreError::EmptyPool { .. }
-                | CoreError::ActivePoolEmptied { .. }
+                | CoreError::PoolInUse { .. }
                 | CoreError::Unhealthy { .. }
                 | CoreError::NotPrepared { .. }
                 | CoreError::Moved { .. }

@@ -1,5 +1,6 @@
 //! The routes of the admin API, its JSON body extractor and its bearer-token check.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,7 +13,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use turnout_core::status::Status;
-use turnout_core::{Command, Control};
+use turnout_core::{Command, Control, RuleSpec, ServerEntry};
 
 use crate::ApiError;
 
@@ -35,6 +36,8 @@ pub fn router(control: Control, token: Option<String>) -> Router {
         .route("/v1/prepare", post(prepare))
         .route("/v1/commit", post(commit))
         .route("/v1/abort", post(abort))
+        .route("/v1/split", put(put_split))
+        .route("/v1/rules", put(put_rules).get(get_rules))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -165,7 +168,12 @@ async fn rollback(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PrepareBody {
-    to: String,
+    /// A switch to this pool ...
+    #[serde(default)]
+    to: Option<String>,
+    /// ... or a split (exactly one of the two).
+    #[serde(default)]
+    weights: Option<BTreeMap<String, i64>>,
     /// How long the prepared switch waits for its commit: "30s" unless given.
     #[serde(default)]
     ttl: Option<String>,
@@ -201,10 +209,21 @@ async fn prepare(
                 ))
             })?,
     };
+    let command = match (body.to, body.weights) {
+        (Some(to), None) => Command::Switch { to },
+        (None, Some(weights)) => Command::Split {
+            weights: weights.into_iter().collect(),
+        },
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of \"to\" (a switch) or \"weights\" (a split)".into(),
+            ))
+        }
+    };
     Ok(Json(
         state
             .control
-            .prepare(&body.to, ttl, body.mark.as_deref())
+            .prepare(command, ttl, body.mark.as_deref())
             .await?,
     ))
 }
@@ -254,8 +273,7 @@ async fn change_active(
         // switch from a deploy script), the one the last switch left.
         let old = if Arc::ptr_eq(&before.active, &after.active) {
             after
-                .previous
-                .as_ref()
+                .previous_primary()
                 .and_then(|p| after.pools.get(p))
                 .map_or_else(|| Arc::clone(&after.active), Arc::clone)
         } else {
@@ -295,7 +313,59 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolBody {
-    servers: Vec<String>,
+    /// `"HOST:PORT"` or `{"addr": "HOST:PORT", "weight": 3}`.
+    servers: Vec<ServerEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    /// Pool -> weight; whole numbers, 0 or more, not all 0.
+    weights: BTreeMap<String, i64>,
+    /// Skip the health gate for the pools that gain share.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `PUT /v1/split`: share new clients between pools. Health-gated like a switch.
+async fn put_split(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<SplitBody>,
+) -> Result<Json<Status>, ApiError> {
+    let command = Command::Split {
+        weights: body.weights.into_iter().collect(),
+    };
+    let after = state.control.apply(command, body.force).await?;
+    Ok(Json(Status::from(&*after)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesBody {
+    rules: Vec<RuleSpec>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `PUT /v1/rules`: replace the A/B rules (in order; the first match wins).
+async fn put_rules(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<RulesBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let after = state
+        .control
+        .apply(Command::SetRules { rules: body.rules }, body.force)
+        .await?;
+    Ok(Json(rules_answer(&after)))
+}
+
+async fn get_rules(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(rules_answer(&state.control.router().snapshot()))
+}
+
+fn rules_answer(s: &turnout_core::RoutingSnapshot) -> serde_json::Value {
+    let rules: Vec<RuleSpec> = s.rules.iter().map(turnout_core::Rule::spec).collect();
+    serde_json::json!({ "rules": rules, "generation": s.generation })
 }
 
 async fn put_pool(
@@ -324,7 +394,7 @@ async fn get_pool(
 
 async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound(format!(
-        "no admin call {} {}; the calls are GET /v1/status, POST /v1/switch, POST /v1/rollback, PUT /v1/pools/{{name}}, GET /metrics",
+        "no admin call {} {}; the calls are GET /v1/status, POST /v1/switch, POST /v1/rollback, PUT /v1/split, GET|PUT /v1/rules, GET|PUT /v1/pools/{{name}}, POST /v1/prepare|commit|abort, GET /metrics",
         req.method(),
         req.uri().path()
     ))

@@ -82,3 +82,9 @@ pub const EJECTION: Duration = Duration::from_secs(5);
 
 /// ...up to this.
 pub const MAX_EJECTION: Duration = Duration::from_secs(60);
+
+/// The cookie that keeps a client on its pool while a split is in force.
+pub const STICKY_COOKIE: &str = "turnout-pool";
+
+/// The cookie that keeps a browser on a previewed pool.
+pub const PREVIEW_COOKIE: &str = "turnout-preview";

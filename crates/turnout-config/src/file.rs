@@ -60,7 +60,10 @@ pub struct FileState {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePool {
-    pub servers: Vec<Spanned<String>>,
+    /// `"HOST:PORT"` or `{ addr = "HOST:PORT", weight = 3 }`.
+    pub servers: Vec<Spanned<crate::routing::ServerEntry>>,
+    /// How requests are spread over the servers: "round_robin" unless given.
+    pub balance: Option<Spanned<String>>,
     /// Overrides of `[health]` for this pool.
     pub health: Option<FileHealthCheck>,
 }
@@ -122,6 +125,16 @@ pub struct FilePassive {
 #[serde(deny_unknown_fields)]
 pub struct FileRouting {
     pub active: Spanned<String>,
+    /// "cookie" (default), "header", "ip" or "none".
+    pub sticky: Option<Spanned<String>>,
+    pub sticky_cookie: Option<Spanned<String>>,
+    pub sticky_header: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub preview_header: Option<Spanned<String>>,
+    pub preview_token: Option<String>,
+    pub preview_cookie: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<crate::routing::RuleSpec>>,
 }
 
 /// A listen address, `IP:PORT`; a bad one is reported by toml with its line.

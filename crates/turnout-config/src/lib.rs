@@ -9,6 +9,7 @@ pub mod defaults;
 mod error;
 pub mod file;
 mod names;
+pub mod routing;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,10 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use names::{PoolName, ServerAddr};
+pub use routing::{
+    Backend, Balance, Preview, Rule, RuleMatch, RuleOn, RuleSpec, ServerEntry, Sticky,
+    TrustedProxies,
+};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +30,9 @@ pub struct Config {
     pub upstream: Upstream,
     pub state: State,
     /// Every pool by name, each with its servers in order.
-    pub pools: BTreeMap<PoolName, Vec<ServerAddr>>,
+    pub pools: BTreeMap<PoolName, Vec<Backend>>,
+    /// `[pools.NAME] balance`, for the pools that set one (the others round-robin).
+    pub pool_balance: BTreeMap<PoolName, Balance>,
     pub routing: Routing,
     /// `[health]`: the active checks of every pool without its own `[pools.NAME.health]`.
     pub health: HealthCheck,
@@ -178,6 +185,29 @@ impl Default for Passive {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     pub active: PoolName,
+    /// How a client keeps its pool while a split is in force.
+    pub sticky: Sticky,
+    /// The cookie that names a client's pool (`Sticky::Cookie`).
+    pub sticky_cookie: String,
+    /// Peers whose `X-Forwarded-For` is believed (the load balancer's subnet).
+    pub trusted_proxies: TrustedProxies,
+    /// Off unless `preview_header` is set.
+    pub preview: Option<Preview>,
+    /// A/B rules, in order; the first match wins.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            active: PoolName::parse("blue").expect("a valid name"),
+            sticky: Sticky::Cookie,
+            sticky_cookie: defaults::STICKY_COOKIE.to_owned(),
+            trusted_proxies: TrustedProxies::default(),
+            preview: None,
+            rules: Vec::new(),
+        }
+    }
 }
 
 impl Config {
@@ -274,6 +304,7 @@ impl file::FileConfig {
 
         let mut pools = BTreeMap::new();
         let mut pool_health = BTreeMap::new();
+        let mut pool_balance = BTreeMap::new();
         for (name, pool) in self.pools {
             let key = format!("pools.{name}");
             let pool_name = PoolName::parse(&name).map_err(|message| ConfigError::Invalid {
@@ -282,12 +313,31 @@ impl file::FileConfig {
                 key: key.clone(),
                 message,
             })?;
+            let balance = match &pool.balance {
+                None => Balance::RoundRobin,
+                Some(b) => Balance::parse(b.get_ref())
+                    .map_err(|m| invalid(b.span(), &format!("{key}.balance"), m))?,
+            };
             let mut servers = Vec::with_capacity(pool.servers.len());
             for server in pool.servers {
-                let addr = ServerAddr::parse(server.get_ref()).map_err(|message| {
+                let backend = Backend::parse(server.get_ref()).map_err(|message| {
                     invalid(server.span(), &format!("{key}.servers"), message)
                 })?;
-                servers.push(addr);
+                if backend.weight != 1 && !balance.weighs() {
+                    return Err(invalid(
+                        server.span(),
+                        &format!("{key}.servers"),
+                        format!(
+                            "server {} has weight {}, but balance = \"round_robin\" does not use weights; \
+                             set balance = \"weighted\" (or least_requests, ip_hash, random_two_choices)",
+                            backend.addr, backend.weight
+                        ),
+                    ));
+                }
+                servers.push(backend);
+            }
+            if pool.balance.is_some() {
+                pool_balance.insert(pool_name.clone(), balance);
             }
             if let Some(check) = pool.health {
                 let check = resolve_check(check, &health, &format!("{key}.health"), text, path)?;
@@ -314,7 +364,7 @@ impl file::FileConfig {
                 message: "missing: name the pool that serves at first start, e.g. [routing] active = \"blue\"".into(),
             });
         };
-        let active_name = routing.active;
+        let active_name = routing.active.clone();
         let known = || {
             pools
                 .keys()
@@ -341,6 +391,7 @@ impl file::FileConfig {
             ));
         }
         let active = active.clone();
+        let routing = resolve_routing(routing, active, &pools, text, path)?;
 
         Ok(Config {
             server: Server {
@@ -386,12 +437,135 @@ impl file::FileConfig {
                 file: self.state.and_then(|s| s.file),
             },
             pools,
-            routing: Routing { active },
+            pool_balance,
+            routing,
             health,
             pool_health,
             passive,
         })
     }
+}
+
+/// The rest of `[routing]`: stickiness, preview and rules.
+fn resolve_routing(
+    file: file::FileRouting,
+    active: PoolName,
+    pools: &BTreeMap<PoolName, Vec<Backend>>,
+    text: &str,
+    path: &Path,
+) -> Result<Routing, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, span.start),
+        key: format!("routing.{key}"),
+        message,
+    };
+    let token =
+        |value: &Option<toml::Spanned<String>>, key: &str, default: &str, what: &str| match value {
+            None => Ok(default.to_owned()),
+            Some(v) if routing::is_token(v.get_ref()) => Ok(v.get_ref().clone()),
+            Some(v) => Err(invalid(
+                v.span(),
+                key,
+                format!("{:?} is not a valid {what} name", v.get_ref()),
+            )),
+        };
+    let sticky =
+        match &file.sticky {
+            None => Sticky::Cookie,
+            Some(s) => match s.get_ref().as_str() {
+                "cookie" => Sticky::Cookie,
+                "ip" => Sticky::Ip,
+                "none" => Sticky::None,
+                "header" => match &file.sticky_header {
+                    Some(_) => Sticky::Header(
+                        token(&file.sticky_header, "sticky_header", "", "header")?
+                            .to_ascii_lowercase(),
+                    ),
+                    None => return Err(invalid(
+                        s.span(),
+                        "sticky",
+                        "sticky = \"header\" needs sticky_header = \"NAME\" (e.g. \"X-User-Id\")"
+                            .into(),
+                    )),
+                },
+                other => return Err(invalid(
+                    s.span(),
+                    "sticky",
+                    format!(
+                        "unknown mode {other:?}: use \"cookie\", \"header\", \"ip\" or \"none\""
+                    ),
+                )),
+            },
+        };
+    let sticky_cookie = token(
+        &file.sticky_cookie,
+        "sticky_cookie",
+        defaults::STICKY_COOKIE,
+        "cookie",
+    )?;
+    let mut trusted = Vec::new();
+    for net in file.trusted_proxies.iter().flatten() {
+        TrustedProxies::parse([net.get_ref().as_str()])
+            .map_err(|m| invalid(net.span(), "trusted_proxies", m))?;
+        trusted.push(net.get_ref().as_str());
+    }
+    let trusted_proxies = TrustedProxies::parse(trusted).expect("each network was checked above");
+    let preview = match &file.preview_header {
+        None => None,
+        Some(_) => Some(Preview {
+            header: token(&file.preview_header, "preview_header", "", "header")?
+                .to_ascii_lowercase(),
+            token: file.preview_token.clone().filter(|t| !t.is_empty()),
+            cookie: token(
+                &file.preview_cookie,
+                "preview_cookie",
+                defaults::PREVIEW_COOKIE,
+                "cookie",
+            )?,
+        }),
+    };
+    if preview.is_none() && (file.preview_token.is_some() || file.preview_cookie.is_some()) {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            line: find_key_line(text, "preview_"),
+            key: "routing.preview_header".into(),
+            message: "preview_token and preview_cookie need preview_header (e.g. \"X-Turnout-Pool\") to turn preview routing on".into(),
+        });
+    }
+    let mut rules = Vec::with_capacity(file.rules.len());
+    for (i, spec) in file.rules.iter().enumerate() {
+        let key = format!("rules[{i}]");
+        let rule = Rule::parse(spec.get_ref()).map_err(|m| invalid(spec.span(), &key, m))?;
+        match pools.get(&rule.to) {
+            None => {
+                return Err(invalid(
+                    spec.span(),
+                    &key,
+                    format!("no pool named {:?}", rule.to.as_str()),
+                ))
+            }
+            Some(servers) if servers.is_empty() => {
+                return Err(invalid(
+                    spec.span(),
+                    &key,
+                    format!(
+                        "pool {:?} has no servers to send the rule's requests to",
+                        rule.to.as_str()
+                    ),
+                ))
+            }
+            Some(_) => rules.push(rule),
+        }
+    }
+    Ok(Routing {
+        active,
+        sticky,
+        sticky_cookie,
+        trusted_proxies,
+        preview,
+        rules,
+    })
 }
 
 /// `[health]` (over the defaults) or `[pools.NAME.health]` (over `[health]`), validated.

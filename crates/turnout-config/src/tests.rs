@@ -32,7 +32,7 @@ fn minimal_config_from_the_issue() {
     assert_eq!(c.server.health_path, "/health-check");
     assert_eq!(c.routing.active.as_str(), "blue");
     assert_eq!(c.pools.len(), 2);
-    assert_eq!(c.pools["green"][0].as_str(), "127.0.0.1:4000");
+    assert_eq!(c.pools["green"][0].addr.as_str(), "127.0.0.1:4000");
     assert_eq!(c.server.shutdown_delay, defaults::SHUTDOWN_DELAY);
     assert_eq!(
         c.state.file.as_deref(),
@@ -223,5 +223,80 @@ fn status_ranges() {
     );
     for bad in ["", "2x", "99", "600", "300-200", "abc", "9xx"] {
         assert!(StatusRange::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn routing_keys_are_validated_with_their_line() {
+    let c = parse(&format!(
+        "{MINIMAL}sticky = \"header\"\nsticky_header = \"X-User-Id\"\ntrusted_proxies = [\"10.0.0.0/16\", \"10.1.0.7\"]\n\
+         preview_header = \"X-Turnout-Pool\"\npreview_token = \"t\"\n\
+         [[routing.rules]]\nquery = \"beta\"\nprefix = \"y\"\nto = \"green\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.routing.sticky, Sticky::Header("x-user-id".into()));
+    assert!(c
+        .routing
+        .trusted_proxies
+        .contains(&"10.0.200.1".parse().expect("ip")));
+    assert_eq!(
+        c.routing.preview.as_ref().map(|p| p.cookie.as_str()),
+        Some("turnout-preview")
+    );
+    assert_eq!(c.routing.rules.len(), 1);
+    for (extra, says) in [
+        ("sticky = \"session\"", "line 14"),
+        ("sticky = \"header\"", "needs sticky_header"),
+        ("sticky_cookie = \"a b\"", "not a valid cookie name"),
+        ("trusted_proxies = [\"10.0.0.0/40\"]", "line 14"),
+        ("preview_token = \"x\"", "need preview_header"),
+        (
+            "[[routing.rules]]\nheader = \"x\"\nequals = \"1\"\nto = \"purple\"",
+            "no pool named \"purple\"",
+        ),
+        (
+            "[[routing.rules]]\nheader = \"x\"\nto = \"green\"",
+            "rules[0]",
+        ),
+        (
+            "[[routing.rules]]\nheader = \"x\"\nequals = \"1\"\nto = \"green\"\nwhen = 1",
+            "unknown field `when`",
+        ),
+    ] {
+        let e = err(&format!("{MINIMAL}{extra}\n"));
+        assert!(e.contains(says), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn weighted_servers_and_balancers() {
+    let c = parse(&MINIMAL.replace(
+        "servers = [\"127.0.0.1:4000\"]",
+        "balance = \"least_requests\"\nservers = [\"127.0.0.1:4000\", { addr = \"127.0.0.1:4001\", weight = 3 }]",
+    ))
+    .expect("valid");
+    assert_eq!(c.pool_balance["green"], Balance::LeastRequests);
+    assert_eq!(c.pools["green"][1].weight, 3);
+    assert!(!c.pool_balance.contains_key("blue"));
+    for (replace, says) in [
+        (
+            "balance = \"fastest\"\nservers = [\"127.0.0.1:4000\"]",
+            "unknown balance \"fastest\"",
+        ),
+        (
+            "servers = [{ addr = \"127.0.0.1:4000\", weight = 2 }]",
+            "balance = \"weighted\"",
+        ),
+        (
+            "balance = \"weighted\"\nservers = [{ addr = \"127.0.0.1:4000\", weight = 0 }]",
+            "out of range",
+        ),
+        (
+            "servers = [{ adr = \"127.0.0.1:4000\" }]",
+            "unknown field `adr`",
+        ),
+    ] {
+        let e = err(&MINIMAL.replace("servers = [\"127.0.0.1:4000\"]", replace));
+        assert!(e.contains(says) && e.contains("line 1"), "{replace}: {e}");
     }
 }

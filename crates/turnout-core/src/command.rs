@@ -4,20 +4,29 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use turnout_config::{PoolName, ServerAddr};
+use turnout_config::{routing::parse_rules, Backend, PoolName, RuleSpec, ServerEntry};
 
 use crate::pool::Pool;
 use crate::snapshot::RoutingSnapshot;
+use crate::split::Weights;
 use crate::CoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Make `to` the active pool; the old active pool becomes `previous`.
+    /// Send every new client to `to` (the split `{to: 100}`); the split before becomes
+    /// `previous`.
     Switch { to: String },
-    /// Swap `active` and `previous`.
+    /// Swap the split and `previous`.
     Rollback,
+    /// Share new clients between pools by weight; the split before becomes `previous`.
+    Split { weights: Vec<(String, i64)> },
     /// Create the pool `name`, or replace its servers.
-    PutPool { name: String, servers: Vec<String> },
+    PutPool {
+        name: String,
+        servers: Vec<ServerEntry>,
+    },
+    /// Replace the A/B rules.
+    SetRules { rules: Vec<RuleSpec> },
 }
 
 impl std::fmt::Display for Command {
@@ -25,75 +34,178 @@ impl std::fmt::Display for Command {
         match self {
             Command::Switch { to } => write!(f, "switch to {to}"),
             Command::Rollback => f.write_str("rollback"),
-            Command::PutPool { name, servers } => {
-                write!(f, "set pool {name} servers [{}]", servers.join(", "))
+            Command::Split { weights } => {
+                f.write_str("split")?;
+                for (pool, w) in weights {
+                    write!(f, " {pool}={w}")?;
+                }
+                Ok(())
             }
+            Command::PutPool { name, servers } => {
+                write!(f, "set pool {name} servers [")?;
+                for (i, s) in servers.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    match s.weight {
+                        1 => write!(f, "{sep}{}", s.addr)?,
+                        w => write!(f, "{sep}{} weight={w}", s.addr)?,
+                    }
+                }
+                f.write_str("]")
+            }
+            Command::SetRules { rules } => write!(f, "set {} rule(s)", rules.len()),
         }
     }
 }
 
 impl Command {
     /// The snapshot after this command, or `None` when it changes nothing (a switch to the pool
-    /// that is already active, a pool set to the servers it has).
+    /// that already takes everything, a pool set to the servers it has, the same rules).
     pub fn apply(&self, cur: &RoutingSnapshot) -> Result<Option<RoutingSnapshot>, CoreError> {
         let mut next = match self {
             Command::Switch { to } => {
                 let target = cur.pool(to)?;
-                if Arc::ptr_eq(target, &cur.active) {
+                let weights = Weights::single(target.name().clone());
+                if weights == cur.weights {
                     return Ok(None);
                 }
-                switched(cur, Arc::clone(target))?
+                resplit(cur, weights)?
             }
             Command::Rollback => {
-                let prev = cur.previous.as_ref().ok_or(CoreError::NoPrevious)?;
-                let target = Arc::clone(cur.pool(prev.as_str())?);
-                switched(cur, target)?
+                let previous = cur.previous.clone().ok_or(CoreError::NoPrevious)?;
+                resplit(cur, previous)?
+            }
+            Command::Split { weights } => {
+                let weights = Weights::parse(weights.iter().map(|(n, w)| (n.as_str(), *w)))
+                    .map_err(CoreError::Invalid)?;
+                for (name, _) in weights.iter() {
+                    // A bad body (400), not a missing resource.
+                    cur.pool(name.as_str())
+                        .map_err(|e| CoreError::Invalid(e.to_string()))?;
+                }
+                if weights == cur.weights {
+                    return Ok(None);
+                }
+                resplit(cur, weights)?
             }
             Command::PutPool { name, servers } => {
                 let name = PoolName::parse(name).map_err(CoreError::Invalid)?;
                 let servers = servers
                     .iter()
-                    .map(|s| ServerAddr::parse(s).map_err(CoreError::Invalid))
+                    .map(|s| Backend::parse(s).map_err(CoreError::Invalid))
                     .collect::<Result<Vec<_>, _>>()?;
                 let old = cur.pools.get(&name);
                 if let Some(old) = old {
-                    if old.servers().iter().map(|u| &u.addr).eq(servers.iter()) {
+                    let same = old
+                        .servers()
+                        .iter()
+                        .map(|u| (&u.addr, u.weight))
+                        .eq(servers.iter().map(|b| (&b.addr, b.weight)));
+                    if same {
                         return Ok(None);
                     }
                 }
-                let is_active = cur.active.name() == &name;
-                if is_active && servers.is_empty() {
-                    return Err(CoreError::ActivePoolEmptied {
-                        name: name.to_string(),
-                    });
+                let balance = old.map_or_else(
+                    || cur.env.pool_balance.get(&name).copied().unwrap_or_default(),
+                    |p| p.settings().balance,
+                );
+                if !balance.weighs() {
+                    if let Some(b) = servers.iter().find(|b| b.weight != 1) {
+                        return Err(CoreError::Invalid(format!(
+                            "server {} has weight {}, but pool {name} balances round_robin, which does not use weights; set its balance in the config",
+                            b.addr, b.weight
+                        )));
+                    }
+                }
+                if servers.is_empty() {
+                    if let Some(why) = in_use(cur, &name) {
+                        return Err(CoreError::PoolInUse {
+                            name: name.to_string(),
+                            why,
+                        });
+                    }
                 }
                 // The new version of the pool keeps the old one's counters and known health.
                 let pool = Arc::new(cur.env.build_pool(name.clone(), servers, old.map(|p| &**p)));
                 let mut next = cur.clone();
-                if is_active {
-                    next.active = Arc::clone(&pool);
-                }
                 next.pools.insert(name, pool);
                 next
             }
+            Command::SetRules { rules } => {
+                let rules = parse_rules(rules).map_err(CoreError::Invalid)?;
+                for (i, rule) in rules.iter().enumerate() {
+                    let pool = cur
+                        .pool(rule.to.as_str())
+                        .map_err(|e| CoreError::Invalid(format!("rule {}: {e}", i + 1)))?;
+                    if pool.servers().is_empty() {
+                        return Err(CoreError::EmptyPool {
+                            name: pool.name().to_string(),
+                        });
+                    }
+                }
+                if *rules == *cur.rules {
+                    return Ok(None);
+                }
+                let mut next = cur.clone();
+                next.rules = rules.into();
+                next
+            }
         };
+        next.derive()?;
         next.generation = cur.generation + 1;
         next.changed_at = SystemTime::now();
         // Any change ends a fleet switch's mark; a commit sets its own afterwards.
         next.mark = None;
         Ok(Some(next))
     }
+
+    /// The pools that `next` (this command's result) sends a larger share of new clients to
+    /// than `cur` does, or that a new rule sends to: the ones the health gate probes.
+    pub fn gaining(cur: &RoutingSnapshot, next: &RoutingSnapshot) -> Vec<Arc<Pool>> {
+        let mut gaining: Vec<Arc<Pool>> = next
+            .weights
+            .iter()
+            .filter(|(name, _)| {
+                next.weights.percent(name.as_str()) > cur.weights.percent(name.as_str())
+            })
+            .filter_map(|(name, _)| next.pools.get(name).cloned())
+            .collect();
+        for rule in next.rules.iter() {
+            let served = cur.weights.get(rule.to.as_str()) > 0
+                || cur.rules.iter().any(|r| r.to == rule.to)
+                || gaining.iter().any(|p| p.name() == &rule.to);
+            if !served {
+                gaining.extend(next.pools.get(&rule.to).cloned());
+            }
+        }
+        gaining
+    }
 }
 
-fn switched(cur: &RoutingSnapshot, target: Arc<Pool>) -> Result<RoutingSnapshot, CoreError> {
-    if target.servers().is_empty() {
-        return Err(CoreError::EmptyPool {
-            name: target.name().to_string(),
-        });
+/// Why pool `name` cannot be left without servers, if it cannot.
+fn in_use(cur: &RoutingSnapshot, name: &PoolName) -> Option<String> {
+    let weight = cur.weights.get(name.as_str());
+    if weight > 0 {
+        return Some(format!(
+            "it takes new clients (weight {weight} in the split)"
+        ));
+    }
+    cur.rules
+        .iter()
+        .position(|r| &r.to == name)
+        .map(|i| format!("A/B rule {} sends to it", i + 1))
+}
+
+/// `cur` with the split `weights`; every pool in it must have servers.
+fn resplit(cur: &RoutingSnapshot, weights: Weights) -> Result<RoutingSnapshot, CoreError> {
+    for (name, _) in weights.iter() {
+        if cur.pool(name.as_str())?.servers().is_empty() {
+            return Err(CoreError::EmptyPool {
+                name: name.to_string(),
+            });
+        }
     }
     let mut next = cur.clone();
-    next.previous = Some(cur.active.name().clone());
-    next.active = target;
+    next.previous = Some(std::mem::replace(&mut next.weights, weights));
     Ok(next)
 }
 
@@ -113,6 +225,13 @@ mod tests {
         RoutingSnapshot::bootstrap(&config, None).expect("snapshot")
     }
 
+    fn entry(addr: &str) -> ServerEntry {
+        ServerEntry {
+            addr: addr.into(),
+            weight: 1,
+        }
+    }
+
     fn switch(to: &str) -> Command {
         Command::Switch { to: to.into() }
     }
@@ -126,11 +245,11 @@ mod tests {
         );
         let s1 = switch("green").apply(&s0).expect("ok").expect("changed");
         assert_eq!((s1.active.name().as_str(), s1.generation), ("green", 1));
-        assert_eq!(s1.previous.as_ref().map(PoolName::as_str), Some("blue"));
+        assert_eq!(s1.previous_primary().map(PoolName::as_str), Some("blue"));
         assert!(switch("green").apply(&s1).expect("ok").is_none());
         let s2 = Command::Rollback.apply(&s1).expect("ok").expect("changed");
         assert_eq!((s2.active.name().as_str(), s2.generation), ("blue", 2));
-        assert_eq!(s2.previous.as_ref().map(PoolName::as_str), Some("green"));
+        assert_eq!(s2.previous_primary().map(PoolName::as_str), Some("green"));
         // The pools themselves are shared, not rebuilt, by a switch.
         assert!(Arc::ptr_eq(&s0.pools["green"], &s2.pools["green"]));
     }
@@ -156,11 +275,11 @@ mod tests {
         };
         assert!(matches!(
             empty_blue.apply(&s0),
-            Err(CoreError::ActivePoolEmptied { .. })
+            Err(CoreError::PoolInUse { .. })
         ));
         let bad = Command::PutPool {
             name: "green".into(),
-            servers: vec!["nope".into()],
+            servers: vec![entry("nope")],
         };
         assert!(matches!(bad.apply(&s0), Err(CoreError::Invalid(_))));
     }
@@ -171,7 +290,7 @@ mod tests {
         let guard = s0.active.begin_request();
         let put = Command::PutPool {
             name: "blue".into(),
-            servers: vec!["127.0.0.1:3001".into(), "127.0.0.1:3002".into()],
+            servers: vec![entry("127.0.0.1:3001"), entry("127.0.0.1:3002")],
         };
         let s1 = put.apply(&s0).expect("ok").expect("changed");
         assert_eq!(s1.active.servers().len(), 2);
@@ -189,7 +308,7 @@ mod tests {
         );
         let new = Command::PutPool {
             name: "canary".into(),
-            servers: vec!["127.0.0.1:5000".into()],
+            servers: vec![entry("127.0.0.1:5000")],
         };
         assert!(new
             .apply(&s1)

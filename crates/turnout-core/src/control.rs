@@ -132,16 +132,17 @@ impl Control {
         let next = Arc::new(next);
         self.inner.router.publish(Arc::clone(&next));
         match command {
-            Command::Switch { .. } => next.env.metrics.switches.inc(),
+            Command::Switch { .. } | Command::Split { .. } => next.env.metrics.switches.inc(),
             Command::Rollback => next.env.metrics.rollbacks.inc(),
-            Command::PutPool { .. } => {}
+            Command::PutPool { .. } | Command::SetRules { .. } => {}
         }
         tracing::info!(
             target: "turnout::admin",
             %command,
             generation = next.generation,
             active = %next.active.name(),
-            previous = next.previous.as_ref().map(|p| p.as_str()).unwrap_or("-"),
+            weights = %next.weights,
+            previous = %next.previous.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
             "routing changed"
         );
         Ok(next)
@@ -152,7 +153,8 @@ impl Control {
 #[derive(Debug, Clone)]
 struct Staged {
     token: String,
-    to: String,
+    /// A `Switch` or a `Split`.
+    command: Command,
     /// The generation it was probed at: a commit after any other change is refused.
     generation: u64,
     expires: Instant,
@@ -165,7 +167,12 @@ struct Staged {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Prepared {
     pub token: String,
-    pub to: String,
+    /// The pool a prepared switch goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The weights a prepared split sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<std::collections::BTreeMap<String, u32>>,
     pub generation: u64,
     pub expires_in_ms: u64,
 }
@@ -182,7 +189,7 @@ impl Control {
     /// on the new version here too.
     pub async fn prepare(
         &self,
-        to: &str,
+        command: Command,
         ttl: Duration,
         mark: Option<&str>,
     ) -> Result<Prepared, CoreError> {
@@ -191,14 +198,34 @@ impl Control {
                 "invalid mark {m:?}: 1 to 64 of A-Z a-z 0-9 . _ -"
             )));
         }
-        let command = Command::Switch { to: to.to_string() };
+        let to = match &command {
+            Command::Switch { to } => Some(to.clone()),
+            Command::Split { .. } if mark.is_some() => {
+                return Err(CoreError::Invalid(
+                    "a mark goes with a switch (\"to\"), not with a split".into(),
+                ))
+            }
+            Command::Split { .. } => None,
+            other => {
+                return Err(CoreError::Invalid(format!(
+                    "only a switch or a split can be prepared, not {other}"
+                )))
+            }
+        };
         let current = self.inner.router.snapshot();
-        command.apply(&current)?;
+        let next = command.apply(&current)?;
         self.gate(&command).await?;
+        let weights = match &command {
+            Command::Split { .. } => Some(
+                next.as_ref()
+                    .map_or_else(|| current.weights.to_map(), |n| n.weights.to_map()),
+            ),
+            _ => None,
+        };
         let now = Instant::now();
         let staged = Staged {
             token: new_token(current.generation),
-            to: to.to_string(),
+            command,
             generation: current.generation,
             expires: now + ttl,
             ttl,
@@ -209,16 +236,16 @@ impl Control {
             if let Some(pending) = slot.as_ref().filter(|p| p.expires > now) {
                 return Err(CoreError::AlreadyPrepared {
                     token: pending.token.clone(),
-                    to: pending.to.clone(),
+                    change: pending.command.to_string(),
                     expires_in_ms: millis(pending.expires - now),
                 });
             }
             *slot = Some(staged.clone());
         }
-        if let Some(m) = mark {
+        if let (Some(m), Some(to)) = (mark, &to) {
             self.set_prepared_mark(m, to, ttl).await;
         }
-        tracing::info!(target: "turnout::admin", to, token = %staged.token, generation = staged.generation, ttl = ?ttl, mark = mark.unwrap_or("-"), "switch prepared");
+        tracing::info!(target: "turnout::admin", change = %staged.command, token = %staged.token, generation = staged.generation, ttl = ?ttl, mark = mark.unwrap_or("-"), "switch prepared");
         // It expires by itself: the slot empties and the log says so.
         let control = self.clone();
         let token = staged.token.clone();
@@ -231,7 +258,8 @@ impl Control {
         });
         Ok(Prepared {
             token: staged.token,
-            to: staged.to,
+            to,
+            weights,
             generation: staged.generation,
             expires_in_ms: millis(ttl),
         })
@@ -250,7 +278,7 @@ impl Control {
                 token: token.to_string(),
             });
         }
-        let command = Command::Switch { to: staged.to };
+        let command = staged.command;
         let live_mark = staged.mark.as_deref().map(|m| (m, staged.ttl));
         let result = self
             .write(command, Some((token, staged.generation)), live_mark)
@@ -312,7 +340,7 @@ impl Control {
             .as_ref()
             .filter(|s| s.expires > now)
             .map(|s| crate::status::PreparedStatus {
-                to: s.to.clone(),
+                change: s.command.to_string(),
                 expires_in_ms: millis(s.expires - now),
                 mark: s.mark.clone(),
             })
@@ -356,25 +384,35 @@ fn new_token(generation: u64) -> String {
 }
 
 impl Control {
-    /// The health gate: probe the pool `command` would make active, record what was found,
-    /// and refuse when no server passed.
+    /// The health gate: probe each pool `command` would send a larger share of new clients to
+    /// (or a new rule would send to), record what was found, and refuse when one of them has no
+    /// server that passed.
     async fn gate(&self, command: &Command) -> Result<(), CoreError> {
         let Some(prober) = &self.inner.prober else {
             return Ok(());
         };
         let current = self.inner.router.snapshot();
-        let target = match command {
-            Command::Switch { to } => Arc::clone(current.pool(to)?),
-            Command::Rollback => {
-                let prev = current.previous.as_ref().ok_or(CoreError::NoPrevious)?;
-                Arc::clone(current.pool(prev.as_str())?)
-            }
-            Command::PutPool { .. } => return Ok(()),
-        };
-        if Arc::ptr_eq(&target, &current.active) || !target.settings().check.enabled {
+        if matches!(command, Command::PutPool { .. }) {
             return Ok(());
         }
-        let results = prober.probe(Arc::clone(&target)).await;
+        let Some(next) = command.apply(&current)? else {
+            return Ok(());
+        };
+        for target in Command::gaining(&current, &next) {
+            if target.settings().check.enabled {
+                self.probe_one(prober.as_ref(), command, &target).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn probe_one(
+        &self,
+        prober: &dyn Probe,
+        command: &Command,
+        target: &Arc<Pool>,
+    ) -> Result<(), CoreError> {
+        let results = prober.probe(Arc::clone(target)).await;
         let mut failures = Vec::new();
         for (addr, result) in &results {
             if let Some(server) = target.servers().iter().find(|u| &u.addr == addr) {
@@ -457,7 +495,10 @@ mod tests {
             "a loaded pool is never changed"
         );
         let saved = file.load().expect("load").expect("written");
-        assert_eq!((saved.active.as_str(), saved.generation), ("green", 1));
+        assert_eq!(
+            (saved.weights.to_string(), saved.generation),
+            ("green=100".into(), 1)
+        );
     }
 
     #[tokio::test]

@@ -14,9 +14,9 @@ pub enum CoreError {
     /// A switch to a pool that has no server to send requests to.
     #[error("pool {name:?} has no servers; register them first with PUT /v1/pools/{name}")]
     EmptyPool { name: String },
-    /// Replacing the live pool's servers with none would take the site down.
-    #[error("pool {name:?} is active and cannot be left without servers; switch away first")]
-    ActivePoolEmptied { name: String },
+    /// Replacing a serving pool's servers with none would take its clients down.
+    #[error("pool {name:?} cannot be left without servers: {why}; switch away (or change the split and rules) first")]
+    PoolInUse { name: String, why: String },
     /// The health gate: a fresh probe of the target pool found no healthy server.
     #[error("pool {pool:?} has no healthy server ({}); nothing was changed. Send \"force\": true to switch anyway", failures.join("; "))]
     Unhealthy { pool: String, failures: Vec<String> },
@@ -32,10 +32,10 @@ pub enum CoreError {
         now: u64,
     },
     /// A prepare while another prepared switch is pending.
-    #[error("switch {token:?} to {to:?} is already prepared (expires in {expires_in_ms} ms); commit or abort it first")]
+    #[error("{change} is already prepared as {token:?} (expires in {expires_in_ms} ms); commit or abort it first")]
     AlreadyPrepared {
         token: String,
-        to: String,
+        change: String,
         expires_in_ms: u64,
     },
     /// A malformed pool name or server address from the caller.

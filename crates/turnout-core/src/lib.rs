@@ -6,6 +6,8 @@
 //! - [`metrics`]: the Prometheus registry and the per-pool counter handles.
 //! - [`snapshot`]: the immutable [`RoutingSnapshot`] and the [`Router`] that holds the one
 //!   `ArcSwap` the data plane loads once per request.
+//! - [`split`]: the weights that share new clients between pools.
+//! - [`decide`]: the routing decision: preview, rules, fleet mark, stickiness, weighted draw.
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
 //! - [`control`]: the single writer: apply, persist, swap, audit-log.
 //! - [`state`]: the crash-safe state file.
@@ -14,20 +16,24 @@
 
 pub mod command;
 pub mod control;
+pub mod decide;
 mod error;
 pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod snapshot;
+pub mod split;
 pub mod state;
 pub mod status;
 
 pub use command::Command;
 pub use control::{Control, Prepared};
+pub use decide::{Decision, Reason, Refusal, RequestInfo};
 pub use error::{CoreError, StateError};
 pub use health::ServerHealth;
 pub use metrics::{Metrics, PoolMetrics};
-pub use pool::{InFlight, Pool, PoolSettings, PoolStats, TunnelGuard, Upstream};
+pub use pool::{InFlight, Pool, PoolCookies, PoolSettings, PoolStats, TunnelGuard, Upstream};
 pub use snapshot::{Env, FleetMark, Router, RoutingSnapshot, MARK_COOKIE};
+pub use split::Weights;
 pub use state::StateFile;
-pub use turnout_config::{PoolName, ServerAddr};
+pub use turnout_config::{Backend, Balance, PoolName, Rule, RuleSpec, ServerAddr, ServerEntry};

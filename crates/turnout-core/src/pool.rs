@@ -1,13 +1,15 @@
-//! A pool: its name, its upstream servers in order, a round-robin cursor and the counters of
-//! what is in flight on it. Pools are immutable but for those atomics; changing a pool's servers
-//! builds a new `Pool` that shares the old one's [`PoolStats`], so requests that started on the
-//! old servers are still counted under the pool's name until they finish.
+//! A pool: its name, its upstream servers in order, its balancer and the counters of what is in
+//! flight on it. Pools are immutable but for those atomics; changing a pool's servers builds a
+//! new `Pool` that shares the old one's [`PoolStats`] (and each kept server's health and load),
+//! so requests that started on the old servers are still counted until they finish.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
-use turnout_config::{HealthCheck, Passive, PoolName, ServerAddr};
+use http::HeaderValue;
+use turnout_config::{Backend, Balance, HealthCheck, Passive, PoolName, ServerAddr};
 
 use crate::health::ServerHealth;
 use crate::metrics::PoolMetrics;
@@ -16,27 +18,37 @@ use crate::metrics::PoolMetrics;
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub addr: ServerAddr,
+    pub weight: u32,
     pub authority: Authority,
     pub health: Arc<ServerHealth>,
+    /// Requests in flight on this server (counted for the balancers that compare loads).
+    pub load: Arc<AtomicUsize>,
 }
 
 impl Upstream {
-    pub fn new(addr: ServerAddr, health: Arc<ServerHealth>) -> Upstream {
-        let authority = Authority::try_from(addr.as_str())
+    pub fn new(backend: Backend, health: Arc<ServerHealth>, load: Arc<AtomicUsize>) -> Upstream {
+        let authority = Authority::try_from(backend.addr.as_str())
             .expect("a validated ServerAddr is a valid HTTP authority");
         Upstream {
-            addr,
+            addr: backend.addr,
+            weight: backend.weight,
             authority,
             health,
+            load,
         }
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.load.load(Ordering::Relaxed) as u64
     }
 }
 
-/// How a pool's servers are checked and ejected.
+/// How a pool's servers are checked, ejected and chosen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSettings {
     pub check: HealthCheck,
     pub passive: Passive,
+    pub balance: Balance,
 }
 
 /// Live counters of one pool, shared across every version of the pool with the same name.
@@ -64,6 +76,31 @@ impl PoolStats {
     }
 }
 
+/// The cookies that name this pool, made once when the pool is built.
+#[derive(Debug, Clone)]
+pub struct PoolCookies {
+    /// `Set-Cookie` that keeps a client on this pool during a split.
+    pub sticky: HeaderValue,
+    /// `Set-Cookie` that keeps a browser previewing this pool (when preview routing is on).
+    pub preview: Option<HeaderValue>,
+}
+
+/// A balancer's precomputed state.
+#[derive(Debug)]
+enum Picker {
+    RoundRobin,
+    /// Server indices in smooth weighted round-robin order, one full cycle.
+    Weighted(Box<[u32]>),
+    LeastRequests,
+    /// (point, server index), sorted by point.
+    Ring(Box<[(u64, u32)]>),
+    RandomTwo,
+}
+
+/// Points per unit of weight on the hash ring: enough for an even spread over a few servers
+/// (about ±10% per server with 100), few enough to rebuild the ring in microseconds.
+const RING_POINTS: u32 = 100;
+
 #[derive(Debug)]
 pub struct Pool {
     name: PoolName,
@@ -72,38 +109,51 @@ pub struct Pool {
     stats: Arc<PoolStats>,
     settings: Arc<PoolSettings>,
     metrics: PoolMetrics,
+    picker: Picker,
+    cookies: PoolCookies,
 }
 
 impl Pool {
-    /// A pool of `servers`. Counters and per-server health carry over from `previous` (the
-    /// pool's version being replaced), so a change of servers neither forgets what is in flight
-    /// nor resets a known server's health.
+    /// A pool of `servers`. Counters, per-server health and load carry over from `previous`
+    /// (the pool's version being replaced), so a change of servers neither forgets what is in
+    /// flight nor resets a known server's health.
     pub fn new(
         name: PoolName,
-        servers: Vec<ServerAddr>,
+        servers: Vec<Backend>,
         settings: Arc<PoolSettings>,
         metrics: PoolMetrics,
         previous: Option<&Pool>,
+        cookies: PoolCookies,
     ) -> Pool {
         let known = |addr: &ServerAddr| {
             previous
                 .and_then(|p| p.servers.iter().find(|u| &u.addr == addr))
-                .map(|u| Arc::clone(&u.health))
+                .map(|u| (Arc::clone(&u.health), Arc::clone(&u.load)))
                 .unwrap_or_default()
         };
+        let servers: Box<[Upstream]> = servers
+            .into_iter()
+            .map(|backend| {
+                let (health, load) = known(&backend.addr);
+                Upstream::new(backend, health, load)
+            })
+            .collect();
+        let picker = match settings.balance {
+            Balance::RoundRobin => Picker::RoundRobin,
+            Balance::Weighted => Picker::Weighted(smooth_schedule(&servers)),
+            Balance::LeastRequests => Picker::LeastRequests,
+            Balance::IpHash => Picker::Ring(ring(&servers)),
+            Balance::RandomTwoChoices => Picker::RandomTwo,
+        };
         Pool {
-            servers: servers
-                .into_iter()
-                .map(|addr| {
-                    let health = known(&addr);
-                    Upstream::new(addr, health)
-                })
-                .collect(),
+            servers,
             name,
             next: AtomicUsize::new(0),
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
             settings,
             metrics,
+            picker,
+            cookies,
         }
     }
 
@@ -113,6 +163,10 @@ impl Pool {
 
     pub fn metrics(&self) -> &PoolMetrics {
         &self.metrics
+    }
+
+    pub fn cookies(&self) -> &PoolCookies {
+        &self.cookies
     }
 
     /// Servers that may take a request now.
@@ -132,19 +186,69 @@ impl Pool {
         &self.stats
     }
 
-    /// The next available server, round-robin; `None` when no server is available.
+    /// Does this pool's balancer read the servers' loads (so requests must count them)?
     #[inline]
-    pub fn pick(&self) -> Option<&Upstream> {
-        match self.servers.len() {
-            0 => None,
-            1 => Some(&self.servers[0]).filter(|u| u.health.available()),
-            n => {
+    pub fn counts_load(&self) -> bool {
+        matches!(self.picker, Picker::LeastRequests | Picker::RandomTwo)
+    }
+
+    /// The server for a new request, by the pool's balancer; `None` when no server is
+    /// available. `client` gives the client's address, asked only by `ip_hash`. No lock, no
+    /// allocation.
+    #[inline]
+    pub fn pick(&self, client: impl FnOnce() -> IpAddr) -> Option<&Upstream> {
+        let n = self.servers.len();
+        match n {
+            0 => return None,
+            1 => return Some(&self.servers[0]).filter(|u| u.health.available()),
+            _ => {}
+        }
+        match &self.picker {
+            Picker::RoundRobin => self.round_robin(),
+            Picker::Weighted(schedule) => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..schedule.len())
+                    .map(|i| &self.servers[schedule[(start + i) % schedule.len()] as usize])
+                    .find(|u| u.health.available())
+            }
+            Picker::LeastRequests => {
+                // Ties (an idle pool) rotate, so equal servers share the work.
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|i| &self.servers[(start + i) % n])
+                    .filter(|u| u.health.available())
+                    .reduce(|best, u| if lighter(u, best) { u } else { best })
+            }
+            Picker::Ring(ring) => {
+                let key = hash_ip(client());
+                let at = ring.partition_point(|(point, _)| *point < key);
+                (0..ring.len())
+                    .map(|i| &self.servers[ring[(at + i) % ring.len()].1 as usize])
                     .find(|u| u.health.available())
             }
+            Picker::RandomTwo => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (&self.servers[a], &self.servers[b]);
+                match (a.health.available(), b.health.available()) {
+                    (true, true) => Some(if lighter(b, a) { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => self.round_robin(),
+                }
+            }
         }
+    }
+
+    fn round_robin(&self) -> Option<&Upstream> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.servers[(start + i) % n])
+            .find(|u| u.health.available())
     }
 
     /// Another available server than `tried`, for a retry.
@@ -162,8 +266,77 @@ impl Pool {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             pool: Arc::clone(self),
+            server: None,
         }
     }
+}
+
+/// Is `a` less loaded than `b`, relative to their weights? ((load + 1) / weight, compared
+/// without division; the +1 makes an idle heavy server win over an idle light one.)
+#[inline]
+fn lighter(a: &Upstream, b: &Upstream) -> bool {
+    (a.in_flight() + 1) * u64::from(b.weight) < (b.in_flight() + 1) * u64::from(a.weight)
+}
+
+/// The hash of a client address, the same on every instance and every turnout version (xxh3
+/// has a fixed, specified output), so a fleet agrees on where a client goes.
+#[inline]
+pub fn hash_ip(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => xxhash_rust::xxh3::xxh3_64(&v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => xxhash_rust::xxh3::xxh3_64(&v4.octets()),
+            None => xxhash_rust::xxh3::xxh3_64(&v6.octets()),
+        },
+    }
+}
+
+/// The consistent-hash ring: `RING_POINTS` points per unit of weight for each server, placed by
+/// hashing its address, so a server keeps its points whatever else joins or leaves.
+fn ring(servers: &[Upstream]) -> Box<[(u64, u32)]> {
+    let mut ring: Vec<(u64, u32)> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, u)| {
+            (0..RING_POINTS * u.weight).map(move |p| {
+                let point =
+                    xxhash_rust::xxh3::xxh3_64_with_seed(u.addr.as_str().as_bytes(), u64::from(p));
+                (point, i as u32)
+            })
+        })
+        .collect();
+    ring.sort_unstable();
+    ring.into_boxed_slice()
+}
+
+/// One cycle of smooth weighted round robin (nginx's algorithm), computed once: each step
+/// adds every server's weight to its score, picks the highest score and takes the total off it.
+/// Weights are divided by their common divisor first, so the cycle is as short as it can be.
+fn smooth_schedule(servers: &[Upstream]) -> Box<[u32]> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = servers.iter().fold(0, |g, u| gcd(g, u.weight)).max(1);
+    let weights: Vec<i64> = servers.iter().map(|u| i64::from(u.weight / g)).collect();
+    let total: i64 = weights.iter().sum();
+    let mut score = vec![0i64; servers.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..servers.len() {
+            score[i] += weights[i];
+            if score[i] > score[best] {
+                best = i;
+            }
+        }
+        score[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule.into_boxed_slice()
 }
 
 /// A request in flight on a pool. It keeps the pool it started on alive, so the request finishes
@@ -171,6 +344,8 @@ impl Pool {
 #[derive(Debug)]
 pub struct InFlight {
     pool: Arc<Pool>,
+    /// The server's load counter, when its pool's balancer reads loads.
+    server: Option<Arc<AtomicUsize>>,
 }
 
 impl InFlight {
@@ -178,12 +353,29 @@ impl InFlight {
         &self.pool
     }
 
+    /// The request is now on `server` (its first attempt, or a retry): counted in that
+    /// server's load until the guard drops, for the balancers that compare loads.
+    #[inline]
+    pub fn on_server(&mut self, server: &Upstream) {
+        if !self.pool.counts_load() {
+            return;
+        }
+        if let Some(old) = self.server.take() {
+            old.fetch_sub(1, Ordering::Relaxed);
+        }
+        server.load.fetch_add(1, Ordering::Relaxed);
+        self.server = Some(Arc::clone(&server.load));
+    }
+
     /// The request became a tunnel (a 101 Switching Protocols went back): it stops counting as a
     /// request and counts as an open tunnel until the returned guard drops.
-    pub fn into_tunnel(self) -> TunnelGuard {
+    /// A tunnel keeps counting in its server's load: a WebSocket weighs on the server as long
+    /// as it is open.
+    pub fn into_tunnel(mut self) -> TunnelGuard {
         self.pool.stats.tunnels.fetch_add(1, Ordering::Relaxed);
         TunnelGuard {
             pool: Arc::clone(&self.pool),
+            server: self.server.take(),
         }
         // `self` drops here and ends the request count.
     }
@@ -192,6 +384,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.pool.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(load) = &self.server {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -199,6 +394,7 @@ impl Drop for InFlight {
 #[derive(Debug)]
 pub struct TunnelGuard {
     pool: Arc<Pool>,
+    server: Option<Arc<AtomicUsize>>,
 }
 
 impl TunnelGuard {
@@ -210,55 +406,97 @@ impl TunnelGuard {
 impl Drop for TunnelGuard {
     fn drop(&mut self) {
         self.pool.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+        if let Some(load) = &self.server {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
-    fn pool(servers: &[&str]) -> Arc<Pool> {
+    fn pool_with(balance: Balance, servers: &[(&str, u32)]) -> Arc<Pool> {
         Arc::new(Pool::new(
             PoolName::parse("blue").expect("name"),
             servers
                 .iter()
-                .map(|s| ServerAddr::parse(s).expect("addr"))
+                .map(|(s, w)| Backend {
+                    addr: ServerAddr::parse(s).expect("addr"),
+                    weight: *w,
+                })
                 .collect(),
-            Arc::default(),
+            Arc::new(PoolSettings {
+                balance,
+                ..PoolSettings::default()
+            }),
             crate::metrics::Metrics::new().pool("blue"),
             None,
+            PoolCookies {
+                sticky: HeaderValue::from_static("turnout-pool=blue"),
+                preview: None,
+            },
         ))
+    }
+
+    fn pool(servers: &[&str]) -> Arc<Pool> {
+        let servers: Vec<_> = servers.iter().map(|s| (*s, 1)).collect();
+        pool_with(Balance::RoundRobin, &servers)
+    }
+
+    const LOCAL: fn() -> IpAddr = || IpAddr::from([127, 0, 0, 1]);
+
+    /// How many of `n` picks went to each server.
+    fn spread(p: &Pool, n: usize) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for _ in 0..n {
+            let u = p.pick(LOCAL).expect("server");
+            *counts.entry(u.addr.to_string()).or_default() += 1;
+        }
+        counts
     }
 
     #[test]
     fn unavailable_servers_are_skipped() {
-        let p = pool(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
-        p.servers()[1].health.set_up(false);
-        let picked: Vec<_> = (0..4)
-            .map(|_| p.pick().expect("server").addr.to_string())
-            .collect();
-        assert!(!picked.contains(&"127.0.0.1:2".to_string()), "{picked:?}");
-        assert_eq!(p.available(), 2);
-        let first = &p.servers()[0];
-        for _ in 0..4 {
-            assert_eq!(
-                p.pick_other(first).expect("other").addr.as_str(),
-                "127.0.0.1:3"
+        for balance in [
+            Balance::RoundRobin,
+            Balance::Weighted,
+            Balance::LeastRequests,
+            Balance::IpHash,
+            Balance::RandomTwoChoices,
+        ] {
+            let p = pool_with(
+                balance,
+                &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)],
             );
+            p.servers()[1].health.set_up(false);
+            for i in 0..50u8 {
+                let picked = p.pick(|| IpAddr::from([10, 0, 0, i])).expect("server");
+                assert_ne!(picked.addr.as_str(), "127.0.0.1:2", "{balance}");
+            }
+            assert_eq!(p.available(), 2);
+            let first = &p.servers()[0];
+            for _ in 0..4 {
+                assert_eq!(
+                    p.pick_other(first).expect("other").addr.as_str(),
+                    "127.0.0.1:3"
+                );
+            }
+            p.servers()[0].health.set_up(false);
+            p.servers()[2].health.set_up(false);
+            assert!(p.pick(LOCAL).is_none(), "{balance}");
         }
-        p.servers()[0].health.set_up(false);
-        p.servers()[2].health.set_up(false);
-        assert!(p.pick().is_none());
         let single = pool(&["127.0.0.1:1"]);
         single.servers()[0].health.set_up(false);
-        assert!(single.pick().is_none());
+        assert!(single.pick(LOCAL).is_none());
     }
 
     #[test]
     fn round_robin_visits_every_server_in_turn() {
         let p = pool(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
         let picked: Vec<_> = (0..6)
-            .map(|_| p.pick().expect("server").addr.to_string())
+            .map(|_| p.pick(LOCAL).expect("server").addr.to_string())
             .collect();
         assert_eq!(
             picked,
@@ -271,7 +509,151 @@ mod tests {
                 "127.0.0.1:3"
             ]
         );
-        assert!(pool(&[]).pick().is_none());
+        assert!(pool(&[]).pick(LOCAL).is_none());
+    }
+
+    #[test]
+    fn weighted_round_robin_is_exact_and_smooth() {
+        let p = pool_with(
+            Balance::Weighted,
+            &[("127.0.0.1:1", 5), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)],
+        );
+        // nginx's documented order for weights 5, 1, 1: a a b a c a a.
+        let cycle: Vec<_> = (0..7)
+            .map(|_| p.pick(LOCAL).expect("server").addr.as_str()[10..].to_string())
+            .collect();
+        assert_eq!(cycle, ["1", "1", "2", "1", "3", "1", "1"]);
+        let counts = spread(&p, 700);
+        assert_eq!(counts["127.0.0.1:1"], 500);
+        assert_eq!(counts["127.0.0.1:2"], 100);
+        // Common divisors are taken out: 30/10 cycles like 3/1.
+        let p = pool_with(
+            Balance::Weighted,
+            &[("127.0.0.1:1", 30), ("127.0.0.1:2", 10)],
+        );
+        assert_eq!(spread(&p, 4)["127.0.0.1:1"], 3);
+    }
+
+    #[test]
+    fn least_requests_avoids_the_busy_server_by_weight() {
+        let p = pool_with(
+            Balance::LeastRequests,
+            &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)],
+        );
+        assert!(p.counts_load());
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut g = p.begin_request();
+            g.on_server(&p.servers()[0]);
+            held.push(g);
+        }
+        // :1 has 3 in flight: the next three go to :2, then they alternate.
+        let next: Vec<_> = (0..3)
+            .map(|_| {
+                let u = p.pick(LOCAL).expect("server");
+                let mut g = p.begin_request();
+                g.on_server(u);
+                held.push(g);
+                u.addr.to_string()
+            })
+            .collect();
+        assert_eq!(next, ["127.0.0.1:2"; 3]);
+        assert_eq!(p.servers()[1].load.load(Ordering::Relaxed), 3);
+        // A retry moves the count; dropping the guards and tunnels clears it.
+        held[0].on_server(&p.servers()[1]);
+        assert_eq!(p.servers()[0].load.load(Ordering::Relaxed), 2);
+        let tunnel = held.pop().expect("guard").into_tunnel();
+        assert_eq!(p.servers()[1].load.load(Ordering::Relaxed), 4);
+        held.clear();
+        assert_eq!(
+            p.servers()[1].load.load(Ordering::Relaxed),
+            1,
+            "the tunnel still counts"
+        );
+        drop(tunnel);
+        assert_eq!(p.servers()[1].load.load(Ordering::Relaxed), 0);
+        // Idle, weight 3 against weight 1: the heavy one takes 3 of 4 while they fill up.
+        let p = pool_with(
+            Balance::LeastRequests,
+            &[("127.0.0.1:1", 3), ("127.0.0.1:2", 1)],
+        );
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let u = p.pick(LOCAL).expect("server");
+            let mut g = p.begin_request();
+            g.on_server(u);
+            held.push(g);
+        }
+        assert_eq!(p.servers()[0].load.load(Ordering::Relaxed), 6);
+        assert_eq!(p.servers()[1].load.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn random_two_choices_prefers_the_lighter_of_two() {
+        fastrand::seed(7);
+        let p = pool_with(
+            Balance::RandomTwoChoices,
+            &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)],
+        );
+        // Idle: about a third each.
+        let counts = spread(&p, 3000);
+        for c in counts.values() {
+            assert!((800..=1200).contains(c), "{counts:?}");
+        }
+        // :1 busy: it wins only when it is not drawn against a lighter one, i.e. never.
+        let mut g = p.begin_request();
+        g.on_server(&p.servers()[0]);
+        let counts = spread(&p, 1000);
+        assert!(!counts.contains_key("127.0.0.1:1"), "{counts:?}");
+    }
+
+    #[test]
+    fn ip_hash_keeps_clients_and_moves_few_when_one_server_changes() {
+        let servers: Vec<String> = (1..=10).map(|i| format!("127.0.0.1:{i}")).collect();
+        let with = |names: &[String]| {
+            let list: Vec<(&str, u32)> = names.iter().map(|s| (s.as_str(), 1)).collect();
+            pool_with(Balance::IpHash, &list)
+        };
+        let clients: Vec<IpAddr> = (0..10_000u32)
+            .map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
+            .collect();
+        let place = |p: &Pool| -> Vec<String> {
+            clients
+                .iter()
+                .map(|c| p.pick(|| *c).expect("server").addr.to_string())
+                .collect()
+        };
+        let ten = with(&servers);
+        let before = place(&ten);
+        assert_eq!(before, place(&ten), "a client keeps its server");
+        // Spread: every server has between half and one and a half of its fair share.
+        let mut share: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &before {
+            *share.entry(s).or_default() += 1;
+        }
+        assert!(
+            share.values().all(|n| (500..=1500).contains(n)),
+            "{share:?}"
+        );
+
+        // One server leaves: only its clients move (about 1/10).
+        let nine = with(&servers[..9]);
+        let after = place(&nine);
+        let moved: Vec<usize> = (0..clients.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
+        assert!(moved.iter().all(|&i| before[i] == servers[9]));
+        assert!((500..=1500).contains(&moved.len()), "{} moved", moved.len());
+
+        // One server joins: only clients that go to it move (about 1/11).
+        let mut eleven_names = servers.clone();
+        eleven_names.push("127.0.0.1:11".into());
+        let after = place(&with(&eleven_names));
+        let moved: Vec<usize> = (0..clients.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
+        assert!(moved.iter().all(|&i| after[i] == "127.0.0.1:11"));
+        assert!((450..=1400).contains(&moved.len()), "{} moved", moved.len());
     }
 
     #[test]

@@ -3,16 +3,25 @@
 //! A snapshot is immutable: a change builds a new one off the hot path and publishes it with one
 //! pointer store. A request loads the snapshot once, takes the `Arc<Pool>` it routes to, and keeps
 //! that pool to the end, so a switch never moves a request, stream or tunnel already under way.
+//!
+//! What operators set (the split's weights, the rules, the pools' servers) is kept by name; the
+//! parts the request path reads (`active`, `split`, compiled rules) are derived from it by
+//! [`RoutingSnapshot::derive`] after every change, so they always point at the current pools.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use turnout_config::{Config, HealthCheck, Passive, PoolName, ServerAddr};
+use http::HeaderValue;
+use turnout_config::{
+    Backend, Balance, Config, HealthCheck, Passive, PoolName, Preview, Rule, Sticky, TrustedProxies,
+};
 
+use crate::decide::{CompiledRule, Share};
 use crate::metrics::Metrics;
-use crate::pool::{Pool, PoolSettings};
+use crate::pool::{Pool, PoolCookies, PoolSettings};
+use crate::split::Weights;
 use crate::state::SavedState;
 use crate::CoreError;
 
@@ -25,7 +34,60 @@ pub struct Env {
     /// `[pools.NAME.health]`, merged over `[health]`.
     pub pool_checks: BTreeMap<PoolName, HealthCheck>,
     pub passive: Passive,
+    /// `[pools.NAME] balance`, for the pools that set one.
+    pub pool_balance: BTreeMap<PoolName, Balance>,
+    /// Stickiness and preview, from `[routing]`.
+    pub routing: RouteSettings,
     pub metrics: Metrics,
+}
+
+/// The fixed part of `[routing]`, in the form the request path reads.
+#[derive(Debug, Default)]
+pub struct RouteSettings {
+    pub sticky: StickyBy,
+    pub sticky_cookie: String,
+    pub trusted_proxies: TrustedProxies,
+    pub preview: Option<PreviewSettings>,
+}
+
+/// `Sticky` with its header name parsed once.
+#[derive(Debug, Default)]
+pub enum StickyBy {
+    #[default]
+    Cookie,
+    Header(http::HeaderName),
+    Ip,
+    None,
+}
+
+#[derive(Debug)]
+pub struct PreviewSettings {
+    pub header: http::HeaderName,
+    pub token: Option<String>,
+    pub cookie: String,
+}
+
+impl RouteSettings {
+    pub fn from_config(routing: &turnout_config::Routing) -> RouteSettings {
+        let header = |h: &str| {
+            http::HeaderName::try_from(h).expect("a validated token is a valid header name")
+        };
+        RouteSettings {
+            sticky: match &routing.sticky {
+                Sticky::Cookie => StickyBy::Cookie,
+                Sticky::Header(h) => StickyBy::Header(header(h)),
+                Sticky::Ip => StickyBy::Ip,
+                Sticky::None => StickyBy::None,
+            },
+            sticky_cookie: routing.sticky_cookie.clone(),
+            trusted_proxies: routing.trusted_proxies.clone(),
+            preview: routing.preview.as_ref().map(|p: &Preview| PreviewSettings {
+                header: header(&p.header),
+                token: p.token.clone(),
+                cookie: p.cookie.clone(),
+            }),
+        }
+    }
 }
 
 impl Env {
@@ -34,6 +96,8 @@ impl Env {
             check: config.health.clone(),
             pool_checks: config.pool_health.clone(),
             passive: config.passive.clone(),
+            pool_balance: config.pool_balance.clone(),
+            routing: RouteSettings::from_config(&config.routing),
             metrics: Metrics::new(),
         }
     }
@@ -42,7 +106,7 @@ impl Env {
     pub fn build_pool(
         &self,
         name: PoolName,
-        servers: Vec<ServerAddr>,
+        servers: Vec<Backend>,
         previous: Option<&Pool>,
     ) -> Pool {
         let settings = match previous {
@@ -50,10 +114,22 @@ impl Env {
             None => Arc::new(PoolSettings {
                 check: self.pool_checks.get(&name).unwrap_or(&self.check).clone(),
                 passive: self.passive.clone(),
+                balance: self.pool_balance.get(&name).copied().unwrap_or_default(),
             }),
         };
         let metrics = self.metrics.pool(name.as_str());
-        Pool::new(name, servers, settings, metrics, previous)
+        let cookie = |name: &str, value: &str| {
+            HeaderValue::try_from(format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax"))
+                .expect("cookie names and pool names are header-safe")
+        };
+        let cookies = PoolCookies {
+            sticky: cookie(&self.routing.sticky_cookie, name.as_str()),
+            preview: self.routing.preview.as_ref().map(|p| match &p.token {
+                None => cookie(&p.cookie, name.as_str()),
+                Some(t) => cookie(&p.cookie, &format!("{name}:{t}")),
+            }),
+        };
+        Pool::new(name, servers, settings, metrics, previous, cookies)
     }
 }
 
@@ -61,12 +137,22 @@ impl Env {
 pub struct RoutingSnapshot {
     /// Bumped by every change; lets operators and scripts tell states apart.
     pub generation: u64,
-    /// The pool new requests go to.
-    pub active: Arc<Pool>,
-    /// The pool that was active before the last switch: the rollback target.
-    pub previous: Option<PoolName>,
+    /// The split: each pool that takes new clients, with its weight. A switch makes it one
+    /// pool at 100.
+    pub weights: Weights,
+    /// The split before the last change of it: the rollback target.
+    pub previous: Option<Weights>,
+    /// A/B rules, in order; the first that matches a request picks its pool.
+    pub rules: Arc<[Rule]>,
     /// Every pool by name, the active one included.
     pub pools: BTreeMap<PoolName, Arc<Pool>>,
+    /// Derived: the pool with the largest weight (the live version, for the health path and
+    /// for status).
+    pub active: Arc<Pool>,
+    /// Derived: the split's pools with their cumulative weights, for the draw.
+    pub(crate) split: Box<[Share]>,
+    /// Derived: `rules` with their pools resolved.
+    pub(crate) compiled: Box<[CompiledRule]>,
     /// When this snapshot was made (or loaded).
     pub changed_at: SystemTime,
     pub env: Arc<Env>,
@@ -115,13 +201,9 @@ impl FleetMark {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     }
 
-    /// Does one of these `Cookie` headers carry this mark? (No allocation.)
-    pub fn carried_by<'a>(&self, cookies: impl Iterator<Item = &'a http::HeaderValue>) -> bool {
-        cookies
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(MARK_COOKIE)?.strip_prefix('='))
-            .any(|v| v == self.value)
+    /// Does the request carry this mark? (No allocation.)
+    pub fn carried_by(&self, headers: &http::HeaderMap) -> bool {
+        crate::decide::cookie_value(headers, MARK_COOKIE) == Some(self.value.as_str())
     }
 }
 
@@ -133,12 +215,16 @@ impl RoutingSnapshot {
         saved: Option<SavedState>,
     ) -> Result<RoutingSnapshot, CoreError> {
         let mut servers = config.pools.clone();
-        let (active, previous, generation) = match saved {
+        let mut rules: Arc<[Rule]> = config.routing.rules.clone().into();
+        let (weights, previous, generation) = match saved {
             Some(saved) => {
                 servers.extend(saved.pools);
-                (saved.active, saved.previous, saved.generation)
+                if let Some(saved_rules) = saved.rules {
+                    rules = saved_rules.into();
+                }
+                (saved.weights, saved.previous, saved.generation)
             }
-            None => (config.routing.active.clone(), None, 0),
+            None => (Weights::single(config.routing.active.clone()), None, 0),
         };
         let env = Arc::new(Env::from_config(config));
         let pools: BTreeMap<_, _> = servers
@@ -148,19 +234,52 @@ impl RoutingSnapshot {
                 (name, pool)
             })
             .collect();
-        let active = pools
-            .get(&active)
-            .cloned()
-            .ok_or_else(|| unknown_pool(&pools, active.as_str()))?;
-        Ok(RoutingSnapshot {
+        let placeholder = Arc::clone(
+            pools
+                .values()
+                .next()
+                .ok_or_else(|| unknown_pool(&pools, weights.primary().as_str()))?,
+        );
+        let mut snapshot = RoutingSnapshot {
             generation,
-            active,
+            weights,
             previous,
+            rules,
             pools,
+            active: placeholder,
+            split: Box::default(),
+            compiled: Box::default(),
             changed_at: SystemTime::now(),
             env,
             mark: None,
-        })
+        };
+        snapshot.derive()?;
+        Ok(snapshot)
+    }
+
+    /// Rebuilds the derived parts (`active`, `split`, compiled rules) from the names, against
+    /// the current pools. Fails, naming the pool, when one they name does not exist.
+    pub fn derive(&mut self) -> Result<(), CoreError> {
+        let mut split = Vec::with_capacity(self.weights.len());
+        let mut upto = 0u64;
+        for (name, weight) in self.weights.iter() {
+            let pool = Arc::clone(self.pool(name.as_str())?);
+            upto += u64::from(weight);
+            split.push(Share { pool, upto });
+        }
+        self.active = Arc::clone(self.pool(self.weights.primary().as_str())?);
+        self.split = split.into_boxed_slice();
+        self.compiled = self
+            .rules
+            .iter()
+            .map(|rule| CompiledRule::new(rule, Arc::clone(self.pool(rule.to.as_str())?)))
+            .collect::<Result<_, CoreError>>()?;
+        Ok(())
+    }
+
+    /// The pool the previous split gave most weight: what a rollback makes primary.
+    pub fn previous_primary(&self) -> Option<&PoolName> {
+        self.previous.as_ref().map(Weights::primary)
     }
 
     pub fn pool(&self, name: &str) -> Result<&Arc<Pool>, CoreError> {
@@ -253,8 +372,11 @@ mod mark_tests {
     fn the_mark_is_found_among_cookies_and_only_exactly() {
         let m = mark();
         let has = |values: &[&'static str]| {
-            let v: Vec<HeaderValue> = values.iter().map(|s| HeaderValue::from_static(s)).collect();
-            m.carried_by(v.iter())
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(http::header::COOKIE, HeaderValue::from_static(v));
+            }
+            m.carried_by(&headers)
         };
         assert!(has(&["turnout-mark=f1a"]));
         assert!(has(&["theme=dark", "a=1; turnout-mark=f1a; b=2"]));

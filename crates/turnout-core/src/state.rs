@@ -8,9 +8,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use turnout_config::{PoolName, ServerAddr};
+use turnout_config::routing::parse_rules;
+use turnout_config::{Backend, PoolName, Rule, RuleSpec, ServerEntry};
 
 use crate::snapshot::RoutingSnapshot;
+use crate::split::Weights;
 use crate::StateError;
 
 /// The format version written in every file; a file from a newer turnout is refused by name.
@@ -21,8 +23,17 @@ const VERSION: u32 = 1;
 struct StateDoc {
     version: u32,
     generation: u64,
+    /// The pool with the largest weight; all of the split when `weights` is absent (files
+    /// written before splits existed).
     active: String,
     previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weights: Option<BTreeMap<String, i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_weights: Option<BTreeMap<String, i64>>,
+    /// Absent in files written before rules existed: the config's rules apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rules: Option<Vec<RuleSpec>>,
     pools: BTreeMap<String, StatePool>,
     /// For people reading the file; ignored when loading.
     #[serde(default)]
@@ -32,16 +43,18 @@ struct StateDoc {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatePool {
-    servers: Vec<String>,
+    servers: Vec<ServerEntry>,
 }
 
 /// What a state file holds, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedState {
     pub generation: u64,
-    pub active: PoolName,
-    pub previous: Option<PoolName>,
-    pub pools: BTreeMap<PoolName, Vec<ServerAddr>>,
+    pub weights: Weights,
+    pub previous: Option<Weights>,
+    pub pools: BTreeMap<PoolName, Vec<Backend>>,
+    /// `None` when the file predates rules.
+    pub rules: Option<Vec<Rule>>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +100,7 @@ impl StateFile {
             let servers = pool
                 .servers
                 .iter()
-                .map(|s| ServerAddr::parse(s))
+                .map(Backend::parse)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| corrupt(format!("pool {name}: {e}")))?;
             pools.insert(name, servers);
@@ -98,17 +111,46 @@ impl StateFile {
                 "{what} pool {name:?} is not among its pools"
             ))),
         };
-        let active = known(&doc.active, "the active")?;
-        let previous = doc
-            .previous
+        // The split: `weights` when present, else all to `active` (older files).
+        let split = |weights: &Option<BTreeMap<String, i64>>,
+                     single: Option<&str>,
+                     what: &str|
+         -> Result<Option<Weights>, StateError> {
+            match (weights, single) {
+                (Some(w), _) => {
+                    let w = Weights::parse(w.iter().map(|(n, w)| (n.as_str(), *w)))
+                        .map_err(|e| corrupt(format!("{what} weights: {e}")))?;
+                    for (name, _) in w.iter() {
+                        known(name.as_str(), what)?;
+                    }
+                    Ok(Some(w))
+                }
+                (None, Some(p)) => Ok(Some(Weights::single(known(p, what)?))),
+                (None, None) => Ok(None),
+            }
+        };
+        let weights = split(&doc.weights, Some(&doc.active), "the active")?
+            .expect("a single pool always gives weights");
+        let previous = split(
+            &doc.previous_weights,
+            doc.previous.as_deref(),
+            "the previous",
+        )?;
+        let rules = doc
+            .rules
             .as_deref()
-            .map(|p| known(p, "the previous"))
-            .transpose()?;
+            .map(parse_rules)
+            .transpose()
+            .map_err(&corrupt)?;
+        for rule in rules.iter().flatten() {
+            known(rule.to.as_str(), "a rule's")?;
+        }
         Ok(Some(SavedState {
             generation: doc.generation,
-            active,
+            weights,
             previous,
             pools,
+            rules,
         }))
     }
 
@@ -118,12 +160,22 @@ impl StateFile {
             version: VERSION,
             generation: snapshot.generation,
             active: snapshot.active.name().to_string(),
-            previous: snapshot.previous.as_ref().map(ToString::to_string),
+            previous: snapshot.previous_primary().map(ToString::to_string),
+            weights: Some(to_i64(&snapshot.weights)),
+            previous_weights: snapshot.previous.as_ref().map(to_i64),
+            rules: Some(snapshot.rules.iter().map(Rule::spec).collect()),
             pools: snapshot
                 .pools
                 .iter()
                 .map(|(name, pool)| {
-                    let servers = pool.servers().iter().map(|u| u.addr.to_string()).collect();
+                    let servers = pool
+                        .servers()
+                        .iter()
+                        .map(|u| ServerEntry {
+                            addr: u.addr.to_string(),
+                            weight: u.weight,
+                        })
+                        .collect();
                     (name.to_string(), StatePool { servers })
                 })
                 .collect(),
@@ -167,16 +219,24 @@ impl StateFile {
     }
 }
 
+fn to_i64(weights: &Weights) -> BTreeMap<String, i64> {
+    weights
+        .iter()
+        .map(|(n, w)| (n.to_string(), i64::from(w)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Command;
     use turnout_config::Config;
+    use turnout_config::{RuleSpec, ServerEntry};
 
     fn snapshot() -> RoutingSnapshot {
         let config = Config::parse(
-            "[pools.blue]\nservers=[\"127.0.0.1:3000\"]\n[pools.green]\nservers=[\"127.0.0.1:4000\"]\n\
-             [routing]\nactive=\"blue\"\n",
+            "[pools.blue]\nservers=[\"127.0.0.1:3000\"]\n[pools.green]\nbalance=\"weighted\"\n\
+             servers=[\"127.0.0.1:4000\"]\n[routing]\nactive=\"blue\"\n",
             Path::new("t.toml"),
         )
         .expect("config");
@@ -194,8 +254,11 @@ mod tests {
             .expect("changed");
         file.write(&StateFile::render(&s)).expect("write");
         let saved = file.load().expect("load").expect("present");
-        assert_eq!(saved.active.as_str(), "green");
-        assert_eq!(saved.previous.as_ref().map(PoolName::as_str), Some("blue"));
+        assert_eq!(saved.weights.to_string(), "green=100");
+        assert_eq!(
+            saved.previous.as_ref().map(ToString::to_string).as_deref(),
+            Some("blue=100")
+        );
         assert_eq!(saved.generation, 1);
         assert_eq!(saved.pools.len(), 2);
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("sub"))
@@ -203,6 +266,59 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(leftovers, ["state.json"], "no temp file is left behind");
+    }
+
+    #[test]
+    fn splits_rules_and_weights_round_trip_and_older_files_still_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StateFile::new(dir.path().join("state.json"));
+        let s1 = Command::Split {
+            weights: vec![("blue".into(), 90), ("green".into(), 10)],
+        }
+        .apply(&snapshot())
+        .expect("ok")
+        .expect("changed");
+        let rule: RuleSpec =
+            serde_json::from_str(r#"{"cookie":"group","prefix":"beta","to":"green"}"#)
+                .expect("rule");
+        let s2 = Command::SetRules {
+            rules: vec![rule.clone()],
+        }
+        .apply(&s1)
+        .expect("ok")
+        .expect("changed");
+        let s3 = Command::PutPool {
+            name: "green".into(),
+            servers: vec![ServerEntry {
+                addr: "127.0.0.1:4001".into(),
+                weight: 3,
+            }],
+        }
+        .apply(&s2)
+        .expect("ok")
+        .expect("changed");
+        file.write(&StateFile::render(&s3)).expect("write");
+        let saved = file.load().expect("load").expect("present");
+        assert_eq!(saved.weights.to_string(), "blue=90 green=10");
+        assert_eq!(
+            saved.previous.map(|p| p.to_string()).as_deref(),
+            Some("blue=100")
+        );
+        assert_eq!(saved.rules.map(|r| r[0].spec()), Some(rule));
+        assert_eq!(saved.pools["green"][0].weight, 3);
+        // A file from before splits and rules: all to `active`, the config's rules.
+        fs::write(
+            file.path(),
+            r#"{"version":1,"generation":4,"active":"green","previous":"blue","pools":{"blue":{"servers":["127.0.0.1:3000"]},"green":{"servers":["127.0.0.1:4000"]}}}"#,
+        )
+        .expect("write");
+        let old = file.load().expect("load").expect("present");
+        assert_eq!(old.weights.to_string(), "green=100");
+        assert_eq!(
+            old.previous.map(|p| p.to_string()).as_deref(),
+            Some("blue=100")
+        );
+        assert!(old.rules.is_none());
     }
 
     #[test]
@@ -215,6 +331,8 @@ mod tests {
             ("{\"version\":9,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{}}", "format version 9"),
             ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{}}", "\"a\" is not among"),
             ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{\"a\":{\"servers\":[\"x\"]}}}", "pool a: invalid server"),
+            ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"weights\":{\"b\":5},\"pools\":{\"a\":{\"servers\":[]}}}", "pool \"b\" is not among"),
+            ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"weights\":{\"a\":-1},\"pools\":{\"a\":{\"servers\":[]}}}", "the active weights: weight -1"),
         ] {
             fs::write(&path, text).expect("write");
             let e = file.load().expect_err("corrupt").to_string();

@@ -8,8 +8,16 @@ use crate::snapshot::RoutingSnapshot;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// The pool with the largest weight: the live version.
     pub active: String,
+    /// The pool the previous split gave most weight (what a rollback makes active).
     pub previous: Option<String>,
+    /// The split: pool -> weight (only pools that take new clients).
+    pub weights: BTreeMap<String, u32>,
+    /// The split before the last change of it: what a rollback restores.
+    pub previous_weights: Option<BTreeMap<String, u32>>,
+    /// The A/B rules, in order.
+    pub rules: Vec<turnout_config::RuleSpec>,
     pub generation: u64,
     /// When the routing state last changed, RFC 3339.
     pub changed_at: String,
@@ -22,7 +30,8 @@ pub struct Status {
 /// What `prepared` shows: never the token, which is for the fleet command that asked.
 #[derive(Debug, Serialize)]
 pub struct PreparedStatus {
-    pub to: String,
+    /// What the commit would do: "switch to green", "split blue=90 green=10".
+    pub change: String,
     pub expires_in_ms: u64,
     pub mark: Option<String>,
 }
@@ -30,6 +39,8 @@ pub struct PreparedStatus {
 #[derive(Debug, Serialize)]
 pub struct PoolStatus {
     pub servers: Vec<ServerStatus>,
+    /// "round_robin", "weighted", "least_requests", "ip_hash" or "random_two_choices".
+    pub balance: &'static str,
     /// Requests on this pool whose response has not finished.
     pub in_flight: usize,
     /// Upgraded connections (WebSockets) open on this pool.
@@ -45,6 +56,10 @@ pub struct PoolStatus {
 #[derive(Debug, Serialize)]
 pub struct ServerStatus {
     pub addr: String,
+    pub weight: u32,
+    /// Requests in flight on this server (counted only by the balancers that read loads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<usize>,
     /// Passes its checks and is not ejected: it takes requests.
     pub healthy: bool,
     /// Taken out for failing requests in a row, until its backoff ends or a check passes.
@@ -59,7 +74,10 @@ impl From<&RoutingSnapshot> for Status {
     fn from(s: &RoutingSnapshot) -> Status {
         Status {
             active: s.active.name().to_string(),
-            previous: s.previous.as_ref().map(ToString::to_string),
+            previous: s.previous_primary().map(ToString::to_string),
+            weights: s.weights.to_map(),
+            previous_weights: s.previous.as_ref().map(crate::Weights::to_map),
+            rules: s.rules.iter().map(turnout_config::Rule::spec).collect(),
             generation: s.generation,
             changed_at: humantime::format_rfc3339_seconds(s.changed_at).to_string(),
             pools: s
@@ -69,6 +87,7 @@ impl From<&RoutingSnapshot> for Status {
                     let stats = pool.stats();
                     let check = &pool.settings().check;
                     let status = PoolStatus {
+                        balance: pool.settings().balance.as_str(),
                         servers: pool
                             .servers()
                             .iter()
@@ -76,6 +95,10 @@ impl From<&RoutingSnapshot> for Status {
                                 let detail = u.health.detail();
                                 ServerStatus {
                                     addr: u.addr.to_string(),
+                                    weight: u.weight,
+                                    in_flight: pool
+                                        .counts_load()
+                                        .then(|| u.load.load(std::sync::atomic::Ordering::Relaxed)),
                                     healthy: u.health.available(),
                                     ejected: u.health.is_ejected(),
                                     last_check: detail

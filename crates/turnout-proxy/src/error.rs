@@ -31,6 +31,9 @@ pub enum ProxyError {
         upstream: String,
         after: Duration,
     },
+    /// A preview header that cannot be honoured (wrong token, no such pool).
+    #[error(transparent)]
+    Preview(#[from] turnout_core::Refusal),
 }
 
 impl ProxyError {
@@ -39,6 +42,8 @@ impl ProxyError {
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Preview(turnout_core::Refusal::PreviewToken) => StatusCode::FORBIDDEN,
+            ProxyError::Preview(turnout_core::Refusal::PreviewPool(_)) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -52,6 +57,12 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "502 Bad Gateway: the app server failed to answer\n",
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the app server took too long to answer\n"
+            }
+            ProxyError::Preview(turnout_core::Refusal::PreviewToken) => {
+                "403 Forbidden: the preview header needs POOL:TOKEN with the right token\n"
+            }
+            ProxyError::Preview(turnout_core::Refusal::PreviewPool(_)) => {
+                "400 Bad Request: the preview header names no pool\n"
             }
         }
     }

@@ -78,6 +78,8 @@ pub struct DataPlane {
 #[derive(Debug)]
 struct Shared {
     router: Router,
+    /// The fixed part of the routing state (it never changes after start-up).
+    env: Arc<turnout_core::Env>,
     settings: ProxySettings,
     /// The pooled keep-alive clients (hyper-util keys each pool by authority). `client` is for
     /// pools of one server: when a pooled connection turns out closed before the request went
@@ -110,6 +112,7 @@ impl DataPlane {
         let client_own_retry = builder.retry_canceled_requests(false).build(connector);
         DataPlane {
             shared: Arc::new(Shared {
+                env: Arc::clone(&router.snapshot().env),
                 router,
                 settings,
                 client,

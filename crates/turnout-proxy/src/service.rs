@@ -11,7 +11,7 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use turnout_core::{InFlight, Pool, Upstream};
+use turnout_core::{InFlight, Pool, RequestInfo, Upstream};
 
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{text_response, DisplayChain, ProxyError};
@@ -116,28 +116,45 @@ impl Shared {
         }
         let started = Instant::now();
 
-        // Route: one snapshot load. The request keeps this pool to its end. While a fleet
-        // switch is prepared here, a client that already saw the new version elsewhere (it
-        // carries the switch's mark) goes to the new pool; once committed, responses from the
-        // new pool hand out that mark for a while.
-        let (pool, set_mark) = {
+        // Route: one snapshot load, one decision (preview, rules, fleet mark, stickiness, the
+        // weighted draw). The request keeps this pool to its end.
+        let peer = down.peer.ip();
+        let decided = {
             let snapshot = self.router.load();
-            match snapshot.mark.as_deref() {
-                None => (Arc::clone(&snapshot.active), None),
-                Some(m) if m.live => {
-                    let fresh = Instant::now() < m.until;
-                    (
-                        Arc::clone(&snapshot.active),
-                        fresh.then(|| m.set_cookie.clone()),
-                    )
-                }
-                Some(m) if m.carried_by(req.headers().get_all(header::COOKIE).iter()) => {
-                    (Arc::clone(&m.pool), None)
-                }
-                Some(_) => (Arc::clone(&snapshot.active), None),
+            let info = RequestInfo {
+                headers: req.headers(),
+                query: req.uri().query(),
+                peer,
+            };
+            snapshot
+                .decide(&info, fastrand::u64(..))
+                .map(|d| (Arc::clone(d.pool), d.cookies.map(|c| c.cloned()), d.reason))
+        };
+        let (pool, set_cookies, reason) = match decided {
+            Ok(d) => d,
+            Err(refusal) => {
+                let err = ProxyError::from(refusal);
+                let resp = err.into_response(h1 && !req.body().is_end_stream());
+                tracing::info!(
+                    target: "turnout::access",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    status = resp.status().as_u16(),
+                    client = %down.peer,
+                    error = %err,
+                );
+                return resp;
             }
         };
-        let Some(first) = pool.pick() else {
+        let client_ip = || {
+            let info = RequestInfo {
+                headers: req.headers(),
+                query: None,
+                peer,
+            };
+            self.env.routing.client_ip(&info)
+        };
+        let Some(first) = pool.pick(client_ip) else {
             let err = ProxyError::NoHealthyServer {
                 pool: pool.name().to_string(),
             };
@@ -150,12 +167,14 @@ impl Shared {
                 path = %req.uri().path(),
                 status = resp.status().as_u16(),
                 pool = %pool.name(),
+                route = reason.as_str(),
                 client = %down.peer,
                 error = %err,
             );
             return resp;
         };
-        let guard = pool.begin_request();
+        let mut guard = pool.begin_request();
+        guard.on_server(first);
 
         let is_upgrade = is_upgrade_request(req.version(), req.headers());
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -224,6 +243,7 @@ impl Shared {
                         tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = %DisplayChain(e), "retrying on another server");
                         pool.metrics().retried();
                         upstream = second;
+                        guard.on_server(second);
                         attempt = self.send(again, own_retry).await;
                     }
                 }
@@ -238,7 +258,7 @@ impl Shared {
                     upstream.health.record_success();
                 }
                 let mut resp = self.respond(resp, guard, client_upgrade, h1);
-                if let Some(cookie) = set_mark {
+                for cookie in set_cookies.into_iter().flatten() {
                     resp.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 (resp, None)
@@ -279,6 +299,7 @@ impl Shared {
             path = %path,
             status = resp.status().as_u16(),
             pool = %pool.name(),
+            route = reason.as_str(),
             upstream = %upstream.addr,
             client = %down.peer,
             ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),

@@ -126,7 +126,7 @@ async fn errors_are_json_with_the_right_status() {
             "/v1/pools/blue",
             r#"{"servers":[]}"#,
             StatusCode::CONFLICT,
-            "active",
+            "takes new clients",
         ),
         (
             "GET",
