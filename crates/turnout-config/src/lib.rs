@@ -470,34 +470,36 @@ fn resolve_routing(
                 format!("{:?} is not a valid {what} name", v.get_ref()),
             )),
         };
-    let sticky =
-        match &file.sticky {
-            None => Sticky::Cookie,
-            Some(s) => match s.get_ref().as_str() {
-                "cookie" => Sticky::Cookie,
-                "ip" => Sticky::Ip,
-                "none" => Sticky::None,
-                "header" => match &file.sticky_header {
-                    Some(_) => Sticky::Header(
-                        token(&file.sticky_header, "sticky_header", "", "header")?
-                            .to_ascii_lowercase(),
-                    ),
-                    None => return Err(invalid(
+    let sticky = match &file.sticky {
+        None => Sticky::Cookie,
+        Some(s) => match s.get_ref().as_str() {
+            "cookie" => Sticky::Cookie,
+            "ip" => Sticky::Ip,
+            "none" => Sticky::None,
+            "header" => match &file.sticky_header {
+                Some(_) => Sticky::Header(
+                    token(&file.sticky_header, "sticky_header", "", "header")?.to_ascii_lowercase(),
+                ),
+                None => {
+                    return Err(invalid(
                         s.span(),
                         "sticky",
                         "sticky = \"header\" needs sticky_header = \"NAME\" (e.g. \"X-User-Id\")"
                             .into(),
-                    )),
-                },
-                other => return Err(invalid(
+                    ))
+                }
+            },
+            other => {
+                return Err(invalid(
                     s.span(),
                     "sticky",
                     format!(
                         "unknown mode {other:?}: use \"cookie\", \"header\", \"ip\" or \"none\""
                     ),
-                )),
-            },
-        };
+                ))
+            }
+        },
+    };
     let sticky_cookie = token(
         &file.sticky_cookie,
         "sticky_cookie",

@@ -211,6 +211,9 @@ impl RoutingSnapshot {
     /// The split's pool at position `x` (any number; reduced modulo the total weight).
     #[inline]
     fn share_at(&self, x: u64) -> &Share {
+        if let [only] = &*self.split {
+            return only;
+        }
         let total = self.split.last().expect("the split is never empty").upto;
         let at = x % total;
         self.split
@@ -289,14 +292,19 @@ impl RouteSettings {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers, if it has one. No allocation.
+/// The value of cookie `name` in the request's `Cookie` headers, if it has one. No allocation,
+/// and no validation of the whole header: only the value found is checked to be text.
 pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let name = name.as_bytes();
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let value = pair.strip_prefix(name)?.strip_prefix(b"=")?;
+            std::str::from_utf8(value).ok()
+        })
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
