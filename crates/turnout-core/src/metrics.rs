@@ -24,6 +24,7 @@ pub struct Metrics {
     tunnels: IntGaugeVec,
     healthy: IntGaugeVec,
     active: IntGaugeVec,
+    weight: IntGaugeVec,
     generation: IntGauge,
 }
 
@@ -141,6 +142,11 @@ impl Metrics {
                 "1 for the pool new requests go to, 0 for the others.",
                 &["pool"],
             ),
+            weight: gauge(
+                "turnout_pool_weight",
+                "The pool's weight in the split of new clients (0: it takes none).",
+                &["pool"],
+            ),
             generation: register(
                 &r,
                 IntGauge::new("turnout_generation", "The routing state's generation.")
@@ -178,6 +184,9 @@ impl Metrics {
             self.active
                 .with_label_values(&[name])
                 .set(i64::from(Arc::ptr_eq(pool, &snapshot.active)));
+            self.weight
+                .with_label_values(&[name])
+                .set(i64::from(snapshot.weights.get(name)));
             for server in pool.servers() {
                 self.healthy
                     .with_label_values(&[name, server.addr.as_str()])
