@@ -8,8 +8,11 @@
 //! - `deploy_kit`: docker/deploy.sh, switch.sh and rollback.sh end to end, no Docker needed.
 //! - `fleet`: `turnout fleet` over three instances: all switch, or none.
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
+//! - `caching`: static files and the asset cache.
 //! - `splitting`: weighted splits, sticky clients, preview, A/B rules, balancers in a pool.
 
+#[path = "e2e/caching.rs"]
+mod caching;
 #[path = "e2e/deploy_kit.rs"]
 mod deploy_kit;
 #[path = "e2e/fleet.rs"]

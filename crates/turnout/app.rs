@@ -159,7 +159,7 @@ pub async fn run(
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(turnout_admin::serve(
         admin_listener,
-        control,
+        control.clone(),
         config.server.admin_token.clone(),
         admin_stop.clone().cancelled_owned(),
     ));
@@ -170,6 +170,7 @@ pub async fn run(
     // 6. The data plane, until a signal; then the health path turns 503, the listener stays
     //    open for the shutdown delay, closes, and what is in flight finishes.
     let plane = DataPlane::new(router, ProxySettings::from_config(&config));
+    control.attach_cache(plane.cache());
     let delay = config.server.shutdown_delay;
     let shutdown = {
         let plane = plane.clone();

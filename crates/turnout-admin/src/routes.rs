@@ -37,6 +37,7 @@ pub fn router(control: Control, token: Option<String>) -> Router {
         .route("/v1/commit", post(commit))
         .route("/v1/abort", post(abort))
         .route("/v1/split", put(put_split))
+        .route("/v1/cache", axum::routing::delete(purge_cache))
         .route("/v1/rules", put(put_rules).get(get_rules))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
         .route("/metrics", get(metrics))
@@ -100,6 +101,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 async fn status(State(state): State<AdminState>) -> Json<Status> {
     let mut status = Status::from(&*state.control.router().snapshot());
     status.prepared = state.control.prepared();
+    if let Some(cache) = state.control.cache() {
+        status.cache = Some(cache.stats().await);
+    }
     Json(status)
 }
 
@@ -301,12 +305,16 @@ async fn change_active(
 
 async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
     let snapshot = state.control.router().snapshot();
+    let cache = match state.control.cache() {
+        Some(c) => Some(c.stats().await),
+        None => None,
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        snapshot.env.metrics.render(&snapshot),
+        snapshot.env.metrics.render(&snapshot, cache),
     )
 }
 
@@ -357,6 +365,39 @@ async fn put_rules(
         .apply(Command::SetRules { rules: body.rules }, body.force)
         .await?;
     Ok(Json(rules_answer(&after)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeQuery {
+    pool: Option<String>,
+    prefix: Option<String>,
+}
+
+/// `DELETE /v1/cache[?pool=NAME][&prefix=/assets/]`: drops cached entries.
+async fn purge_cache(
+    State(state): State<AdminState>,
+    query: Result<axum::extract::Query<PurgeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let Some(cache) = state.control.cache() else {
+        return Err(ApiError::NotFound("no cache here".into()));
+    };
+    if let Some(pool) = &q.pool {
+        state.control.router().snapshot().pool(pool)?;
+    }
+    if let Some(prefix) = q.prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid prefix {prefix:?}: a path prefix starts with '/'"
+        )));
+    }
+    let purged = cache.purge(q.pool.as_deref(), q.prefix.as_deref()).await;
+    tracing::info!(target: "turnout::admin", pool = q.pool.as_deref().unwrap_or("*"), prefix = q.prefix.as_deref().unwrap_or("*"), purged, "cache purged");
+    let stats = cache.stats().await;
+    Ok(Json(
+        serde_json::json!({ "purged": purged, "cache": stats }),
+    ))
 }
 
 async fn get_rules(State(state): State<AdminState>) -> Json<serde_json::Value> {

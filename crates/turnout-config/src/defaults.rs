@@ -88,3 +88,9 @@ pub const STICKY_COOKIE: &str = "turnout-pool";
 
 /// The cookie that keeps a browser on a previewed pool.
 pub const PREVIEW_COOKIE: &str = "turnout-preview";
+
+/// The cache's bound on bytes held.
+pub const CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Responses and files above this stream instead of being held in memory.
+pub const CACHE_MAX_OBJECT: u64 = 8 * 1024 * 1024;

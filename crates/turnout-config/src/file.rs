@@ -22,6 +22,28 @@ pub struct FileConfig {
     #[serde(default)]
     pub pools: BTreeMap<String, FilePool>,
     pub routing: Option<FileRouting>,
+    /// `[[static]]`: directories served from disk.
+    #[serde(default, rename = "static")]
+    pub statics: Vec<Spanned<FileStatic>>,
+    pub cache: Option<FileCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStatic {
+    pub prefix: Spanned<String>,
+    pub root: Spanned<PathBuf>,
+    pub index: Option<String>,
+    pub cache_control: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    #[serde(default)]
+    pub prefixes: Vec<Spanned<String>>,
+    pub max_bytes: Option<Spanned<String>>,
+    pub max_object: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

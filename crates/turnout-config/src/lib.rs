@@ -40,6 +40,42 @@ pub struct Config {
     pub pool_health: BTreeMap<PoolName, HealthCheck>,
     /// `[health.passive]`.
     pub passive: Passive,
+    /// `[[static]]`, in file order (the first matching prefix serves).
+    pub statics: Vec<StaticDir>,
+    pub cache: Cache,
+}
+
+/// `[[static]]`: a URL prefix served from a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticDir {
+    /// Starts and ends with '/'.
+    pub prefix: String,
+    /// The directory, canonical (symlinks resolved) and known to exist at load time.
+    pub root: PathBuf,
+    /// Served for a request naming a directory.
+    pub index: Option<String>,
+    pub cache_control: Option<String>,
+}
+
+/// `[cache]`: the in-memory cache of upstream assets and static files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// URL prefixes whose upstream GET/HEAD responses may be cached; empty: none.
+    pub prefixes: Vec<String>,
+    /// The bound on the bytes held (static files and upstream assets together).
+    pub max_bytes: u64,
+    /// Larger responses and files are never held; they stream.
+    pub max_object: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            prefixes: Vec::new(),
+            max_bytes: defaults::CACHE_MAX_BYTES,
+            max_object: defaults::CACHE_MAX_OBJECT,
+        }
+    }
 }
 
 /// `[server]`: the listeners and the process lifecycle.
@@ -392,6 +428,8 @@ impl file::FileConfig {
         }
         let active = active.clone();
         let routing = resolve_routing(routing, active, &pools, text, path)?;
+        let statics = resolve_statics(self.statics, text, path)?;
+        let cache = resolve_cache(self.cache.unwrap_or_default(), text, path)?;
 
         Ok(Config {
             server: Server {
@@ -442,8 +480,124 @@ impl file::FileConfig {
             health,
             pool_health,
             passive,
+            statics,
+            cache,
         })
     }
+}
+
+/// A URL prefix: starts and ends with '/', no query.
+fn check_prefix(p: &str) -> Result<(), String> {
+    if p.starts_with('/') && p.ends_with('/') && !p.contains(['?', '#']) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?} is not a path prefix: it must start and end with '/', like \"/static/\""
+        ))
+    }
+}
+
+fn resolve_statics(
+    file: Vec<toml::Spanned<file::FileStatic>>,
+    text: &str,
+    path: &Path,
+) -> Result<Vec<StaticDir>, ConfigError> {
+    let invalid =
+        |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            key,
+            message,
+        };
+    let mut dirs = Vec::with_capacity(file.len());
+    for (i, entry) in file.into_iter().enumerate() {
+        let entry = entry.into_inner();
+        let key = |field: &str| format!("static[{i}].{field}");
+        check_prefix(entry.prefix.get_ref())
+            .map_err(|m| invalid(entry.prefix.span(), key("prefix"), m))?;
+        let root = entry.root.get_ref();
+        let canonical = std::fs::canonicalize(root)
+            .ok()
+            .filter(|r| r.is_dir())
+            .ok_or_else(|| {
+                invalid(
+                    entry.root.span(),
+                    key("root"),
+                    format!("{} is not a directory turnout can read", root.display()),
+                )
+            })?;
+        if let Some(index) = &entry.index {
+            if index.is_empty() || index.contains(['/', '\\']) || index == ".." {
+                return Err(invalid(
+                    entry.prefix.span(),
+                    key("index"),
+                    format!("{index:?} must be a file name, like \"index.html\""),
+                ));
+            }
+        }
+        if let Some(cc) = &entry.cache_control {
+            if cc.get_ref().bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return Err(invalid(
+                    cc.span(),
+                    key("cache_control"),
+                    "must be a valid header value".into(),
+                ));
+            }
+        }
+        dirs.push(StaticDir {
+            prefix: entry.prefix.into_inner(),
+            root: canonical,
+            index: entry.index,
+            cache_control: entry.cache_control.map(toml::Spanned::into_inner),
+        });
+    }
+    Ok(dirs)
+}
+
+fn resolve_cache(file: file::FileCache, text: &str, path: &Path) -> Result<Cache, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, span.start),
+        key: format!("cache.{key}"),
+        message,
+    };
+    let size = |value: &Option<toml::Spanned<String>>, key: &str, default: u64| match value {
+        None => Ok(default),
+        Some(v) => v
+            .get_ref()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| {
+                invalid(
+                    v.span(),
+                    key,
+                    format!(
+                        "invalid size {:?}: write it like \"256MiB\" or \"8MB\"",
+                        v.get_ref()
+                    ),
+                )
+            }),
+    };
+    let max_bytes = size(&file.max_bytes, "max_bytes", defaults::CACHE_MAX_BYTES)?;
+    let max_object = size(&file.max_object, "max_object", defaults::CACHE_MAX_OBJECT)?;
+    if max_object > max_bytes {
+        let span = file.max_object.as_ref().map_or(0..0, toml::Spanned::span);
+        return Err(invalid(
+            span,
+            "max_object",
+            "must not be more than max_bytes".into(),
+        ));
+    }
+    let mut prefixes = Vec::with_capacity(file.prefixes.len());
+    for p in file.prefixes {
+        check_prefix(p.get_ref()).map_err(|m| invalid(p.span(), "prefixes", m))?;
+        prefixes.push(p.into_inner());
+    }
+    Ok(Cache {
+        prefixes,
+        max_bytes,
+        max_object,
+    })
 }
 
 /// The rest of `[routing]`: stickiness, preview and rules.

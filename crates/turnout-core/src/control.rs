@@ -14,6 +14,29 @@ use crate::snapshot::{FleetMark, Router, RoutingSnapshot};
 use crate::state::StateFile;
 use crate::{Command, CoreError, StateError};
 
+/// The data plane's cache, as the admin API sees it (the data plane implements it; the admin API
+/// reaches it only through [`Control`]).
+pub trait CacheAdmin: Send + Sync + std::fmt::Debug + 'static {
+    /// Drops cached upstream assets of `pool` and/or under `prefix` (every entry, static files
+    /// included, when both are `None`). Answers how many entries were dropped.
+    fn purge<'a>(
+        &'a self,
+        pool: Option<&'a str>,
+        prefix: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
+    fn stats(&self) -> Pin<Box<dyn Future<Output = CacheStats> + Send + '_>>;
+}
+
+/// What the cache holds and how it did.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CacheStats {
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
 /// What a fresh probe of one server found: `Ok` or why it failed.
 pub type ProbeResult = (ServerAddr, Result<(), String>);
 
@@ -33,6 +56,8 @@ struct Inner {
     router: Router,
     state: Option<StateFile>,
     prober: Option<Arc<dyn Probe>>,
+    /// The data plane's cache, once it is attached.
+    cache: std::sync::OnceLock<Arc<dyn CacheAdmin>>,
     /// A switch probed by `prepare` and waiting for its `commit` (one at a time).
     staged: std::sync::Mutex<Option<Staged>>,
     /// An async mutex because it is held across the state file write (done on the blocking
@@ -56,6 +81,7 @@ impl Control {
                 router,
                 state,
                 prober,
+                cache: std::sync::OnceLock::new(),
                 staged: std::sync::Mutex::new(None),
                 writer: tokio::sync::Mutex::new(()),
             }),
@@ -64,6 +90,16 @@ impl Control {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// Attaches the data plane's cache (once; later calls are ignored).
+    pub fn attach_cache(&self, cache: Arc<dyn CacheAdmin>) {
+        let _ = self.inner.cache.set(cache);
+    }
+
+    /// The data plane's cache, if one is attached.
+    pub fn cache(&self) -> Option<&Arc<dyn CacheAdmin>> {
+        self.inner.cache.get()
     }
 
     /// Applies `command`. A switch or rollback first probes every server of its target pool

@@ -25,6 +25,11 @@ pub struct Metrics {
     healthy: IntGaugeVec,
     active: IntGaugeVec,
     weight: IntGaugeVec,
+    /// Cache lookups that were served from memory, and those that went upstream.
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    cache_bytes: IntGauge,
+    cache_entries: IntGauge,
     generation: IntGauge,
 }
 
@@ -147,6 +152,32 @@ impl Metrics {
                 "The pool's weight in the split of new clients (0: it takes none).",
                 &["pool"],
             ),
+            cache_hits: register(
+                &r,
+                IntCounter::new(
+                    "turnout_cache_hits_total",
+                    "Requests answered from the cache.",
+                )
+                .expect("valid metric"),
+            ),
+            cache_misses: register(
+                &r,
+                IntCounter::new(
+                    "turnout_cache_misses_total",
+                    "Cacheable requests that went upstream (or to disk).",
+                )
+                .expect("valid metric"),
+            ),
+            cache_bytes: register(
+                &r,
+                IntGauge::new("turnout_cache_bytes", "Bytes held in the cache.")
+                    .expect("valid metric"),
+            ),
+            cache_entries: register(
+                &r,
+                IntGauge::new("turnout_cache_entries", "Entries held in the cache.")
+                    .expect("valid metric"),
+            ),
             generation: register(
                 &r,
                 IntGauge::new("turnout_generation", "The routing state's generation.")
@@ -170,8 +201,12 @@ impl Metrics {
     }
 
     /// The Prometheus text format, with the gauges read from `snapshot` now.
-    pub fn render(&self, snapshot: &RoutingSnapshot) -> String {
+    pub fn render(&self, snapshot: &RoutingSnapshot, cache: Option<crate::CacheStats>) -> String {
         self.generation.set(snapshot.generation as i64);
+        if let Some(c) = cache {
+            self.cache_bytes.set(c.bytes as i64);
+            self.cache_entries.set(c.entries as i64);
+        }
         self.healthy.reset();
         for (name, pool) in &snapshot.pools {
             let name = name.as_str();

@@ -104,6 +104,9 @@ const RING_POINTS: u32 = 100;
 #[derive(Debug)]
 pub struct Pool {
     name: PoolName,
+    /// Bumped each time the pool's servers are replaced (a redeploy): cached assets are keyed
+    /// by it, so a new deploy of a pool never serves the previous one's.
+    generation: u64,
     servers: Box<[Upstream]>,
     next: AtomicUsize,
     stats: Arc<PoolStats>,
@@ -148,6 +151,7 @@ impl Pool {
         Pool {
             servers,
             name,
+            generation: previous.map_or(0, |p| p.generation + 1),
             next: AtomicUsize::new(0),
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
             settings,
@@ -176,6 +180,11 @@ impl Pool {
 
     pub fn name(&self) -> &PoolName {
         &self.name
+    }
+
+    /// How many times this pool's servers were replaced since start-up.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn servers(&self) -> &[Upstream] {

@@ -22,6 +22,9 @@ pub struct Status {
     /// When the routing state last changed, RFC 3339.
     pub changed_at: String,
     pub pools: BTreeMap<String, PoolStatus>,
+    /// The cache of upstream assets and static files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::CacheStats>,
     /// A switch prepared here and waiting for its commit (a fleet switch under way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared: Option<PreparedStatus>,
@@ -127,6 +130,7 @@ impl From<&RoutingSnapshot> for Status {
                 })
                 .collect(),
             prepared: None,
+            cache: None,
         }
     }
 }

@@ -26,8 +26,17 @@ pin_project_lite::pin_project! {
         Full {
             data: Option<Bytes>,
         },
+        /// A file (or a range of one) read from disk as it is sent.
+        File {
+            #[pin]
+            stream: tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>,
+            remaining: u64,
+        },
     }
 }
+
+/// A body's error: the upstream's (hyper) or a file's (I/O).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ProxyBody {
     pub fn upstream(body: Incoming, guard: InFlight) -> ProxyBody {
@@ -55,16 +64,31 @@ impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody::Full { data: None }
     }
+
+    pub fn bytes(data: Bytes) -> ProxyBody {
+        ProxyBody::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// `len` bytes of `file` from where it stands, in 64 KiB reads.
+    pub fn file(file: tokio::fs::File, len: u64) -> ProxyBody {
+        use tokio::io::AsyncReadExt;
+        ProxyBody::File {
+            stream: tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024),
+            remaining: len,
+        }
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             Proj::Upstream { body, guard, conn } => {
                 let frame = ready!(body.poll_frame(cx));
@@ -73,9 +97,23 @@ impl Body for ProxyBody {
                     guard.take();
                     conn.take();
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
             }
             Proj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Proj::File { stream, remaining } => {
+                let chunk = ready!(futures_util::Stream::poll_next(stream, cx));
+                if let Some(Ok(c)) = &chunk {
+                    *remaining = remaining.saturating_sub(c.len() as u64);
+                } else if chunk.is_none() && *remaining > 0 {
+                    // The file shrank while it was sent: fail the response rather than send
+                    // fewer bytes than its Content-Length promised.
+                    *remaining = 0;
+                    return Poll::Ready(Some(Err(BodyError::from(
+                        "the file shrank while it was sent",
+                    ))));
+                }
+                Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(BodyError::from)))
+            }
         }
     }
 
@@ -83,6 +121,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
+            ProxyBody::File { remaining, .. } => *remaining == 0,
         }
     }
 
@@ -92,6 +131,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            ProxyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }
 }

@@ -31,6 +31,13 @@ pub enum ProxyError {
         upstream: String,
         after: Duration,
     },
+    /// The upstream's body broke off while it was read to be cached.
+    #[error("the response body from pool {pool} broke off: {source}")]
+    Body {
+        pool: String,
+        #[source]
+        source: hyper::Error,
+    },
     /// A preview header that cannot be honoured (wrong token, no such pool).
     #[error(transparent)]
     Preview(#[from] turnout_core::Refusal),
@@ -40,7 +47,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Body { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Preview(turnout_core::Refusal::PreviewToken) => StatusCode::FORBIDDEN,
             ProxyError::Preview(turnout_core::Refusal::PreviewPool(_)) => StatusCode::BAD_REQUEST,
@@ -54,7 +63,9 @@ impl ProxyError {
                 "503 Service Unavailable: no healthy app server to send this request to\n"
             }
             ProxyError::Connect { .. } => "502 Bad Gateway: the app server is unreachable\n",
-            ProxyError::Upstream { .. } => "502 Bad Gateway: the app server failed to answer\n",
+            ProxyError::Upstream { .. } | ProxyError::Body { .. } => {
+                "502 Bad Gateway: the app server failed to answer\n"
+            }
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the app server took too long to answer\n"
             }

@@ -6,12 +6,18 @@
 //! - `headers`: hop-by-hop stripping and `X-Forwarded-*`.
 //! - `upgrade`: WebSocket and other HTTP/1.1 upgrades, tunneled byte for byte.
 //! - `body`: the response body type, which holds the request's in-flight guard to its last byte.
+//! - [`cache`]: the in-memory cache (moka, bounded in bytes) of upstream assets and static files.
+//! - `cached`: a request under `[cache] prefixes`: hit, or one coalesced fetch per key.
+//! - [`files`]: `[[static]]` directories served from disk.
 //! - `error`: what can fail on the request path and the status each failure answers.
 
 mod body;
+pub mod cache;
+mod cached;
 pub mod checker;
 mod conn;
 mod error;
+pub mod files;
 pub mod headers;
 pub mod listener;
 mod service;
@@ -48,6 +54,8 @@ pub struct ProxySettings {
     pub client_idle_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
+    pub statics: Vec<turnout_config::StaticDir>,
+    pub cache: turnout_config::Cache,
 }
 
 impl ProxySettings {
@@ -65,6 +73,8 @@ impl ProxySettings {
             client_idle_timeout: config.server.client_idle_timeout,
             max_header_count: config.server.max_header_count,
             max_header_bytes: config.server.max_header_bytes,
+            statics: config.statics.clone(),
+            cache: config.cache.clone(),
         }
     }
 }
@@ -93,6 +103,9 @@ struct Shared {
     draining: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.
     tunnels: TaskTracker,
+    /// Upstream assets and static files, in memory.
+    cache: Arc<cache::Cache>,
+    files: files::StaticFiles,
 }
 
 impl DataPlane {
@@ -110,8 +123,16 @@ impl DataPlane {
             .set_host(false);
         let client = builder.build(connector.clone());
         let client_own_retry = builder.retry_canceled_requests(false).build(connector);
+        let metrics = &router.snapshot().env.metrics;
+        let cache = Arc::new(
+            cache::Cache::new(&settings.cache)
+                .with_metrics(metrics.cache_hits.clone(), metrics.cache_misses.clone()),
+        );
+        let files = files::StaticFiles::new(&settings.statics, Arc::clone(&cache));
         DataPlane {
             shared: Arc::new(Shared {
+                cache,
+                files,
                 env: Arc::clone(&router.snapshot().env),
                 router,
                 settings,
@@ -125,6 +146,11 @@ impl DataPlane {
 
     /// Starts the shutdown: the health path answers 503 so the load balancer stops sending, and
     /// HTTP/1 responses carry `Connection: close` so keep-alive clients move elsewhere.
+    /// The cache, for the admin API (through `Control::attach_cache`).
+    pub fn cache(&self) -> Arc<dyn turnout_core::CacheAdmin> {
+        Arc::clone(&self.shared.cache) as Arc<dyn turnout_core::CacheAdmin>
+    }
+
     pub fn start_draining(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
     }

@@ -68,7 +68,7 @@ impl RetryCopy {
     }
 }
 
-fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
+pub(crate) fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(upstream.authority.clone());
@@ -85,7 +85,7 @@ fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// How one attempt at an upstream ended.
-enum Attempt {
+pub(crate) enum Attempt {
     Answered(Response<Incoming>),
     Failed(hyper_util::client::legacy::Error),
     TimedOut,
@@ -115,6 +115,21 @@ impl Shared {
             return resp;
         }
         let started = Instant::now();
+
+        // `[[static]]` directories are served from disk here, never forwarded.
+        if let Some(dir) = self.files.matches(req.uri().path()) {
+            let resp = self.files.serve(dir, &req).await;
+            tracing::info!(
+                target: "turnout::access",
+                method = %req.method(),
+                path = %req.uri().path(),
+                status = resp.status().as_u16(),
+                route = "static",
+                client = %down.peer,
+                ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            );
+            return resp;
+        }
 
         // Route: one snapshot load, one decision (preview, rules, fleet mark, stickiness, the
         // weighted draw). The request keeps this pool to its end.
@@ -146,6 +161,36 @@ impl Shared {
                 return resp;
             }
         };
+        // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
+        if matches!(*req.method(), Method::GET | Method::HEAD)
+            && self.cache.covers(req.uri().path())
+            && req.body().is_end_stream()
+            && !req.headers().contains_key(header::AUTHORIZATION)
+            && !is_upgrade_request(req.version(), req.headers())
+        {
+            let (parts, _empty) = req.into_parts();
+            let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+            let (mut resp, label) = self.cached(parts, Arc::clone(&pool), down, h1).await;
+            for cookie in set_cookies.into_iter().flatten() {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            let elapsed = started.elapsed();
+            pool.metrics()
+                .observe(resp.status().as_u16(), elapsed.as_secs_f64());
+            tracing::info!(
+                target: "turnout::access",
+                method = %method,
+                path = %path,
+                status = resp.status().as_u16(),
+                pool = %pool.name(),
+                route = reason.as_str(),
+                cache = label,
+                client = %down.peer,
+                ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+            );
+            return resp;
+        }
+
         let client_ip = || {
             let info = RequestInfo {
                 headers: req.headers(),
@@ -310,7 +355,7 @@ impl Shared {
 
     /// One attempt, bounded by the response timeout. `own_retry`: turnout retries this one
     /// itself, on another server (see `Shared::client_own_retry`).
-    async fn send(&self, req: Request<UpstreamBody>, own_retry: bool) -> Attempt {
+    pub(crate) async fn send(&self, req: Request<UpstreamBody>, own_retry: bool) -> Attempt {
         let client = if own_retry {
             &self.client_own_retry
         } else {
@@ -324,7 +369,7 @@ impl Shared {
     }
 
     /// Counts a failure against `server`; a streak of them ejects it for a while.
-    fn passive_failure(&self, pool: &Pool, server: &Upstream) {
+    pub(crate) fn passive_failure(&self, pool: &Pool, server: &Upstream) {
         let Some((epoch, length)) = server.health.record_failure(&pool.settings().passive) else {
             return;
         };
@@ -364,7 +409,7 @@ impl Shared {
         (err.into_response(close), Some(err))
     }
 
-    fn respond(
+    pub(crate) fn respond(
         &self,
         mut resp: Response<Incoming>,
         guard: InFlight,

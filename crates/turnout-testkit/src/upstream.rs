@@ -13,6 +13,7 @@
 //! | `/ws` | WebSocket echo: a text message `m` comes back as `NAME:m` |
 //! | `/health` | 200, or 503 after [`TestUpstream::set_healthy`]`(false)` |
 //! | `/flaky?on=NAME` | the server named NAME drops the connection unanswered; others: `NAME\n` |
+//! | `/assets/...?cc=C&bytes=N&ms=M` | `NAME PATH\n` (padded to N bytes), `Cache-Control: C` (default `public, max-age=3600`), an ETag, after M ms |
 //!
 //! Requests from turnout's health checker (its User-Agent) are counted apart from the others.
 
@@ -302,6 +303,34 @@ async fn handle(
                 .header("x-upstream", name)
                 .body(Full::new(Bytes::new()).boxed())
                 .expect("response")
+        }
+        p if p.starts_with("/assets/") => {
+            if let Some(ms) = query(&req, "ms") {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let mut body = format!("{name} {p}\n").into_bytes();
+            if let Some(n) = query(&req, "bytes") {
+                body.resize(n as usize, b'.');
+            }
+            let cc = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cc=")))
+                .map_or_else(
+                    || "public, max-age=3600".to_owned(),
+                    |v| v.replace("%20", " ").replace("%2C", ","),
+                );
+            let mut resp = text(name, body);
+            let h = resp.headers_mut();
+            h.insert(header::CACHE_CONTROL, cc.parse().expect("header value"));
+            h.insert(
+                header::ETAG,
+                format!("\"{name}-1\"").parse().expect("header value"),
+            );
+            if let Some(vary) = req.headers().get("x-test-vary").cloned() {
+                h.insert(header::VARY, vary);
+            }
+            resp
         }
         _ => text(name, format!("{name}\n")),
     };

@@ -1,0 +1,315 @@
+//! The in-memory cache: upstream assets under `[cache] prefixes`, and the contents of static
+//! files, in one moka cache bounded in bytes (a weigher). An asset's key carries the pool and
+//! the pool's generation, so a switch never serves the other version's copy, a rollback finds
+//! the old version's copies still warm, and a redeployed pool (new servers) starts cold.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method};
+use turnout_config::PoolName;
+use turnout_core::{CacheAdmin, CacheStats};
+
+/// Everything a cached upstream response is filed under, but for its Vary'd headers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AssetKey {
+    pub pool: PoolName,
+    pub generation: u64,
+    pub method: Method,
+    pub host: Option<HeaderValue>,
+    /// Path and query, as the client sent them.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// An upstream response, with the values of the request headers its `Vary` names.
+    Asset(AssetKey, Vec<Option<HeaderValue>>),
+    /// A static file's contents (the path of the file sent, precompressed sibling or not).
+    File(PathBuf),
+}
+
+/// A cached upstream response.
+#[derive(Debug)]
+pub(crate) struct Asset {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub stored: Instant,
+    pub expires: Instant,
+}
+
+/// A cached file: its bytes, and the size and time they were read at (a change of either on
+/// disk makes them stale).
+#[derive(Debug)]
+pub(crate) struct FileData {
+    pub body: Bytes,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    Asset(Arc<Asset>),
+    File(Arc<FileData>),
+}
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        // The bytes held, plus a rough allowance for the key, headers and moka's own records,
+        // so a flood of tiny entries is bounded too.
+        let bytes = match self {
+            Entry::Asset(a) => a.body.len() + a.headers.len() * 64 + 256,
+            Entry::File(f) => f.body.len() + 256,
+        };
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    pub(crate) entries: moka::future::Cache<Key, Entry>,
+    /// The header names each asset's responses vary on, learnt from its last response.
+    vary: moka::sync::Cache<AssetKey, Arc<[HeaderName]>>,
+    prefixes: Box<[String]>,
+    pub(crate) max_object: u64,
+    max_bytes: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    metrics: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
+}
+
+impl Cache {
+    pub fn new(config: &turnout_config::Cache) -> Cache {
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_k: &Key, v: &Entry| v.weight())
+            .build();
+        let vary = moka::sync::Cache::builder().max_capacity(10_000).build();
+        Cache {
+            entries,
+            vary,
+            prefixes: config.prefixes.clone().into_boxed_slice(),
+            max_object: config.max_object,
+            max_bytes: config.max_bytes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            metrics: None,
+        }
+    }
+
+    /// Counts hits and misses in these Prometheus counters too.
+    pub fn with_metrics(
+        mut self,
+        hits: prometheus::IntCounter,
+        misses: prometheus::IntCounter,
+    ) -> Cache {
+        self.metrics = Some((hits, misses));
+        self
+    }
+
+    /// Is a request for `path` one whose upstream response may be cached?
+    #[inline]
+    pub(crate) fn covers(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    }
+
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some((hits, _)) = &self.metrics {
+            hits.inc();
+        }
+    }
+
+    pub(crate) fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, misses)) = &self.metrics {
+            misses.inc();
+        }
+    }
+
+    /// The header names `key`'s responses vary on (none until a response said otherwise).
+    pub(crate) fn vary_of(&self, key: &AssetKey) -> Option<Arc<[HeaderName]>> {
+        self.vary.get(key)
+    }
+
+    pub(crate) fn learn_vary(&self, key: AssetKey, names: Arc<[HeaderName]>) {
+        self.vary.insert(key, names);
+    }
+}
+
+impl CacheAdmin for Cache {
+    fn purge<'a>(
+        &'a self,
+        pool: Option<&'a str>,
+        prefix: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = u64> + Send + 'a>> {
+        Box::pin(async move {
+            self.entries.run_pending_tasks().await;
+            if pool.is_none() && prefix.is_none() {
+                let count = self.entries.entry_count();
+                self.entries.invalidate_all();
+                self.vary.invalidate_all();
+                self.entries.run_pending_tasks().await;
+                return count;
+            }
+            let doomed: Vec<Arc<Key>> = self
+                .entries
+                .iter()
+                .filter(|(k, _)| match &**k {
+                    Key::Asset(a, _) => {
+                        pool.is_none_or(|p| a.pool.as_str() == p)
+                            && prefix.is_none_or(|p| a.target.starts_with(p))
+                    }
+                    Key::File(_) => false,
+                })
+                .map(|(k, _)| k)
+                .collect();
+            let mut purged = 0;
+            for key in doomed {
+                if self.entries.remove(&*key).await.is_some() {
+                    purged += 1;
+                }
+            }
+            self.entries.run_pending_tasks().await;
+            purged
+        })
+    }
+
+    fn stats(&self) -> Pin<Box<dyn Future<Output = CacheStats> + Send + '_>> {
+        Box::pin(async move {
+            self.entries.run_pending_tasks().await;
+            CacheStats {
+                bytes: self.entries.weighted_size(),
+                max_bytes: self.max_bytes,
+                entries: self.entries.entry_count(),
+                hits: self.hits.load(Ordering::Relaxed),
+                misses: self.misses.load(Ordering::Relaxed),
+            }
+        })
+    }
+}
+
+/// How long a response may be served from the cache, by its `Cache-Control`: `s-maxage` or
+/// else `max-age`; `None` for `no-store`, `private`, `no-cache` (which would need revalidation
+/// this cache does not do), a zero lifetime, or no lifetime at all.
+pub(crate) fn lifetime(headers: &HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let value = value.to_str().ok()?;
+        for directive in value.split(',') {
+            let directive = directive.trim();
+            let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+            let arg = arg.trim_matches('"');
+            match name.trim().to_ascii_lowercase().as_str() {
+                "no-store" | "private" | "no-cache" => return None,
+                "max-age" => max_age = arg.parse::<u64>().ok(),
+                "s-maxage" => s_maxage = arg.parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+    }
+    s_maxage
+        .or(max_age)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+/// The header names a response's `Vary` lists; `None` for `Vary: *` (never cacheable).
+pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        for name in value.to_str().ok()?.split(',') {
+            let name = name.trim();
+            if name == "*" {
+                return None;
+            }
+            if let Ok(n) = HeaderName::try_from(name.to_ascii_lowercase()) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Some(names)
+}
+
+/// Does a request's `If-None-Match` name `etag` (or `*`)?
+pub(crate) fn none_match(req: &HeaderMap, etag: &HeaderValue) -> bool {
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    req.get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || weak(t) == weak(etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cache_control_decides_the_lifetime() {
+        let secs =
+            |cc: &'static str| lifetime(&headers(&[("cache-control", cc)])).map(|d| d.as_secs());
+        assert_eq!(
+            secs("public, max-age=31536000, immutable"),
+            Some(31_536_000)
+        );
+        assert_eq!(secs("max-age=60, s-maxage=600"), Some(600));
+        assert_eq!(secs("public, max-age=\"30\""), Some(30));
+        for never in [
+            "no-store",
+            "private, max-age=60",
+            "no-cache, max-age=60",
+            "max-age=0",
+            "public",
+        ] {
+            assert_eq!(secs(never), None, "{never}");
+        }
+        assert_eq!(lifetime(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn vary_and_etags() {
+        assert_eq!(
+            vary_names(&headers(&[
+                ("vary", "Accept-Encoding, Accept"),
+                ("vary", "accept")
+            ])),
+            Some(vec![
+                HeaderName::from_static("accept"),
+                HeaderName::from_static("accept-encoding")
+            ])
+        );
+        assert_eq!(vary_names(&headers(&[("vary", "*")])), None);
+        let etag = HeaderValue::from_static("\"abc\"");
+        assert!(none_match(
+            &headers(&[("if-none-match", "\"x\", W/\"abc\"")]),
+            &etag
+        ));
+        assert!(none_match(&headers(&[("if-none-match", "*")]), &etag));
+        assert!(!none_match(
+            &headers(&[("if-none-match", "\"abcd\"")]),
+            &etag
+        ));
+    }
+}

@@ -1,0 +1,291 @@
+//! A request under `[cache] prefixes`: served from memory when its pool's copy is fresh (even
+//! with every upstream down), else fetched once however many clients ask at the same moment
+//! (moka's `try_get_with` runs one fetch per key; the others wait for it) and kept when its
+//! `Cache-Control` allows.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use turnout_core::{InFlight, Pool, RequestInfo};
+
+use crate::body::{ProxyBody, UpstreamBody};
+use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
+use crate::error::{DisplayChain, ProxyError};
+use crate::headers::{set_forwarded, strip_hop_by_hop};
+use crate::service::{upstream_uri, Attempt, Downstream};
+use crate::Shared;
+
+/// What a fetch that was not kept gives every client that waited on it.
+#[derive(Debug)]
+pub(crate) enum NotKept {
+    /// A response not to be cached (status, Cache-Control, Set-Cookie, Vary), read whole:
+    /// every waiter gets a copy.
+    Small(http::response::Parts, bytes::Bytes),
+    /// Too large to hold (or of unknown length): one waiter streams it, the others fetch
+    /// their own.
+    Large(Mutex<Option<(Response<Incoming>, InFlight)>>),
+    Failed(ProxyError),
+}
+
+impl Shared {
+    /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`.
+    pub(crate) async fn cached(
+        &self,
+        parts: Parts,
+        pool: Arc<Pool>,
+        down: &Downstream,
+        h1: bool,
+    ) -> (Response<ProxyBody>, &'static str) {
+        let cache = &self.cache;
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let asset = AssetKey {
+            pool: pool.name().clone(),
+            generation: pool.generation(),
+            method: parts.method.clone(),
+            host,
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+        };
+        let vary = cache.vary_of(&asset).unwrap_or_else(|| Arc::from([]));
+        let values = vary.iter().map(|n| parts.headers.get(n).cloned()).collect();
+        let key = Key::Asset(asset.clone(), values);
+
+        if let Some(Entry::Asset(a)) = cache.entries.get(&key).await {
+            if Instant::now() < a.expires {
+                cache.hit();
+                return (from_memory(&a, &parts, "HIT"), "HIT");
+            }
+            cache.entries.invalidate(&key).await;
+        }
+        cache.miss();
+        let fetch = self.fetch_to_keep(&pool, &parts, down, asset, &vary);
+        match cache.entries.try_get_with(key, fetch).await {
+            Ok(Entry::Asset(a)) => (from_memory(&a, &parts, "MISS"), "MISS"),
+            Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
+            Err(not_kept) => match &*not_kept {
+                NotKept::Small(head, body) => {
+                    let mut resp =
+                        Response::from_parts(head.clone(), ProxyBody::bytes(body.clone()));
+                    if parts.method == Method::HEAD {
+                        *resp.body_mut() = ProxyBody::empty();
+                    }
+                    mark(&mut resp, "MISS");
+                    (resp, "MISS")
+                }
+                NotKept::Large(slot) => {
+                    let taken = slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    let fetched = match taken {
+                        Some(f) => Ok(f),
+                        None => self.fetch(&pool, &parts, down).await,
+                    };
+                    match fetched {
+                        Ok((resp, guard)) => {
+                            let mut resp = self.respond(resp, guard, None, h1);
+                            mark(&mut resp, "MISS");
+                            (resp, "MISS")
+                        }
+                        Err(e) => (e.into_response(false), "MISS"),
+                    }
+                }
+                NotKept::Failed(e) => (e.into_response(false), "MISS"),
+            },
+        }
+    }
+
+    /// The fetch behind a miss: the upstream's answer, as an entry to keep, or why not.
+    async fn fetch_to_keep(
+        &self,
+        pool: &Arc<Pool>,
+        parts: &Parts,
+        down: &Downstream,
+        asset: AssetKey,
+        vary: &Arc<[HeaderName]>,
+    ) -> Result<Entry, NotKept> {
+        let (resp, guard) = self
+            .fetch(pool, parts, down)
+            .await
+            .map_err(NotKept::Failed)?;
+        let length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let fits =
+            parts.method == Method::HEAD || length.is_some_and(|l| l <= self.cache.max_object);
+        if !fits {
+            return Err(NotKept::Large(Mutex::new(Some((resp, guard)))));
+        }
+        let (mut head, body) = resp.into_parts();
+        strip_hop_by_hop(&mut head.headers, false);
+        head.version = Version::HTTP_11;
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Err(NotKept::Failed(ProxyError::Body {
+                    pool: pool.name().to_string(),
+                    source: e,
+                }))
+            }
+        };
+        drop(guard);
+        // Keep it only if the response says for how long, carries no cookie, and varies on
+        // the headers this key was made with (if not, learn them: the next request keys right).
+        let ttl = lifetime(&head.headers).filter(|_| {
+            head.status == StatusCode::OK && !head.headers.contains_key(header::SET_COOKIE)
+        });
+        let varies = vary_names(&head.headers);
+        let same_vary = varies.as_deref() == Some(&vary[..]);
+        if let (Some(names), false) = (&varies, same_vary) {
+            self.cache.learn_vary(asset, Arc::from(names.as_slice()));
+        }
+        match ttl {
+            Some(ttl) if same_vary => {
+                let now = Instant::now();
+                Ok(Entry::Asset(Arc::new(Asset {
+                    headers: head.headers,
+                    body,
+                    stored: now,
+                    expires: now + ttl,
+                })))
+            }
+            _ => Err(NotKept::Small(head, body)),
+        }
+    }
+
+    /// One GET or HEAD to a server of `pool` (another one on failure, once), counted in flight.
+    pub(crate) async fn fetch(
+        &self,
+        pool: &Arc<Pool>,
+        parts: &Parts,
+        down: &Downstream,
+    ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+        let peer: IpAddr = down.peer.ip();
+        let client_ip = || {
+            let info = RequestInfo {
+                headers: &parts.headers,
+                query: None,
+                peer,
+            };
+            self.env.routing.client_ip(&info)
+        };
+        let first = pool
+            .pick(client_ip)
+            .ok_or_else(|| ProxyError::NoHealthyServer {
+                pool: pool.name().to_string(),
+            })?;
+        let mut headers = parts.headers.clone();
+        let host = headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        strip_hop_by_hop(&mut headers, false);
+        set_forwarded(&mut headers, &down.ip_header, "http", host.clone());
+        if let Some(host) = host {
+            headers.entry(header::HOST).or_insert(host);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let mut guard = pool.begin_request();
+        let mut upstream = first;
+        let mut tried_other = false;
+        loop {
+            guard.on_server(upstream);
+            let mut req = http::Request::new(UpstreamBody::Empty);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = upstream_uri(upstream, &path);
+            *req.headers_mut() = headers.clone();
+            let err = match self.send(req, true).await {
+                Attempt::Answered(resp) => {
+                    if matches!(resp.status().as_u16(), 502..=504) {
+                        self.passive_failure(pool, upstream);
+                    } else {
+                        upstream.health.record_success();
+                    }
+                    return Ok((resp, guard));
+                }
+                Attempt::Failed(source) => {
+                    let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
+                    if source.is_connect() {
+                        ProxyError::Connect {
+                            pool: p,
+                            upstream: u,
+                            source,
+                        }
+                    } else {
+                        ProxyError::Upstream {
+                            pool: p,
+                            upstream: u,
+                            source,
+                        }
+                    }
+                }
+                Attempt::TimedOut => ProxyError::Timeout {
+                    pool: pool.name().to_string(),
+                    upstream: upstream.addr.to_string(),
+                    after: self.settings.response_timeout,
+                },
+            };
+            self.passive_failure(pool, upstream);
+            match pool.pick_other(upstream).filter(|_| !tried_other) {
+                Some(second) => {
+                    tracing::debug!(pool = %pool.name(), from = %upstream.addr, to = %second.addr, error = %DisplayChain(&err), "retrying on another server");
+                    pool.metrics().retried();
+                    tried_other = true;
+                    upstream = second;
+                }
+                None => {
+                    tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// A response from a kept entry: 304 when the client's ETag matches, else the whole entry.
+fn from_memory(asset: &Asset, req: &Parts, label: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.headers_mut() = asset.headers.clone();
+    let etag = asset.headers.get(header::ETAG);
+    if etag.is_some_and(|e| none_match(&req.headers, e)) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    } else if req.method != Method::HEAD {
+        *resp.body_mut() = ProxyBody::bytes(asset.body.clone());
+    }
+    resp.headers_mut().insert(
+        header::AGE,
+        HeaderValue::from(asset.stored.elapsed().as_secs()),
+    );
+    mark(&mut resp, label);
+    resp
+}
+
+fn mark(resp: &mut Response<ProxyBody>, label: &'static str) {
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(label),
+    );
+}
