@@ -73,6 +73,8 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
 
 # What the harness does not measure: HTTP/2 with h2load, and 10 000 idle connections.
 "$here/h2-idle.sh" "$bin" 3 > "$scratch/h2-idle.md"
+# And a cached asset against nginx serving the same file from disk.
+"$here/cache-vs-nginx.sh" "$bin" 3 > "$scratch/cache.md"
 
 {
     echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
@@ -80,5 +82,7 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     cat "$scratch/results/latest.md"
     echo
     cat "$scratch/h2-idle.md"
+    echo
+    cat "$scratch/cache.md"
 } > "$here/RESULTS.md"
 echo "compare.sh: wrote $here/RESULTS.md" >&2

@@ -105,5 +105,64 @@ fn proxy_round_trip(c: &mut Criterion) {
     drop(upstream);
 }
 
-criterion_group!(benches, proxy_round_trip);
+/// A cached asset against the same asset from the upstream directly and through turnout
+/// uncached, and a static file (held in memory) from a `[[static]]` directory: 32 keep-alive
+/// connections, 256 requests per batch.
+fn cache_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("app.js"), vec![b'x'; 4096]).expect("write");
+    let (upstream, proxy_addr) = rt.block_on(async {
+        let upstream = TestUpstream::start("bench").await;
+        let text = format!(
+            "[pools.blue]\nservers = [\"{}\"]\n[routing]\nactive = \"blue\"\n\
+             [[static]]\nprefix = \"/static/\"\nroot = {:?}\n[cache]\nprefixes = [\"/assets/cached/\"]\n",
+            upstream.server(),
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
+        let router = Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot"));
+        let plane = DataPlane::new(router, ProxySettings::from_config(&config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { plane.serve(listener, std::future::pending()).await });
+        (upstream, addr)
+    });
+    let uri = |s: String| -> http::Uri { s.parse().expect("uri") };
+    let asset = "/assets/cached/app.js?bytes=4096";
+    let plain = "/assets/plain/app.js?bytes=4096";
+    let targets = [
+        (
+            "upstream_direct",
+            uri(format!("http://{}{asset}", upstream.addr)),
+        ),
+        (
+            "via_turnout_uncached",
+            uri(format!("http://{proxy_addr}{plain}")),
+        ),
+        (
+            "via_turnout_cache_hit",
+            uri(format!("http://{proxy_addr}{asset}")),
+        ),
+        (
+            "via_turnout_static_file",
+            uri(format!("http://{proxy_addr}/static/app.js")),
+        ),
+    ];
+    let client = Arc::new(http_client());
+    let mut g = c.benchmark_group("asset_4k_32_concurrent");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.measurement_time(Duration::from_secs(6));
+    for (name, uri) in &targets {
+        g.bench_function(*name, |b| b.iter(|| rt.block_on(batch(&client, uri))));
+    }
+    g.finish();
+    drop(upstream);
+}
+
+criterion_group!(benches, proxy_round_trip, cache_hit);
 criterion_main!(benches);

@@ -300,3 +300,53 @@ fn weighted_servers_and_balancers() {
         assert!(e.contains(says) && e.contains("line 1"), "{replace}: {e}");
     }
 }
+
+#[test]
+fn static_dirs_and_cache_sizes_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().display().to_string();
+    let c = parse(&format!(
+        "[[static]]\nprefix = \"/static/\"\nroot = {root:?}\nindex = \"index.html\"\n\
+         [cache]\nprefixes = [\"/assets/\"]\nmax_bytes = \"1MiB\"\nmax_object = \"8KiB\"\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.statics[0].root,
+        std::fs::canonicalize(dir.path()).expect("canonical")
+    );
+    assert_eq!((c.cache.max_bytes, c.cache.max_object), (1024 * 1024, 8192));
+    assert_eq!(parse(MINIMAL).expect("valid").cache, Cache::default());
+    for (text, says) in [
+        (
+            format!("[[static]]\nprefix = \"static\"\nroot = {root:?}\n"),
+            "line 2",
+        ),
+        (
+            "[[static]]\nprefix = \"/s/\"\nroot = \"/no/such/dir\"\n".to_owned(),
+            "/no/such/dir is not a directory",
+        ),
+        (
+            format!("[[static]]\nprefix = \"/s/\"\nroot = {root:?}\nindex = \"../x\"\n"),
+            "must be a file name",
+        ),
+        (
+            format!("[[static]]\nprefix = \"/s/\"\nroot = {root:?}\ntypo = 1\n"),
+            "unknown field `typo`",
+        ),
+        (
+            "[cache]\nmax_bytes = \"lots\"\n".to_owned(),
+            "invalid size \"lots\"",
+        ),
+        (
+            "[cache]\nmax_bytes = \"1KiB\"\nmax_object = \"1MiB\"\n".to_owned(),
+            "must not be more than max_bytes",
+        ),
+        (
+            "[cache]\nprefixes = [\"assets\"]\n".to_owned(),
+            "cache.prefixes",
+        ),
+    ] {
+        let e = err(&format!("{text}{MINIMAL}"));
+        assert!(e.contains(says), "{text}: {e}");
+    }
+}
