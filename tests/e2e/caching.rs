@@ -53,6 +53,9 @@ async fn static_files_come_with_validators_ranges_and_precompressed_siblings() {
     write(&dir.path().join("secret.txt"), b"TOP SECRET\n");
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt"))
         .expect("symlink");
+    write(&root.join("evil.js"), b"fine\n");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("evil.js.gz"))
+        .expect("symlink");
 
     let bg = BlueGreen::start_with(&format!(
         "\n[[static]]\nprefix = \"/static/\"\nroot = {:?}\nindex = \"index.html\"\n\
@@ -160,6 +163,13 @@ async fn static_files_come_with_validators_ranges_and_precompressed_siblings() {
         );
         assert!(!a.body.contains("SECRET"), "{path} leaked the file");
     }
+
+    // Nor through a precompressed sibling that is a symlink out of the root.
+    let a = get(&bg, "/static/evil.js", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        (a.body.as_str(), header(&a, "content-encoding")),
+        ("fine\n", "")
+    );
 
     // A file larger than max_object streams from disk, ranges included.
     let a = get(&bg, "/static/big.bin", &[]).await;

@@ -18,7 +18,7 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
 use crate::error::{DisplayChain, ProxyError};
 use crate::headers::{set_forwarded, strip_hop_by_hop};
-use crate::service::{upstream_uri, Attempt, Downstream};
+use crate::service::{upstream_uri, Downstream};
 use crate::Shared;
 
 /// What a fetch that was not kept gives every client that waited on it.
@@ -216,8 +216,9 @@ impl Shared {
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = upstream_uri(upstream, &path);
             *req.headers_mut() = headers.clone();
-            let err = match self.send(req, true).await {
-                Attempt::Answered(resp) => {
+            let attempt = self.send(req, true).await;
+            let err = match attempt.into_result(pool, upstream, self.settings.response_timeout) {
+                Ok(resp) => {
                     if matches!(resp.status().as_u16(), 502..=504) {
                         self.passive_failure(pool, upstream);
                     } else {
@@ -225,27 +226,7 @@ impl Shared {
                     }
                     return Ok((resp, guard));
                 }
-                Attempt::Failed(source) => {
-                    let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
-                    if source.is_connect() {
-                        ProxyError::Connect {
-                            pool: p,
-                            upstream: u,
-                            source,
-                        }
-                    } else {
-                        ProxyError::Upstream {
-                            pool: p,
-                            upstream: u,
-                            source,
-                        }
-                    }
-                }
-                Attempt::TimedOut => ProxyError::Timeout {
-                    pool: pool.name().to_string(),
-                    upstream: upstream.addr.to_string(),
-                    after: self.settings.response_timeout,
-                },
+                Err(e) => e,
             };
             self.passive_failure(pool, upstream);
             match pool.pick_other(upstream).filter(|_| !tried_other) {

@@ -110,7 +110,7 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
 /// An error and its sources on one line ("client error (Connect): tcp connect error:
 /// Connection refused (os error 111)"), for logs, health-check reports and the admin CLI.
 #[derive(Debug)]
-pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'a));
 
 impl std::fmt::Display for DisplayChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -36,6 +36,45 @@ impl Downstream {
 
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
 
+/// One access log line: every request gets exactly one, whatever happened to it.
+pub(crate) struct Access<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub status: StatusCode,
+    pub pool: Option<&'a Pool>,
+    /// Why the request went to its pool (`static` for a static file).
+    pub route: &'a str,
+    /// `HIT` or `MISS` for a request under the cache's prefixes.
+    pub cache: Option<&'a str>,
+    pub upstream: Option<&'a Upstream>,
+    pub client: SocketAddr,
+    pub started: Instant,
+    pub error: Option<&'a dyn std::error::Error>,
+}
+
+impl Access<'_> {
+    pub fn log(self) {
+        let elapsed = self.started.elapsed();
+        if let Some(pool) = self.pool {
+            pool.metrics()
+                .observe(self.status.as_u16(), elapsed.as_secs_f64());
+        }
+        tracing::info!(
+            target: "turnout::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            pool = self.pool.map(|p| p.name().as_str()),
+            route = self.route,
+            cache = self.cache,
+            upstream = self.upstream.map(|u| u.addr.as_str()),
+            client = %self.client,
+            ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+            error = self.error.map(|e| tracing::field::display(DisplayChain(e))),
+        );
+    }
+}
+
 /// What a retry needs to send the request again: kept only for pools with more than one
 /// server, where a retry is possible at all (a single-server pool pays nothing for it).
 struct RetryCopy {
@@ -91,6 +130,36 @@ pub(crate) enum Attempt {
     TimedOut,
 }
 
+impl Attempt {
+    /// The answer, or the failure as the error that names the pool and the server.
+    pub(crate) fn into_result(
+        self,
+        pool: &Pool,
+        upstream: &Upstream,
+        timeout: std::time::Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
+        match self {
+            Attempt::Answered(resp) => Ok(resp),
+            Attempt::Failed(source) if source.is_connect() => Err(ProxyError::Connect {
+                pool: p,
+                upstream: u,
+                source,
+            }),
+            Attempt::Failed(source) => Err(ProxyError::Upstream {
+                pool: p,
+                upstream: u,
+                source,
+            }),
+            Attempt::TimedOut => Err(ProxyError::Timeout {
+                pool: p,
+                upstream: u,
+                after: timeout,
+            }),
+        }
+    }
+}
+
 impl Shared {
     pub(crate) async fn handle(
         &self,
@@ -119,15 +188,19 @@ impl Shared {
         // `[[static]]` directories are served from disk here, never forwarded.
         if let Some(dir) = self.files.matches(req.uri().path()) {
             let resp = self.files.serve(dir, &req).await;
-            tracing::info!(
-                target: "turnout::access",
-                method = %req.method(),
-                path = %req.uri().path(),
-                status = resp.status().as_u16(),
-                route = "static",
-                client = %down.peer,
-                ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-            );
+            Access {
+                method: req.method(),
+                path: req.uri().path(),
+                status: resp.status(),
+                pool: None,
+                route: "static",
+                cache: None,
+                upstream: None,
+                client: down.peer,
+                started,
+                error: None,
+            }
+            .log();
             return resp;
         }
 
@@ -150,14 +223,19 @@ impl Shared {
             Err(refusal) => {
                 let err = ProxyError::from(refusal);
                 let resp = err.into_response(h1 && !req.body().is_end_stream());
-                tracing::info!(
-                    target: "turnout::access",
-                    method = %req.method(),
-                    path = %req.uri().path(),
-                    status = resp.status().as_u16(),
-                    client = %down.peer,
-                    error = %err,
-                );
+                Access {
+                    method: req.method(),
+                    path: req.uri().path(),
+                    status: resp.status(),
+                    pool: None,
+                    route: "preview",
+                    cache: None,
+                    upstream: None,
+                    client: down.peer,
+                    started,
+                    error: Some(&err),
+                }
+                .log();
                 return resp;
             }
         };
@@ -174,20 +252,19 @@ impl Shared {
             for cookie in set_cookies.into_iter().flatten() {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
-            let elapsed = started.elapsed();
-            pool.metrics()
-                .observe(resp.status().as_u16(), elapsed.as_secs_f64());
-            tracing::info!(
-                target: "turnout::access",
-                method = %method,
-                path = %path,
-                status = resp.status().as_u16(),
-                pool = %pool.name(),
-                route = reason.as_str(),
-                cache = label,
-                client = %down.peer,
-                ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
-            );
+            Access {
+                method: &method,
+                path: &path,
+                status: resp.status(),
+                pool: Some(&pool),
+                route: reason.as_str(),
+                cache: Some(label),
+                upstream: None,
+                client: down.peer,
+                started,
+                error: None,
+            }
+            .log();
             return resp;
         }
 
@@ -204,18 +281,19 @@ impl Shared {
                 pool: pool.name().to_string(),
             };
             let resp = err.into_response(h1 && !req.body().is_end_stream());
-            pool.metrics()
-                .observe(resp.status().as_u16(), started.elapsed().as_secs_f64());
-            tracing::info!(
-                target: "turnout::access",
-                method = %req.method(),
-                path = %req.uri().path(),
-                status = resp.status().as_u16(),
-                pool = %pool.name(),
-                route = reason.as_str(),
-                client = %down.peer,
-                error = %err,
-            );
+            Access {
+                method: req.method(),
+                path: req.uri().path(),
+                status: resp.status(),
+                pool: Some(&pool),
+                route: reason.as_str(),
+                cache: None,
+                upstream: None,
+                client: down.peer,
+                started,
+                error: Some(&err),
+            }
+            .log();
             return resp;
         };
         let mut guard = pool.begin_request();
@@ -295,8 +373,9 @@ impl Shared {
             }
         }
 
-        let (resp, err) = match attempt {
-            Attempt::Answered(resp) => {
+        let (resp, err) = match attempt.into_result(&pool, upstream, self.settings.response_timeout)
+        {
+            Ok(resp) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     self.passive_failure(&pool, upstream);
                 } else {
@@ -308,48 +387,21 @@ impl Shared {
                 }
                 (resp, None)
             }
-            Attempt::Failed(source) => {
-                let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
-                let err = if source.is_connect() {
-                    ProxyError::Connect {
-                        pool: p,
-                        upstream: u,
-                        source,
-                    }
-                } else {
-                    ProxyError::Upstream {
-                        pool: p,
-                        upstream: u,
-                        source,
-                    }
-                };
-                self.failed(&pool, upstream, err, h1 && has_body)
-            }
-            Attempt::TimedOut => {
-                let err = ProxyError::Timeout {
-                    pool: pool.name().to_string(),
-                    upstream: upstream.addr.to_string(),
-                    after: self.settings.response_timeout,
-                };
-                self.failed(&pool, upstream, err, h1 && has_body)
-            }
+            Err(err) => self.failed(&pool, upstream, err, h1 && has_body),
         };
-        let elapsed = started.elapsed();
-        pool.metrics()
-            .observe(resp.status().as_u16(), elapsed.as_secs_f64());
-        // The access log: one line per request, whatever happened.
-        tracing::info!(
-            target: "turnout::access",
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            pool = %pool.name(),
-            route = reason.as_str(),
-            upstream = %upstream.addr,
-            client = %down.peer,
-            ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
-            error = err.as_ref().map(|e| tracing::field::display(DisplayChain(e))),
-        );
+        Access {
+            method: &method,
+            path: path.path(),
+            status: resp.status(),
+            pool: Some(&pool),
+            route: reason.as_str(),
+            cache: None,
+            upstream: Some(upstream),
+            client: down.peer,
+            started,
+            error: err.as_ref().map(|e| e as &dyn std::error::Error),
+        }
+        .log();
         resp
     }
 
