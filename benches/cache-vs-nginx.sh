@@ -13,6 +13,8 @@ set -euo pipefail
 bin=${1:?usage: cache-vs-nginx.sh path/to/turnout [rounds]}
 rounds=${2:-3}
 work=$(mktemp -d)
+# nginx's workers drop to an unprivileged user when started as root: let them read the files.
+chmod 755 "$work"
 pids=()
 stop_all() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
