@@ -399,3 +399,45 @@ async fn concurrent_misses_make_one_upstream_request_and_a_flood_stays_within_th
         "MISS"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_one_fetch_get_only_what_fits_their_own_request() {
+    let bg = cached_pools("").await;
+    let base = bg.turnout.url("");
+    let send_one = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let url = format!("{base}{path}");
+        tokio::spawn(async move {
+            let mut req = Request::get(url);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            send(
+                &http_client(),
+                req.body(Full::new(Bytes::new())).expect("req"),
+            )
+            .await
+            .expect("answer")
+        })
+    };
+    // One client revalidating, one not, at the same moment: the fetch asks for the whole
+    // answer, the revalidating client gets 304 and the other the body.
+    let a = send_one("/assets/c.js?ms=300", vec![("if-none-match", "\"blue-1\"")]);
+    let b = send_one("/assets/c.js?ms=300", vec![]);
+    let (a, b) = (a.await.expect("join"), b.await.expect("join"));
+    assert_eq!(a.status, 304, "{a:?}");
+    assert_eq!(
+        (b.status.as_u16(), b.body.as_str()),
+        (200, "blue /assets/c.js\n")
+    );
+    assert_eq!(bg.blue.requests(), 1);
+
+    // An answer that is not kept, varying on a header the two clients sent differently: each
+    // gets its own fetch; with the same value, they share one.
+    let vary = ("x-test-vary", "Accept-Language");
+    let path = "/assets/v.js?cc=no-store&ms=300";
+    let en = send_one(path, vec![vary, ("accept-language", "en")]);
+    let fr = send_one(path, vec![vary, ("accept-language", "fr")]);
+    assert_eq!(en.await.expect("join").status, 200);
+    assert_eq!(fr.await.expect("join").status, 200);
+    assert_eq!(bg.blue.requests(), 3, "en and fr were fetched apart");
+}

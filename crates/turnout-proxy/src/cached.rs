@@ -24,14 +24,28 @@ use crate::Shared;
 /// What a fetch that was not kept gives every client that waited on it.
 #[derive(Debug)]
 pub(crate) enum NotKept {
-    /// A response not to be cached (status, Cache-Control, Set-Cookie, Vary), read whole:
-    /// every waiter gets a copy.
-    Small(http::response::Parts, bytes::Bytes),
-    /// Too large to hold (or of unknown length): one waiter streams it, the others fetch
-    /// their own.
-    Large(Mutex<Option<(Response<Incoming>, InFlight)>>),
+    /// A response not to be cached (status, Cache-Control, Set-Cookie, Vary), read whole. The
+    /// request that fetched it gets it; so does every waiter that sent the same values of the
+    /// headers it varies on (the others fetch their own).
+    Small {
+        fetched_by: u64,
+        head: http::response::Parts,
+        body: bytes::Bytes,
+        /// `None` for `Vary: *`: nobody else may share it.
+        varied: Option<Vec<(HeaderName, Option<HeaderValue>)>>,
+    },
+    /// Too large to hold (or of unknown length): the request that fetched it streams it, the
+    /// others fetch their own.
+    Large {
+        fetched_by: u64,
+        response: Mutex<Option<(Response<Incoming>, InFlight)>>,
+    },
     Failed(ProxyError),
 }
+
+/// Numbers each cached-path request, so that of the requests waiting on one fetch, the one that
+/// made it is known.
+static REQUEST_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Shared {
     /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`.
@@ -72,54 +86,86 @@ impl Shared {
             cache.entries.invalidate(&key).await;
         }
         cache.miss();
-        let fetch = self.fetch_to_keep(&pool, &parts, down, asset, &vary);
-        match cache.entries.try_get_with(key, fetch).await {
-            Ok(Entry::Asset(a)) => (from_memory(&a, &parts, "MISS"), "MISS"),
+        let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fetch = self.fetch_to_keep(id, &pool, &parts, down, asset, &vary);
+        let not_kept = match cache.entries.try_get_with(key, fetch).await {
+            Ok(Entry::Asset(a)) => return (from_memory(&a, &parts, "MISS"), "MISS"),
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
-            Err(not_kept) => match &*not_kept {
-                NotKept::Small(head, body) => {
+            Err(not_kept) => not_kept,
+        };
+        let own = match &*not_kept {
+            NotKept::Failed(e) => return (e.into_response(false), "MISS"),
+            NotKept::Small {
+                fetched_by,
+                head,
+                body,
+                varied,
+            } => {
+                let same = *fetched_by == id
+                    || varied.as_ref().is_some_and(|v| {
+                        v.iter()
+                            .all(|(name, value)| parts.headers.get(name) == value.as_ref())
+                    });
+                if same {
                     let mut resp =
                         Response::from_parts(head.clone(), ProxyBody::bytes(body.clone()));
                     if parts.method == Method::HEAD {
                         *resp.body_mut() = ProxyBody::empty();
                     }
                     mark(&mut resp, "MISS");
-                    (resp, "MISS")
+                    return (resp, "MISS");
                 }
-                NotKept::Large(slot) => {
-                    let taken = slot
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take();
-                    let fetched = match taken {
-                        Some(f) => Ok(f),
-                        None => self.fetch(&pool, &parts, down).await,
-                    };
-                    match fetched {
-                        Ok((resp, guard)) => {
-                            let mut resp = self.respond(resp, guard, None, h1);
-                            mark(&mut resp, "MISS");
-                            (resp, "MISS")
-                        }
-                        Err(e) => (e.into_response(false), "MISS"),
-                    }
-                }
-                NotKept::Failed(e) => (e.into_response(false), "MISS"),
-            },
+                None
+            }
+            NotKept::Large {
+                fetched_by,
+                response,
+            } if *fetched_by == id => response
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+            NotKept::Large { .. } => None,
+        };
+        // Not shareable with this request: it streams what it fetched, or fetches its own.
+        let fetched = match own {
+            Some(f) => Ok(f),
+            None => self.fetch(&pool, &parts, down).await,
+        };
+        match fetched {
+            Ok((resp, guard)) => {
+                let mut resp = self.respond(resp, guard, None, h1);
+                mark(&mut resp, "MISS");
+                (resp, "MISS")
+            }
+            Err(e) => (e.into_response(false), "MISS"),
         }
     }
 
     /// The fetch behind a miss: the upstream's answer, as an entry to keep, or why not.
     async fn fetch_to_keep(
         &self,
+        id: u64,
         pool: &Arc<Pool>,
         parts: &Parts,
         down: &Downstream,
         asset: AssetKey,
         vary: &Arc<[HeaderName]>,
     ) -> Result<Entry, NotKept> {
+        // The whole answer, whatever this client's validators or range: the cache answers
+        // those itself, and the waiters may not have sent the same ones.
+        let mut full = parts.clone();
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::RANGE,
+            header::IF_RANGE,
+        ] {
+            full.headers.remove(name);
+        }
         let (resp, guard) = self
-            .fetch(pool, parts, down)
+            .fetch(pool, &full, down)
             .await
             .map_err(NotKept::Failed)?;
         let length = resp
@@ -130,7 +176,10 @@ impl Shared {
         let fits =
             parts.method == Method::HEAD || length.is_some_and(|l| l <= self.cache.max_object);
         if !fits {
-            return Err(NotKept::Large(Mutex::new(Some((resp, guard)))));
+            return Err(NotKept::Large {
+                fetched_by: id,
+                response: Mutex::new(Some((resp, guard))),
+            });
         }
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers, false);
@@ -165,7 +214,23 @@ impl Shared {
                     expires: now + ttl,
                 })))
             }
-            _ => Err(NotKept::Small(head, body)),
+            _ => {
+                let varied = varies.map(|names| {
+                    names
+                        .into_iter()
+                        .map(|n| {
+                            let v = parts.headers.get(&n).cloned();
+                            (n, v)
+                        })
+                        .collect()
+                });
+                Err(NotKept::Small {
+                    fetched_by: id,
+                    head,
+                    body,
+                    varied,
+                })
+            }
         }
     }
 
