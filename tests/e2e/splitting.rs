@@ -452,7 +452,7 @@ async fn each_balancer_spreads_requests_as_configured() {
     let mut slow = Vec::new();
     for i in 1..=8u64 {
         let client = client.clone();
-        let url = t.url("/slow?ms=3000");
+        let url = t.url("/slow?ms=5000");
         slow.push(tokio::spawn(async move {
             turnout_testkit::client::get(&client, &url).await
         }));
