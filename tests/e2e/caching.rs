@@ -180,6 +180,15 @@ async fn static_files_come_with_validators_ranges_and_precompressed_siblings() {
     assert_eq!(r.status, 206);
     assert_eq!(header(&r, "content-range"), "bytes 102397-102399/102400");
 
+    // A file replaced by a symlink out of the root after it was served: refused at once.
+    write(&root.join("swap.txt"), b"plain\n");
+    assert_eq!(get(&bg, "/static/swap.txt", &[]).await.body, "plain\n");
+    std::fs::remove_file(root.join("swap.txt")).expect("rm");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("swap.txt"))
+        .expect("symlink");
+    let a = get(&bg, "/static/swap.txt", &[]).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+
     // Small files are held in memory, and re-read when they change on disk.
     let status = bg.status().await;
     assert!(

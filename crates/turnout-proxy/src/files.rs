@@ -32,7 +32,16 @@ struct Dir {
 pub struct StaticFiles {
     dirs: Box<[Dir]>,
     cache: Arc<Cache>,
+    /// Request paths already resolved (symlinks, index) to a file inside their root, for
+    /// [`RESOLVED_FOR`]: a request then costs one `stat` (which still catches every change of
+    /// size or modification time) instead of a `realpath` walk, as nginx's open_file_cache does.
+    resolved: moka::sync::Cache<(usize, Box<str>), Arc<Path>>,
 }
+
+/// How long a resolved path is trusted before it is walked again (so a directory on the way
+/// that is replaced by a symlink out of the root stops being followed within this; a file
+/// replaced by a symlink is caught at once).
+const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a path was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +67,10 @@ impl StaticFiles {
                 })
                 .collect(),
             cache,
+            resolved: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(RESOLVED_FOR)
+                .build(),
         }
     }
 
@@ -74,8 +87,8 @@ impl StaticFiles {
     }
 
     /// Serves `req` from directory `dir` (an index from [`StaticFiles::matches`]).
-    pub async fn serve<B>(&self, dir: usize, req: &Request<B>) -> Response<ProxyBody> {
-        let dir = &self.dirs[dir];
+    pub async fn serve<B>(&self, index: usize, req: &Request<B>) -> Response<ProxyBody> {
+        let dir = &self.dirs[index];
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -89,11 +102,33 @@ impl StaticFiles {
                 return resp;
             }
         };
-        match self.find(dir, req.uri().path()) {
+        match self.find_cached(index, req.uri().path()) {
             Ok((path, meta)) => self.send(dir, req.headers(), head, path, meta).await,
             Err(Refused::Forbidden) => text_response(StatusCode::FORBIDDEN, "403 Forbidden\n"),
             Err(Refused::NotFound) => text_response(StatusCode::NOT_FOUND, "404 Not Found\n"),
         }
+    }
+
+    /// [`StaticFiles::find`], through the table of recently resolved paths.
+    fn find_cached(
+        &self,
+        index: usize,
+        path: &str,
+    ) -> Result<(PathBuf, std::fs::Metadata), Refused> {
+        let key = (index, Box::from(path));
+        if let Some(real) = self.resolved.get(&key) {
+            // Not following a symlink: a resolved path names a plain file, and if that file
+            // has been replaced by a symlink since, the full walk decides again.
+            if let Ok(meta) = std::fs::symlink_metadata(&*real) {
+                if meta.is_file() {
+                    return Ok((real.to_path_buf(), meta));
+                }
+            }
+            self.resolved.invalidate(&key);
+        }
+        let (real, meta) = self.find(&self.dirs[index], path)?;
+        self.resolved.insert(key, Arc::from(real.as_path()));
+        Ok((real, meta))
     }
 
     /// The file a request path names under `dir`, checked to lie inside its root.
