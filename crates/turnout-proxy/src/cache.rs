@@ -73,9 +73,9 @@ impl Entry {
 
 #[derive(Debug)]
 pub struct Cache {
-    pub(crate) entries: moka::future::Cache<Key, Entry>,
+    pub(crate) entries: moka::future::Cache<Key, Entry, ahash::RandomState>,
     /// The header names each asset's responses vary on, learnt from its last response.
-    vary: moka::sync::Cache<AssetKey, Arc<[HeaderName]>>,
+    vary: moka::sync::Cache<AssetKey, Arc<[HeaderName]>, ahash::RandomState>,
     prefixes: Box<[String]>,
     pub(crate) max_object: u64,
     max_bytes: u64,
@@ -89,8 +89,12 @@ impl Cache {
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|_k: &Key, v: &Entry| v.weight())
-            .build();
-        let vary = moka::sync::Cache::builder().max_capacity(10_000).build();
+            // aHash instead of the default SipHash: keys are hashed twice per request, and
+            // aHash's per-process random keys still resist crafted collisions.
+            .build_with_hasher(ahash::RandomState::new());
+        let vary = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .build_with_hasher(ahash::RandomState::new());
         Cache {
             entries,
             vary,

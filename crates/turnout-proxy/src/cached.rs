@@ -76,7 +76,7 @@ impl Shared {
         };
         let vary = cache.vary_of(&asset).unwrap_or_else(|| Arc::from([]));
         let values = vary.iter().map(|n| parts.headers.get(n).cloned()).collect();
-        let key = Key::Asset(asset.clone(), values);
+        let key = Key::Asset(asset, values);
 
         if let Some(Entry::Asset(a)) = cache.entries.get(&key).await {
             if Instant::now() < a.expires {
@@ -87,7 +87,10 @@ impl Shared {
         }
         cache.miss();
         let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fetch = self.fetch_to_keep(id, &pool, &parts, down, asset, &vary);
+        let Key::Asset(asset, _) = &key else {
+            unreachable!("built as an asset key above")
+        };
+        let fetch = self.fetch_to_keep(id, &pool, &parts, down, asset.clone(), &vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
             Ok(Entry::Asset(a)) => return (from_memory(&a, &parts, "MISS"), "MISS"),
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
