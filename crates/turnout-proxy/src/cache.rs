@@ -6,12 +6,13 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method};
 use turnout_config::PoolName;
 use turnout_core::{CacheAdmin, CacheStats};
@@ -23,8 +24,8 @@ pub(crate) struct AssetKey {
     pub generation: u64,
     pub method: Method,
     pub host: Option<HeaderValue>,
-    /// Path and query, as the client sent them.
-    pub target: String,
+    /// Path and query, as the client sent them (a handle on the request's own bytes).
+    pub target: PathAndQuery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,6 +77,8 @@ pub struct Cache {
     pub(crate) entries: moka::future::Cache<Key, Entry, ahash::RandomState>,
     /// The header names each asset's responses vary on, learnt from its last response.
     vary: moka::sync::Cache<AssetKey, Arc<[HeaderName]>, ahash::RandomState>,
+    /// Has any response ever varied? Until one has, `vary` is empty and a hit makes one lookup.
+    vary_learnt: AtomicBool,
     prefixes: Box<[String]>,
     pub(crate) max_object: u64,
     max_bytes: u64,
@@ -98,6 +101,7 @@ impl Cache {
         Cache {
             entries,
             vary,
+            vary_learnt: AtomicBool::new(false),
             prefixes: config.prefixes.clone().into_boxed_slice(),
             max_object: config.max_object,
             max_bytes: config.max_bytes,
@@ -139,10 +143,16 @@ impl Cache {
 
     /// The header names `key`'s responses vary on (none until a response said otherwise).
     pub(crate) fn vary_of(&self, key: &AssetKey) -> Option<Arc<[HeaderName]>> {
+        if !self.vary_learnt.load(Ordering::Relaxed) {
+            return None;
+        }
         self.vary.get(key)
     }
 
     pub(crate) fn learn_vary(&self, key: AssetKey, names: Arc<[HeaderName]>) {
+        // Raised before the insert; a lookup that misses the new names meanwhile only misses
+        // (a response is kept only under the Vary it was looked up with).
+        self.vary_learnt.store(true, Ordering::Relaxed);
         self.vary.insert(key, names);
     }
 }
@@ -168,7 +178,7 @@ impl CacheAdmin for Cache {
                 .filter(|(k, _)| match &**k {
                     Key::Asset(a, _) => {
                         pool.is_none_or(|p| a.pool.as_str() == p)
-                            && prefix.is_none_or(|p| a.target.starts_with(p))
+                            && prefix.is_none_or(|p| a.target.as_str().starts_with(p))
                     }
                     Key::File(_) => false,
                 })
@@ -247,7 +257,9 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 
 /// Does a request's `If-None-Match` name `etag` (or `*`)?
 pub(crate) fn none_match(req: &HeaderMap, etag: &HeaderValue) -> bool {
-    let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    fn weak(t: &str) -> &str {
+        t.trim().trim_start_matches("W/")
+    }
     let Ok(etag) = etag.to_str() else {
         return false;
     };

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -71,17 +72,19 @@ impl Shared {
             target: parts
                 .uri
                 .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
-        let vary = cache.vary_of(&asset).unwrap_or_else(|| Arc::from([]));
+        let vary = cache.vary_of(&asset);
+        let vary = vary.as_deref().unwrap_or_default();
         let values = vary.iter().map(|n| parts.headers.get(n).cloned()).collect();
         let key = Key::Asset(asset, values);
 
         if let Some(Entry::Asset(a)) = cache.entries.get(&key).await {
-            if Instant::now() < a.expires {
+            let now = Instant::now();
+            if now < a.expires {
                 cache.hit();
-                return (from_memory(&a, &parts, "HIT"), "HIT");
+                return (from_memory(&a, &parts, "HIT", now), "HIT");
             }
             cache.entries.invalidate(&key).await;
         }
@@ -90,9 +93,11 @@ impl Shared {
         let Key::Asset(asset, _) = &key else {
             unreachable!("built as an asset key above")
         };
-        let fetch = self.fetch_to_keep(id, &pool, &parts, down, asset.clone(), &vary);
+        let fetch = self.fetch_to_keep(id, &pool, &parts, down, asset.clone(), vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
-            Ok(Entry::Asset(a)) => return (from_memory(&a, &parts, "MISS"), "MISS"),
+            Ok(Entry::Asset(a)) => {
+                return (from_memory(&a, &parts, "MISS", Instant::now()), "MISS")
+            }
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
             Err(not_kept) => not_kept,
         };
@@ -152,7 +157,7 @@ impl Shared {
         parts: &Parts,
         down: &Downstream,
         asset: AssetKey,
-        vary: &Arc<[HeaderName]>,
+        vary: &[HeaderName],
     ) -> Result<Entry, NotKept> {
         // The whole answer, whatever this client's validators or range: the cache answers
         // those itself, and the waiters may not have sent the same ones.
@@ -203,15 +208,20 @@ impl Shared {
             head.status == StatusCode::OK && !head.headers.contains_key(header::SET_COOKIE)
         });
         let varies = vary_names(&head.headers);
-        let same_vary = varies.as_deref() == Some(&vary[..]);
+        let same_vary = varies.as_deref() == Some(vary);
         if let (Some(names), false) = (&varies, same_vary) {
             self.cache.learn_vary(asset, Arc::from(names.as_slice()));
         }
         match ttl {
             Some(ttl) if same_vary => {
                 let now = Instant::now();
+                let mut headers = head.headers;
+                // Slots for the two headers every answer from memory sets: filled in place
+                // then, so the copy of this map made per hit never grows.
+                headers.insert(header::AGE, HeaderValue::from_static("0"));
+                headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
                 Ok(Entry::Asset(Arc::new(Asset {
-                    headers: head.headers,
+                    headers,
                     body,
                     stored: now,
                     expires: now + ttl,
@@ -314,7 +324,12 @@ impl Shared {
 }
 
 /// A response from a kept entry: 304 when the client's ETag matches, else the whole entry.
-fn from_memory(asset: &Asset, req: &Parts, label: &'static str) -> Response<ProxyBody> {
+fn from_memory(
+    asset: &Asset,
+    req: &Parts,
+    label: &'static str,
+    now: Instant,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::empty());
     *resp.headers_mut() = asset.headers.clone();
     let etag = asset.headers.get(header::ETAG);
@@ -326,15 +341,15 @@ fn from_memory(asset: &Asset, req: &Parts, label: &'static str) -> Response<Prox
     }
     resp.headers_mut().insert(
         header::AGE,
-        HeaderValue::from(asset.stored.elapsed().as_secs()),
+        HeaderValue::from(now.saturating_duration_since(asset.stored).as_secs()),
     );
     mark(&mut resp, label);
     resp
 }
 
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 fn mark(resp: &mut Response<ProxyBody>, label: &'static str) {
-    resp.headers_mut().insert(
-        HeaderName::from_static("x-cache"),
-        HeaderValue::from_static(label),
-    );
+    resp.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static(label));
 }

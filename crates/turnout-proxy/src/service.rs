@@ -247,14 +247,15 @@ impl Shared {
             && !is_upgrade_request(req.version(), req.headers())
         {
             let (parts, _empty) = req.into_parts();
-            let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+            // For the log line: handles on the request's own bytes, not copies.
+            let (method, target) = (parts.method.clone(), parts.uri.path_and_query().cloned());
             let (mut resp, label) = self.cached(parts, Arc::clone(&pool), down, h1).await;
             for cookie in set_cookies.into_iter().flatten() {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
             Access {
                 method: &method,
-                path: &path,
+                path: target.as_ref().map_or("/", PathAndQuery::path),
                 status: resp.status(),
                 pool: Some(&pool),
                 route: reason.as_str(),
