@@ -66,10 +66,13 @@ fn proxy_round_trip(c: &mut Criterion) {
         let upstream = TestUpstream::start("bench").await;
         let config = config(&upstream.server());
         let router = Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot"));
-        let plane = DataPlane::new(router, ProxySettings::from_config(&config));
+        let plane = DataPlane::new(
+            router,
+            ProxySettings::from_config(&config).expect("no CA files to read"),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { plane.serve(listener, std::future::pending()).await });
+        tokio::spawn(async move { plane.serve(listener, None, std::future::pending()).await });
         (upstream, addr)
     });
     let direct: http::Uri = format!("http://{}/", upstream.addr).parse().expect("uri");
@@ -126,10 +129,10 @@ fn cache_hit(c: &mut Criterion) {
         );
         let config = Config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
         let router = Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot"));
-        let plane = DataPlane::new(router, ProxySettings::from_config(&config));
+        let plane = DataPlane::new(router, ProxySettings::from_config(&config).expect("no CA files to read"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { plane.serve(listener, std::future::pending()).await });
+        tokio::spawn(async move { plane.serve(listener, None, std::future::pending()).await });
         (upstream, addr)
     });
     let uri = |s: String| -> http::Uri { s.parse().expect("uri") };

@@ -71,14 +71,21 @@ fn switch_visible(c: &mut Criterion) {
         let config =
             Config::parse(&text, std::path::Path::new("bench.toml")).expect("bench config");
         let router = Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot"));
-        let plane = DataPlane::new(router.clone(), ProxySettings::from_config(&config));
+        let plane = DataPlane::new(
+            router.clone(),
+            ProxySettings::from_config(&config).expect("no CA files to read"),
+        );
         let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (proxy, admin) = (
             proxy_listener.local_addr().expect("addr"),
             admin_listener.local_addr().expect("addr"),
         );
-        tokio::spawn(async move { plane.serve(proxy_listener, std::future::pending()).await });
+        tokio::spawn(async move {
+            plane
+                .serve(proxy_listener, None, std::future::pending())
+                .await
+        });
         let control = Control::new(router, None);
         tokio::spawn(turnout_admin::serve(
             admin_listener,

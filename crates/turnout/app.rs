@@ -16,7 +16,7 @@ use turnout_config::Config;
 
 use turnout_core::control::Probe;
 use turnout_core::{Control, Router, RoutingSnapshot, StateFile};
-use turnout_proxy::{DataPlane, HttpProber, ProxySettings};
+use turnout_proxy::{CertStore, DataPlane, HttpProber, ProxySettings, TlsListener};
 
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
@@ -87,6 +87,8 @@ pub fn run_blocking(config: Config, on_ready: impl FnOnce(&Bound)) -> ExitCode {
 pub struct Bound {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener, with `[tls]`.
+    pub tls: Option<SocketAddr>,
 }
 
 /// Serves until `signal` completes, then drains. The steps are numbered as they happen.
@@ -128,17 +130,51 @@ pub async fn run(
         "routing state loaded"
     );
     let router = Router::new(snapshot);
+    // The CA files of `[pools.NAME.tls]` and the system's roots, for `https://` upstreams.
+    let settings = match ProxySettings::from_config(&config) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_DATAERR, &e),
+    };
     // Switches and rollbacks are health-gated by a fresh probe of the target pool.
-    let prober: Arc<dyn Probe> = Arc::new(HttpProber::default());
+    let prober: Arc<dyn Probe> = Arc::new(HttpProber::new(&settings.upstream_tls));
     let control = Control::with_prober(router.clone(), state, Some(prober));
 
-    // 3. Bind both ports before serving either, so a port in use fails the start cleanly.
+    // 3. The HTTPS listener's certificates: each must load, or turnout does not start.
+    let certs = match &config.tls {
+        None => None,
+        Some(tls) => match CertStore::load(&tls.certs, tls.reject_expired) {
+            Ok(store) => Some(store),
+            Err(e) => return fail(EX_DATAERR, &e),
+        },
+    };
+
+    // 4. Bind every port before serving any, so a port in use fails the start cleanly.
     let (proxy_listener, admin_listener) = match (
-        bind(config.server.listen, "listen").await,
-        bind(config.server.admin, "admin").await,
+        bind(config.server.listen, "[server] listen").await,
+        bind(config.server.admin, "[server] admin").await,
     ) {
         (Ok(p), Ok(a)) => (p, a),
         (Err(e), _) | (_, Err(e)) => return fail(1, &e),
+    };
+    let tls_listener = match (&config.tls, &certs) {
+        (Some(tls), Some(store)) => {
+            let listener = match bind(tls.listen, "[tls] listen").await {
+                Ok(l) => l,
+                Err(e) => return fail(1, &e),
+            };
+            let server_config = match store.server_config() {
+                Ok(c) => c,
+                Err(e) => return fail(EX_DATAERR, &e),
+            };
+            control.attach_tls(Arc::clone(store) as Arc<dyn turnout_core::TlsAdmin>);
+            Some(TlsListener {
+                listener,
+                config: server_config,
+                handshake_timeout: tls.handshake_timeout,
+                max_handshakes: tls.max_handshakes,
+            })
+        }
+        _ => None,
     };
     if config.server.admin_token.is_none() && !config.server.admin.ip().is_loopback() {
         tracing::warn!(
@@ -153,9 +189,19 @@ pub async fn run(
         admin: admin_listener
             .local_addr()
             .expect("a bound socket has an address"),
+        tls: tls_listener.as_ref().map(|t| {
+            t.listener
+                .local_addr()
+                .expect("a bound socket has an address")
+        }),
     };
+    for cert in certs.iter().flat_map(|s| s.infos()) {
+        if cert.days_left < 14 {
+            tracing::warn!(cert = %cert.cert, names = ?cert.names, not_after = %cert.not_after, days_left = cert.days_left, "certificate expires soon");
+        }
+    }
 
-    // 4. The admin API, until the data plane has drained.
+    // 5. The admin API, until the data plane has drained.
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(turnout_admin::serve(
         admin_listener,
@@ -164,12 +210,23 @@ pub async fn run(
         admin_stop.clone().cancelled_owned(),
     ));
 
-    // 5. Active health checks of every pool's servers, following the routing state.
-    let checks = turnout_proxy::spawn_health_checks(router.clone());
+    // 6. Active health checks of every pool's servers, following the routing state; and the
+    //    certificates' reloads (SIGHUP, and the file watch when asked for).
+    let checks = turnout_proxy::spawn_health_checks(router.clone(), &settings.upstream_tls);
+    let mut tls_tasks = Vec::new();
+    if let Some(store) = &certs {
+        tls_tasks.push(spawn_reload_on_sighup(Arc::clone(store)));
+        if config.tls.as_ref().is_some_and(|t| t.watch) {
+            tls_tasks.push(turnout_proxy::tls::spawn_watch(
+                Arc::clone(store),
+                turnout_config::defaults::TLS_WATCH_INTERVAL,
+            ));
+        }
+    }
 
-    // 6. The data plane, until a signal; then the health path turns 503, the listener stays
+    // 7. The data plane, until a signal; then the health path turns 503, the listener stays
     //    open for the shutdown delay, closes, and what is in flight finishes.
-    let plane = DataPlane::new(router, ProxySettings::from_config(&config));
+    let plane = DataPlane::new(router, settings);
     control.attach_cache(plane.cache());
     let delay = config.server.shutdown_delay;
     let shutdown = {
@@ -187,12 +244,15 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, health = %config.server.health_path, "turnout is serving");
+    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = ?bound.tls, health = %config.server.health_path, "turnout is serving");
     on_ready(&bound);
-    let drained = plane.serve(proxy_listener, shutdown).await;
+    let drained = plane.serve(proxy_listener, tls_listener, shutdown).await;
 
-    // 7. Done: stop the checks and the admin API, and report.
+    // 8. Done: stop the checks and the admin API, and report.
     checks.abort();
+    for task in tls_tasks {
+        task.abort();
+    }
     admin_stop.cancel();
     if let Ok(Err(e)) = admin_task.await {
         tracing::warn!(error = %e, "admin API ended with an error");
@@ -212,7 +272,36 @@ pub async fn run(
 async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr} ([server] {key}): {e}"))
+        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))
+}
+
+/// SIGHUP reloads the certificates, as `POST /v1/tls/reload` does; a failure is logged and
+/// the previous certificates stay.
+fn spawn_reload_on_sighup(store: Arc<CertStore>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; reload certificates over the admin API");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let store = Arc::clone(&store);
+                match tokio::task::spawn_blocking(move || store.reload()).await {
+                    Ok(Ok(certs)) => {
+                        tracing::info!(certs = certs.len(), "SIGHUP: certificates reloaded")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the previous ones are still served")
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the reload did not finish"),
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        drop(store);
+    })
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

@@ -19,6 +19,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// A certificate or key that could not be loaded: 400 when a file is bad, 500 when it could
+    /// not be read at all. The message names the file either way (the operator put it there).
+    #[error("certificates not reloaded, the previous ones are still served: {message}")]
+    CertFiles { message: String, io: bool },
 }
 
 impl ApiError {
@@ -28,6 +32,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::CertFiles { io: true, .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::CertFiles { io: false, .. } => StatusCode::BAD_REQUEST,
             ApiError::Core(e) => match e {
                 CoreError::UnknownPool { .. } => StatusCode::NOT_FOUND,
                 CoreError::NoPrevious
@@ -47,7 +53,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, ApiError::CertFiles { .. }) {
             tracing::error!(target: "turnout::admin", error = %self, "admin call failed");
             "internal error: the change was not made; see turnout's log".to_owned()
         } else {

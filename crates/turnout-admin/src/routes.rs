@@ -38,6 +38,7 @@ pub fn router(control: Control, token: Option<String>) -> Router {
         .route("/v1/abort", post(abort))
         .route("/v1/split", put(put_split))
         .route("/v1/cache", axum::routing::delete(purge_cache))
+        .route("/v1/tls/reload", post(reload_tls))
         .route("/v1/rules", put(put_rules).get(get_rules))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
         .route("/metrics", get(metrics))
@@ -104,7 +105,40 @@ async fn status(State(state): State<AdminState>) -> Json<Status> {
     if let Some(cache) = state.control.cache() {
         status.cache = Some(cache.stats().await);
     }
+    status.tls = state.control.tls().map(|t| t.certs());
     Json(status)
+}
+
+/// `POST /v1/tls/reload`: reads every certificate and key again. New handshakes use them at
+/// once; open connections keep theirs. A file that fails leaves the served set as it was.
+async fn reload_tls(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(tls) = state.control.tls().cloned() else {
+        return Err(ApiError::NotFound(
+            "no [tls] listener here: nothing to reload".into(),
+        ));
+    };
+    // A few small files, but still file reads: off the async workers.
+    let reloaded = tokio::task::spawn_blocking(move || tls.reload())
+        .await
+        .map_err(|e| ApiError::CertFiles {
+            message: format!("the reload did not finish: {e}"),
+            io: true,
+        })?;
+    match reloaded {
+        Ok(certs) => {
+            tracing::info!(target: "turnout::admin", certs = certs.len(), "certificates reloaded");
+            Ok(Json(
+                serde_json::json!({ "reloaded": true, "certs": certs }),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(target: "turnout::admin", error = %e.message, "certificates not reloaded; the previous ones are still served");
+            Err(ApiError::CertFiles {
+                message: e.message,
+                io: e.io,
+            })
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,7 +348,11 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        snapshot.env.metrics.render(&snapshot, cache),
+        snapshot.env.metrics.render(
+            &snapshot,
+            cache,
+            &state.control.tls().map(|t| t.certs()).unwrap_or_default(),
+        ),
     )
 }
 

@@ -94,3 +94,18 @@ pub const CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Responses and files above this stream instead of being held in memory.
 pub const CACHE_MAX_OBJECT: u64 = 8 * 1024 * 1024;
+
+/// The HTTPS listener, when `[tls]` is present.
+pub fn tls_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 443))
+}
+
+/// A TLS client must finish its handshake within this, or the connection is closed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress at once; further connections wait (within their handshake
+/// timeout) for one to finish, so a flood of slow handshakes cannot take every core.
+pub const TLS_MAX_HANDSHAKES: usize = 1024;
+
+/// How often `[tls] watch = true` looks at the certificate files for a change.
+pub const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(2);

@@ -26,6 +26,35 @@ pub struct FileConfig {
     #[serde(default, rename = "static")]
     pub statics: Vec<Spanned<FileStatic>>,
     pub cache: Option<FileCache>,
+    pub tls: Option<FileTls>,
+}
+
+/// `[tls]`: the HTTPS listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub listen: Option<Spanned<Addr>>,
+    #[serde(default)]
+    pub certs: Vec<Spanned<FileCert>>,
+    pub watch: Option<bool>,
+    pub reject_expired: Option<bool>,
+    pub handshake_timeout: Option<HumanDuration>,
+    pub max_handshakes: Option<Spanned<usize>>,
+}
+
+/// `[[tls.certs]]`: a certificate chain and its key, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[pools.NAME.tls]`: how to trust the pool's `https://` servers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePoolTls {
+    pub ca: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +91,7 @@ pub struct FileServer {
     pub client_idle_timeout: Option<HumanDuration>,
     pub max_header_count: Option<usize>,
     pub max_header_bytes: Option<usize>,
+    pub redirect_https: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +118,7 @@ pub struct FilePool {
     pub balance: Option<Spanned<String>>,
     /// Overrides of `[health]` for this pool.
     pub health: Option<FileHealthCheck>,
+    pub tls: Option<FilePoolTls>,
 }
 
 /// `[health]`: the active checks (the defaults of every pool), and `[health.passive]`.

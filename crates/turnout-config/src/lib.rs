@@ -43,6 +43,32 @@ pub struct Config {
     /// `[[static]]`, in file order (the first matching prefix serves).
     pub statics: Vec<StaticDir>,
     pub cache: Cache,
+    /// `[tls]`: the HTTPS listener, if any.
+    pub tls: Option<Tls>,
+    /// `[pools.NAME.tls] ca`: the CA file trusted for the pool's `https://` servers (the
+    /// system's roots for pools without one).
+    pub pool_ca: BTreeMap<PoolName, PathBuf>,
+}
+
+/// `[tls]`: the HTTPS listener and its certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub listen: SocketAddr,
+    /// In file order; the first is served to clients that send no SNI name.
+    pub certs: Vec<CertFiles>,
+    /// Reload when a certificate or key file changes on disk.
+    pub watch: bool,
+    /// Refuse a certificate whose not-after date has passed.
+    pub reject_expired: bool,
+    pub handshake_timeout: Duration,
+    pub max_handshakes: usize,
+}
+
+/// `[[tls.certs]]`: a PEM chain (leaf first) and its PEM key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[[static]]`: a URL prefix served from a directory.
@@ -99,6 +125,8 @@ pub struct Server {
     pub client_idle_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
+    /// The plain listener answers 308 to the https URL (but for the health path).
+    pub redirect_https: bool,
 }
 
 /// `[upstream]`: how turnout talks to the app servers.
@@ -341,6 +369,7 @@ impl file::FileConfig {
         let mut pools = BTreeMap::new();
         let mut pool_health = BTreeMap::new();
         let mut pool_balance = BTreeMap::new();
+        let mut pool_ca = BTreeMap::new();
         for (name, pool) in self.pools {
             let key = format!("pools.{name}");
             let pool_name = PoolName::parse(&name).map_err(|message| ConfigError::Invalid {
@@ -374,6 +403,16 @@ impl file::FileConfig {
             }
             if pool.balance.is_some() {
                 pool_balance.insert(pool_name.clone(), balance);
+            }
+            if let Some(ca) = pool.tls.and_then(|t| t.ca) {
+                if !ca.get_ref().is_file() {
+                    return Err(invalid(
+                        ca.span(),
+                        &format!("{key}.tls.ca"),
+                        format!("{} is not a file turnout can read", ca.get_ref().display()),
+                    ));
+                }
+                pool_ca.insert(pool_name.clone(), ca.into_inner());
             }
             if let Some(check) = pool.health {
                 let check = resolve_check(check, &health, &format!("{key}.health"), text, path)?;
@@ -430,11 +469,26 @@ impl file::FileConfig {
         let routing = resolve_routing(routing, active, &pools, text, path)?;
         let statics = resolve_statics(self.statics, text, path)?;
         let cache = resolve_cache(self.cache.unwrap_or_default(), text, path)?;
+        let listen = server.listen.map_or_else(defaults::listen, |a| a.0);
+        let admin = server.admin.map_or_else(defaults::admin, |a| a.0);
+        let tls = match self.tls {
+            None => None,
+            Some(tls) => Some(resolve_tls(tls, [listen, admin], text, path)?),
+        };
+        let redirect_https = server.redirect_https.unwrap_or(false);
+        if redirect_https && tls.is_none() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "redirect_https"),
+                key: "server.redirect_https".into(),
+                message: "needs a [tls] listener to redirect to".into(),
+            });
+        }
 
         Ok(Config {
             server: Server {
-                listen: server.listen.map_or_else(defaults::listen, |a| a.0),
-                admin: server.admin.map_or_else(defaults::admin, |a| a.0),
+                listen,
+                admin,
                 health_path: health_path.into_inner(),
                 admin_token,
                 shutdown_delay: server
@@ -456,6 +510,7 @@ impl file::FileConfig {
                     .map_or(defaults::CLIENT_IDLE_TIMEOUT, |d| d.0),
                 max_header_count,
                 max_header_bytes,
+                redirect_https,
             },
             upstream: Upstream {
                 connect_timeout: upstream
@@ -482,8 +537,83 @@ impl file::FileConfig {
             passive,
             statics,
             cache,
+            tls,
+            pool_ca,
         })
     }
+}
+
+fn resolve_tls(
+    file: file::FileTls,
+    taken: [SocketAddr; 2],
+    text: &str,
+    path: &Path,
+) -> Result<Tls, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: find_key_line(text, key),
+        key: format!("tls.{key}"),
+        message,
+    };
+    let listen = file
+        .listen
+        .as_ref()
+        .map_or_else(defaults::tls_listen, |a| a.get_ref().0);
+    if taken.contains(&listen) {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            line: file
+                .listen
+                .as_ref()
+                .map_or(1, |a| line_of(text, a.span().start)),
+            key: "tls.listen".into(),
+            message: format!("{listen} is already the plain or the admin listener"),
+        });
+    }
+    if file.certs.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            line: find_key_line(text, "[tls]"),
+            key: "tls.certs".into(),
+            message: "no certificate: add [[tls.certs]] with cert = \"fullchain.pem\" and key = \"privkey.pem\"".into(),
+        });
+    }
+    let max_handshakes = match file.max_handshakes {
+        None => defaults::TLS_MAX_HANDSHAKES,
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, m.span().start),
+                key: "tls.max_handshakes".into(),
+                message: "must be at least 1".into(),
+            })
+        }
+        Some(m) => m.into_inner(),
+    };
+    let handshake_timeout = file
+        .handshake_timeout
+        .map_or(defaults::TLS_HANDSHAKE_TIMEOUT, |d| d.0);
+    if handshake_timeout.is_zero() {
+        return Err(invalid("handshake_timeout", "must be more than 0".into()));
+    }
+    Ok(Tls {
+        listen,
+        certs: file
+            .certs
+            .into_iter()
+            .map(|c| {
+                let c = c.into_inner();
+                CertFiles {
+                    cert: c.cert,
+                    key: c.key,
+                }
+            })
+            .collect(),
+        watch: file.watch.unwrap_or(false),
+        reject_expired: file.reject_expired.unwrap_or(false),
+        handshake_timeout,
+        max_handshakes,
+    })
 }
 
 /// A URL prefix: starts and ends with '/', no query.

@@ -42,21 +42,28 @@ impl fmt::Display for PoolName {
 }
 
 /// An upstream server, `HOST:PORT` (an IPv4 address, a bracketed IPv6 address, or a DNS name
-/// such as a compose service). A leading `http://` is accepted and dropped.
+/// such as a compose service). A leading `http://` is accepted and dropped; a leading
+/// `https://` is kept and means turnout speaks TLS to it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerAddr(Arc<str>);
+
+const HTTPS: &str = "https://";
 
 impl ServerAddr {
     pub fn parse(input: &str) -> Result<ServerAddr, String> {
         let bad = |why: &str| {
             Err(format!(
-                "invalid server address {input:?}: {why} (expected HOST:PORT, such as \"127.0.0.1:3000\")"
+                "invalid server address {input:?}: {why} (expected HOST:PORT, such as \"127.0.0.1:3000\", or https://HOST:PORT)"
             ))
         };
-        let s = input.strip_prefix("http://").unwrap_or(input);
+        let tls = input.starts_with(HTTPS);
+        let s = input
+            .strip_prefix("http://")
+            .or_else(|| input.strip_prefix(HTTPS))
+            .unwrap_or(input);
         let s = s.strip_suffix('/').unwrap_or(s);
-        if input.starts_with("https://") {
-            return bad("TLS to upstreams is not supported yet");
+        if s.contains('/') {
+            return bad("a server is an address, without a path");
         }
         let Some((host, port)) = s.rsplit_once(':') else {
             return bad("the port is missing");
@@ -77,12 +84,26 @@ impl ServerAddr {
         if !host_ok {
             return bad("the host is not an IP address or a DNS name");
         }
-        Ok(ServerAddr(s.into()))
+        Ok(ServerAddr(if tls {
+            format!("{HTTPS}{s}").into()
+        } else {
+            s.into()
+        }))
+    }
+
+    /// The address as written (normalised): `HOST:PORT`, or `https://HOST:PORT`.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// `HOST:PORT`, as an HTTP authority.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn authority(&self) -> &str {
+        self.0.strip_prefix(HTTPS).unwrap_or(&self.0)
+    }
+
+    /// Does turnout speak TLS to this server?
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with(HTTPS)
     }
 }
 

@@ -145,10 +145,18 @@ fn server_addr_rules() {
         ":80",
         "a b:80",
         "[zz]:80",
-        "https://x:443",
+        "https://x",
+        "x:443/api",
     ] {
         assert!(ServerAddr::parse(bad).is_err(), "{bad}");
     }
+    let tls = ServerAddr::parse("https://app.internal:8443/").expect("ok");
+    assert_eq!(tls.as_str(), "https://app.internal:8443");
+    assert_eq!(tls.authority(), "app.internal:8443");
+    assert!(tls.is_tls());
+    let plain = ServerAddr::parse("10.0.0.1:80").expect("ok");
+    assert_eq!(plain.authority(), "10.0.0.1:80");
+    assert!(!plain.is_tls());
 }
 
 #[test]
@@ -349,4 +357,65 @@ fn static_dirs_and_cache_sizes_are_checked() {
         let e = err(&format!("{text}{MINIMAL}"));
         assert!(e.contains(says), "{text}: {e}");
     }
+}
+
+#[test]
+fn tls_listener_certs_redirect_and_pool_cas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "pem").expect("write");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:8080\"\nredirect_https = true\n\
+         [tls]\nlisten = \"127.0.0.1:8443\"\nwatch = true\nhandshake_timeout = \"3s\"\n\
+         [[tls.certs]]\ncert = \"a.pem\"\nkey = \"a.key\"\n[[tls.certs]]\ncert = \"b.pem\"\nkey = \"b.key\"\n\
+         [pools.blue]\nservers = [\"https://127.0.0.1:9443\"]\n[pools.blue.tls]\nca = {ca:?}\n\
+         [routing]\nactive = \"blue\"\n"
+    );
+    let c = parse(&text).expect("valid");
+    let tls = c.tls.expect("tls");
+    assert_eq!(tls.listen.port(), 8443);
+    assert_eq!(tls.certs.len(), 2);
+    assert_eq!(tls.certs[1].key, std::path::PathBuf::from("b.key"));
+    assert!(tls.watch && !tls.reject_expired);
+    assert_eq!(tls.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(tls.max_handshakes, defaults::TLS_MAX_HANDSHAKES);
+    assert!(c.server.redirect_https);
+    assert_eq!(c.pool_ca["blue"], ca);
+    assert!(c.pools["blue"][0].addr.is_tls());
+
+    // Each mistake names its key and the line it is on.
+    let minimal_redirect = MINIMAL.replace("[server]\n", "[server]\nredirect_https = true\n");
+    let cases = [
+        (minimal_redirect, "server.redirect_https", "redirect_https"),
+        (format!("{MINIMAL}[tls]\nlisten = \"127.0.0.1:8443\"\n"), "tls.certs", "[tls]"),
+        (
+            format!("{MINIMAL}[tls]\nmax_handshakes = 0\n[[tls.certs]]\ncert = \"a\"\nkey = \"b\"\n"),
+            "tls.max_handshakes",
+            "max_handshakes",
+        ),
+        (
+            format!("{MINIMAL}[tls]\nlisten = \"0.0.0.0:8080\"\n[[tls.certs]]\ncert = \"a\"\nkey = \"b\"\n"),
+            "tls.listen",
+            "listen = \"0.0.0.0:8080\"\n[[",
+        ),
+        (
+            format!("{MINIMAL}[pools.blue.tls]\nca = \"/nonexistent/ca.pem\"\n"),
+            "pools.blue.tls.ca",
+            "ca = ",
+        ),
+    ];
+    for (text, key, marker) in cases {
+        let line = text[..text.find(marker).expect("marker")]
+            .matches('\n')
+            .count()
+            + 1;
+        let err = parse(&text).expect_err(key).to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(
+            err.contains(&format!("line {line}")),
+            "{key} line {line}: {err}"
+        );
+    }
+    let err = parse(&format!("[tls]\ncertz = 1\n{MINIMAL}")).expect_err("unknown key");
+    assert!(err.to_string().contains("certz"), "{err}");
 }

@@ -37,6 +37,39 @@ pub struct CacheStats {
     pub misses: u64,
 }
 
+/// The HTTPS listener's certificates, as the admin API sees them (the data plane implements it).
+pub trait TlsAdmin: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads every certificate and key again; on failure the set in use stays.
+    fn reload(&self) -> Result<Vec<CertInfo>, TlsReloadError>;
+    /// The certificates being served.
+    fn certs(&self) -> Vec<CertInfo>;
+}
+
+/// One certificate being served.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CertInfo {
+    /// The certificate file, as configured.
+    pub cert: String,
+    pub key: String,
+    /// Its DNS names (subject alternative names, else the common name).
+    pub names: Vec<String>,
+    /// Hex, as `openssl x509 -serial` prints it (with colons).
+    pub serial: String,
+    /// RFC 3339.
+    pub not_after: String,
+    pub not_after_unix: i64,
+    pub days_left: i64,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, Clone)]
+pub struct TlsReloadError {
+    /// Names the file and what is wrong with it.
+    pub message: String,
+    /// The file could not be read at all (the host's fault), rather than read and found bad.
+    pub io: bool,
+}
+
 /// What a fresh probe of one server found: `Ok` or why it failed.
 pub type ProbeResult = (ServerAddr, Result<(), String>);
 
@@ -58,6 +91,8 @@ struct Inner {
     prober: Option<Arc<dyn Probe>>,
     /// The data plane's cache, once it is attached.
     cache: std::sync::OnceLock<Arc<dyn CacheAdmin>>,
+    /// The HTTPS listener's certificates, once attached.
+    tls: std::sync::OnceLock<Arc<dyn TlsAdmin>>,
     /// A switch probed by `prepare` and waiting for its `commit` (one at a time).
     staged: std::sync::Mutex<Option<Staged>>,
     /// An async mutex because it is held across the state file write (done on the blocking
@@ -82,6 +117,7 @@ impl Control {
                 state,
                 prober,
                 cache: std::sync::OnceLock::new(),
+                tls: std::sync::OnceLock::new(),
                 staged: std::sync::Mutex::new(None),
                 writer: tokio::sync::Mutex::new(()),
             }),
@@ -100,6 +136,16 @@ impl Control {
     /// The data plane's cache, if one is attached.
     pub fn cache(&self) -> Option<&Arc<dyn CacheAdmin>> {
         self.inner.cache.get()
+    }
+
+    /// Attaches the HTTPS listener's certificates (once; later calls are ignored).
+    pub fn attach_tls(&self, tls: Arc<dyn TlsAdmin>) {
+        let _ = self.inner.tls.set(tls);
+    }
+
+    /// The HTTPS listener's certificates, if there is such a listener.
+    pub fn tls(&self) -> Option<&Arc<dyn TlsAdmin>> {
+        self.inner.tls.get()
     }
 
     /// Applies `command`. A switch or rollback first probes every server of its target pool

@@ -31,6 +31,7 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
     generation: IntGauge,
+    tls_not_after: IntGaugeVec,
 }
 
 /// The label values of the status classes, by `status / 100`.
@@ -183,6 +184,17 @@ impl Metrics {
                 IntGauge::new("turnout_generation", "The routing state's generation.")
                     .expect("valid metric"),
             ),
+            tls_not_after: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "turnout_tls_cert_not_after_seconds",
+                        "When each certificate of the HTTPS listener expires (Unix time).",
+                    ),
+                    &["cert", "name"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         }
     }
@@ -201,8 +213,20 @@ impl Metrics {
     }
 
     /// The Prometheus text format, with the gauges read from `snapshot` now.
-    pub fn render(&self, snapshot: &RoutingSnapshot, cache: Option<crate::CacheStats>) -> String {
+    pub fn render(
+        &self,
+        snapshot: &RoutingSnapshot,
+        cache: Option<crate::CacheStats>,
+        certs: &[crate::CertInfo],
+    ) -> String {
         self.generation.set(snapshot.generation as i64);
+        self.tls_not_after.reset();
+        for cert in certs {
+            let name = cert.names.first().map_or("", String::as_str);
+            self.tls_not_after
+                .with_label_values(&[cert.cert.as_str(), name])
+                .set(cert.not_after_unix);
+        }
         if let Some(c) = cache {
             self.cache_bytes.set(c.bytes as i64);
             self.cache_entries.set(c.entries as i64);

@@ -20,6 +20,8 @@ pub struct Upstream {
     pub addr: ServerAddr,
     pub weight: u32,
     pub authority: Authority,
+    /// Spoken to over TLS (`https://` in its address).
+    pub tls: bool,
     pub health: Arc<ServerHealth>,
     /// Requests in flight on this server (counted for the balancers that compare loads).
     pub load: Arc<AtomicUsize>,
@@ -27,9 +29,10 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(backend: Backend, health: Arc<ServerHealth>, load: Arc<AtomicUsize>) -> Upstream {
-        let authority = Authority::try_from(backend.addr.as_str())
+        let authority = Authority::try_from(backend.addr.authority())
             .expect("a validated ServerAddr is a valid HTTP authority");
         Upstream {
+            tls: backend.addr.is_tls(),
             addr: backend.addr,
             weight: backend.weight,
             authority,

@@ -25,6 +25,9 @@ pub struct Status {
     /// The cache of upstream assets and static files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::CacheStats>,
+    /// The HTTPS listener's certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Vec<crate::CertInfo>>,
     /// A switch prepared here and waiting for its commit (a fleet switch under way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared: Option<PreparedStatus>,
@@ -131,6 +134,7 @@ impl From<&RoutingSnapshot> for Status {
                 .collect(),
             prepared: None,
             cache: None,
+            tls: None,
         }
     }
 }

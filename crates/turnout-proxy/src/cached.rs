@@ -276,7 +276,7 @@ impl Shared {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         strip_hop_by_hop(&mut headers, false);
-        set_forwarded(&mut headers, &down.ip_header, "http", host.clone());
+        set_forwarded(&mut headers, &down.ip_header, down.proto(), host.clone());
         if let Some(host) = host {
             headers.entry(header::HOST).or_insert(host);
         }
@@ -294,7 +294,7 @@ impl Shared {
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = upstream_uri(upstream, &path);
             *req.headers_mut() = headers.clone();
-            let attempt = self.send(req, true).await;
+            let attempt = self.send(pool.name(), req, true).await;
             let err = match attempt.into_result(pool, upstream, self.settings.response_timeout) {
                 Ok(resp) => {
                     if matches!(resp.status().as_u16(), 502..=504) {

@@ -20,18 +20,22 @@ use turnout_config::HealthCheck;
 use turnout_core::control::{Probe, ProbeResult};
 use turnout_core::{Pool, PoolName, Router, ServerAddr, Upstream};
 
+use crate::clients::ClientSet;
 use crate::error::DisplayChain;
+use crate::tls::UpstreamTls;
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+type ProbeClient = Client<crate::clients::Connector, Empty<Bytes>>;
+type ProbeClients = ClientSet<Empty<Bytes>>;
 
-/// Probes run on a client that keeps no idle connection: each check connects afresh, so a
-/// server whose listener died fails its next check.
-fn probe_client() -> ProbeClient {
+/// Probes run on a client that keeps no idle connection: each check connects afresh (and, to
+/// an `https://` server, handshakes afresh), so a server whose listener died fails its next
+/// check.
+fn probe_clients(tls: &UpstreamTls) -> ProbeClients {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_max_idle_per_host(0);
+    ClientSet::new(tls, &builder, &connector)
 }
 
 /// One check of one server: `Ok` when it answered the expected status within the timeout.
@@ -40,7 +44,8 @@ async fn probe_once(
     server: &Upstream,
     check: &HealthCheck,
 ) -> Result<(), String> {
-    let uri: Uri = format!("http://{}{}", server.authority, check.path)
+    let scheme = if server.tls { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://{}{}", server.authority, check.path)
         .parse()
         .map_err(|e| format!("bad check URI: {e}"))?;
     let req = Request::get(uri)
@@ -76,12 +81,11 @@ async fn probe_once(
 }
 
 /// Starts the checks and keeps them in line with the routing state; runs until aborted.
-pub fn spawn_health_checks(router: Router) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise(router))
+pub fn spawn_health_checks(router: Router, tls: &UpstreamTls) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise(router, probe_clients(tls)))
 }
 
-async fn supervise(router: Router) {
-    let client = probe_client();
+async fn supervise(router: Router, clients: ProbeClients) {
     let mut changes = router.subscribe();
     let mut running: HashMap<
         (PoolName, ServerAddr),
@@ -104,7 +108,7 @@ async fn supervise(router: Router) {
                     }
                 }
                 let task = tokio::spawn(check_loop(
-                    client.clone(),
+                    clients.for_pool(name.as_str()).clone(),
                     name.clone(),
                     server.clone(),
                     check.clone(),
@@ -165,20 +169,20 @@ async fn check_loop(client: ProbeClient, pool: PoolName, server: Upstream, check
 /// The health gate's probe: every server of the pool, at once, with the pool's check.
 #[derive(Debug, Clone)]
 pub struct HttpProber {
-    client: ProbeClient,
+    clients: ProbeClients,
 }
 
-impl Default for HttpProber {
-    fn default() -> Self {
+impl HttpProber {
+    pub fn new(tls: &UpstreamTls) -> HttpProber {
         HttpProber {
-            client: probe_client(),
+            clients: probe_clients(tls),
         }
     }
 }
 
 impl Probe for HttpProber {
     fn probe(&self, pool: Arc<Pool>) -> Pin<Box<dyn Future<Output = Vec<ProbeResult>> + Send>> {
-        let client = self.client.clone();
+        let client = self.clients.for_pool(pool.name().as_str()).clone();
         Box::pin(async move {
             let check = &pool.settings().check;
             let probes = pool.servers().iter().map(|server| {

@@ -9,18 +9,23 @@
 //! - [`cache`]: the in-memory cache (moka, bounded in bytes) of upstream assets and static files.
 //! - `cached`: a request under `[cache] prefixes`: hit, or one coalesced fetch per key.
 //! - [`files`]: `[[static]]` directories served from disk.
+//! - [`tls`]: the HTTPS listener's certificates (SNI, reload) and the settings for `https://`
+//!   upstreams.
+//! - `clients`: the pooled upstream clients, plain and TLS, one set per trusted CA.
 //! - `error`: what can fail on the request path and the status each failure answers.
 
 mod body;
 pub mod cache;
 mod cached;
 pub mod checker;
+mod clients;
 mod conn;
 mod error;
 pub mod files;
 pub mod headers;
 pub mod listener;
 mod service;
+pub mod tls;
 mod upgrade;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +35,8 @@ use std::time::Duration;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::clients::ClientSet;
 use tokio_util::task::TaskTracker;
 use turnout_config::Config;
 use turnout_core::Router;
@@ -37,7 +44,8 @@ use turnout_core::Router;
 pub use body::{ProxyBody, UpstreamBody};
 pub use checker::{spawn_health_checks, HttpProber};
 pub use error::{DisplayChain, ProxyError};
-pub use listener::Drained;
+pub use listener::{Drained, TlsListener};
+pub use tls::{CertStore, TlsError, UpstreamTls};
 
 /// The data plane's settings, taken from the validated config.
 #[derive(Debug, Clone)]
@@ -56,11 +64,17 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     pub statics: Vec<turnout_config::StaticDir>,
     pub cache: turnout_config::Cache,
+    /// The plain listener answers 308 to `https://` on this port (but for the health path).
+    pub redirect_https_port: Option<u16>,
+    /// How to trust `https://` upstreams.
+    pub upstream_tls: UpstreamTls,
 }
 
 impl ProxySettings {
-    pub fn from_config(config: &Config) -> ProxySettings {
-        ProxySettings {
+    /// The settings of `config`; reads the CA files of `[pools.NAME.tls]` (the error names one
+    /// that cannot be used) and the system's roots.
+    pub fn from_config(config: &Config) -> Result<ProxySettings, TlsError> {
+        Ok(ProxySettings {
             health_path: config.server.health_path.clone(),
             max_connections: config.server.max_connections,
             shutdown_timeout: config.server.shutdown_timeout,
@@ -75,7 +89,13 @@ impl ProxySettings {
             max_header_bytes: config.server.max_header_bytes,
             statics: config.statics.clone(),
             cache: config.cache.clone(),
-        }
+            redirect_https_port: config
+                .tls
+                .as_ref()
+                .filter(|_| config.server.redirect_https)
+                .map(|t| t.listen.port()),
+            upstream_tls: UpstreamTls::load(&config.pool_ca)?,
+        })
     }
 }
 
@@ -94,11 +114,11 @@ struct Shared {
     /// The pooled keep-alive clients (hyper-util keys each pool by authority). `client` is for
     /// pools of one server: when a pooled connection turns out closed before the request went
     /// out, hyper-util sends it again on another connection to that same server.
-    client: Client<HttpConnector, UpstreamBody>,
+    client: ClientSet<UpstreamBody>,
     /// For pools of several servers, where turnout retries by itself: hyper-util's own retry is
     /// off, so an unsent request goes to another server (the one whose connections just closed
     /// is likely down) instead of to the next pooled connection to the same one.
-    client_own_retry: Client<HttpConnector, UpstreamBody>,
+    client_own_retry: ClientSet<UpstreamBody>,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.
@@ -121,8 +141,9 @@ impl DataPlane {
             .pool_max_idle_per_host(settings.max_idle_per_server)
             // Host is the client's, passed through; never rewritten to the upstream's address.
             .set_host(false);
-        let client = builder.build(connector.clone());
-        let client_own_retry = builder.retry_canceled_requests(false).build(connector);
+        let client = ClientSet::new(&settings.upstream_tls, &builder, &connector);
+        builder.retry_canceled_requests(false);
+        let client_own_retry = ClientSet::new(&settings.upstream_tls, &builder, &connector);
         let metrics = &router.snapshot().env.metrics;
         let cache = Arc::new(
             cache::Cache::new(&settings.cache)

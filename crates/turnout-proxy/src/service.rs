@@ -24,17 +24,73 @@ pub(crate) struct Downstream {
     pub peer: SocketAddr,
     /// The client's IP, formatted once per connection for `X-Forwarded-For`.
     pub ip_header: HeaderValue,
+    /// Came in over the HTTPS listener.
+    pub https: bool,
 }
 
 impl Downstream {
-    pub fn new(peer: SocketAddr) -> Downstream {
+    pub fn new(peer: SocketAddr, https: bool) -> Downstream {
         let ip_header = HeaderValue::try_from(peer.ip().to_string())
             .expect("an IP address is a valid header value");
-        Downstream { peer, ip_header }
+        Downstream {
+            peer,
+            ip_header,
+            https,
+        }
+    }
+
+    /// `X-Forwarded-Proto`.
+    pub fn proto(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
+
+/// Where ACME HTTP-01 challenges are asked for; never redirected to https.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// 308 to the same URL over https on `port` (the method and body are kept by a 308).
+fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let Some(host) = host else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: no Host header to redirect to https with\n",
+        );
+    };
+    let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{}{target}", host.host())
+    } else if host.host().contains(':') && !host.host().starts_with('[') {
+        format!("https://[{}]:{port}{target}", host.host())
+    } else {
+        format!("https://{}:{port}{target}", host.host())
+    };
+    let mut resp = text_response(
+        StatusCode::PERMANENT_REDIRECT,
+        "308 Permanent Redirect: this site is served over https\n",
+    );
+    match HeaderValue::try_from(location) {
+        Ok(location) => {
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp
+        }
+        Err(_) => text_response(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: the URL cannot be redirected\n",
+        ),
+    }
+}
 
 /// One access log line: every request gets exactly one, whatever happened to it.
 pub(crate) struct Access<'a> {
@@ -109,7 +165,11 @@ impl RetryCopy {
 
 pub(crate) fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(if upstream.tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     uri.authority = Some(upstream.authority.clone());
     uri.path_and_query = Some(path.clone());
     Uri::from_parts(uri).expect("scheme, authority and path make a URI")
@@ -184,6 +244,28 @@ impl Shared {
             return resp;
         }
         let started = Instant::now();
+
+        // `redirect_https`: plain requests go to the https URL; the health path stays (the
+        // load balancer's plain check) and so do ACME HTTP-01 challenges (a renewal needs them).
+        if let Some(port) = self.settings.redirect_https_port {
+            if !down.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
+                let resp = redirect_https(&req, port);
+                Access {
+                    method: req.method(),
+                    path: req.uri().path(),
+                    status: resp.status(),
+                    pool: None,
+                    route: "redirect",
+                    cache: None,
+                    upstream: None,
+                    client: down.peer,
+                    started,
+                    error: None,
+                }
+                .log();
+                return resp;
+            }
+        }
 
         // `[[static]]` directories are served from disk here, never forwarded.
         if let Some(dir) = self.files.matches(req.uri().path()) {
@@ -320,7 +402,12 @@ impl Shared {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         strip_hop_by_hop(&mut parts.headers, is_upgrade);
-        set_forwarded(&mut parts.headers, &down.ip_header, "http", host.clone());
+        set_forwarded(
+            &mut parts.headers,
+            &down.ip_header,
+            down.proto(),
+            host.clone(),
+        );
         if let Some(host) = host {
             parts.headers.entry(header::HOST).or_insert(host);
         }
@@ -354,7 +441,9 @@ impl Shared {
         parts.extensions = http::Extensions::new();
         let mut upstream = first;
         let own_retry = retry.is_some();
-        let mut attempt = self.send(Request::from_parts(parts, body), own_retry).await;
+        let mut attempt = self
+            .send(pool.name(), Request::from_parts(parts, body), own_retry)
+            .await;
 
         // One retry, on another server: after a failed connect or a request that never went
         // out (its pooled connection had closed) for any method, after a reset before the
@@ -368,7 +457,7 @@ impl Shared {
                         pool.metrics().retried();
                         upstream = second;
                         guard.on_server(second);
-                        attempt = self.send(again, own_retry).await;
+                        attempt = self.send(pool.name(), again, own_retry).await;
                     }
                 }
             }
@@ -408,12 +497,18 @@ impl Shared {
 
     /// One attempt, bounded by the response timeout. `own_retry`: turnout retries this one
     /// itself, on another server (see `Shared::client_own_retry`).
-    pub(crate) async fn send(&self, req: Request<UpstreamBody>, own_retry: bool) -> Attempt {
+    pub(crate) async fn send(
+        &self,
+        pool: &turnout_core::PoolName,
+        req: Request<UpstreamBody>,
+        own_retry: bool,
+    ) -> Attempt {
         let client = if own_retry {
             &self.client_own_retry
         } else {
             &self.client
-        };
+        }
+        .for_pool(pool.as_str());
         match tokio::time::timeout(self.settings.response_timeout, client.request(req)).await {
             Ok(Ok(resp)) => Attempt::Answered(resp),
             Ok(Err(e)) => Attempt::Failed(e),

@@ -1,0 +1,477 @@
+//! TLS: the HTTPS listener's certificates (loaded from PEM files, checked, chosen by SNI,
+//! swapped for renewed ones without a restart) and the client settings for `https://`
+//! upstreams (the system's roots, or a pool's own CA).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use turnout_config::{CertFiles, PoolName};
+use turnout_core::CertInfo;
+
+/// Why a certificate, key or CA file could not be used. Each names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {why}", file.display())]
+    Pem { file: PathBuf, why: String },
+    #[error("{}: no certificate in it (expected a PEM chain, leaf first)", file.display())]
+    NoCertificate { file: PathBuf },
+    #[error("{}: the key cannot be used: {why}", file.display())]
+    BadKey { file: PathBuf, why: String },
+    #[error("{} does not belong to the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: the certificate is not valid X.509: {why}", file.display())]
+    BadCertificate { file: PathBuf, why: String },
+    #[error("{}: the certificate expired on {not_after} (reject_expired is set)", file.display())]
+    Expired { file: PathBuf, not_after: String },
+    #[error("TLS settings: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+impl TlsError {
+    /// The file was unreadable (a fault of the host), not a bad file.
+    pub fn is_io(&self) -> bool {
+        matches!(self, TlsError::Read { .. })
+    }
+}
+
+/// The crypto provider every TLS context of turnout uses.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(file).map_err(|source| TlsError::Read {
+        file: file.to_owned(),
+        source,
+    })
+}
+
+/// One certificate being served.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    /// Lower-case DNS names (`*.example.com` for a wildcard).
+    names: Vec<String>,
+    info: CertInfo,
+}
+
+/// The listener's certificates, as loaded from `[[tls.certs]]`, swappable as a whole.
+#[derive(Debug)]
+pub struct CertStore {
+    files: Vec<CertFiles>,
+    reject_expired: bool,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<Vec<Served>>,
+}
+
+impl CertStore {
+    /// Loads every pair; the first failure is the error.
+    pub fn load(files: &[CertFiles], reject_expired: bool) -> Result<Arc<CertStore>, TlsError> {
+        let provider = provider();
+        let served = load_all(files, reject_expired, &provider)?;
+        Ok(Arc::new(CertStore {
+            files: files.to_vec(),
+            reject_expired,
+            provider,
+            current: ArcSwap::from_pointee(served),
+        }))
+    }
+
+    /// Reads every file again. On success new handshakes use the new set at once (open
+    /// connections keep theirs); on failure the set in use stays.
+    pub fn reload(&self) -> Result<Vec<CertInfo>, TlsError> {
+        let served = load_all(&self.files, self.reject_expired, &self.provider)?;
+        let infos = served.iter().map(|s| s.info.clone()).collect();
+        self.current.store(Arc::new(served));
+        Ok(infos)
+    }
+
+    /// What is being served, in `[[tls.certs]]` order.
+    pub fn infos(&self) -> Vec<CertInfo> {
+        let now = unix_now();
+        self.current
+            .load()
+            .iter()
+            .map(|s| {
+                let mut info = s.info.clone();
+                info.days_left = days_left(info.not_after_unix, now);
+                info
+            })
+            .collect()
+    }
+
+    /// The files to watch for a change.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files
+            .iter()
+            .flat_map(|f| [f.cert.as_path(), f.key.as_path()])
+    }
+
+    /// The rustls settings of the listener: TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`, the
+    /// certificate chosen by this store.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl turnout_core::TlsAdmin for CertStore {
+    fn reload(&self) -> Result<Vec<CertInfo>, turnout_core::TlsReloadError> {
+        CertStore::reload(self).map_err(|e| turnout_core::TlsReloadError {
+            message: e.to_string(),
+            io: e.is_io(),
+        })
+    }
+
+    fn certs(&self) -> Vec<CertInfo> {
+        self.infos()
+    }
+}
+
+/// What the files look like on disk (following symlinks, as certbot's `live/` links are), to
+/// tell a renewal from nothing.
+fn stamps(store: &CertStore) -> Vec<Option<(SystemTime, u64)>> {
+    store
+        .files()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}
+
+/// `[tls] watch = true`: looks at the files every `interval` and reloads when one changed; a
+/// failed reload is logged and the served set stays (a renewal that writes the certificate
+/// before the key succeeds on the next look). A poll rather than inotify: a renewal swaps
+/// symlinks or renames files into place, which watches on the old inodes do not see, and two
+/// seconds of delay is nothing for a certificate valid for weeks.
+pub fn spawn_watch(store: Arc<CertStore>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || stamps(&store))
+                .await
+                .unwrap_or_default()
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            let store2 = Arc::clone(&store);
+            let Ok(now) = tokio::task::spawn_blocking(move || stamps(&store2)).await else {
+                continue;
+            };
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let store2 = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || store2.reload()).await {
+                Ok(Ok(certs)) => {
+                    tracing::info!(certs = certs.len(), "certificate files changed: reloaded")
+                }
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "certificate files changed but do not load; the previous certificates are still served"
+                ),
+                Err(e) => tracing::error!(error = %e, "certificate reload did not finish"),
+            }
+        }
+    })
+}
+
+/// rustls' own `ResolvesServerCertUsingSni` matches exact names only and has no default for
+/// clients without SNI; certificates for `*.example.com` and old clients both need more.
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let served = self.current.load();
+        let chosen = hello
+            .server_name()
+            .and_then(|name| choose(&served, name))
+            .or_else(|| served.first());
+        chosen.map(|s| Arc::clone(&s.key))
+    }
+}
+
+/// The certificate for `name`: an exact name first, then a wildcard covering one label.
+fn choose<'a>(served: &'a [Served], name: &str) -> Option<&'a Served> {
+    let exact = served
+        .iter()
+        .find(|s| s.names.iter().any(|n| n.eq_ignore_ascii_case(name)));
+    exact.or_else(|| {
+        let (_, parent) = name.split_once('.')?;
+        served.iter().find(|s| {
+            s.names.iter().any(|n| {
+                n.strip_prefix("*.")
+                    .is_some_and(|p| p.eq_ignore_ascii_case(parent))
+            })
+        })
+    })
+}
+
+fn load_all(
+    files: &[CertFiles],
+    reject_expired: bool,
+    provider: &CryptoProvider,
+) -> Result<Vec<Served>, TlsError> {
+    files
+        .iter()
+        .map(|f| load_pair(f, reject_expired, provider))
+        .collect()
+}
+
+fn load_pair(
+    files: &CertFiles,
+    reject_expired: bool,
+    provider: &CryptoProvider,
+) -> Result<Served, TlsError> {
+    let pem_err = |file: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
+        file: file.to_owned(),
+        why: format!("not a valid PEM file ({e})"),
+    };
+    let chain = read(&files.cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(&files.cert, e))?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCertificate {
+            file: files.cert.clone(),
+        });
+    };
+    let (names, info) = describe(leaf, files)?;
+    if reject_expired && info.not_after_unix < unix_now() {
+        return Err(TlsError::Expired {
+            file: files.cert.clone(),
+            not_after: info.not_after.clone(),
+        });
+    }
+    let key = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::BadKey {
+            file: files.key.clone(),
+            why: "no private key in it (expected PKCS#8, RSA or EC in PEM)".into(),
+        },
+        e => pem_err(&files.key, e),
+    })?;
+    let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+        },
+        e => TlsError::BadKey {
+            file: files.key.clone(),
+            why: e.to_string(),
+        },
+    })?;
+    Ok(Served {
+        key: Arc::new(key),
+        names,
+        info,
+    })
+}
+
+/// The names (DNS subject alternative names, else the common name), serial and expiry of a
+/// leaf certificate.
+fn describe(
+    leaf: &CertificateDer<'_>,
+    files: &CertFiles,
+) -> Result<(Vec<String>, CertInfo), TlsError> {
+    let bad = |why: String| TlsError::BadCertificate {
+        file: files.cert.clone(),
+        why,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(n) => {
+                    names.push(n.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                    if let Some(ip) = ip_of(ip) {
+                        names.push(ip);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    let not_after_unix = cert.validity().not_after.timestamp();
+    let not_after = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after_unix).unwrap_or(0)),
+    )
+    .to_string();
+    let info = CertInfo {
+        cert: files.cert.display().to_string(),
+        key: files.key.display().to_string(),
+        names: names.clone(),
+        serial: cert.raw_serial_as_string(),
+        not_after,
+        not_after_unix,
+        days_left: days_left(not_after_unix, unix_now()),
+    };
+    Ok((names, info))
+}
+
+fn ip_of(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_string()),
+        _ => None,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Whole days until `not_after` (negative once expired).
+fn days_left(not_after: i64, now: i64) -> i64 {
+    (not_after - now).div_euclid(86_400)
+}
+
+/// The client side of `https://` upstreams: the system's roots for every pool, or the CA in
+/// `[pools.NAME.tls] ca` for the pools that name one.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    default: Arc<rustls::ClientConfig>,
+    by_pool: Arc<HashMap<PoolName, Arc<rustls::ClientConfig>>>,
+}
+
+impl UpstreamTls {
+    /// The system's roots, and each pool's CA file (read and checked now; the error names it).
+    pub fn load(
+        pool_ca: &std::collections::BTreeMap<PoolName, PathBuf>,
+    ) -> Result<UpstreamTls, TlsError> {
+        let provider = provider();
+        let mut system = rustls::RootCertStore::empty();
+        // Unreadable entries of the system store are skipped, as every TLS client does; a pool
+        // whose servers need them fails its handshakes with a message naming the verification.
+        let native = rustls_native_certs::load_native_certs();
+        system.add_parsable_certificates(native.certs);
+        let default = client_config(system, &provider)?;
+        let mut by_pool = HashMap::new();
+        for (pool, file) in pool_ca {
+            let pem = read(file)?;
+            let mut roots = rustls::RootCertStore::empty();
+            let mut any = false;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| TlsError::Pem {
+                    file: file.clone(),
+                    why: format!("not a valid PEM file ({e})"),
+                })?;
+                roots.add(cert).map_err(|e| TlsError::BadCertificate {
+                    file: file.clone(),
+                    why: e.to_string(),
+                })?;
+                any = true;
+            }
+            if !any {
+                return Err(TlsError::NoCertificate { file: file.clone() });
+            }
+            by_pool.insert(pool.clone(), client_config(roots, &provider)?);
+        }
+        Ok(UpstreamTls {
+            default,
+            by_pool: Arc::new(by_pool),
+        })
+    }
+
+    /// The system's roots only (no pool has a CA of its own).
+    pub fn system() -> UpstreamTls {
+        UpstreamTls::load(&Default::default()).expect("no file to read, nothing can fail")
+    }
+
+    pub(crate) fn default_config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.default
+    }
+
+    pub(crate) fn pool_configs(
+        &self,
+    ) -> impl Iterator<Item = (&PoolName, &Arc<rustls::ClientConfig>)> {
+        self.by_pool.iter()
+    }
+}
+
+fn client_config(
+    roots: rustls::RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    // ALPN (`http/1.1`) is set by the connector builder.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(names: &[&str]) -> Served {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["x.test".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let der = PrivateKeyDer::try_from(key.serialize_der()).expect("der");
+        let key = CertifiedKey::from_der(vec![cert.der().clone()], der, &provider()).expect("key");
+        Served {
+            key: Arc::new(key),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            info: CertInfo::default(),
+        }
+    }
+
+    #[test]
+    fn sni_prefers_exact_names_then_one_label_wildcards() {
+        let set = vec![
+            served(&["www.example.com"]),
+            served(&["*.example.com"]),
+            served(&["api.example.com", "example.com"]),
+        ];
+        let pick = |n: &str| choose(&set, n).map(|s| s.names[0].clone());
+        assert_eq!(pick("api.example.com").as_deref(), Some("api.example.com"));
+        assert_eq!(pick("API.Example.COM").as_deref(), Some("api.example.com"));
+        assert_eq!(pick("example.com").as_deref(), Some("api.example.com"));
+        assert_eq!(pick("shop.example.com").as_deref(), Some("*.example.com"));
+        assert_eq!(pick("www.example.com").as_deref(), Some("www.example.com"));
+        // A wildcard covers one label only.
+        assert_eq!(pick("a.b.example.com"), None);
+        assert_eq!(pick("example.org"), None);
+    }
+
+    #[test]
+    fn days_left_rounds_down_and_goes_negative() {
+        assert_eq!(days_left(86_400 * 3 + 5, 0), 3);
+        assert_eq!(days_left(0, 1), -1);
+    }
+}
