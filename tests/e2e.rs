@@ -10,6 +10,7 @@
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
 //! - `caching`: static files and the asset cache.
 //! - `splitting`: weighted splits, sticky clients, preview, A/B rules, balancers in a pool.
+//! - `tls`: the HTTPS listener (SNI, ALPN, renewal, bounds) and `https://` upstreams.
 
 #[path = "e2e/caching.rs"]
 mod caching;
@@ -27,6 +28,8 @@ mod lifecycle;
 mod splitting;
 #[path = "e2e/switching.rs"]
 mod switching;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/two_phase.rs"]
 mod two_phase;
 

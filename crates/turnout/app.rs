@@ -131,7 +131,7 @@ pub async fn run(
     );
     let router = Router::new(snapshot);
     // The CA files of `[pools.NAME.tls]` and the system's roots, for `https://` upstreams.
-    let settings = match ProxySettings::from_config(&config) {
+    let mut settings = match ProxySettings::from_config(&config) {
         Ok(s) => s,
         Err(e) => return fail(EX_DATAERR, &e),
     };
@@ -195,6 +195,10 @@ pub async fn run(
                 .expect("a bound socket has an address")
         }),
     };
+    if settings.redirect_https_port.is_some() {
+        // The port bound, which differs from the configured one only for port 0.
+        settings.redirect_https_port = bound.tls.map(|a| a.port());
+    }
     for cert in certs.iter().flat_map(|s| s.infos()) {
         if cert.days_left < 14 {
             tracing::warn!(cert = %cert.cert, names = ?cert.names, not_after = %cert.not_after, days_left = cert.days_left, "certificate expires soon");
@@ -244,7 +248,7 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = ?bound.tls, health = %config.server.health_path, "turnout is serving");
+    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = bound.tls.map(tracing::field::display), health = %config.server.health_path, "turnout is serving");
     on_ready(&bound);
     let drained = plane.serve(proxy_listener, tls_listener, shutdown).await;
 

@@ -37,7 +37,7 @@ pub struct TlsListener {
     pub listener: TcpListener,
     /// From [`crate::CertStore::server_config`].
     pub config: Arc<rustls::ServerConfig>,
-    /// A client must finish its handshake within this (waiting for a slot included).
+    /// A client must finish its handshake within this (and waits at most this for a slot).
     pub handshake_timeout: Duration,
     /// Handshakes in progress at once.
     pub max_handshakes: usize,
@@ -207,21 +207,28 @@ impl DataPlane {
                 Some(handshakes) => {
                     let handshakes = Arc::clone(handshakes);
                     tokio::spawn(async move {
-                        // The wait for a slot counts against the timeout too: a flood of slow
-                        // handshakes delays new ones, it cannot pin them.
-                        let handshake = async {
-                            let _slot = handshakes.slots.acquire().await;
-                            handshakes.acceptor.accept(stream).await
+                        // A slot first (waiting at most the handshake timeout), then the
+                        // handshake (within the timeout again): slow handshakes hold only their
+                        // own slots, and a client queued behind them still gets its full time.
+                        let timeout = handshakes.timeout;
+                        let slot = tokio::time::timeout(timeout, handshakes.slots.acquire()).await;
+                        let Ok(Ok(_slot)) = slot else {
+                            tracing::debug!(%peer, ?timeout, "no TLS handshake slot in time; closed");
+                            drop(permit);
+                            return;
                         };
-                        match tokio::time::timeout(handshakes.timeout, handshake).await {
+                        match tokio::time::timeout(timeout, handshakes.acceptor.accept(stream))
+                            .await
+                        {
                             Ok(Ok(stream)) => {
+                                drop(_slot);
                                 serve_connection(&builder, watcher, stream, ctx).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed")
                             }
                             Err(_) => {
-                                tracing::debug!(%peer, timeout = ?handshakes.timeout, "TLS handshake not finished in time; closed")
+                                tracing::debug!(%peer, ?timeout, "TLS handshake not finished in time; closed")
                             }
                         }
                         drop(permit);

@@ -147,13 +147,21 @@ impl turnout_core::TlsAdmin for CertStore {
 
 /// What the files look like on disk (following symlinks, as certbot's `live/` links are), to
 /// tell a renewal from nothing.
-fn stamps(store: &CertStore) -> Vec<Option<(SystemTime, u64)>> {
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamps(store: &CertStore) -> Vec<Stamp> {
     store
         .files()
         .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+            std::fs::metadata(f).ok().map(|m| {
+                // The inode too: a file renamed into place within one mtime tick, with the
+                // same length (PEM keys of one type are), is still seen.
+                #[cfg(unix)]
+                let inode = std::os::unix::fs::MetadataExt::ino(&m);
+                #[cfg(not(unix))]
+                let inode = 0;
+                (m.modified().unwrap_or(UNIX_EPOCH), m.len(), inode)
+            })
         })
         .collect()
 }
@@ -163,14 +171,11 @@ fn stamps(store: &CertStore) -> Vec<Option<(SystemTime, u64)>> {
 /// before the key succeeds on the next look). A poll rather than inotify: a renewal swaps
 /// symlinks or renames files into place, which watches on the old inodes do not see, and two
 /// seconds of delay is nothing for a certificate valid for weeks.
+/// Call it right after the store loaded: the files as they are now are taken as the ones loaded.
 pub fn spawn_watch(store: Arc<CertStore>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    // Now, not in the task: a change made before the task first runs must still count.
+    let mut seen = stamps(&store);
     tokio::spawn(async move {
-        let mut seen = {
-            let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || stamps(&store))
-                .await
-                .unwrap_or_default()
-        };
         loop {
             tokio::time::sleep(interval).await;
             let store2 = Arc::clone(&store);
