@@ -1,6 +1,6 @@
 //! Serving: config and state in, listeners bound, the data plane and the admin API running,
 //! signals handled, and the drain at the end. Exit codes: 0 after a clean shutdown, 64 for a bad
-//! config (EX_USAGE), 65 for a bad state file (EX_DATAERR), 73 when the state file cannot be
+//! config (EX_USAGE), 65 for a bad state, certificate, key or CA file (EX_DATAERR), 73 when the state file cannot be
 //! written (EX_CANTCREAT), 1 for anything else (a port in use, say).
 
 use std::future::Future;
