@@ -224,6 +224,26 @@ async fn sni_alpn_forwarded_proto_redirect_and_status() {
     let (status, body) = get_h1(&mut sender, "a.test", "/").await;
     assert_eq!((status, body.as_str()), (200, "blue\n"));
 
+    // A WebSocket over the TLS listener (wss), tunneled as over the plain one.
+    let stream = handshake(&tls_h1, https, "a.test").await;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async("wss://a.test/ws", stream),
+    )
+    .await
+    .expect("ws upgrade in time")
+    .expect("ws upgrade");
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hello"))
+        .await
+        .expect("ws send");
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("ws echo in time")
+        .expect("a message")
+        .expect("ws read");
+    assert_eq!(echo.into_text().expect("text").as_str(), "blue:hello");
+
     // No SNI at all (an IP address): the first certificate.
     let stream = handshake(&tls_h1, https, "127.0.0.1").await;
     assert_eq!(peer_leaf(&stream), a_der, "the default certificate");
@@ -347,6 +367,23 @@ async fn renewal_keeps_open_connections_and_a_broken_file_changes_nothing() {
     let still = handshake(&tls, https, "app.test").await;
     assert_eq!(peer_leaf(&still), der2, "the last good set keeps serving");
     assert_eq!(get_h1(&mut old, "app.test", "/").await.0, 200);
+
+    // SIGHUP with the file still missing: a log line names it, nothing changes.
+    bg.turnout.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(line) = bg.turnout.find_log("SIGHUP: certificates not reloaded") {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line for the failed SIGHUP reload:\n{}",
+            bg.turnout.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(line.contains("fullchain.pem"), "{line}");
+    assert_eq!(peer_leaf(&handshake(&tls, https, "app.test").await), der2);
 
     // SIGHUP does the same as the admin call.
     let (chain3, key3, der3) = ca.leaf(&["app.test"], 60);

@@ -474,6 +474,47 @@ mod tests {
         assert_eq!(pick("example.org"), None);
     }
 
+    /// Keys as openssl writes them by default for RSA (PKCS#1) and EC (SEC1), next to rcgen's
+    /// PKCS#8 ones in the end-to-end tests; `ec.pem` has no subject alternative name.
+    #[test]
+    fn pkcs1_rsa_and_sec1_ec_keys_load_and_a_crossed_pair_is_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let pair = |cert: &str, key: &str| CertFiles {
+            cert: dir.join(cert),
+            key: dir.join(key),
+        };
+        let store = CertStore::load(
+            &[
+                pair("rsa.pem", "rsa-pkcs1.key"),
+                pair("ec.pem", "ec-sec1.key"),
+            ],
+            true,
+        )
+        .expect("both load");
+        let infos = store.infos();
+        assert_eq!(infos[0].names, ["rsa.test"]);
+        assert_eq!(infos[1].names, ["ec.test"], "the common name, without SANs");
+        assert!(infos[1].days_left > 36_000, "{:?}", infos[1]);
+        assert!(store.server_config().is_ok());
+
+        match CertStore::load(&[pair("rsa.pem", "ec-sec1.key")], false) {
+            Err(e @ TlsError::KeyMismatch { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("ec-sec1.key") && text.contains("rsa.pem"),
+                    "{text}"
+                );
+            }
+            other => panic!("a crossed pair must be refused: {other:?}"),
+        }
+        match CertStore::load(&[pair("rsa-pkcs1.key", "rsa-pkcs1.key")], false) {
+            Err(e @ TlsError::NoCertificate { .. }) => {
+                assert!(e.to_string().contains("rsa-pkcs1.key"), "{e}")
+            }
+            other => panic!("a key is no certificate: {other:?}"),
+        }
+    }
+
     #[test]
     fn days_left_rounds_down_and_goes_negative() {
         assert_eq!(days_left(86_400 * 3 + 5, 0), 3);
