@@ -294,6 +294,13 @@ async fn reqwest_text(url: &str) -> String {
         .body
 }
 
+/// `POST /v1/tls/reload`, expected to be refused with `status`: the error it gives.
+async fn reload_refused(bg: &BlueGreen, status: u16) -> String {
+    let (got, json) = bg.post("/v1/tls/reload", "").await;
+    assert_eq!(got, status, "{json}");
+    json["error"].as_str().expect("an error").to_owned()
+}
+
 #[tokio::test]
 async fn renewal_keeps_open_connections_and_a_broken_file_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -330,9 +337,7 @@ async fn renewal_keeps_open_connections_and_a_broken_file_changes_nothing() {
     // A key that is not the certificate's: refused, naming both files; still serving der2.
     let (_, other_key, _) = ca.leaf(&["app.test"], 90);
     write(dir.path(), "privkey.pem", &other_key);
-    let (status, json) = bg.post("/v1/tls/reload", "").await;
-    assert_eq!(status, 400, "{json}");
-    let error = json["error"].as_str().expect("error");
+    let error = reload_refused(&bg, 400).await;
     assert!(
         error.contains("privkey.pem") && error.contains("fullchain.pem"),
         "{error}"
@@ -344,26 +349,12 @@ async fn renewal_keeps_open_connections_and_a_broken_file_changes_nothing() {
         "fullchain.pem",
         "-----BEGIN CERTIFICATE-----\nnot base64!\n",
     );
-    let (status, json) = bg.post("/v1/tls/reload", "").await;
-    assert_eq!(status, 400, "{json}");
-    assert!(
-        json["error"]
-            .as_str()
-            .expect("error")
-            .contains("fullchain.pem"),
-        "{json}"
-    );
+    let error = reload_refused(&bg, 400).await;
+    assert!(error.contains("fullchain.pem"), "{error}");
     // A file that is gone: the host's fault, 500, still naming it.
     std::fs::remove_file(&cert).expect("remove");
-    let (status, json) = bg.post("/v1/tls/reload", "").await;
-    assert_eq!(status, 500, "{json}");
-    assert!(
-        json["error"]
-            .as_str()
-            .expect("error")
-            .contains("fullchain.pem"),
-        "{json}"
-    );
+    let error = reload_refused(&bg, 500).await;
+    assert!(error.contains("fullchain.pem"), "{error}");
     let still = handshake(&tls, https, "app.test").await;
     assert_eq!(peer_leaf(&still), der2, "the last good set keeps serving");
     assert_eq!(get_h1(&mut old, "app.test", "/").await.0, 200);
@@ -390,15 +381,22 @@ async fn renewal_keeps_open_connections_and_a_broken_file_changes_nothing() {
     write(dir.path(), "fullchain.pem", &chain3);
     write(dir.path(), "privkey.pem", &key3);
     bg.turnout.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = handshake(&tls, https, "app.test").await;
-        if peer_leaf(&s) == der3 {
-            break;
-        }
+    wait_served(&bg, &tls, https, &der3, "SIGHUP").await;
+}
+
+/// Handshakes with `https` until the certificate served is `want` (at most 15 s).
+async fn wait_served(
+    bg: &BlueGreen,
+    tls: &tokio_rustls::TlsConnector,
+    https: SocketAddr,
+    want: &CertificateDer<'static>,
+    after: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while peer_leaf(&handshake(tls, https, "app.test").await) != *want {
         assert!(
             Instant::now() < deadline,
-            "SIGHUP did not reload within 10 s:\n{}",
+            "{after} did not reload within 15 s:\n{}",
             bg.turnout.logs()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -423,18 +421,7 @@ async fn file_watch_reloads_and_bad_files_stop_the_start() {
     let (chain2, key2, der2) = ca.leaf(&["app.test"], 50);
     write(dir.path(), "key.pem", &key2);
     write(dir.path(), "cert.pem", &chain2);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if peer_leaf(&handshake(&tls, https, "app.test").await) == der2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the watch did not reload within 15 s:\n{}",
-            bg.turnout.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_served(&bg, &tls, https, &der2, "the file watch").await;
 
     // A client that connects and never says hello holds the only handshake slot until the
     // handshake timeout closes it; a real client behind it still gets through.

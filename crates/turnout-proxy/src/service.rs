@@ -108,7 +108,29 @@ pub(crate) struct Access<'a> {
     pub error: Option<&'a dyn std::error::Error>,
 }
 
-impl Access<'_> {
+impl<'a> Access<'a> {
+    /// A response turnout made itself, from no pool (a redirect, a static file).
+    pub fn local(
+        req: &'a Request<Incoming>,
+        status: StatusCode,
+        route: &'a str,
+        down: &Downstream,
+        started: Instant,
+    ) -> Access<'a> {
+        Access {
+            method: req.method(),
+            path: req.uri().path(),
+            status,
+            pool: None,
+            route,
+            cache: None,
+            upstream: None,
+            client: down.peer,
+            started,
+            error: None,
+        }
+    }
+
     pub fn log(self) {
         let elapsed = self.started.elapsed();
         if let Some(pool) = self.pool {
@@ -250,19 +272,7 @@ impl Shared {
         if let Some(port) = self.settings.redirect_https_port {
             if !down.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
                 let resp = redirect_https(&req, port);
-                Access {
-                    method: req.method(),
-                    path: req.uri().path(),
-                    status: resp.status(),
-                    pool: None,
-                    route: "redirect",
-                    cache: None,
-                    upstream: None,
-                    client: down.peer,
-                    started,
-                    error: None,
-                }
-                .log();
+                Access::local(&req, resp.status(), "redirect", down, started).log();
                 return resp;
             }
         }
@@ -270,19 +280,7 @@ impl Shared {
         // `[[static]]` directories are served from disk here, never forwarded.
         if let Some(dir) = self.files.matches(req.uri().path()) {
             let resp = self.files.serve(dir, &req).await;
-            Access {
-                method: req.method(),
-                path: req.uri().path(),
-                status: resp.status(),
-                pool: None,
-                route: "static",
-                cache: None,
-                upstream: None,
-                client: down.peer,
-                started,
-                error: None,
-            }
-            .log();
+            Access::local(&req, resp.status(), "static", down, started).log();
             return resp;
         }
 
