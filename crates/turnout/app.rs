@@ -44,23 +44,43 @@ pub fn check(path: &Path) -> ExitCode {
         Err(e) => return fail(EX_DATAERR, &e),
     };
     let from_state = saved.is_some();
-    match RoutingSnapshot::bootstrap(&config, saved) {
-        Ok(snapshot) => {
-            println!(
-                "{}: ok. {} pool(s); {} would be active{}.",
-                path.display(),
-                snapshot.pools.len(),
-                snapshot.active.name(),
-                if from_state {
-                    " (from the state file)"
-                } else {
-                    ""
-                }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(EX_DATAERR, &e),
+    let snapshot = match RoutingSnapshot::bootstrap(&config, saved) {
+        Ok(snapshot) => snapshot,
+        Err(e) => return fail(EX_DATAERR, &e),
+    };
+    // The files `serve` would read next: the pools' CAs and the listener's certificates.
+    if let Err(e) = ProxySettings::from_config(&config) {
+        return fail(EX_DATAERR, &e);
     }
+    let mut certs = String::new();
+    if let Some(tls) = &config.tls {
+        match CertStore::load(&tls.certs, tls.reject_expired) {
+            Ok(store) => {
+                for c in store.infos() {
+                    certs.push_str(&format!(
+                        "\n  certificate {}: {} (expires {}, {} days left)",
+                        c.cert,
+                        c.names.join(", "),
+                        c.not_after,
+                        c.days_left
+                    ));
+                }
+            }
+            Err(e) => return fail(EX_DATAERR, &e),
+        }
+    }
+    println!(
+        "{}: ok. {} pool(s); {} would be active{}.{certs}",
+        path.display(),
+        snapshot.pools.len(),
+        snapshot.active.name(),
+        if from_state {
+            " (from the state file)"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 /// Builds the runtime and serves `config` until a signal; `on_ready` sees the bound addresses.
