@@ -19,14 +19,14 @@ if [ ! -x "$harness" ]; then
 fi
 
 missing=""
-for tool in nginx haproxy wrk socat curl taskset h2load python3; do
+for tool in nginx haproxy wrk socat curl taskset h2load python3 openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
-    echo "compare.sh: installing nginx haproxy wrk socat curl nghttp2-client python3 (missing:$missing)" >&2
+    echo "compare.sh: installing nginx haproxy wrk socat curl nghttp2-client python3 openssl (missing:$missing)" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk socat curl util-linux \
-        nghttp2-client python3 >/dev/null
+        nghttp2-client python3 openssl >/dev/null
 fi
 # Packages may start their services; the harness needs their ports.
 for svc in nginx haproxy; do
@@ -75,6 +75,8 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
 "$here/h2-idle.sh" "$bin" 3 > "$scratch/h2-idle.md"
 # And a cached asset against nginx serving the same file from disk.
 "$here/cache-vs-nginx.sh" "$bin" 3 > "$scratch/cache.md"
+# And TLS termination against nginx's.
+"$here/tls-vs-nginx.sh" "$bin" 3 > "$scratch/tls.md"
 
 {
     echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
@@ -84,5 +86,7 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     cat "$scratch/h2-idle.md"
     echo
     cat "$scratch/cache.md"
+    echo
+    cat "$scratch/tls.md"
 } > "$here/RESULTS.md"
 echo "compare.sh: wrote $here/RESULTS.md" >&2
