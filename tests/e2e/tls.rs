@@ -90,8 +90,17 @@ fn https_addr(turnout: &Turnout) -> SocketAddr {
         .unwrap_or_else(|| panic!("no address after https= in {line}"))
 }
 
-/// A TLS client trusting `roots`, offering `alpn`.
+/// A TLS client trusting `roots`, offering `alpn`, TLS 1.3 and 1.2.
 fn connector(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    connector_for(roots, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// A TLS client trusting `roots`, offering `alpn` and only `versions`.
+fn connector_for(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(r.clone()).expect("root");
@@ -99,7 +108,7 @@ fn connector(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> tokio_rustls:
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .expect("versions")
     .with_root_certificates(store)
     .with_no_client_auth();
@@ -200,6 +209,10 @@ async fn sni_alpn_forwarded_proto_redirect_and_status() {
     let stream = handshake(&tls, https, "shop.b.test").await;
     assert_eq!(peer_leaf(&stream), b_der, "*.b.test serves shop.b.test");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     let (mut h2, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
@@ -243,6 +256,17 @@ async fn sni_alpn_forwarded_proto_redirect_and_status() {
         .expect("a message")
         .expect("ws read");
     assert_eq!(echo.into_text().expect("text").as_str(), "blue:hello");
+
+    // A client that speaks TLS 1.2 only is served TLS 1.2.
+    let tls12 = connector_for(&roots, &[b"http/1.1"], &[&rustls::version::TLS12]);
+    let stream = handshake(&tls12, https, "a.test").await;
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut sender = h1(stream).await;
+    let (status, body) = get_h1(&mut sender, "a.test", "/").await;
+    assert_eq!((status, body.as_str()), (200, "blue\n"));
 
     // No SNI at all (an IP address): the first certificate.
     let stream = handshake(&tls_h1, https, "127.0.0.1").await;
