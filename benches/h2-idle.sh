@@ -13,49 +13,25 @@ set -euo pipefail
 bin=${1:?usage: h2-idle.sh path/to/turnout [rounds]}
 rounds=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-pids=()
-stop_all() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+# shellcheck source=benches/pinned.sh
+. "$here/pinned.sh"
 
 backend=127.0.0.1:9101
 listen=127.0.0.1:8180
 
 # The backend: one nginx worker on CPU 0 answering "blue\n".
-mkdir -p "$work/backend"
-cat > "$work/backend/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $work/backend/nginx.pid;
-error_log $work/backend/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
+nginx_conf backend <<EOF
     server { listen $backend; location / { return 200 "blue\n"; } }
-}
 EOF
 
 start_backend() {
-    taskset -c 0 nginx -c "$work/backend/nginx.conf" -p "$work/backend" &
-    backend_pid=$!
+    start_nginx_on backend 0
+    backend_pid=$started_pid
 }
 
 # The proxies under test, each on CPU 1 with one worker. Sets $proxy_pid.
 start_nginx() {
-    mkdir -p "$work/nginx"
-    cat > "$work/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 12000; }
-http {
-    access_log off;
+    nginx_conf nginx 12000 "worker_rlimit_nofile 20000;" <<EOF
     keepalive_requests 1000000;
     upstream blue { server $backend; keepalive 64; }
     server {
@@ -67,10 +43,9 @@ http {
             proxy_set_header Connection "";
         }
     }
-}
 EOF
-    taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-    proxy_pid=$!
+    start_nginx_on nginx 1
+    proxy_pid=$started_pid
 }
 
 start_turnout() {
@@ -86,20 +61,8 @@ servers = ["$backend"]
 [routing]
 active = "blue"
 EOF
-    RUST_LOG=warn taskset -c 1 "$bin" serve --config "$work/turnout.toml" >"$work/turnout.log" 2>&1 &
-    proxy_pid=$!
-}
-
-# Waits (at most 10 s) until the proxy answers over h2c.
-wait_ready() {
-    for _ in $(seq 100); do
-        if curl -fs --max-time 1 --http2-prior-knowledge "http://$listen/" >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "h2-idle.sh: $1 did not answer on $listen" >&2
-    return 1
+    start_turnout_on_cpu1 "$bin"
+    proxy_pid=$started_pid
 }
 
 start_backend
@@ -108,7 +71,7 @@ for round in $(seq "$rounds"); do
     for proxy in nginx turnout; do
         "start_$proxy"
         pids=("$backend_pid" "$proxy_pid")
-        wait_ready "$proxy"
+        wait_answer "$proxy" --http2-prior-knowledge "http://$listen/"
         taskset -c 0 timeout 60 h2load -n 20000 -c 10 -m 10 "http://$listen/" >/dev/null # warm-up
         out=$(taskset -c 0 timeout 120 h2load -n 100000 -c 10 -m 10 "http://$listen/")
         rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
@@ -120,7 +83,6 @@ for round in $(seq "$rounds"); do
     done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 nginx_rps=$(median "${runs[nginx]}")
 
 echo "## HTTP/2 (h2c) and idle connections (benches/h2-idle.sh)"
@@ -131,7 +93,7 @@ echo "| proxy | req/s (median) | vs nginx | runs req/s |"
 echo "|---|---:|---:|---|"
 for proxy in nginx turnout; do
     m=$(median "${runs[$proxy]}")
-    echo "| $proxy | $m | $(awk -v a="$m" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a / b}') | ${runs[$proxy]# } |"
+    echo "| $proxy | $m | $(ratio "$m" "$nginx_rps") | ${runs[$proxy]# } |"
 done
 echo
 echo "10 000 HTTP/1.1 keep-alive client connections, each after one request, held idle (benches/idle_conns.py on CPU 0); RSS of the proxy's process tree before the first and after the last."
@@ -141,7 +103,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 for proxy in nginx turnout; do
     "start_$proxy"
     pids=("$backend_pid" "$proxy_pid")
-    wait_ready "$proxy"
+    wait_answer "$proxy" --http2-prior-knowledge "http://$listen/"
     # nginx's master forks the worker: sum the tree. The h1 port: nginx 8181, turnout the same.
     target=$listen
     [ "$proxy" = nginx ] && target=127.0.0.1:8181

@@ -1,0 +1,94 @@
+# What the pinned comparison scripts (cache-vs-nginx.sh, tls-vs-nginx.sh, h2-idle.sh) share:
+# a scratch folder, the processes they start (each its own child, stopped by pid on exit),
+# one-worker nginx configs, the 4 KiB asset and the nginx that serves it on CPU 0, readiness
+# waits and medians. Sourced, not run. Only loopback is ever a target.
+# shellcheck shell=bash
+
+work=$(mktemp -d)
+# nginx's workers drop to an unprivileged user when started as root: let them read the files.
+chmod 755 "$work"
+pids=()
+stop_all() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
+}
+trap 'stop_all; rm -rf "$work"' EXIT
+
+# Writes $work/NAME/nginx.conf for one worker: the `http { }` body from stdin, after access_log off.
+# A third argument is the worker_connections (default 4096), a fourth extra main-context lines.
+nginx_conf() {
+    local name=$1 connections=${2:-4096} main=${3:-}
+    mkdir -p "$work/$name"
+    {
+        echo "daemon off;"
+        echo "worker_processes 1;"
+        [ -n "$main" ] && echo "$main"
+        echo "pid $work/$name/nginx.pid;"
+        echo "error_log $work/$name/error.log;"
+        echo "events { worker_connections $connections; }"
+        echo "http {"
+        echo "    access_log off;"
+        cat
+        echo "}"
+    } > "$work/$name/nginx.conf"
+}
+
+# Starts the nginx configured as $work/NAME on CPU $2; its pid in $started_pid.
+start_nginx_on() {
+    taskset -c "$2" nginx -c "$work/$1/nginx.conf" -p "$work/$1" &
+    started_pid=$!
+}
+
+# Starts the turnout binary $1 with $work/turnout.toml (written by the caller) on CPU 1; its pid
+# in $started_pid.
+start_turnout_on_cpu1() {
+    RUST_LOG=warn taskset -c 1 "$1" serve --config "$work/turnout.toml" >"$work/turnout.log" 2>&1 &
+    started_pid=$!
+}
+
+# The 4 KiB file (like a small hashed script of a build) at $work/www/assets/app.js, and the
+# app's side for turnout's cache: nginx on CPU 0 at $1 serving it with a year's lifetime.
+# Sets $backend_pid.
+start_assets_backend() {
+    mkdir -p "$work/www/assets"
+    head -c 4096 /dev/zero | tr '\0' 'x' > "$work/www/assets/app.js"
+    nginx_conf backend <<EOF
+    server {
+        listen $1;
+        root $work/www;
+        location /assets/ { add_header Cache-Control "public, max-age=31536000, immutable"; }
+    }
+EOF
+    start_nginx_on backend 0
+    # shellcheck disable=SC2034 # read by the script that sources this file
+    backend_pid=$started_pid
+}
+
+# Waits (at most 10 s) until curl, given the arguments after the first, succeeds; the first
+# names what is awaited in the error.
+wait_answer() {
+    local what=$1
+    shift
+    for _ in $(seq 100); do
+        if curl -fs --max-time 1 "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$(basename "$0"): $what did not answer ($*)" >&2
+    return 1
+}
+
+# wrk's requests per second, whole, from its report on stdin.
+wrk_rps() {
+    local rps
+    rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+    echo "${rps%.*}"
+}
+
+# The median of the whole numbers in $1 (space separated).
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# $1 / $2 with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
