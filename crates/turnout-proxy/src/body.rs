@@ -26,10 +26,10 @@ pin_project_lite::pin_project! {
         Full {
             data: Option<Bytes>,
         },
-        /// A file (or a range of one) read from disk as it is sent.
+        /// A file (or a range of one) read from disk as it is sent. Boxed: the reader is
+        /// over 100 bytes, and every response, proxied ones too, would carry that size.
         File {
-            #[pin]
-            stream: tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>,
+            stream: Pin<Box<tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>>>,
             remaining: u64,
         },
     }
@@ -75,7 +75,10 @@ impl ProxyBody {
     pub fn file(file: tokio::fs::File, len: u64) -> ProxyBody {
         use tokio::io::AsyncReadExt;
         ProxyBody::File {
-            stream: tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024),
+            stream: Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                file.take(len),
+                64 * 1024,
+            )),
             remaining: len,
         }
     }
@@ -101,7 +104,7 @@ impl Body for ProxyBody {
             }
             Proj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Proj::File { stream, remaining } => {
-                let chunk = ready!(futures_util::Stream::poll_next(stream, cx));
+                let chunk = ready!(futures_util::Stream::poll_next(stream.as_mut(), cx));
                 if let Some(Ok(c)) = &chunk {
                     *remaining = remaining.saturating_sub(c.len() as u64);
                 } else if chunk.is_none() && *remaining > 0 {

@@ -86,8 +86,26 @@ impl Shared {
                 cache.hit();
                 return (from_memory(&a, &parts, "HIT", now), "HIT");
             }
-            cache.entries.invalidate(&key).await;
+            // Boxed, as the miss below: expiry is rare, and moka's future is large.
+            Box::pin(cache.entries.invalidate(&key)).await;
         }
+        // Boxed: the miss path (moka's coalescing, the fetch, the hyper client) is a future of
+        // several KiB; inline, it would grow every request's future, proxied ones too, by that
+        // much. A miss pays one allocation; a hit, and every other request, none.
+        Box::pin(self.miss(key, vary, parts, pool, down, h1)).await
+    }
+
+    /// A cache miss: fetched once for every request waiting on `key`, kept if it may be.
+    async fn miss(
+        &self,
+        key: Key,
+        vary: &[HeaderName],
+        parts: Parts,
+        pool: Arc<Pool>,
+        down: &Downstream,
+        h1: bool,
+    ) -> (Response<ProxyBody>, &'static str) {
+        let cache = &self.cache;
         cache.miss();
         let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Key::Asset(asset, _) = &key else {
