@@ -38,24 +38,13 @@ EOF
 }
 
 start_turnout() {
-    cat > "$work/turnout.toml" <<EOF
-[server]
-listen = "$listen"
-admin = "127.0.0.1:9912"
-workers = 1
-shutdown_delay = "0s"
-shutdown_timeout = "2s"
+    start_turnout_on_cpu1 "$bin" "$listen" 127.0.0.1:9912 "$backend" <<EOF
 [[static]]
 prefix = "/static/"
 root = "$work/www/static"
 [cache]
 prefixes = ["/assets/"]
-[pools.blue]
-servers = ["$backend"]
-[routing]
-active = "blue"
 EOF
-    start_turnout_on_cpu1 "$bin"
     server_pid=$started_pid
 }
 start_turnout_cache() { start_turnout; path=/assets/app.js; }

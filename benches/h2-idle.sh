@@ -49,19 +49,7 @@ EOF
 }
 
 start_turnout() {
-    cat > "$work/turnout.toml" <<EOF
-[server]
-listen = "$listen"
-admin = "127.0.0.1:9902"
-workers = 1
-shutdown_delay = "0s"
-shutdown_timeout = "2s"
-[pools.blue]
-servers = ["$backend"]
-[routing]
-active = "blue"
-EOF
-    start_turnout_on_cpu1 "$bin"
+    start_turnout_on_cpu1 "$bin" "$listen" 127.0.0.1:9902 "$backend" </dev/null
     proxy_pid=$started_pid
 }
 

@@ -40,9 +40,22 @@ start_nginx_on() {
     started_pid=$!
 }
 
-# Starts the turnout binary $1 with $work/turnout.toml (written by the caller) on CPU 1; its pid
-# in $started_pid.
+# Starts the turnout binary $1 on CPU 1 with one worker, listening on $2, its admin API on $3,
+# one pool "blue" of the server $4, and the config tables on stdin; its pid in $started_pid.
 start_turnout_on_cpu1() {
+    {
+        echo "[server]"
+        echo "listen = \"$2\""
+        echo "admin = \"$3\""
+        echo "workers = 1"
+        echo "shutdown_delay = \"0s\""
+        echo "shutdown_timeout = \"2s\""
+        cat
+        echo "[pools.blue]"
+        echo "servers = [\"$4\"]"
+        echo "[routing]"
+        echo "active = \"blue\""
+    } > "$work/turnout.toml"
     RUST_LOG=warn taskset -c 1 "$1" serve --config "$work/turnout.toml" >"$work/turnout.log" 2>&1 &
     started_pid=$!
 }

@@ -43,13 +43,7 @@ EOF
 }
 
 start_turnout() {
-    cat > "$work/turnout.toml" <<EOF
-[server]
-listen = "$plain"
-admin = "127.0.0.1:9913"
-workers = 1
-shutdown_delay = "0s"
-shutdown_timeout = "2s"
+    start_turnout_on_cpu1 "$bin" "$plain" 127.0.0.1:9913 "$backend" <<EOF
 [tls]
 listen = "$listen"
 [[tls.certs]]
@@ -57,12 +51,7 @@ cert = "$work/cert.pem"
 key = "$work/key.pem"
 [cache]
 prefixes = ["/assets/"]
-[pools.blue]
-servers = ["$backend"]
-[routing]
-active = "blue"
 EOF
-    start_turnout_on_cpu1 "$bin"
     server_pid=$started_pid
 }
 
