@@ -15,8 +15,8 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$work"' EXIT
 
-# Writes $work/NAME/nginx.conf for one worker: the `http { }` body from stdin, after access_log off.
-# A third argument is the worker_connections (default 4096), a fourth extra main-context lines.
+# Writes $work/$1/nginx.conf for one worker: the `http { }` body from stdin, after access_log off.
+# $2 is the worker_connections (default 4096), $3 extra main-context lines (default none).
 nginx_conf() {
     local name=$1 connections=${2:-4096} main=${3:-}
     mkdir -p "$work/$name"
