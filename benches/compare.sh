@@ -68,7 +68,7 @@ peers="direct,direct1,nginx,haproxy,custom"
 PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     --proxy-name turnout \
     --proxy-cmd "exec $scratch/start.sh" \
-    --switch-cmd 'curl -fsS --max-time 2 -o /dev/null -X POST http://127.0.0.1:9900/v1/switch -d "{\"to\":\"$COLOR\"}"' \
+    --switch-cmd 'curl -fsS --max-time 2 -o /dev/null -H "Content-Type: application/json" -X POST http://127.0.0.1:9900/v1/switch -d "{\"to\":\"$COLOR\"}"' \
     --results "$scratch/results" >/dev/null
 
 # What the harness does not measure: HTTP/2 with h2load, and 10 000 idle connections.

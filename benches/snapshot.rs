@@ -245,7 +245,7 @@ fn header_rewrite(c: &mut Criterion) {
             |headers| {
                 let host = headers.get(http::header::HOST).cloned();
                 strip_hop_by_hop(headers, false);
-                set_forwarded(headers, &client, "http", host);
+                set_forwarded(headers, &client, "http", host, false);
             },
             criterion::BatchSize::SmallInput,
         )

@@ -90,7 +90,7 @@ fn switch_visible(c: &mut Criterion) {
         tokio::spawn(turnout_admin::serve(
             admin_listener,
             control,
-            None,
+            turnout_admin::AdminPolicy::default(),
             std::future::pending(),
         ));
         ((blue, green), proxy, admin)

@@ -43,20 +43,20 @@ stop=${DEPLOY_STOP_CMD:-'docker rm -f "app-$COLOUR"'}
 
 echo "deploy.sh: $active is live; starting $VERSION as $colour on 127.0.0.1:$port"
 bash -c "$start"
-curl -fsS --max-time 10 "${auth[@]}" -X PUT "$admin/v1/pools/$colour" \
+curl -fsS --max-time 10 "${auth[@]}" -H 'Content-Type: application/json' -X PUT "$admin/v1/pools/$colour" \
     -d "{\"servers\":[\"127.0.0.1:$port\"]}" >/dev/null
 
 # turnout's prepare probes every server of the pool now, as the switch will: 200 means healthy.
 # The prepared switch is dropped at once; nothing changes.
 deadline=$((SECONDS + timeout))
 while :; do
-    answer=$(curl -sS --max-time 10 "${auth[@]}" -X POST "$admin/v1/prepare" \
+    answer=$(curl -sS --max-time 10 "${auth[@]}" -H 'Content-Type: application/json' -X POST "$admin/v1/prepare" \
         -d "{\"to\":\"$colour\",\"ttl\":\"5s\"}" -w '\n%{http_code}' || true)
     code=${answer##*$'\n'}
     body=${answer%$'\n'*}
     if [ "$code" = 200 ]; then
         token=$(jq -r .token <<<"$body")
-        curl -fsS --max-time 10 "${auth[@]}" -X POST "$admin/v1/abort" \
+        curl -fsS --max-time 10 "${auth[@]}" -H 'Content-Type: application/json' -X POST "$admin/v1/abort" \
             -d "{\"token\":\"$token\"}" >/dev/null
         echo "deploy.sh: $colour ($VERSION) is healthy; switch with switch.sh"
         exit 0

@@ -117,11 +117,13 @@ pub async fn run(
     signal: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(&Bound),
 ) -> ExitCode {
-    // 1. The admin token: the environment wins over the file.
-    if let Some(token) = std::env::var("TURNOUT_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
+    // 1. The admin token: the environment wins over the file. Set but empty is a mistake (a
+    //    secret that did not expand), never "no authentication".
+    if let Ok(token) = std::env::var("TURNOUT_ADMIN_TOKEN") {
+        if token.trim().is_empty() {
+            eprintln!("turnout: TURNOUT_ADMIN_TOKEN is set but empty: an empty token would mean no authentication; unset it to run without one, or give it a secret");
+            return ExitCode::from(EX_USAGE);
+        }
         config.server.admin_token = Some(token);
     }
 
@@ -230,7 +232,11 @@ pub async fn run(
     let admin_task = tokio::spawn(turnout_admin::serve(
         admin_listener,
         control.clone(),
-        config.server.admin_token.clone(),
+        turnout_admin::AdminPolicy {
+            token: config.server.admin_token.clone(),
+            hosts: config.server.admin_hosts.clone(),
+            origins: config.server.admin_origins.clone(),
+        },
         admin_stop.clone().cancelled_owned(),
     ));
 

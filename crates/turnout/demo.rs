@@ -75,7 +75,7 @@ proxy on http://{proxy}, admin API on http://{admin}. Ctrl-C to stop.
 In another terminal:
 
   curl http://{proxy}/                                       # blue
-  curl -X POST http://{admin}/v1/switch -d '{{"to":"green"}}'
+  curl --json '{{"to":"green"}}' http://{admin}/v1/switch
   curl http://{proxy}/                                       # green
   curl -X POST http://{admin}/v1/rollback                   # back to blue
   curl http://{admin}/v1/status

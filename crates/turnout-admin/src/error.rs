@@ -15,6 +15,11 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// Refused by the admin policy: a browser origin, or a host name without a token.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("a write with a body must send Content-Type: application/json (curl: --json '...' or -H 'Content-Type: application/json')")]
+    UnsupportedMediaType,
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     #[error(transparent)]
@@ -31,6 +36,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CertFiles { io: true, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::CertFiles { io: false, .. } => StatusCode::BAD_REQUEST,

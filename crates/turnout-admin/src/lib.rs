@@ -17,7 +17,7 @@ mod error;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{router, AdminPolicy};
 
 use std::future::Future;
 
@@ -28,10 +28,10 @@ use turnout_core::Control;
 pub async fn serve(
     listener: TcpListener,
     control: Control,
-    token: Option<String>,
+    policy: AdminPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(control, token))
+    axum::serve(listener, router(control, policy))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -21,13 +21,98 @@ use crate::ApiError;
 struct AdminState {
     control: Control,
     token: Option<Arc<str>>,
+    policy: Arc<AdminPolicy>,
 }
 
-/// The admin API's routes. With a `token`, every call must carry `Authorization: Bearer TOKEN`.
-pub fn router(control: Control, token: Option<String>) -> Router {
+/// Who may call the admin API, beyond the token. A browser is the danger here: any page it
+/// shows can send a request to `127.0.0.1:9901`, and without a token nothing else stops it.
+/// - With an `Origin` header (browsers send one on every cross-origin write), the origin must be
+///   listed in `origins`, token or not.
+/// - A write with a body must say `Content-Type: application/json`: a cross-origin form or
+///   `text/plain` POST, which a browser sends without asking, is refused.
+/// - Without a token, the `Host` must be an IP address, `localhost`, or one of `hosts`: a page
+///   whose own name resolves to 127.0.0.1 (DNS rebinding) is refused.
+#[derive(Debug, Clone, Default)]
+pub struct AdminPolicy {
+    /// `Authorization: Bearer TOKEN` on every call; `None` (never empty) for no token.
+    pub token: Option<String>,
+    /// Lower-case host names, beyond IP addresses and `localhost`.
+    pub hosts: Vec<String>,
+    /// Lower-case origins (`https://ops.example.com`).
+    pub origins: Vec<String>,
+}
+
+impl AdminPolicy {
+    /// Only a token (or none): no extra hosts, no browser origins.
+    pub fn with_token(token: Option<String>) -> AdminPolicy {
+        AdminPolicy {
+            token,
+            ..AdminPolicy::default()
+        }
+    }
+
+    /// Why this request may not be answered, if it may not.
+    fn refuses(&self, req: &Request) -> Option<ApiError> {
+        let headers = req.headers();
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("?");
+            let listed = self
+                .origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')));
+            if !listed {
+                return Some(ApiError::Forbidden(format!(
+                    "requests from origin {origin:?} are refused; list it in [server] admin_origins to allow it"
+                )));
+            }
+        }
+        if self.token.is_none() {
+            if let Some(host) = headers.get(header::HOST) {
+                let host = host.to_str().unwrap_or("?");
+                if !self.host_allowed(host) {
+                    return Some(ApiError::Forbidden(format!(
+                        "host {host:?} is refused without an admin token (DNS rebinding); use an IP address or localhost, list it in [server] admin_hosts, or set admin_token"
+                    )));
+                }
+            }
+        }
+        let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let has_body = headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|l| l.as_bytes() != b"0")
+            || headers.contains_key(header::TRANSFER_ENCODING);
+        if writes && has_body && !is_json(headers.get(header::CONTENT_TYPE)) {
+            return Some(ApiError::UnsupportedMediaType);
+        }
+        None
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            // A bracketed IPv6 address, with or without a port.
+            Some(rest) => return rest.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+        };
+        name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The admin API's routes, guarded by `policy` (see [`AdminPolicy`]).
+pub fn router(control: Control, policy: AdminPolicy) -> Router {
     let state = AdminState {
         control,
-        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        token: policy.token.clone().filter(|t| !t.is_empty()).map(Arc::from),
+        policy: Arc::new(policy),
     };
     Router::new()
         .route("/v1/status", get(status))
@@ -48,8 +133,8 @@ pub fn router(control: Control, token: Option<String>) -> Router {
         .with_state(state)
 }
 
-/// A JSON request body. Unlike `axum::Json` it does not insist on a Content-Type (so a bare
-/// `curl -d '{...}'` works) and every rejection is an [`ApiError`] with a JSON body.
+/// A JSON request body; every rejection is an [`ApiError`] with a JSON body. (The policy, not
+/// this extractor, insists on `Content-Type: application/json`, for every write.)
 struct JsonBody<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -78,6 +163,10 @@ async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if let Some(refused) = state.policy.refuses(&req) {
+        tracing::warn!(target: "turnout::admin", method = %req.method(), path = %req.uri().path(), error = %refused, "admin call refused");
+        return Err(refused);
+    }
     if let Some(token) = &state.token {
         let given = req
             .headers()
@@ -291,11 +380,8 @@ async fn change_active(
         .wait_drained
         .as_deref()
         .map(|w| {
-            humantime::parse_duration(w).map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "invalid wait_drained {w:?} ({e}): write it like \"30s\""
-                ))
-            })
+            turnout_core::parse_duration(w)
+                .map_err(|e| ApiError::BadRequest(format!("wait_drained: {e}")))
         })
         .transpose()?;
     let before = state.control.router().snapshot();

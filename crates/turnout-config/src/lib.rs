@@ -127,6 +127,17 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// The plain listener answers 308 to the https URL (but for the health path).
     pub redirect_https: bool,
+    /// A client that takes no bytes of its response for this long is cut off.
+    pub client_send_timeout: Duration,
+    /// A request body that stalls (no byte) for this long is given up on.
+    pub client_body_timeout: Duration,
+    /// Lower-case protocol names a client may upgrade to (`websocket` by default).
+    pub upgrade_protocols: Vec<String>,
+    /// Without an admin token: host names (beyond IP addresses and `localhost`) that the admin
+    /// API answers to, against DNS rebinding.
+    pub admin_hosts: Vec<String>,
+    /// Browser origins allowed to call the admin API; a request from any other is refused.
+    pub admin_origins: Vec<String>,
 }
 
 /// `[upstream]`: how turnout talks to the app servers.
@@ -136,6 +147,8 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_server: usize,
+    /// An upstream body that stalls (no byte) for this long after its head is given up on.
+    pub body_timeout: Duration,
 }
 
 /// `[state]`: where the live routing state is kept across restarts.
@@ -274,12 +287,57 @@ impl Default for Routing {
     }
 }
 
+/// The longest duration any setting (or admin call) takes: a week. Longer ones are refused
+/// where they are read, so no timer anywhere is handed a duration that overflows a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration written for people ("500ms", "30s", "2m", "1h 30m"), at most
+/// [`MAX_DURATION`]; the error says what was wrong and how to write it.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(format!(
+            "duration {s:?} is too long: at most 7 days (\"7d\")"
+        )),
+        Err(e) => Err(format!(
+            "invalid duration {s:?} ({e}): write it like \"500ms\", \"30s\" or \"2m\""
+        )),
+    }
+}
+
+/// The most turnout reads of a config file.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads at most `limit` bytes of `path`; a longer file (or an endless one, such as a device)
+/// is refused with an `InvalidData` error that says so, before more than `limit + 1` bytes are
+/// held. Config, state, certificate, key and CA files are all read through this.
+pub fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes, the most turnout reads of such a file"),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        };
+        let bytes = read_capped(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 text ({e})"),
+            ))
         })?;
         Config::parse(&text, path)
     }
@@ -327,7 +385,62 @@ impl file::FileConfig {
                 message: "must be at least 1".into(),
             });
         }
-        let admin_token = server.admin_token.filter(|t| !t.is_empty());
+        let admin_token = match server.admin_token {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: find_key_line(text, "admin_token"),
+                    key: "server.admin_token".into(),
+                    message: "is empty: an empty token would mean no authentication; \
+                              remove the key to run without one, or set a secret"
+                        .into(),
+                })
+            }
+            t => t,
+        };
+        let list = |values: Option<Vec<toml::Spanned<String>>>,
+                    key: &str,
+                    check: &dyn Fn(&str) -> Result<String, String>|
+         -> Result<Option<Vec<String>>, ConfigError> {
+            values
+                .map(|vs| {
+                    vs.into_iter()
+                        .map(|v| check(v.get_ref()).map_err(|m| invalid(v.span(), key, m)))
+                        .collect()
+                })
+                .transpose()
+        };
+        let upgrade_protocols = list(
+            server.upgrade_protocols,
+            "server.upgrade_protocols",
+            &|p: &str| {
+                let p = p.trim();
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b)) {
+                    Err(format!("{p:?} is not a protocol name (such as \"websocket\")"))
+                } else {
+                    Ok(p.to_ascii_lowercase())
+                }
+            },
+        )?
+        .unwrap_or_else(|| vec![defaults::UPGRADE_PROTOCOL.to_owned()]);
+        let admin_hosts = list(server.admin_hosts, "server.admin_hosts", &|h: &str| {
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains(['/', '@', ' ']) {
+                Err(format!("{h:?} is not a host name"))
+            } else {
+                Ok(h)
+            }
+        })?
+        .unwrap_or_default();
+        let admin_origins = list(server.admin_origins, "server.admin_origins", &|o: &str| {
+            let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+            if o.starts_with("http://") || o.starts_with("https://") {
+                Ok(o)
+            } else {
+                Err(format!("{o:?} is not an origin such as \"https://ops.example.com\""))
+            }
+        })?
+        .unwrap_or_default();
         let workers = server.workers.unwrap_or_else(defaults::workers);
         if workers == 0 {
             return Err(ConfigError::Invalid {
@@ -511,6 +624,15 @@ impl file::FileConfig {
                 max_header_count,
                 max_header_bytes,
                 redirect_https,
+                client_send_timeout: server
+                    .client_send_timeout
+                    .map_or(defaults::CLIENT_SEND_TIMEOUT, |d| d.0),
+                client_body_timeout: server
+                    .client_body_timeout
+                    .map_or(defaults::CLIENT_BODY_TIMEOUT, |d| d.0),
+                upgrade_protocols,
+                admin_hosts,
+                admin_origins,
             },
             upstream: Upstream {
                 connect_timeout: upstream
@@ -525,6 +647,9 @@ impl file::FileConfig {
                 max_idle_per_server: upstream
                     .max_idle_per_server
                     .unwrap_or(defaults::MAX_IDLE_PER_SERVER),
+                body_timeout: upstream
+                    .body_timeout
+                    .map_or(defaults::UPSTREAM_BODY_TIMEOUT, |d| d.0),
             },
             state: State {
                 file: self.state.and_then(|s| s.file),

@@ -32,6 +32,7 @@ pub struct Metrics {
     cache_entries: IntGauge,
     generation: IntGauge,
     tls_not_after: IntGaugeVec,
+    cutoffs: IntCounterVec,
 }
 
 /// The label values of the status classes, by `status / 100`.
@@ -195,8 +196,18 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            cutoffs: counter(
+                "turnout_client_cutoffs_total",
+                "Client connections or requests turnout gave up on, by reason (header_timeout, send_timeout, body_timeout, bad_request, client_abort).",
+                &["reason"],
+            ),
             registry: r,
         }
+    }
+
+    /// Counts a client cut off (or a request it broke off) for `reason`.
+    pub fn client_cutoff(&self, reason: &str) {
+        self.cutoffs.with_label_values(&[reason]).inc();
     }
 
     /// The handles for pool `name`.

@@ -62,6 +62,10 @@ pub struct StateFile {
     path: PathBuf,
 }
 
+/// The most turnout reads of a state file (one with thousands of pools and servers is a few
+/// hundred KiB); a larger one is refused, naming the file.
+pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl StateFile {
     pub fn new(path: impl Into<PathBuf>) -> StateFile {
         StateFile { path: path.into() }
@@ -73,7 +77,7 @@ impl StateFile {
 
     /// The saved state; `Ok(None)` when no file exists yet (the first start).
     pub fn load(&self) -> Result<Option<SavedState>, StateError> {
-        let bytes = match fs::read(&self.path) {
+        let bytes = match turnout_config::read_capped(&self.path, MAX_STATE_BYTES) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {

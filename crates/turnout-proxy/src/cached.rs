@@ -18,7 +18,7 @@ use turnout_core::{InFlight, Pool, RequestInfo};
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
 use crate::error::{DisplayChain, ProxyError};
-use crate::headers::{set_forwarded, strip_hop_by_hop};
+use crate::headers::strip_hop_by_hop;
 use crate::service::{upstream_uri, Downstream};
 use crate::Shared;
 
@@ -293,11 +293,7 @@ impl Shared {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        strip_hop_by_hop(&mut headers, false);
-        set_forwarded(&mut headers, &down.ip_header, down.proto(), host.clone());
-        if let Some(host) = host {
-            headers.entry(header::HOST).or_insert(host);
-        }
+        self.outbound_headers(&mut headers, down, host, false);
         let path = parts
             .uri
             .path_and_query()

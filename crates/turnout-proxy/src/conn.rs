@@ -10,7 +10,13 @@
 //!   new one) is closed after this; set it above the load balancer's own idle timeout.
 //!
 //! While a request is in flight (until its response body ends) or after an upgrade, neither
-//! applies. Written by hand because no crate offers these per-phase deadlines for hyper.
+//! applies.
+//! - `client_send_timeout`: a client that takes no byte of what turnout writes for this long
+//!   (its window full: it stopped reading) is cut off, in every phase. What waits for it is
+//!   bounded anyway (hyper's buffers and the upstream client's), but its connection, upstream
+//!   connection and memory should not be held for ever.
+//!
+//! Written by hand because no crate offers these per-phase deadlines for hyper.
 
 use std::future::Future;
 use std::io;
@@ -30,12 +36,31 @@ pub(crate) struct Activity {
     busy: AtomicUsize,
     /// The connection became a tunnel: no more timeouts.
     upgraded: AtomicBool,
+    /// Bytes of a request head have arrived that hyper has not yet turned into a request.
+    reading_head: AtomicBool,
+    /// Requests begun on this connection: a socket that was not read while its last request
+    /// was in flight (hyper does not read a half-closable connection then) still sees that a
+    /// request came and went.
+    begun: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.reading_head.store(false, Ordering::Relaxed);
         Busy(Arc::clone(self))
+    }
+
+    /// Nothing is under way on the connection: no request in flight, no tunnel, and no byte of
+    /// a next request waiting. Only then may a drain close it without losing a request.
+    pub fn is_quiet(&self) -> bool {
+        !self.is_busy() && !self.reading_head.load(Ordering::Relaxed)
+    }
+
+    /// A request is in flight (or the connection is a tunnel).
+    pub fn in_flight(&self) -> bool {
+        self.is_busy()
     }
 
     pub fn upgraded(&self) {
@@ -68,8 +93,10 @@ enum Phase {
 }
 
 pin_project_lite::pin_project! {
-    /// A client socket with the header and idle deadlines applied on read.
+    /// A client socket with the header and idle deadlines applied on read, and the send
+    /// deadline on write.
     #[derive(Debug)]
+    #[project = GuardedIoProj]
     pub(crate) struct GuardedIo<T> {
         #[pin]
         io: T,
@@ -79,6 +106,13 @@ pin_project_lite::pin_project! {
         activity: Arc<Activity>,
         header_timeout: Duration,
         idle_timeout: Duration,
+        send_timeout: Duration,
+        // Armed while a write waits for the client to make room; made at the first such wait
+        // (a client that always reads never pays for it).
+        send_deadline: Option<Pin<Box<Sleep>>>,
+        send_waiting: bool,
+        // `Activity::begun` when this socket last looked.
+        seen: u64,
     }
 }
 
@@ -88,6 +122,7 @@ impl<T> GuardedIo<T> {
         activity: Arc<Activity>,
         header_timeout: Duration,
         idle_timeout: Duration,
+        send_timeout: Duration,
     ) -> Self {
         GuardedIo {
             io,
@@ -96,6 +131,10 @@ impl<T> GuardedIo<T> {
             activity,
             header_timeout,
             idle_timeout,
+            send_timeout,
+            send_deadline: None,
+            send_waiting: false,
+            seen: 0,
         }
     }
 }
@@ -107,6 +146,8 @@ pub(crate) enum Deadline {
     Header(Duration),
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("the client read nothing of its response for {0:?}")]
+    Send(Duration),
 }
 
 impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
@@ -120,8 +161,10 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
             *this.phase = Phase::Busy;
             return this.io.poll_read(cx, buf);
         }
-        if *this.phase == Phase::Busy {
+        let begun = this.activity.begun.load(Ordering::Relaxed);
+        if *this.phase == Phase::Busy || begun != *this.seen {
             // The last response just ended: the connection is idle from now.
+            *this.seen = begun;
             *this.phase = Phase::Idle;
             this.deadline
                 .as_mut()
@@ -130,6 +173,9 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.activity.reading_head.store(true, Ordering::Relaxed);
+                }
                 if *this.phase == Phase::Idle && buf.filled().len() > before {
                     // The first bytes of a new request: its head must be complete in time.
                     *this.phase = Phase::Head;
@@ -154,13 +200,45 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
     }
 }
 
+impl<T> GuardedIo<T> {
+    /// Keeps the send deadline: disarmed by any progress, armed by the first wait, an error
+    /// once it passes with no progress.
+    fn send_progress<R>(
+        this: GuardedIoProj<'_, T>,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if written.is_ready() {
+            *this.send_waiting = false;
+            return written;
+        }
+        let timeout = *this.send_timeout;
+        let deadline = this
+            .send_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !*this.send_waiting {
+            *this.send_waiting = true;
+            deadline.as_mut().reset(Instant::now() + timeout);
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                Deadline::Send(timeout),
+            ))),
+        }
+    }
+}
+
 impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let mut this = self.project();
+        let written = this.io.as_mut().poll_write(cx, buf);
+        Self::send_progress(this, cx, written)
     }
 
     fn poll_write_vectored(
@@ -168,7 +246,9 @@ impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let mut this = self.project();
+        let written = this.io.as_mut().poll_write_vectored(cx, bufs);
+        Self::send_progress(this, cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -176,7 +256,9 @@ impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let mut this = self.project();
+        let flushed = this.io.as_mut().poll_flush(cx);
+        Self::send_progress(this, cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -38,14 +38,29 @@ pub enum ProxyError {
         #[source]
         source: hyper::Error,
     },
+    /// The client's request body failed on its way upstream: it went away mid-upload (`gone`,
+    /// logged 499) or sent a malformed body (400). Never counted against the server.
+    #[error("the client's request body failed: {source}")]
+    ClientBody {
+        gone: bool,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     /// A preview header that cannot be honoured (wrong token, no such pool).
     #[error(transparent)]
     Preview(#[from] turnout_core::Refusal),
 }
 
 impl ProxyError {
+    /// The client caused it, not the upstream: no passive failure, no retry.
+    pub fn is_clients_fault(&self) -> bool {
+        matches!(self, ProxyError::ClientBody { .. })
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::ClientBody { gone: true, .. } => crate::service::CLIENT_CLOSED,
+            ProxyError::ClientBody { gone: false, .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Body { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -68,6 +83,9 @@ impl ProxyError {
             }
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the app server took too long to answer\n"
+            }
+            ProxyError::ClientBody { .. } => {
+                "400 Bad Request: the request body broke off or was malformed\n"
             }
             ProxyError::Preview(turnout_core::Refusal::PreviewToken) => {
                 "403 Forbidden: the preview header needs POOL:TOKEN with the right token\n"

@@ -1,13 +1,156 @@
-//! Header hygiene at the proxy boundary: hop-by-hop headers removed in both directions (RFC 9110
-//! 7.6.1), `X-Forwarded-*` set on the way in. `Host` is never touched.
+//! Header hygiene at the proxy boundary: the request's Host and Content-Length checked (RFC 9112
+//! 3.2, 6.3), hop-by-hop headers removed in both directions (RFC 9110 7.6.1), `X-Forwarded-*`
+//! set on the way in, and what only a trusted proxy may say (`Forwarded`, `X-Real-IP`) dropped
+//! from anyone else. The Host the client asked for is passed through, never rewritten.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
 
-/// True when the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like).
-pub fn is_upgrade_request(version: http::Version, headers: &HeaderMap) -> bool {
-    version == http::Version::HTTP_11
+/// Why a request is refused before it is routed; each answers 400 and closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("an HTTP/1.1 request without a Host header")]
+    NoHost,
+    #[error("more than one Host header")]
+    TwoHosts,
+    #[error("a Host header that is not host[:port]")]
+    BadHost,
+    #[error("a Host header that differs from the request's :authority")]
+    HostMismatch,
+    #[error("Content-Length headers that differ")]
+    ContentLength,
+}
+
+impl BadRequest {
+    /// The text the client gets.
+    pub fn public_text(self) -> &'static str {
+        match self {
+            BadRequest::NoHost => "400 Bad Request: an HTTP/1.1 request needs a Host header\n",
+            BadRequest::TwoHosts => "400 Bad Request: more than one Host header\n",
+            BadRequest::BadHost => "400 Bad Request: the Host header is not host[:port]\n",
+            BadRequest::HostMismatch => {
+                "400 Bad Request: the Host header differs from :authority\n"
+            }
+            BadRequest::ContentLength => "400 Bad Request: Content-Length headers that differ\n",
+        }
+    }
+}
+
+/// Checks the request's Host and Content-Length and leaves exactly one of each (where it has
+/// any), so that what is forwarded, what is cached under and what is routed on agree:
+/// - HTTP/1.1 needs exactly one Host (RFC 9112 3.2): none, two, or a value that is not
+///   `host[:port]` (a path, user info, spaces) is refused.
+/// - An absolute-form target's authority wins over the Host header, which is replaced by it
+///   (RFC 9112 3.2.2); over HTTP/2, `:authority` becomes the Host, and a Host header that
+///   differs from it is refused (RFC 9113 8.3.1).
+/// - Several Content-Length fields fold into one when they agree and are refused when they
+///   do not (RFC 9110 8.6). hyper refuses differing ones on HTTP/1 itself, but keeps both.
+///
+/// Allocates only for an HTTP/2 request (its `:authority` copied into a Host header).
+pub fn normalize_request(
+    version: Version,
+    authority: Option<&http::uri::Authority>,
+    headers: &mut HeaderMap,
+) -> Result<(), BadRequest> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadRequest::TwoHosts);
+    }
+    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(BadRequest::BadHost);
+    }
+    match (authority, host) {
+        (Some(authority), Some(host)) => {
+            let same = authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes());
+            if !same {
+                if version == Version::HTTP_2 {
+                    return Err(BadRequest::HostMismatch);
+                }
+                let host = HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| BadRequest::BadHost)?;
+                headers.insert(header::HOST, host);
+            }
+        }
+        (Some(authority), None) => {
+            if version == Version::HTTP_11 {
+                return Err(BadRequest::NoHost);
+            }
+            if !valid_host(authority.as_str().as_bytes()) {
+                return Err(BadRequest::BadHost);
+            }
+            let host =
+                HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
+            headers.insert(header::HOST, host);
+        }
+        (None, Some(_)) => {}
+        (None, None) if version == Version::HTTP_11 => return Err(BadRequest::NoHost),
+        (None, None) => {}
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
+        let first = first.clone();
+        if headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != first.as_bytes().trim_ascii())
+        {
+            return Err(BadRequest::ContentLength);
+        }
+        headers.insert(header::CONTENT_LENGTH, first);
+    }
+    Ok(())
+}
+
+/// `host[:port]` as RFC 9110 7.2 allows it: a registered name, an IPv4 address or a bracketed
+/// IPv6 literal, an optional numeric port; no user info, no path, nothing empty.
+fn valid_host(value: &[u8]) -> bool {
+    if value.is_empty() || value.contains(&b'@') {
+        return false;
+    }
+    let Ok(authority) = http::uri::Authority::try_from(value) else {
+        return false;
+    };
+    // `Authority` also takes an empty host before a port (":80"), a port that is not a number
+    // and an unbracketed IPv6 address.
+    let text = authority.as_str();
+    let port_ok = match (text.starts_with('['), text.rsplit_once(':')) {
+        (false, Some((before, _))) if before.contains(':') => false,
+        (true, Some((before, _))) if !before.ends_with(']') => true,
+        (_, Some(_)) => authority.port_u16().is_some(),
+        (_, None) => true,
+    };
+    !authority.host().is_empty() && port_ok
+}
+
+/// True when the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like) to
+/// one of `allowed` (lower-case protocol names, `websocket` by default): every protocol its
+/// `Upgrade` header lists must be allowed. Any other upgrade (`h2c`, `foo/1`) is not one: the
+/// request is forwarded as a plain request with its `Upgrade` header removed.
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap, allowed: &[String]) -> bool {
+    version == Version::HTTP_11
         && headers.contains_key(header::UPGRADE)
         && connection_has(headers, "upgrade")
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .all(|v| upgrade_allowed(v.as_bytes(), allowed))
+}
+
+fn upgrade_allowed(value: &[u8], allowed: &[String]) -> bool {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let mut any = false;
+    for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        // `websocket`, or `name/version`: the name is what is configured.
+        let name = token.split('/').next().unwrap_or(token).trim();
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -80,15 +223,25 @@ fn is_proxy_header(name: &HeaderName) -> bool {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Appends the client's address to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (from `host`, the Host the client asked for).
+/// `X-Forwarded-Host` (from `host`, the Host the client asked for). `Forwarded` and
+/// `X-Real-IP` pass only from a `trusted_peer` (a proxy in `trusted_proxies`); from anyone
+/// else they are dropped, since an app reading them would believe what the client made up.
+/// (`X-Forwarded-For` is appended to, never dropped: its right-most address is always the one
+/// turnout saw, and the load balancer's own entries stay for apps that trust it.)
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
+    trusted_peer: bool,
 ) {
+    if !trusted_peer {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
+    }
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter();
     let xff = match prior.next() {
         None => client_ip.clone(),
@@ -110,9 +263,56 @@ pub fn set_forwarded(
     };
 }
 
+/// With a preview token configured, the token is turnout's secret, not the app's: the preview
+/// header keeps only the pool's name, and the preview cookie is taken out of `Cookie`.
+/// Allocates only for a request that carries either.
+pub fn strip_preview_token(headers: &mut HeaderMap, header_name: &HeaderName, cookie: &str) {
+    let pool = headers
+        .get(header_name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(':'))
+        .map(|(pool, _token)| pool.trim().to_owned());
+    if let Some(pool) = pool {
+        let pool = HeaderValue::try_from(pool).unwrap_or(HeaderValue::from_static(""));
+        headers.insert(header_name.clone(), pool);
+    }
+    if !headers.get_all(header::COOKIE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(';').any(|pair| cookie_named(pair, cookie)))
+    }) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .filter(|pair| !cookie_named(pair, cookie))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    headers.remove(header::COOKIE);
+    for value in kept {
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+fn cookie_named(pair: &str, name: &str) -> bool {
+    pair.trim()
+        .split_once('=')
+        .is_some_and(|(n, _)| n.trim() == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Uri;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -151,8 +351,9 @@ mod tests {
     #[test]
     fn upgrade_keeps_upgrade_and_rewrites_connection() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade_request(http::Version::HTTP_11, &h));
-        assert!(!is_upgrade_request(http::Version::HTTP_10, &h));
+        let ws = ["websocket".to_owned()];
+        assert!(is_upgrade_request(http::Version::HTTP_11, &h, &ws));
+        assert!(!is_upgrade_request(http::Version::HTTP_10, &h, &ws));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
@@ -170,14 +371,109 @@ mod tests {
             &ip,
             "http",
             Some(HeaderValue::from_static("shop.example")),
+            false,
         );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, &ip, "http", None);
+        set_forwarded(&mut h, &ip, "http", None, false);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    fn normalized(version: Version, uri: &str, pairs: &[(&str, &str)]) -> Result<HeaderMap, BadRequest> {
+        let mut h = map(pairs);
+        let uri: Uri = uri.parse().expect("uri");
+        normalize_request(version, uri.authority(), &mut h).map(|()| h)
+    }
+
+    #[test]
+    fn one_valid_host_or_400() {
+        use BadRequest::*;
+        let v11 = Version::HTTP_11;
+        assert_eq!(normalized(v11, "/", &[]).err(), Some(NoHost));
+        assert_eq!(
+            normalized(v11, "/", &[("host", "a.example"), ("host", "b.example")]).err(),
+            Some(TwoHosts)
+        );
+        for bad in ["a/b", "user@a", "", "a b", ":80", "a:port", "::1", "a:99999"] {
+            assert_eq!(normalized(v11, "/", &[("host", bad)]).err(), Some(BadHost), "{bad:?}");
+        }
+        for good in ["a.example", "a.example:8080", "10.0.0.1:80", "[::1]", "[::1]:8080", "localhost"] {
+            let h = normalized(v11, "/", &[("host", good)]).expect(good);
+            assert_eq!(h["host"], good);
+        }
+        // HTTP/1.0 may leave it out.
+        assert!(normalized(Version::HTTP_10, "/", &[]).is_ok());
+        // An absolute-form target's authority replaces the Host header.
+        let h = normalized(v11, "http://real.example/x", &[("host", "other.example")]).expect("ok");
+        assert_eq!(h["host"], "real.example");
+        // HTTP/2: :authority becomes the Host; a different Host header is refused.
+        let h = normalized(Version::HTTP_2, "http://a.example/", &[]).expect("ok");
+        assert_eq!(h["host"], "a.example");
+        assert_eq!(
+            normalized(Version::HTTP_2, "http://a.example/", &[("host", "b.example")]).err(),
+            Some(HostMismatch)
+        );
+        assert!(normalized(Version::HTTP_2, "http://a.example/", &[("host", "A.example")]).is_ok());
+    }
+
+    #[test]
+    fn content_lengths_fold_or_400() {
+        let v2 = Version::HTTP_2;
+        let h = normalized(v2, "http://a/", &[("content-length", "5"), ("content-length", "5")])
+            .expect("same values fold");
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
+        assert_eq!(h["content-length"], "5");
+        assert_eq!(
+            normalized(v2, "http://a/", &[("content-length", "5"), ("content-length", "6")]).err(),
+            Some(BadRequest::ContentLength)
+        );
+    }
+
+    #[test]
+    fn only_allowed_upgrades() {
+        let ws = ["websocket".to_owned()];
+        let req = |up: &str| map(&[("connection", "upgrade"), ("upgrade", up)]);
+        assert!(is_upgrade_request(Version::HTTP_11, &req("websocket"), &ws));
+        assert!(is_upgrade_request(Version::HTTP_11, &req("WebSocket"), &ws));
+        for other in ["h2c", "foo/1", "websocket, h2c", ""] {
+            assert!(!is_upgrade_request(Version::HTTP_11, &req(other), &ws), "{other:?}");
+        }
+        let more = ["websocket".to_owned(), "foo".to_owned()];
+        assert!(is_upgrade_request(Version::HTTP_11, &req("foo/1"), &more));
+    }
+
+    #[test]
+    fn forwarded_and_real_ip_only_from_trusted_peers() {
+        let ip = HeaderValue::from_static("10.1.2.3");
+        let claims = [("forwarded", "for=1.2.3.4"), ("x-real-ip", "1.2.3.4")];
+        let mut h = map(&claims);
+        set_forwarded(&mut h, &ip, "http", None, false);
+        assert!(!h.contains_key("forwarded") && !h.contains_key("x-real-ip"));
+        let mut h = map(&claims);
+        set_forwarded(&mut h, &ip, "http", None, true);
+        assert_eq!(h["forwarded"], "for=1.2.3.4");
+        assert_eq!(h["x-real-ip"], "1.2.3.4");
+    }
+
+    #[test]
+    fn preview_token_stays_with_turnout() {
+        let name = HeaderName::from_static("x-preview");
+        let mut h = map(&[
+            ("x-preview", "green:s3cret"),
+            ("cookie", "a=1; turnout-preview=green:s3cret; b=2"),
+            ("cookie", "turnout-preview=green:s3cret"),
+        ]);
+        strip_preview_token(&mut h, &name, "turnout-preview");
+        assert_eq!(h["x-preview"], "green");
+        let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+        // Nothing to take out: untouched.
+        let mut h = map(&[("cookie", "a=1")]);
+        strip_preview_token(&mut h, &name, "turnout-preview");
+        assert_eq!(h["cookie"], "a=1");
     }
 }

@@ -60,6 +60,10 @@ pub struct ProxySettings {
     pub health_reflects_pool: bool,
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
+    pub client_send_timeout: Duration,
+    pub client_body_timeout: Duration,
+    /// An upstream response body that stalls this long after its head is given up on.
+    pub upstream_body_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub statics: Vec<turnout_config::StaticDir>,
@@ -68,6 +72,8 @@ pub struct ProxySettings {
     pub redirect_https_port: Option<u16>,
     /// How to trust `https://` upstreams.
     pub upstream_tls: UpstreamTls,
+    /// The protocols a client may upgrade to (lower case); `websocket` unless configured.
+    pub upgrades: Vec<String>,
 }
 
 impl ProxySettings {
@@ -85,6 +91,9 @@ impl ProxySettings {
             health_reflects_pool: config.server.health_reflects_pool,
             client_header_timeout: config.server.client_header_timeout,
             client_idle_timeout: config.server.client_idle_timeout,
+            client_send_timeout: config.server.client_send_timeout,
+            client_body_timeout: config.server.client_body_timeout,
+            upstream_body_timeout: config.upstream.body_timeout,
             max_header_count: config.server.max_header_count,
             max_header_bytes: config.server.max_header_bytes,
             statics: config.statics.clone(),
@@ -95,6 +104,7 @@ impl ProxySettings {
                 .filter(|_| config.server.redirect_https)
                 .map(|t| t.listen.port()),
             upstream_tls: UpstreamTls::load(&config.pool_ca)?,
+            upgrades: config.server.upgrade_protocols.clone(),
         })
     }
 }

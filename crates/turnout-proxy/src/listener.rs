@@ -1,8 +1,8 @@
 //! The accept loop and the drain. The loop is bounded by a semaphore (one permit per open
 //! connection), backs off on accept errors such as EMFILE instead of ending, and serves each
-//! connection in its own task, watched by hyper-util's `GracefulShutdown`. The HTTPS listener
-//! shares the loop: its connections first finish a TLS handshake (bounded in time and in
-//! number), then are served exactly as plain ones.
+//! connection in its own task, tracked for the drain. The HTTPS listener shares the loop: its
+//! connections first send their ClientHello (bounded in time), then finish a TLS handshake
+//! (bounded in time and in number), then are served exactly as plain ones.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use futures_util::FutureExt;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::conn::{deadline_of, Activity, Deadline, GuardedIo};
 use crate::service::Downstream;
@@ -45,7 +47,7 @@ pub struct TlsListener {
 
 /// What each TLS connection's task needs before it can serve.
 struct Handshakes {
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
     timeout: Duration,
     slots: Semaphore,
 }
@@ -62,10 +64,21 @@ async fn accept_from(
 
 type ConnCtx = (Arc<crate::Shared>, Downstream, Arc<Activity>);
 
+/// How long a drain gives a quiet connection for a request that may already be on its way
+/// (sent before the client could know the connection would close) before closing it.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
 /// Serves one client connection (plain or decrypted) until it ends or the drain closes it.
+///
+/// The drain is turnout's own rather than hyper-util's `GracefulShutdown`: that one closes at
+/// once every HTTP/1 connection that has not yet parsed a request, so a connection accepted
+/// just before the drain (its request still in the socket) was closed unanswered. Here a
+/// connection is closed only when nothing is under way on it: a request in flight finishes
+/// (and the connection closes after it), a head that has begun arriving is read and answered,
+/// and a quiet connection gets [`DRAIN_GRACE`] for a request already sent.
 async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: CancellationToken,
     io: I,
     ctx: Arc<ConnCtx>,
 ) where
@@ -73,11 +86,14 @@ async fn serve_connection<I>(
 {
     let settings = &ctx.0.settings;
     let peer = ctx.1.peer;
+    let activity = Arc::clone(&ctx.2);
+    let env = Arc::clone(&ctx.0.env);
     let io = GuardedIo::new(
         io,
         Arc::clone(&ctx.2),
         settings.client_header_timeout,
         settings.client_idle_timeout,
+        settings.client_send_timeout,
     );
     // One Arc per connection; each request clones it once.
     let service = service_fn(move |req| {
@@ -92,14 +108,42 @@ async fn serve_connection<I>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = drain.cancelled() => {
+            let settled = async {
+                let grace = tokio::time::Instant::now() + DRAIN_GRACE;
+                loop {
+                    if activity.in_flight() {
+                        return;
+                    }
+                    if activity.is_quiet() && tokio::time::Instant::now() >= grace {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = settled => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = ended {
         match deadline_of(&*e) {
             // Logged as nginx does: 408, though the client is sent nothing.
             Some(d @ Deadline::Header(_)) => {
+                env.metrics.client_cutoff("header_timeout");
                 tracing::info!(%peer, status = 408, "closed a client connection: {d}")
+            }
+            Some(d @ Deadline::Send(_)) => {
+                env.metrics.client_cutoff("send_timeout");
+                tracing::info!(%peer, "closed a client connection: {d} (see client_send_timeout)")
             }
             Some(d @ Deadline::Idle(_)) => {
                 tracing::debug!(%peer, "closed a keep-alive connection: {d}")
@@ -107,15 +151,57 @@ async fn serve_connection<I>(
             None => match e.downcast_ref::<hyper::Error>() {
                 // hyper answered these itself before closing; say so once.
                 Some(h) if h.is_parse_too_large() => {
+                    env.metrics.client_cutoff("bad_request");
                     tracing::info!(%peer, status = 431, "closed a client connection: request head too large (see max_header_count, max_header_bytes)")
                 }
                 Some(h) if h.is_parse() => {
+                    env.metrics.client_cutoff("bad_request");
                     tracing::info!(%peer, status = 400, error = %h, "closed a client connection: malformed request")
                 }
                 _ => {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error")
                 }
             },
+        }
+    }
+}
+
+/// A TLS connection: the ClientHello is read first, holding no handshake slot (so sockets that
+/// send nothing, or dribble, cannot starve real clients of slots); then a slot (waited for at
+/// most `timeout`) bounds the handshakes doing cryptography at once, each finishing within
+/// `timeout`.
+async fn handshake(
+    handshakes: &Handshakes,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let timeout = handshakes.timeout;
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout(timeout, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS ClientHello unreadable");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "no TLS ClientHello in time; closed");
+            return None;
+        }
+    };
+    let Ok(Ok(_slot)) = tokio::time::timeout(timeout, handshakes.slots.acquire()).await else {
+        tracing::debug!(%peer, ?timeout, "no TLS handshake slot in time; closed");
+        return None;
+    };
+    match tokio::time::timeout(timeout, start.into_stream(Arc::clone(&handshakes.config))).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake not finished in time; closed");
+            None
         }
     }
 }
@@ -141,7 +227,11 @@ impl DataPlane {
             .header_read_timeout(None)
             // Too many or too large headers answer 431.
             .max_headers(settings.max_header_count)
-            .max_buf_size(settings.max_header_bytes);
+            .max_buf_size(settings.max_header_bytes)
+            // A client may shut its sending side once its request is out and still wait for
+            // the answer (RFC 9112 9.6 allows it); without this hyper closed such connections
+            // unanswered.
+            .half_close(true);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -151,17 +241,49 @@ impl DataPlane {
             Some(t) => (
                 Some(t.listener),
                 Some(Arc::new(Handshakes {
-                    acceptor: tokio_rustls::TlsAcceptor::from(t.config),
+                    config: t.config,
                     timeout: t.handshake_timeout,
                     slots: Semaphore::new(t.max_handshakes),
                 })),
             ),
             None => (None, None),
         };
-        let graceful = GracefulShutdown::new();
+        let drain = CancellationToken::new();
+        let connections = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
+
+        let spawn = |stream: tokio::net::TcpStream,
+                     peer: std::net::SocketAddr,
+                     https: bool,
+                     permit: tokio::sync::OwnedSemaphorePermit| {
+            let _ = stream.set_nodelay(true);
+            let ctx = Arc::new((
+                Arc::clone(&shared),
+                Downstream::new(peer, https),
+                Arc::new(Activity::default()),
+            ));
+            let drain = drain.clone();
+            let builder = Arc::clone(&builder);
+            match handshakes.as_ref().filter(|_| https) {
+                None => {
+                    connections.spawn(async move {
+                        serve_connection(&builder, drain, stream, ctx).await;
+                        drop(permit);
+                    });
+                }
+                Some(handshakes) => {
+                    let handshakes = Arc::clone(handshakes);
+                    connections.spawn(async move {
+                        if let Some(stream) = handshake(&handshakes, stream, peer).await {
+                            serve_connection(&builder, drain, stream, ctx).await;
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        };
 
         loop {
             let permit = tokio::select! {
@@ -175,10 +297,10 @@ impl DataPlane {
                 accepted = listener.accept() => (accepted, false),
                 accepted = accept_from(tls_listener.as_ref()) => (accepted, true),
             };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => {
+            match accepted {
+                Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    accepted
+                    spawn(stream, peer, https, permit);
                 }
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before accept: wait a
@@ -186,65 +308,30 @@ impl DataPlane {
                     backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                     tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
                     tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let ctx = Arc::new((
-                Arc::clone(&shared),
-                Downstream::new(peer, https),
-                Arc::new(Activity::default()),
-            ));
-            let watcher = graceful.watcher();
-            let builder = Arc::clone(&builder);
-            match handshakes.as_ref().filter(|_| https) {
-                None => {
-                    tokio::spawn(async move {
-                        serve_connection(&builder, watcher, stream, ctx).await;
-                        drop(permit);
-                    });
-                }
-                Some(handshakes) => {
-                    let handshakes = Arc::clone(handshakes);
-                    tokio::spawn(async move {
-                        // A slot first (waiting at most the handshake timeout), then the
-                        // handshake (within the timeout again): slow handshakes hold only their
-                        // own slots, and a client queued behind them still gets its full time.
-                        let timeout = handshakes.timeout;
-                        let slot = tokio::time::timeout(timeout, handshakes.slots.acquire()).await;
-                        let Ok(Ok(_slot)) = slot else {
-                            tracing::debug!(%peer, ?timeout, "no TLS handshake slot in time; closed");
-                            drop(permit);
-                            return;
-                        };
-                        match tokio::time::timeout(timeout, handshakes.acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => {
-                                drop(_slot);
-                                serve_connection(&builder, watcher, stream, ctx).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, ?timeout, "TLS handshake not finished in time; closed")
-                            }
-                        }
-                        drop(permit);
-                    });
                 }
             }
         }
-        drop(listener);
-        drop(tls_listener);
-
-        let connections = graceful.count();
+        // Connections the kernel completed but turnout has not accepted yet would be reset when
+        // the listener closes: take them first, and serve them as the drain serves every other.
+        drain.cancel();
+        for (l, https) in [(Some(&listener), false), (tls_listener.as_ref(), true)] {
+            let Some(l) = l else { continue };
+            while let Some(Ok((stream, peer))) = l.accept().now_or_never() {
+                // Past max_connections, still served: it is one of the last few.
+                let permit = Arc::clone(&permits)
+                    .try_acquire_owned()
+                    .or_else(|_| Arc::new(Semaphore::new(1)).try_acquire_owned());
+                let Ok(permit) = permit else { break };
+                spawn(stream, peer, https, permit);
+            }
+        }
+        let open = connections.len();
         let tunnels = shared.tunnels.len();
-        tracing::info!(connections, tunnels, timeout = ?shared.settings.shutdown_timeout, "listener closed; draining");
+        tracing::info!(connections = open, tunnels, timeout = ?shared.settings.shutdown_timeout, "listener closed; draining");
         shared.tunnels.close();
+        connections.close();
         let drain = async {
-            graceful.shutdown().await;
+            connections.wait().await;
             shared.tunnels.wait().await;
         };
         let complete = tokio::time::timeout(shared.settings.shutdown_timeout, drain)

@@ -205,6 +205,24 @@ fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
         .is_some_and(hyper::Error::is_canceled)
 }
 
+/// The attempt failed because the client's request body did (the client went away mid-upload,
+/// or sent a malformed chunk), not the upstream: hyper reports that as a "user body" error
+/// whose cause is the error of the body turnout was passing through. `Some(true)` when the
+/// client is gone (the body ended early), `Some(false)` when what it sent was malformed.
+pub(crate) fn client_body_fault(e: &hyper_util::client::legacy::Error) -> Option<bool> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                let client = std::error::Error::source(h)?.downcast_ref::<hyper::Error>()?;
+                return Some(client.is_incomplete_message() || client.is_closed());
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// How one attempt at an upstream ended.
 pub(crate) enum Attempt {
     Answered(Response<Incoming>),
@@ -223,6 +241,12 @@ impl Attempt {
         let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
         match self {
             Attempt::Answered(resp) => Ok(resp),
+            Attempt::Failed(source) if client_body_fault(&source).is_some() => {
+                Err(ProxyError::ClientBody {
+                    gone: client_body_fault(&source) == Some(true),
+                    source,
+                })
+            }
             Attempt::Failed(source) if source.is_connect() => Err(ProxyError::Connect {
                 pool: p,
                 upstream: u,
@@ -242,17 +266,75 @@ impl Attempt {
     }
 }
 
+/// The access line of a request whose client went away before its response was ready (hyper
+/// drops the request's future then): logged with nginx's 499 when dropped still armed.
+struct Abandoned {
+    method: Method,
+    path: Option<PathAndQuery>,
+    client: SocketAddr,
+    started: Instant,
+    pool: Option<Arc<Pool>>,
+    armed: bool,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        Access {
+            method: &self.method,
+            path: self.path.as_ref().map_or("/", PathAndQuery::path),
+            status: CLIENT_CLOSED,
+            pool: self.pool.as_deref(),
+            route: "aborted",
+            cache: None,
+            upstream: None,
+            client: self.client,
+            started: self.started,
+            error: None,
+        }
+        .log();
+    }
+}
+
+/// nginx's "client closed request": logged, never sent.
+pub(crate) const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 impl Shared {
     pub(crate) async fn handle(
         &self,
+        req: Request<Incoming>,
+        down: &Downstream,
+    ) -> Response<ProxyBody> {
+        if req.uri().path() == self.settings.health_path {
+            return self.health(req.version() < Version::HTTP_2);
+        }
+        let mut abandoned = Abandoned {
+            method: req.method().clone(),
+            path: req.uri().path_and_query().cloned(),
+            client: down.peer,
+            started: Instant::now(),
+            pool: None,
+            armed: true,
+        };
+        let resp = self.answer(req, down, &mut abandoned).await;
+        abandoned.armed = false;
+        resp
+    }
+
+    /// Everything but the health path; `abandoned` logs the request if it is dropped first.
+    async fn answer(
+        &self,
         mut req: Request<Incoming>,
         down: &Downstream,
+        abandoned: &mut Abandoned,
     ) -> Response<ProxyBody> {
         // `Connection: close` means something to HTTP/1 clients only; HTTP/2 forbids it.
         let h1 = req.version() < Version::HTTP_2;
-        if req.uri().path() == self.settings.health_path {
-            return self.health(h1);
-        }
         if req.method() == Method::CONNECT {
             // A reverse proxy is no forward proxy: nothing to tunnel to.
             let mut resp = text_response(
@@ -265,7 +347,24 @@ impl Shared {
             }
             return resp;
         }
-        let started = Instant::now();
+        let started = abandoned.started;
+
+        // One Host (and one Content-Length), valid, before anything reads them.
+        let checked = {
+            let (version, authority) = (req.version(), req.uri().authority().cloned());
+            crate::headers::normalize_request(version, authority.as_ref(), req.headers_mut())
+        };
+        if let Err(bad) = checked {
+            let mut resp = text_response(StatusCode::BAD_REQUEST, bad.public_text());
+            if h1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let mut access = Access::local(&req, resp.status(), "refused", down, started);
+            access.error = Some(&bad);
+            access.log();
+            return resp;
+        }
 
         // `redirect_https`: plain requests go to the https URL; the health path stays (the
         // load balancer's plain check) and so do ACME HTTP-01 challenges (a renewal needs them).
@@ -326,7 +425,7 @@ impl Shared {
             && self.cache.covers(req.uri().path())
             && req.body().is_end_stream()
             && !req.headers().contains_key(header::AUTHORIZATION)
-            && !is_upgrade_request(req.version(), req.headers())
+            && !is_upgrade_request(req.version(), req.headers(), &self.settings.upgrades)
         {
             let (parts, _empty) = req.into_parts();
             // For the log line: handles on the request's own bytes, not copies.
@@ -381,8 +480,9 @@ impl Shared {
         };
         let mut guard = pool.begin_request();
         guard.on_server(first);
+        abandoned.pool = Some(Arc::clone(&pool));
 
-        let is_upgrade = is_upgrade_request(req.version(), req.headers());
+        let is_upgrade = is_upgrade_request(req.version(), req.headers(), &self.settings.upgrades);
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -401,16 +501,7 @@ impl Shared {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        strip_hop_by_hop(&mut parts.headers, is_upgrade);
-        set_forwarded(
-            &mut parts.headers,
-            &down.ip_header,
-            down.proto(),
-            host.clone(),
-        );
-        if let Some(host) = host {
-            parts.headers.entry(header::HOST).or_insert(host);
-        }
+        self.outbound_headers(&mut parts.headers, down, host, is_upgrade);
 
         // A retry needs a copy of the request, so keep one only where a retry is possible.
         let (body, mut retry) = if pool.servers().len() > 1 && !is_upgrade {
@@ -449,7 +540,8 @@ impl Shared {
         // out (its pooled connection had closed) for any method, after a reset before the
         // response for an idempotent one, and only if the body was never read.
         if let (Attempt::Failed(e), Some(copy)) = (&attempt, retry.as_mut()) {
-            if e.is_connect() || never_sent(e) || copy.idempotent {
+            let upstreams_fault = client_body_fault(e).is_none();
+            if upstreams_fault && (e.is_connect() || never_sent(e) || copy.idempotent) {
                 if let Some(second) = pool.pick_other(first) {
                     if let Some(again) = copy.take_request(&path, second) {
                         self.passive_failure(&pool, first);
@@ -516,6 +608,28 @@ impl Shared {
         }
     }
 
+    /// The headers of a request on its way upstream: hop-by-hop ones gone (but an allowed
+    /// upgrade's), `X-Forwarded-*` set, `Forwarded`/`X-Real-IP` only from a trusted proxy, the
+    /// preview token taken out, and `host` (the one the client asked for) as `Host`.
+    pub(crate) fn outbound_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        down: &Downstream,
+        host: Option<HeaderValue>,
+        upgrade: bool,
+    ) {
+        strip_hop_by_hop(headers, upgrade);
+        let routing = &self.env.routing;
+        let trusted = routing.trusted_proxies.contains(&down.peer.ip());
+        set_forwarded(headers, &down.ip_header, down.proto(), host.clone(), trusted);
+        if let Some(preview) = routing.preview.as_ref().filter(|p| p.token.is_some()) {
+            crate::headers::strip_preview_token(headers, &preview.header, &preview.cookie);
+        }
+        if let Some(host) = host {
+            headers.entry(header::HOST).or_insert(host);
+        }
+    }
+
     /// Counts a failure against `server`; a streak of them ejects it for a while.
     pub(crate) fn passive_failure(&self, pool: &Pool, server: &Upstream) {
         let Some((epoch, length)) = server.health.record_failure(&pool.settings().passive) else {
@@ -552,6 +666,11 @@ impl Shared {
         err: ProxyError,
         close: bool,
     ) -> (Response<ProxyBody>, Option<ProxyError>) {
+        if err.is_clients_fault() {
+            // The client broke its own request: the server did nothing wrong.
+            tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
+            return (err.into_response(true), Some(err));
+        }
         self.passive_failure(pool, server);
         tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
         (err.into_response(close), Some(err))
@@ -577,6 +696,14 @@ impl Shared {
                 guard.into_tunnel(),
             );
             return Response::from_parts(parts, ProxyBody::empty());
+        }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for (or to a protocol not allowed): never tunneled.
+            tracing::warn!("the upstream switched protocols for a request that asked for no allowed upgrade; answered 502");
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the app server switched protocols unasked\n",
+            );
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);

@@ -52,8 +52,11 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The most turnout reads of a certificate, key or CA file: a system CA bundle is about 200 KiB.
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
 fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(file).map_err(|source| TlsError::Read {
+    turnout_config::read_capped(file, MAX_PEM_BYTES).map_err(|source| TlsError::Read {
         file: file.to_owned(),
         source,
     })

@@ -69,6 +69,9 @@ pub async fn admin(
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
+    if body.is_some_and(|b| !b.is_empty()) {
+        req = req.header("content-type", "application/json");
+    }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
         .expect("request");

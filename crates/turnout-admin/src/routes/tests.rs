@@ -19,7 +19,10 @@ fn app(token: Option<&str>) -> (Router, Control) {
         Routes::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot")),
         None,
     );
-    (router(control.clone(), token.map(String::from)), control)
+    (
+        router(control.clone(), AdminPolicy::with_token(token.map(String::from))),
+        control,
+    )
 }
 
 async fn call(
@@ -30,6 +33,9 @@ async fn call(
     auth: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
     let mut req = Request::builder().method(method).uri(uri);
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
     }
