@@ -636,3 +636,45 @@ async fn https_upstreams_are_trusted_through_the_pools_ca() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Hardening item 2: sockets that connect to the TLS port and send nothing hold no handshake
+/// slot, so real clients keep handshaking under such a flood. (Before, each idle socket held a
+/// slot for the whole handshake timeout and real clients waited behind them for it.)
+#[tokio::test]
+async fn idle_sockets_do_not_starve_real_handshakes() {
+    let ca = Ca::new("test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (chain, key, der) = ca.leaf(&["app.test"], 20);
+    let cert = write(dir.path(), "cert.pem", &chain);
+    let key = write(dir.path(), "key.pem", &key);
+    let bg = BlueGreen::start_with(&tls_lines(&[(&cert, &key)], "").replace(
+        "[tls]\n",
+        "[tls]\nhandshake_timeout = \"60s\"\nmax_handshakes = 4\n",
+    ))
+    .await;
+    let https = https_addr(&bg.turnout);
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(https).await.expect("connect"));
+    }
+    // Some that start a ClientHello and stop mid-record hold no slot either.
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(https).await.expect("connect");
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .expect("write");
+        idle.push(s);
+    }
+    let tls = connector(&[ca.der()], &[b"http/1.1"]);
+    for i in 0..5 {
+        // `handshake` allows 10 s; the flood would hold every slot for 60 s.
+        let stream = handshake(&tls, https, "app.test").await;
+        assert_eq!(peer_leaf(&stream), der, "client {i}");
+        let mut sender = h1(stream).await;
+        assert_eq!(
+            get_h1(&mut sender, "app.test", "/").await,
+            (200, "blue\n".to_owned())
+        );
+    }
+    drop(idle);
+}

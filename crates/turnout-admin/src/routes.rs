@@ -90,7 +90,12 @@ impl AdminPolicy {
     fn host_allowed(&self, host: &str) -> bool {
         let name = match host.strip_prefix('[') {
             // A bracketed IPv6 address, with or without a port.
-            Some(rest) => return rest.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            Some(rest) => {
+                return rest
+                    .split(']')
+                    .next()
+                    .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            }
             None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
         };
         name.parse::<std::net::Ipv4Addr>().is_ok()
@@ -111,7 +116,11 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 pub fn router(control: Control, policy: AdminPolicy) -> Router {
     let state = AdminState {
         control,
-        token: policy.token.clone().filter(|t| !t.is_empty()).map(Arc::from),
+        token: policy
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
         policy: Arc::new(policy),
     };
     Router::new()

@@ -93,7 +93,6 @@ pub struct FileServer {
     pub max_header_bytes: Option<usize>,
     pub redirect_https: Option<bool>,
     pub client_send_timeout: Option<HumanDuration>,
-    pub client_body_timeout: Option<HumanDuration>,
     pub upgrade_protocols: Option<Vec<Spanned<String>>>,
     pub admin_hosts: Option<Vec<Spanned<String>>>,
     pub admin_origins: Option<Vec<Spanned<String>>>,
@@ -106,7 +105,6 @@ pub struct FileUpstream {
     pub response_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
     pub max_idle_per_server: Option<usize>,
-    pub body_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,7 +222,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration string such as \"500ms\", \"30s\" or \"2m\"")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
-                crate::parse_duration(s).map(HumanDuration).map_err(E::custom)
+                crate::parse_duration(s)
+                    .map(HumanDuration)
+                    .map_err(E::custom)
             }
         }
         d.deserialize_str(V)

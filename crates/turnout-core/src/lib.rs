@@ -35,6 +35,6 @@ pub use metrics::{Metrics, PoolMetrics};
 pub use pool::{InFlight, Pool, PoolCookies, PoolSettings, PoolStats, TunnelGuard, Upstream};
 pub use snapshot::{Env, FleetMark, Router, RoutingSnapshot, MARK_COOKIE};
 pub use split::Weights;
-pub use turnout_config::parse_duration;
 pub use state::StateFile;
+pub use turnout_config::parse_duration;
 pub use turnout_config::{Backend, Balance, PoolName, Rule, RuleSpec, ServerAddr, ServerEntry};

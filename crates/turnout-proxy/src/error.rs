@@ -40,7 +40,7 @@ pub enum ProxyError {
     },
     /// The client's request body failed on its way upstream: it went away mid-upload (`gone`,
     /// logged 499) or sent a malformed body (400). Never counted against the server.
-    #[error("the client's request body failed: {source}")]
+    #[error("the client's request body failed")]
     ClientBody {
         gone: bool,
         #[source]

@@ -62,13 +62,16 @@ pub fn normalize_request(
     }
     match (authority, host) {
         (Some(authority), Some(host)) => {
-            let same = authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes());
+            let same = authority
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes());
             if !same {
                 if version == Version::HTTP_2 {
                     return Err(BadRequest::HostMismatch);
                 }
-                let host = HeaderValue::from_str(authority.as_str())
-                    .map_err(|_| BadRequest::BadHost)?;
+                let host =
+                    HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
                 headers.insert(header::HOST, host);
             }
         }
@@ -383,7 +386,11 @@ mod tests {
         assert!(!h.contains_key("x-forwarded-host"));
     }
 
-    fn normalized(version: Version, uri: &str, pairs: &[(&str, &str)]) -> Result<HeaderMap, BadRequest> {
+    fn normalized(
+        version: Version,
+        uri: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<HeaderMap, BadRequest> {
         let mut h = map(pairs);
         let uri: Uri = uri.parse().expect("uri");
         normalize_request(version, uri.authority(), &mut h).map(|()| h)
@@ -398,10 +405,23 @@ mod tests {
             normalized(v11, "/", &[("host", "a.example"), ("host", "b.example")]).err(),
             Some(TwoHosts)
         );
-        for bad in ["a/b", "user@a", "", "a b", ":80", "a:port", "::1", "a:99999"] {
-            assert_eq!(normalized(v11, "/", &[("host", bad)]).err(), Some(BadHost), "{bad:?}");
+        for bad in [
+            "a/b", "user@a", "", "a b", ":80", "a:port", "::1", "a:99999",
+        ] {
+            assert_eq!(
+                normalized(v11, "/", &[("host", bad)]).err(),
+                Some(BadHost),
+                "{bad:?}"
+            );
         }
-        for good in ["a.example", "a.example:8080", "10.0.0.1:80", "[::1]", "[::1]:8080", "localhost"] {
+        for good in [
+            "a.example",
+            "a.example:8080",
+            "10.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "localhost",
+        ] {
             let h = normalized(v11, "/", &[("host", good)]).expect(good);
             assert_eq!(h["host"], good);
         }
@@ -414,21 +434,40 @@ mod tests {
         let h = normalized(Version::HTTP_2, "http://a.example/", &[]).expect("ok");
         assert_eq!(h["host"], "a.example");
         assert_eq!(
-            normalized(Version::HTTP_2, "http://a.example/", &[("host", "b.example")]).err(),
+            normalized(
+                Version::HTTP_2,
+                "http://a.example/",
+                &[("host", "b.example")]
+            )
+            .err(),
             Some(HostMismatch)
         );
-        assert!(normalized(Version::HTTP_2, "http://a.example/", &[("host", "A.example")]).is_ok());
+        assert!(normalized(
+            Version::HTTP_2,
+            "http://a.example/",
+            &[("host", "A.example")]
+        )
+        .is_ok());
     }
 
     #[test]
     fn content_lengths_fold_or_400() {
         let v2 = Version::HTTP_2;
-        let h = normalized(v2, "http://a/", &[("content-length", "5"), ("content-length", "5")])
-            .expect("same values fold");
+        let h = normalized(
+            v2,
+            "http://a/",
+            &[("content-length", "5"), ("content-length", "5")],
+        )
+        .expect("same values fold");
         assert_eq!(h.get_all("content-length").iter().count(), 1);
         assert_eq!(h["content-length"], "5");
         assert_eq!(
-            normalized(v2, "http://a/", &[("content-length", "5"), ("content-length", "6")]).err(),
+            normalized(
+                v2,
+                "http://a/",
+                &[("content-length", "5"), ("content-length", "6")]
+            )
+            .err(),
             Some(BadRequest::ContentLength)
         );
     }
@@ -440,7 +479,10 @@ mod tests {
         assert!(is_upgrade_request(Version::HTTP_11, &req("websocket"), &ws));
         assert!(is_upgrade_request(Version::HTTP_11, &req("WebSocket"), &ws));
         for other in ["h2c", "foo/1", "websocket, h2c", ""] {
-            assert!(!is_upgrade_request(Version::HTTP_11, &req(other), &ws), "{other:?}");
+            assert!(
+                !is_upgrade_request(Version::HTTP_11, &req(other), &ws),
+                "{other:?}"
+            );
         }
         let more = ["websocket".to_owned(), "foo".to_owned()];
         assert!(is_upgrade_request(Version::HTTP_11, &req("foo/1"), &more));

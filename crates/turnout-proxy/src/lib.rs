@@ -61,9 +61,6 @@ pub struct ProxySettings {
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub client_send_timeout: Duration,
-    pub client_body_timeout: Duration,
-    /// An upstream response body that stalls this long after its head is given up on.
-    pub upstream_body_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub statics: Vec<turnout_config::StaticDir>,
@@ -92,8 +89,6 @@ impl ProxySettings {
             client_header_timeout: config.server.client_header_timeout,
             client_idle_timeout: config.server.client_idle_timeout,
             client_send_timeout: config.server.client_send_timeout,
-            client_body_timeout: config.server.client_body_timeout,
-            upstream_body_timeout: config.upstream.body_timeout,
             max_header_count: config.server.max_header_count,
             max_header_bytes: config.server.max_header_bytes,
             statics: config.statics.clone(),
@@ -108,6 +103,9 @@ impl ProxySettings {
         })
     }
 }
+
+/// The most an upstream connection buffers (see `DataPlane::new`).
+const UPSTREAM_MAX_BUF: usize = 64 * 1024;
 
 /// The data plane. Cheap to clone; every clone is the same proxy.
 #[derive(Debug, Clone)]
@@ -149,6 +147,10 @@ impl DataPlane {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle_per_server)
+            // hyper grows a connection's read buffer up to ~400 KiB while a body streams, and a
+            // client that stops reading leaves it (and a frame as large) held: 64 KiB bounds
+            // what one slow reader costs, and still holds any response head turnout accepts.
+            .http1_max_buf_size(UPSTREAM_MAX_BUF)
             // Host is the client's, passed through; never rewritten to the upstream's address.
             .set_host(false);
         let client = ClientSet::new(&settings.upstream_tls, &builder, &connector);

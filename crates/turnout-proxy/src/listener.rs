@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use futures_util::FutureExt;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -325,6 +325,8 @@ impl DataPlane {
                 spawn(stream, peer, https, permit);
             }
         }
+        drop(listener);
+        drop(tls_listener);
         let open = connections.len();
         let tunnels = shared.tunnels.len();
         tracing::info!(connections = open, tunnels, timeout = ?shared.settings.shutdown_timeout, "listener closed; draining");

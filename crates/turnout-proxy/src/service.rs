@@ -49,6 +49,19 @@ impl Downstream {
     }
 }
 
+/// turnout's cookies (sticky, preview, fleet mark) are made once, `HttpOnly; SameSite=Lax`;
+/// over TLS they are also `Secure`, so a browser never sends them back in clear text. (One
+/// small allocation, for a response that sets a cookie over TLS.)
+fn secure_over_tls(cookie: HeaderValue, down: &Downstream) -> HeaderValue {
+    if !down.https {
+        return cookie;
+    }
+    let mut bytes = Vec::with_capacity(cookie.len() + 8);
+    bytes.extend_from_slice(cookie.as_bytes());
+    bytes.extend_from_slice(b"; Secure");
+    HeaderValue::from_bytes(&bytes).unwrap_or(cookie)
+}
+
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
 
 /// Where ACME HTTP-01 challenges are asked for; never redirected to https.
@@ -215,12 +228,31 @@ pub(crate) fn client_body_fault(e: &hyper_util::client::legacy::Error) -> Option
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_user() {
                 let client = std::error::Error::source(h)?.downcast_ref::<hyper::Error>()?;
-                return Some(client.is_incomplete_message() || client.is_closed());
+                return Some(
+                    client.is_incomplete_message() || client.is_closed() || ended_early(client),
+                );
             }
         }
         cur = err.source();
     }
     None
+}
+
+/// The body's connection ended before the body did ("end of file before message length
+/// reached", a reset).
+fn ended_early(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            );
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// How one attempt at an upstream ended.
@@ -432,7 +464,8 @@ impl Shared {
             let (method, target) = (parts.method.clone(), parts.uri.path_and_query().cloned());
             let (mut resp, label) = self.cached(parts, Arc::clone(&pool), down, h1).await;
             for cookie in set_cookies.into_iter().flatten() {
-                resp.headers_mut().append(header::SET_COOKIE, cookie);
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, secure_over_tls(cookie, down));
             }
             Access {
                 method: &method,
@@ -565,7 +598,8 @@ impl Shared {
                 }
                 let mut resp = self.respond(resp, guard, client_upgrade, h1);
                 for cookie in set_cookies.into_iter().flatten() {
-                    resp.headers_mut().append(header::SET_COOKIE, cookie);
+                    resp.headers_mut()
+                        .append(header::SET_COOKIE, secure_over_tls(cookie, down));
                 }
                 (resp, None)
             }
@@ -621,7 +655,13 @@ impl Shared {
         strip_hop_by_hop(headers, upgrade);
         let routing = &self.env.routing;
         let trusted = routing.trusted_proxies.contains(&down.peer.ip());
-        set_forwarded(headers, &down.ip_header, down.proto(), host.clone(), trusted);
+        set_forwarded(
+            headers,
+            &down.ip_header,
+            down.proto(),
+            host.clone(),
+            trusted,
+        );
         if let Some(preview) = routing.preview.as_ref().filter(|p| p.token.is_some()) {
             crate::headers::strip_preview_token(headers, &preview.header, &preview.cookie);
         }

@@ -20,7 +20,10 @@ fn app(token: Option<&str>) -> (Router, Control) {
         None,
     );
     (
-        router(control.clone(), AdminPolicy::with_token(token.map(String::from))),
+        router(
+            control.clone(),
+            AdminPolicy::with_token(token.map(String::from)),
+        ),
         control,
     )
 }
