@@ -1095,4 +1095,6 @@ fn find_key_line(text: &str, key: &str) -> usize {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -45,7 +45,7 @@ const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a path was refused.
 #[derive(Debug, PartialEq, Eq)]
-enum Refused {
+pub(crate) enum Refused {
     /// A path that tries to leave its root (or holds bytes no file name may).
     Forbidden,
     NotFound,
@@ -302,7 +302,7 @@ fn inside(root: &Path, path: &Path) -> Result<(PathBuf, std::fs::Metadata), Refu
 
 /// The request path after the prefix, percent-decoded, as a relative path of plain names;
 /// refused if any segment is `..`, or holds a NUL, a backslash or an encoded slash trick.
-fn relative_path(rest: &str) -> Result<PathBuf, Refused> {
+pub(crate) fn relative_path(rest: &str) -> Result<PathBuf, Refused> {
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
     if decoded.contains(&0) || decoded.contains(&b'\\') {
         return Err(Refused::Forbidden);

@@ -188,3 +188,6 @@ impl DataPlane {
         self.shared.draining.store(true, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod fuzz;
