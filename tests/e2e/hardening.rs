@@ -265,7 +265,8 @@ async fn the_preview_token_never_reaches_the_app() {
 }
 
 /// An app that answers every request with `101 Switching Protocols` to `Upgrade: foo` and then
-/// echoes bytes: what a tunnel to an unconfigured protocol would need.
+/// echoes bytes (`/close...`: hangs up right after the 101): what a tunnel to an unconfigured
+/// protocol would need.
 async fn switching_app() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -292,6 +293,10 @@ async fn switching_app() -> SocketAddr {
                 let _ = conn
                     .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
                     .await;
+                if text.starts_with("get /close") {
+                    // Switch, then hang up at once.
+                    return;
+                }
                 let (mut r, mut w) = conn.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });
@@ -682,4 +687,37 @@ async fn sigterm_under_load_answers_every_accepted_request() {
         );
     }
     assert!(total > 0, "the load ran");
+}
+
+/// A tunnel whose app closed does not wait for ever on a client that never closes: the client
+/// is told (end of stream) and the tunnel ends after a short grace, so it no longer counts as
+/// open (nor holds a shutdown's drain).
+#[tokio::test]
+async fn a_tunnel_ends_when_the_app_closes_even_if_the_client_does_not() {
+    let app = switching_app().await;
+    let sandbox = Sandbox::new(BIN);
+    sandbox.write_config(&sandbox.config(
+        &[("blue", &[app.to_string()])],
+        "blue",
+        "upgrade_protocols = [\"foo\"]\n",
+    ));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = TcpStream::connect(turnout.proxy).await.expect("connect");
+    conn.write_all(b"GET /close HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = within(10, "the 101", conn.read(&mut buf)).await.expect("read");
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 101);
+    // The app's end of stream reaches the client...
+    let n = within(10, "the end of the stream", conn.read(&mut buf))
+        .await
+        .expect("read");
+    assert_eq!(n, 0, "end of stream after the app closed");
+    // ...and while the client keeps its side open, the tunnel still ends.
+    eventually(20, "no tunnel open", || async {
+        turnout.status().await["pools"]["blue"]["tunnels"] == 0
+    })
+    .await;
+    drop(conn);
 }
