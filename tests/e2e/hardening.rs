@@ -703,11 +703,15 @@ async fn a_tunnel_ends_when_the_app_closes_even_if_the_client_does_not() {
     ));
     let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
     let mut conn = TcpStream::connect(turnout.proxy).await.expect("connect");
-    conn.write_all(b"GET /close HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
-        .await
-        .expect("write");
+    conn.write_all(
+        b"GET /close HTTP/1.1\r\nHost: app\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let mut buf = vec![0u8; 1024];
-    let n = within(10, "the 101", conn.read(&mut buf)).await.expect("read");
+    let n = within(10, "the 101", conn.read(&mut buf))
+        .await
+        .expect("read");
     assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 101);
     // The app's end of stream reaches the client...
     let n = within(10, "the end of the stream", conn.read(&mut buf))
@@ -720,4 +724,87 @@ async fn a_tunnel_ends_when_the_app_closes_even_if_the_client_does_not() {
     })
     .await;
     drop(conn);
+}
+
+/// A request body that stops coming is given up on after `client_body_timeout` (408 in the log,
+/// counted), and a response body the app stops sending after `upstream.body_timeout` (the
+/// response is cut off, so the client sees it incomplete rather than waiting for ever).
+#[tokio::test]
+async fn stalled_bodies_are_given_up_on() {
+    let bg =
+        BlueGreen::start_with("client_body_timeout = \"1s\"\n[upstream]\nbody_timeout = \"1s\"")
+            .await;
+    let mut conn = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\nten bytes!")
+        .await
+        .expect("write");
+    // The client keeps its connection open and sends nothing more; turnout closes it.
+    let closed = read_all(&mut conn).await;
+    assert!(
+        !closed.contains("[no end"),
+        "the connection was closed: {closed}"
+    );
+    eventually(10, "a body_timeout cut-off counted", || async {
+        metrics(&bg)
+            .await
+            .contains("turnout_client_cutoffs_total{reason=\"body_timeout\"} 1")
+    })
+    .await;
+    assert!(bg.turnout.find_log("client_body_timeout").is_some());
+
+    // The app sends one chunk, then nothing for 3 s: cut off after 1 s.
+    let answer = raw(
+        bg.turnout.proxy,
+        b"GET /stream?chunks=3&ms=3000 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(answer.contains("blue 0"), "{answer}");
+    assert!(
+        !answer.contains("blue 2"),
+        "the stalled body was cut off: {answer}"
+    );
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "no clean end of a chunked body: {answer}"
+    );
+    eventually(10, "the stall logged", || async {
+        bg.turnout.find_log("upstream.body_timeout").is_some()
+    })
+    .await;
+    // Bodies that keep coming are untouched.
+    let answer = raw(
+        bg.turnout.proxy,
+        b"GET /stream?chunks=4&ms=300 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains("blue 3"), "{answer}");
+}
+
+/// An idle HTTP/2 connection is closed with GOAWAY (a clean end for the client), not cut.
+#[tokio::test]
+async fn an_idle_h2_connection_ends_with_goaway() {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    let bg = BlueGreen::start_with("client_idle_timeout = \"1s\"").await;
+    let tcp = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/", bg.turnout.proxy))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = within(10, "an answer", send.send_request(req))
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let ended = within(10, "the idle connection closed", conn)
+        .await
+        .expect("join");
+    assert!(ended.is_ok(), "closed with GOAWAY, not cut: {ended:?}");
 }

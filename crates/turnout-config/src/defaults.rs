@@ -113,5 +113,13 @@ pub const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// A client that reads none of its response for this long is cut off (nginx's `send_timeout`).
 pub const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// An HTTP/1 request body with no byte for this long is given up on (nginx's
+/// `client_body_timeout`).
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An upstream body with no byte for this long after its head is given up on (nginx's
+/// `proxy_read_timeout`). A stream of server-sent events needs a heartbeat more often.
+pub const UPSTREAM_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a client may upgrade a connection to, unless `server.upgrade_protocols` says more.
 pub const UPGRADE_PROTOCOL: &str = "websocket";

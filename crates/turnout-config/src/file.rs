@@ -93,6 +93,7 @@ pub struct FileServer {
     pub max_header_bytes: Option<usize>,
     pub redirect_https: Option<bool>,
     pub client_send_timeout: Option<HumanDuration>,
+    pub client_body_timeout: Option<HumanDuration>,
     pub upgrade_protocols: Option<Vec<Spanned<String>>>,
     pub admin_hosts: Option<Vec<Spanned<String>>>,
     pub admin_origins: Option<Vec<Spanned<String>>>,
@@ -105,6 +106,7 @@ pub struct FileUpstream {
     pub response_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
     pub max_idle_per_server: Option<usize>,
+    pub body_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

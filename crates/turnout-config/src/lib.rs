@@ -129,6 +129,8 @@ pub struct Server {
     pub redirect_https: bool,
     /// A client that takes no bytes of its response for this long is cut off.
     pub client_send_timeout: Duration,
+    /// An HTTP/1 request body with no byte for this long is given up on.
+    pub client_body_timeout: Duration,
     /// Lower-case protocol names a client may upgrade to (`websocket` by default).
     pub upgrade_protocols: Vec<String>,
     /// Without an admin token: host names (beyond IP addresses and `localhost`) that the admin
@@ -145,6 +147,8 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_server: usize,
+    /// An upstream body with no byte for this long after its head is given up on.
+    pub body_timeout: Duration,
 }
 
 /// `[state]`: where the live routing state is kept across restarts.
@@ -631,6 +635,9 @@ impl file::FileConfig {
                 client_send_timeout: server
                     .client_send_timeout
                     .map_or(defaults::CLIENT_SEND_TIMEOUT, |d| d.0),
+                client_body_timeout: server
+                    .client_body_timeout
+                    .map_or(defaults::CLIENT_BODY_TIMEOUT, |d| d.0),
                 upgrade_protocols,
                 admin_hosts,
                 admin_origins,
@@ -648,6 +655,9 @@ impl file::FileConfig {
                 max_idle_per_server: upstream
                     .max_idle_per_server
                     .unwrap_or(defaults::MAX_IDLE_PER_SERVER),
+                body_timeout: upstream
+                    .body_timeout
+                    .map_or(defaults::UPSTREAM_BODY_TIMEOUT, |d| d.0),
             },
             state: State {
                 file: self.state.and_then(|s| s.file),

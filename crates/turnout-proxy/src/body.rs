@@ -3,8 +3,10 @@
 //! at the body's last frame, so a pool counts a request in flight until its response has fully
 //! left, and a streaming response keeps its pool alive however many switches happen meanwhile.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -22,6 +24,13 @@ pin_project_lite::pin_project! {
             body: Incoming,
             guard: Option<InFlight>,
             conn: Option<Busy>,
+            // The stall deadline: made at the body's first wait (a body that is all there when
+            // asked for, as most are, never pays for it), reset at each wait.
+            stall: Option<Pin<Box<tokio::time::Sleep>>>,
+            waiting: bool,
+            // Milliseconds, to keep every response's body within 64 bytes (durations are
+            // bounded at a week, which fits).
+            stall_after_ms: u32,
         },
         Full {
             data: Option<Bytes>,
@@ -39,11 +48,16 @@ pin_project_lite::pin_project! {
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, guard: InFlight) -> ProxyBody {
+    /// An upstream's body, given up on (an error that ends the response) when no byte of it
+    /// comes for `stall_after` (`upstream.body_timeout`).
+    pub fn upstream(body: Incoming, guard: InFlight, stall_after: Duration) -> ProxyBody {
         ProxyBody::Upstream {
             body,
             guard: Some(guard),
             conn: None,
+            stall: None,
+            waiting: false,
+            stall_after_ms: u32::try_from(stall_after.as_millis()).unwrap_or(u32::MAX),
         }
     }
 
@@ -93,8 +107,37 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
-            Proj::Upstream { body, guard, conn } => {
-                let frame = ready!(body.poll_frame(cx));
+            Proj::Upstream {
+                body,
+                guard,
+                conn,
+                stall,
+                waiting,
+                stall_after_ms,
+            } => {
+                let frame = match body.poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        *waiting = false;
+                        frame
+                    }
+                    Poll::Pending => {
+                        let after = Duration::from_millis(u64::from(*stall_after_ms));
+                        let deadline =
+                            stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                        if !*waiting {
+                            *waiting = true;
+                            deadline.as_mut().reset(tokio::time::Instant::now() + after);
+                        }
+                        ready!(deadline.as_mut().poll(cx));
+                        guard.take();
+                        conn.take();
+                        let why = format!(
+                            "the upstream sent no byte of the response body for {after:?} (upstream.body_timeout); the response was cut off"
+                        );
+                        tracing::warn!("{why}");
+                        return Poll::Ready(Some(Err(BodyError::from(why))));
+                    }
+                };
                 if !matches!(frame, Some(Ok(_))) {
                     // The end, or an error that ends it: the request is no longer in flight.
                     guard.take();

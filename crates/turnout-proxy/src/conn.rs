@@ -11,6 +11,10 @@
 //!
 //! While a request is in flight (until its response body ends) or after an upgrade, neither
 //! applies.
+//! - `client_body_timeout`: an HTTP/1 request body with no byte for this long is given up on
+//!   (hyper reads a connection only for the body while its request is in flight). HTTP/2
+//!   bodies are bounded by the stream's flow control instead.
+//! - An idle HTTP/2 connection is closed with GOAWAY (through the serving task), not cut.
 //! - `client_send_timeout`: a client that takes no byte of what turnout writes for this long
 //!   (its window full: it stopped reading) is cut off, in every phase. What waits for it is
 //!   bounded anyway (hyper's buffers and the upstream client's), but its connection, upstream
@@ -42,6 +46,8 @@ pub(crate) struct Activity {
     /// was in flight (hyper does not read a half-closable connection then) still sees that a
     /// request came and went.
     begun: std::sync::atomic::AtomicU64,
+    /// Woken when an idle HTTP/2 connection is due to close (with GOAWAY, by the serving task).
+    pub idle_close: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -88,8 +94,12 @@ enum Phase {
     Head,
     /// Between requests.
     Idle,
-    /// A request is in flight, or the connection is a tunnel.
+    /// HTTP/2 streams are in flight.
     Busy,
+    /// An HTTP/1 request is in flight: reads are for its body.
+    Body,
+    /// An idle HTTP/2 connection is being shut down with GOAWAY: no more deadlines.
+    Closing,
 }
 
 pin_project_lite::pin_project! {
@@ -113,6 +123,12 @@ pin_project_lite::pin_project! {
         send_waiting: bool,
         // `Activity::begun` when this socket last looked.
         seen: u64,
+        body_timeout: Duration,
+        // A read for the request body is waiting (the body deadline runs).
+        body_waiting: bool,
+        // The first bytes have come, and said whether this is HTTP/2.
+        seen_bytes: bool,
+        h2: bool,
     }
 }
 
@@ -123,6 +139,7 @@ impl<T> GuardedIo<T> {
         header_timeout: Duration,
         idle_timeout: Duration,
         send_timeout: Duration,
+        body_timeout: Duration,
     ) -> Self {
         GuardedIo {
             io,
@@ -135,6 +152,10 @@ impl<T> GuardedIo<T> {
             send_deadline: None,
             send_waiting: false,
             seen: 0,
+            body_timeout,
+            body_waiting: false,
+            seen_bytes: false,
+            h2: false,
         }
     }
 }
@@ -148,6 +169,8 @@ pub(crate) enum Deadline {
     Idle(Duration),
     #[error("the client read nothing of its response for {0:?}")]
     Send(Duration),
+    #[error("no byte of the request body for {0:?} (client_body_timeout)")]
+    Body(Duration),
 }
 
 impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
@@ -157,12 +180,48 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if this.activity.is_busy() {
-            *this.phase = Phase::Busy;
+        if *this.phase == Phase::Closing || this.activity.upgraded.load(Ordering::Relaxed) {
             return this.io.poll_read(cx, buf);
         }
+        if this.activity.busy.load(Ordering::Relaxed) > 0 {
+            if *this.h2 {
+                // Streams in flight; the h2 layer reads for all of them.
+                *this.phase = Phase::Busy;
+                return this.io.poll_read(cx, buf);
+            }
+            // HTTP/1 with half-close on: hyper reads now only for the request's body, and
+            // the body must keep coming.
+            if *this.phase != Phase::Body {
+                *this.phase = Phase::Body;
+                *this.body_waiting = false;
+            }
+            let before = buf.filled().len();
+            return match this.io.poll_read(cx, buf) {
+                Poll::Ready(r) => {
+                    if buf.filled().len() > before {
+                        *this.body_waiting = false;
+                    }
+                    Poll::Ready(r)
+                }
+                Poll::Pending => {
+                    if !*this.body_waiting {
+                        *this.body_waiting = true;
+                        this.deadline
+                            .as_mut()
+                            .reset(Instant::now() + *this.body_timeout);
+                    }
+                    match this.deadline.as_mut().poll(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            Deadline::Body(*this.body_timeout),
+                        ))),
+                    }
+                }
+            };
+        }
         let begun = this.activity.begun.load(Ordering::Relaxed);
-        if *this.phase == Phase::Busy || begun != *this.seen {
+        if matches!(*this.phase, Phase::Busy | Phase::Body) || begun != *this.seen {
             // The last response just ended: the connection is idle from now.
             *this.seen = begun;
             *this.phase = Phase::Idle;
@@ -173,11 +232,19 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
+                let fresh = &buf.filled()[before..];
+                if !fresh.is_empty() {
+                    if !*this.seen_bytes {
+                        // HTTP/2 opens with its preface ("PRI * HTTP/2.0..."); no HTTP/1 method
+                        // is PRI.
+                        *this.seen_bytes = true;
+                        *this.h2 = fresh.starts_with(b"PRI");
+                    }
                     this.activity.reading_head.store(true, Ordering::Relaxed);
                 }
-                if *this.phase == Phase::Idle && buf.filled().len() > before {
-                    // The first bytes of a new request: its head must be complete in time.
+                // The first bytes of a new HTTP/1 request: its head must be complete in time.
+                // (HTTP/2 frames between requests, pings and window updates, start nothing.)
+                if *this.phase == Phase::Idle && !fresh.is_empty() && !*this.h2 {
                     *this.phase = Phase::Head;
                     this.deadline
                         .as_mut()
@@ -188,6 +255,13 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
+                Poll::Ready(()) if *this.phase == Phase::Idle && *this.h2 => {
+                    // An idle HTTP/2 connection is closed with GOAWAY, not cut: the serving
+                    // task is asked to shut it down gracefully, and reads go on meanwhile.
+                    *this.phase = Phase::Closing;
+                    this.activity.idle_close.notify_one();
+                    Poll::Pending
+                }
                 Poll::Ready(()) => {
                     let why = match this.phase {
                         Phase::Idle => Deadline::Idle(*this.idle_timeout),

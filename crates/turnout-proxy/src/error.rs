@@ -7,6 +7,36 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
 
+/// How a client broke its own request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// A malformed body (a bad chunk): 400.
+    Malformed,
+    /// The client went away before its body ended: logged 499.
+    Gone,
+    /// No byte of the body for `client_body_timeout`: 408.
+    Stalled,
+}
+
+impl ClientFault {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ClientFault::Malformed => StatusCode::BAD_REQUEST,
+            ClientFault::Gone => crate::service::CLIENT_CLOSED,
+            ClientFault::Stalled => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The reason in `turnout_client_cutoffs_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientFault::Malformed => "bad_request",
+            ClientFault::Gone => "client_abort",
+            ClientFault::Stalled => "body_timeout",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("pool {pool} has no healthy server")]
@@ -38,11 +68,11 @@ pub enum ProxyError {
         #[source]
         source: hyper::Error,
     },
-    /// The client's request body failed on its way upstream: it went away mid-upload (`gone`,
-    /// logged 499) or sent a malformed body (400). Never counted against the server.
+    /// The client's request body failed on its way upstream: it went away mid-upload (logged
+    /// 499), stalled (408) or was malformed (400). Never counted against the server.
     #[error("the client's request body failed")]
     ClientBody {
-        gone: bool,
+        why: ClientFault,
         #[source]
         source: hyper_util::client::legacy::Error,
     },
@@ -59,8 +89,7 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::ClientBody { gone: true, .. } => crate::service::CLIENT_CLOSED,
-            ProxyError::ClientBody { gone: false, .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody { why, .. } => why.status(),
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Body { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -84,6 +113,10 @@ impl ProxyError {
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the app server took too long to answer\n"
             }
+            ProxyError::ClientBody {
+                why: ClientFault::Stalled,
+                ..
+            } => "408 Request Timeout: the request body stopped coming\n",
             ProxyError::ClientBody { .. } => {
                 "400 Bad Request: the request body broke off or was malformed\n"
             }

@@ -61,6 +61,9 @@ pub struct ProxySettings {
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub client_send_timeout: Duration,
+    pub client_body_timeout: Duration,
+    /// An upstream response body that stalls this long after its head is given up on.
+    pub upstream_body_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub statics: Vec<turnout_config::StaticDir>,
@@ -89,6 +92,8 @@ impl ProxySettings {
             client_header_timeout: config.server.client_header_timeout,
             client_idle_timeout: config.server.client_idle_timeout,
             client_send_timeout: config.server.client_send_timeout,
+            client_body_timeout: config.server.client_body_timeout,
+            upstream_body_timeout: config.upstream.body_timeout,
             max_header_count: config.server.max_header_count,
             max_header_bytes: config.server.max_header_bytes,
             statics: config.statics.clone(),

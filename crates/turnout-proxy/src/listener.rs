@@ -94,6 +94,7 @@ async fn serve_connection<I>(
         settings.client_header_timeout,
         settings.client_idle_timeout,
         settings.client_send_timeout,
+        settings.client_body_timeout,
     );
     // One Arc per connection; each request clones it once.
     let service = service_fn(move |req| {
@@ -133,6 +134,11 @@ async fn serve_connection<I>(
                 }
             }
         }
+        () = activity.idle_close.notified() => {
+            // An idle HTTP/2 connection: GOAWAY, then the close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     };
     if let Err(e) = ended {
         match deadline_of(&*e) {
@@ -140,6 +146,10 @@ async fn serve_connection<I>(
             Some(d @ Deadline::Header(_)) => {
                 env.metrics.client_cutoff("header_timeout");
                 tracing::info!(%peer, status = 408, "closed a client connection: {d}")
+            }
+            // Counted where the forward failed on it (`ClientFault::Stalled`).
+            Some(d @ Deadline::Body(_)) => {
+                tracing::info!(%peer, status = 408, "closed a client connection: {d} (see client_body_timeout)")
             }
             Some(d @ Deadline::Send(_)) => {
                 env.metrics.client_cutoff("send_timeout");

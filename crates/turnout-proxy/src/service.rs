@@ -219,17 +219,31 @@ fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// The attempt failed because the client's request body did (the client went away mid-upload,
-/// or sent a malformed chunk), not the upstream: hyper reports that as a "user body" error
-/// whose cause is the error of the body turnout was passing through. `Some(true)` when the
-/// client is gone (the body ended early), `Some(false)` when what it sent was malformed.
-pub(crate) fn client_body_fault(e: &hyper_util::client::legacy::Error) -> Option<bool> {
+/// stalled, or sent a malformed chunk), not the upstream: hyper reports that as a "user body"
+/// error whose cause is the error of the body turnout was passing through.
+pub(crate) fn client_body_fault(
+    e: &hyper_util::client::legacy::Error,
+) -> Option<crate::error::ClientFault> {
+    use crate::error::ClientFault;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(err) = cur {
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_user() {
                 let client = std::error::Error::source(h)?.downcast_ref::<hyper::Error>()?;
                 return Some(
-                    client.is_incomplete_message() || client.is_closed() || ended_early(client),
+                    if matches!(
+                        crate::conn::deadline_of(client),
+                        Some(crate::conn::Deadline::Body(_))
+                    ) {
+                        ClientFault::Stalled
+                    } else if client.is_incomplete_message()
+                        || client.is_closed()
+                        || ended_early(client)
+                    {
+                        ClientFault::Gone
+                    } else {
+                        ClientFault::Malformed
+                    },
                 );
             }
         }
@@ -275,7 +289,7 @@ impl Attempt {
             Attempt::Answered(resp) => Ok(resp),
             Attempt::Failed(source) if client_body_fault(&source).is_some() => {
                 Err(ProxyError::ClientBody {
-                    gone: client_body_fault(&source) == Some(true),
+                    why: client_body_fault(&source).unwrap_or(crate::error::ClientFault::Malformed),
                     source,
                 })
             }
@@ -706,6 +720,9 @@ impl Shared {
         err: ProxyError,
         close: bool,
     ) -> (Response<ProxyBody>, Option<ProxyError>) {
+        if let ProxyError::ClientBody { why, .. } = &err {
+            self.env.metrics.client_cutoff(why.label());
+        }
         if err.is_clients_fault() {
             // The client broke its own request: the server did nothing wrong.
             tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
@@ -755,7 +772,10 @@ impl Shared {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, guard))
+        Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, guard, self.settings.upstream_body_timeout),
+        )
     }
 
     /// The load balancer's health check: 503 while shutting down, and (unless configured off)
@@ -800,6 +820,9 @@ mod tests {
             },
         );
         assert!(size <= 4096, "Shared::handle's future is {size} bytes");
-        assert!(std::mem::size_of::<ProxyBody>() <= 64, "ProxyBody grew");
+        // 64 bytes until the upstream body's stall deadline (a lazily made timer, its state and
+        // its length in milliseconds) added 16; a file's reader stays boxed.
+        let body = std::mem::size_of::<ProxyBody>();
+        assert!(body <= 80, "ProxyBody grew to {body} bytes");
     }
 }

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
-use tokio::io::AsyncWriteExt;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio_util::task::TaskTracker;
 use turnout_core::TunnelGuard;
 
