@@ -678,3 +678,61 @@ async fn idle_sockets_do_not_starve_real_handshakes() {
     }
     drop(idle);
 }
+
+/// Hardening item 12: over TLS, turnout's cookies (here the preview cookie) are `Secure` as well
+/// as `HttpOnly; SameSite=Lax`; over plain HTTP they stay usable (no `Secure`).
+#[tokio::test]
+async fn cookies_are_secure_over_tls() {
+    let ca = Ca::new("test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (chain, key, _) = ca.leaf(&["app.test"], 20);
+    let cert = write(dir.path(), "cert.pem", &chain);
+    let key = write(dir.path(), "key.pem", &key);
+    let bg = BlueGreen::start_full(
+        &tls_lines(&[(&cert, &key)], ""),
+        "preview_header = \"X-Preview\"\n",
+    )
+    .await;
+    let https = https_addr(&bg.turnout);
+    let tls = connector(&[ca.der()], &[b"http/1.1"]);
+    let mut sender = h1(handshake(&tls, https, "app.test").await).await;
+    let req = Request::get("/")
+        .header("host", "app.test")
+        .header("x-preview", "green")
+        .body(Empty::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("answer");
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.ends_with("; Secure"),
+        "{cookie}"
+    );
+    let plain = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    let (mut plain, conn) = hyper::client::conn::http1::handshake(TokioIo::new(plain))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "app.test")
+        .header("x-preview", "green")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = plain.send_request(req).await.expect("answer");
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+}
