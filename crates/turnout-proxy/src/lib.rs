@@ -110,7 +110,7 @@ impl ProxySettings {
 }
 
 /// The most an upstream connection buffers (see `DataPlane::new`).
-const UPSTREAM_MAX_BUF: usize = 64 * 1024;
+const UPSTREAM_MAX_BUF: usize = 32 * 1024;
 
 /// The data plane. Cheap to clone; every clone is the same proxy.
 #[derive(Debug, Clone)]
@@ -153,8 +153,9 @@ impl DataPlane {
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle_per_server)
             // hyper grows a connection's read buffer up to ~400 KiB while a body streams, and a
-            // client that stops reading leaves it (and a frame as large) held: 64 KiB bounds
-            // what one slow reader costs, and still holds any response head turnout accepts.
+            // client that stops reading leaves it (and a frame as large) held: 32 KiB bounds
+            // what one slow reader costs, and still holds a response head four times what
+            // nginx's default proxy_buffer_size takes.
             .http1_max_buf_size(UPSTREAM_MAX_BUF)
             // Host is the client's, passed through; never rewritten to the upstream's address.
             .set_host(false);
