@@ -45,6 +45,39 @@ fn status_of(answer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// `turnout check` of the sandbox's config.
+fn check(sandbox: &Sandbox) -> std::process::Command {
+    sandbox.command(&[
+        "check",
+        "--config",
+        &sandbox.config_path().display().to_string(),
+    ])
+}
+
+/// `turnout serve` of the sandbox's config.
+fn serve(sandbox: &Sandbox) -> std::process::Command {
+    sandbox.command(&[
+        "serve",
+        "--config",
+        &sandbox.config_path().display().to_string(),
+    ])
+}
+
+/// Runs `cmd` to its end (at most 30 s): it must exit with `code` and say each of `needles`.
+async fn refuses(mut cmd: std::process::Command, code: i32, needles: &[&str]) {
+    let out = within(30, "turnout exits", async move {
+        tokio::task::spawn_blocking(move || cmd.output().expect("run turnout"))
+            .await
+            .expect("join")
+    })
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} is not in: {err}");
+    }
+}
+
 async fn metrics(bg: &BlueGreen) -> String {
     get(&http_client(), &bg.turnout.admin_url("/metrics"))
         .await
@@ -454,20 +487,7 @@ async fn durations_are_bounded_where_they_are_read() {
         "client_idle_timeout = \"400000000000years\"",
     );
     sandbox.write_config(&text);
-    let out = sandbox
-        .command(&[
-            "check",
-            "--config",
-            &sandbox.config_path().display().to_string(),
-        ])
-        .output()
-        .expect("run check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
-    assert!(
-        err.contains("client_idle_timeout") && err.contains("too long"),
-        "{err}"
-    );
+    refuses(check(&sandbox), 64, &["client_idle_timeout", "too long"]).await;
 
     let bg = BlueGreen::start().await;
     bg.wait_healthy("green").await;
@@ -503,55 +523,20 @@ async fn endless_files_are_refused_by_name() {
             "file = \"/dev/zero\"",
         );
     sandbox.write_config(&text);
-    let out = within(30, "turnout refuses the state file", async {
-        tokio::task::spawn_blocking({
-            let mut cmd = sandbox.command(&[
-                "serve",
-                "--config",
-                &sandbox.config_path().display().to_string(),
-            ]);
-            move || cmd.output().expect("run serve")
-        })
-        .await
-        .expect("join")
-    })
-    .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(65), "{err}");
-    assert!(
-        err.contains("/dev/zero") && err.contains("larger than"),
-        "{err}"
-    );
+    refuses(serve(&sandbox), 65, &["/dev/zero", "larger than"]).await;
 
     let sandbox = Sandbox::new(BIN);
     let text = sandbox.config(&[("blue", &["127.0.0.1:1".to_owned()])], "blue", "")
         + "[tls]\nlisten = \"127.0.0.1:0\"\n[[tls.certs]]\ncert = \"/dev/zero\"\nkey = \"/dev/zero\"\n";
     sandbox.write_config(&text);
-    let out = sandbox
-        .command(&[
-            "check",
-            "--config",
-            &sandbox.config_path().display().to_string(),
-        ])
-        .output()
-        .expect("run check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(65), "{err}");
-    assert!(
-        err.contains("/dev/zero") && err.contains("larger than"),
-        "{err}"
-    );
+    refuses(check(&sandbox), 65, &["/dev/zero", "larger than"]).await;
 
-    let out = sandbox
-        .command(&["check", "--config", "/dev/zero"])
-        .output()
-        .expect("run check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
-    assert!(
-        err.contains("/dev/zero") && err.contains("larger than"),
-        "{err}"
-    );
+    refuses(
+        sandbox.command(&["check", "--config", "/dev/zero"]),
+        64,
+        &["/dev/zero", "larger than"],
+    )
+    .await;
 }
 
 /// Item 9: without a token, a browser page cannot drive the admin API: a form or `text/plain`
@@ -613,23 +598,11 @@ async fn browsers_cannot_drive_the_admin_api() {
         "admin_token = \"\"",
     );
     sandbox.write_config(&text);
-    let config = sandbox.config_path().display().to_string();
-    let out = sandbox
-        .command(&["check", "--config", &config])
-        .output()
-        .expect("run check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
-    assert!(err.contains("server.admin_token"), "{err}");
+    refuses(check(&sandbox), 64, &["server.admin_token"]).await;
     sandbox.write_config(&sandbox.config(&[("blue", &["127.0.0.1:1".to_owned()])], "blue", ""));
-    let out = sandbox
-        .command(&["serve", "--config", &config])
-        .env("TURNOUT_ADMIN_TOKEN", "")
-        .output()
-        .expect("run serve");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
-    assert!(err.contains("TURNOUT_ADMIN_TOKEN"), "{err}");
+    let mut with_empty_env = serve(&sandbox);
+    with_empty_env.env("TURNOUT_ADMIN_TOKEN", "");
+    refuses(with_empty_env, 64, &["TURNOUT_ADMIN_TOKEN"]).await;
 
     // With a token, the admin API answers under a name too (the token is the guard).
     let (status, _) = admin(&bg.admin_base(), Method::GET, "/v1/status", None, None).await;
