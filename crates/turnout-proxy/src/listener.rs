@@ -349,12 +349,9 @@ impl DataPlane {
         let complete = tokio::time::timeout(shared.settings.shutdown_timeout, drain)
             .await
             .is_ok();
-        let connections_left = permits
-            .available_permits()
-            .abs_diff(shared.settings.max_connections);
         Drained {
             complete,
-            connections_left,
+            connections_left: connections.len(),
             tunnels_left: shared.tunnels.len(),
         }
     }
