@@ -70,6 +70,9 @@ pub fn normalize_request(
                 if version == Version::HTTP_2 {
                     return Err(BadRequest::HostMismatch);
                 }
+                if !valid_host(authority.as_str().as_bytes()) {
+                    return Err(BadRequest::BadHost);
+                }
                 let host =
                     HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
                 headers.insert(header::HOST, host);
@@ -427,6 +430,12 @@ mod tests {
         }
         // HTTP/1.0 may leave it out.
         assert!(normalized(Version::HTTP_10, "/", &[]).is_ok());
+        // An absolute-form target's authority with user info is refused (found by the fuzz
+        // tier: "http://@0/" with "Host: a" forwarded "Host: @0").
+        assert_eq!(
+            normalized(Version::HTTP_10, "http://@0/", &[("host", "a")]).err(),
+            Some(BadHost)
+        );
         // An absolute-form target's authority replaces the Host header.
         let h = normalized(v11, "http://real.example/x", &[("host", "other.example")]).expect("ok");
         assert_eq!(h["host"], "real.example");
