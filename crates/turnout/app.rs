@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use turnout_config::Config;
 
 use turnout_core::control::Probe;
-use turnout_core::{Control, Router, RoutingSnapshot, StateFile};
+use turnout_core::{Control, Handles, Router, RoutingSnapshot, StateFile};
 use turnout_proxy::{CertStore, DataPlane, HttpProber, ProxySettings, TlsListener};
 
 pub const EX_USAGE: u8 = 64;
@@ -157,9 +157,6 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => return fail(EX_DATAERR, &e),
     };
-    // Switches and rollbacks are health-gated by a fresh probe of the target pool.
-    let prober: Arc<dyn Probe> = Arc::new(HttpProber::new(&settings.upstream_tls));
-    let control = Control::with_prober(router.clone(), state, Some(prober));
 
     // 3. The HTTPS listener's certificates: each must load, or turnout does not start.
     let certs = match &config.tls {
@@ -188,7 +185,6 @@ pub async fn run(
                 Ok(c) => c,
                 Err(e) => return fail(EX_DATAERR, &e),
             };
-            control.attach_tls(Arc::clone(store) as Arc<dyn turnout_core::TlsAdmin>);
             Some(TlsListener {
                 listener,
                 config: server_config,
@@ -227,7 +223,23 @@ pub async fn run(
         }
     }
 
-    // 5. The admin API, until the data plane has drained.
+    // 5. The data plane (serving from step 7), and the admin API until it has drained. The
+    //    admin API's `Control` is given the cache and the certificates here; switches and
+    //    rollbacks are health-gated by a fresh probe of the target pool.
+    let prober: Arc<dyn Probe> = Arc::new(HttpProber::new(&settings.upstream_tls));
+    let checks_tls = settings.upstream_tls.clone();
+    let plane = DataPlane::new(router.clone(), settings);
+    let control = Control::with(
+        router.clone(),
+        state,
+        Handles {
+            prober: Some(prober),
+            cache: Some(plane.cache()),
+            tls: certs
+                .as_ref()
+                .map(|s| Arc::clone(s) as Arc<dyn turnout_core::TlsAdmin>),
+        },
+    );
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(turnout_admin::serve(
         admin_listener,
@@ -242,7 +254,7 @@ pub async fn run(
 
     // 6. Active health checks of every pool's servers, following the routing state; and the
     //    certificates' reloads (SIGHUP, and the file watch when asked for).
-    let checks = turnout_proxy::spawn_health_checks(router.clone(), &settings.upstream_tls);
+    let checks = turnout_proxy::spawn_health_checks(router.clone(), &checks_tls);
     let mut tls_tasks = Vec::new();
     if let Some(store) = &certs {
         tls_tasks.push(spawn_reload_on_sighup(Arc::clone(store)));
@@ -256,8 +268,6 @@ pub async fn run(
 
     // 7. The data plane, until a signal; then the health path turns 503, the listener stays
     //    open for the shutdown delay, closes, and what is in flight finishes.
-    let plane = DataPlane::new(router, settings);
-    control.attach_cache(plane.cache());
     let delay = config.server.shutdown_delay;
     let shutdown = {
         let plane = plane.clone();

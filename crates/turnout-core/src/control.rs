@@ -89,10 +89,10 @@ struct Inner {
     router: Router,
     state: Option<StateFile>,
     prober: Option<Arc<dyn Probe>>,
-    /// The data plane's cache, once it is attached.
-    cache: std::sync::OnceLock<Arc<dyn CacheAdmin>>,
-    /// The HTTPS listener's certificates, once attached.
-    tls: std::sync::OnceLock<Arc<dyn TlsAdmin>>,
+    /// The data plane's cache.
+    cache: Option<Arc<dyn CacheAdmin>>,
+    /// The HTTPS listener's certificates, when there is such a listener.
+    tls: Option<Arc<dyn TlsAdmin>>,
     /// A switch probed by `prepare` and waiting for its `commit` (one at a time).
     staged: std::sync::Mutex<Option<Staged>>,
     /// An async mutex because it is held across the state file write (done on the blocking
@@ -100,24 +100,32 @@ struct Inner {
     writer: tokio::sync::Mutex<()>,
 }
 
+/// What `Control` reaches besides the routing state, all given at construction.
+#[derive(Debug, Default)]
+pub struct Handles {
+    /// With a prober, switches and rollbacks are health-gated.
+    pub prober: Option<Arc<dyn Probe>>,
+    /// The data plane's cache, for `DELETE /v1/cache` and the status.
+    pub cache: Option<Arc<dyn CacheAdmin>>,
+    /// The HTTPS listener's certificates, for `POST /v1/tls/reload` and the status.
+    pub tls: Option<Arc<dyn TlsAdmin>>,
+}
+
 impl Control {
+    /// Routing state only: no probes, no cache, no TLS (tests and benches).
     pub fn new(router: Router, state: Option<StateFile>) -> Control {
-        Control::with_prober(router, state, None)
+        Control::with(router, state, Handles::default())
     }
 
-    /// With a prober, switches and rollbacks are health-gated.
-    pub fn with_prober(
-        router: Router,
-        state: Option<StateFile>,
-        prober: Option<Arc<dyn Probe>>,
-    ) -> Control {
+    pub fn with(router: Router, state: Option<StateFile>, handles: Handles) -> Control {
+        let Handles { prober, cache, tls } = handles;
         Control {
             inner: Arc::new(Inner {
                 router,
                 state,
                 prober,
-                cache: std::sync::OnceLock::new(),
-                tls: std::sync::OnceLock::new(),
+                cache,
+                tls,
                 staged: std::sync::Mutex::new(None),
                 writer: tokio::sync::Mutex::new(()),
             }),
@@ -128,24 +136,14 @@ impl Control {
         &self.inner.router
     }
 
-    /// Attaches the data plane's cache (once; later calls are ignored).
-    pub fn attach_cache(&self, cache: Arc<dyn CacheAdmin>) {
-        let _ = self.inner.cache.set(cache);
-    }
-
-    /// The data plane's cache, if one is attached.
+    /// The data plane's cache, if it was given one.
     pub fn cache(&self) -> Option<&Arc<dyn CacheAdmin>> {
-        self.inner.cache.get()
-    }
-
-    /// Attaches the HTTPS listener's certificates (once; later calls are ignored).
-    pub fn attach_tls(&self, tls: Arc<dyn TlsAdmin>) {
-        let _ = self.inner.tls.set(tls);
+        self.inner.cache.as_ref()
     }
 
     /// The HTTPS listener's certificates, if there is such a listener.
     pub fn tls(&self) -> Option<&Arc<dyn TlsAdmin>> {
-        self.inner.tls.get()
+        self.inner.tls.as_ref()
     }
 
     /// Applies `command`. A switch or rollback first probes every server of its target pool

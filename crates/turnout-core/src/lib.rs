@@ -27,7 +27,9 @@ pub mod state;
 pub mod status;
 
 pub use command::Command;
-pub use control::{CacheAdmin, CacheStats, CertInfo, Control, Prepared, TlsAdmin, TlsReloadError};
+pub use control::{
+    CacheAdmin, CacheStats, CertInfo, Control, Handles, Prepared, TlsAdmin, TlsReloadError,
+};
 pub use decide::{Decision, Reason, Refusal, RequestInfo};
 pub use error::{CoreError, StateError};
 pub use health::ServerHealth;

@@ -187,7 +187,7 @@ impl DataPlane {
 
     /// Starts the shutdown: the health path answers 503 so the load balancer stops sending, and
     /// HTTP/1 responses carry `Connection: close` so keep-alive clients move elsewhere.
-    /// The cache, for the admin API (through `Control::attach_cache`).
+    /// The cache, for the admin API (given to `Control` at its construction).
     pub fn cache(&self) -> Arc<dyn turnout_core::CacheAdmin> {
         Arc::clone(&self.shared.cache) as Arc<dyn turnout_core::CacheAdmin>
     }
