@@ -78,6 +78,26 @@ async fn refuses(mut cmd: std::process::Command, code: i32, needles: &[&str]) {
     }
 }
 
+/// An HTTP/2 (prior knowledge) connection: its sender and the connection to drive.
+async fn h2c(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    hyper::client::conn::http2::Connection<
+        hyper_util::rt::TokioIo<TcpStream>,
+        http_body_util::Empty<bytes::Bytes>,
+        hyper_util::rt::TokioExecutor,
+    >,
+) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake")
+}
+
 async fn metrics(bg: &BlueGreen) -> String {
     get(&http_client(), &bg.turnout.admin_url("/metrics"))
         .await
@@ -425,13 +445,7 @@ async fn an_aborted_request_is_logged_as_499() {
     use bytes::Bytes;
     use http_body_util::Empty;
     let bg = BlueGreen::start().await;
-    let tcp = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
+    let (mut send, conn) = h2c(bg.turnout.proxy).await;
     tokio::spawn(conn);
     let req = http::Request::get(format!("http://{}/slow?ms=5000", bg.turnout.proxy))
         .body(Empty::<Bytes>::new())
@@ -784,13 +798,7 @@ async fn an_idle_h2_connection_ends_with_goaway() {
     use bytes::Bytes;
     use http_body_util::Empty;
     let bg = BlueGreen::start_with("client_idle_timeout = \"1s\"").await;
-    let tcp = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
+    let (mut send, conn) = h2c(bg.turnout.proxy).await;
     let conn = tokio::spawn(conn);
     let req = http::Request::get(format!("http://{}/", bg.turnout.proxy))
         .body(Empty::<Bytes>::new())
