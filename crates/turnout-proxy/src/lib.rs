@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`listener`]: the accept loop (bounded, never dies on an accept error) and the drain at shutdown.
+//! - `serve`: one client connection: hyper over the socket, the drain's close, cut-off logs.
+//! - `deadlines`: the client's header, idle, body and send deadlines around its socket.
 //! - `service`: one request's path: health path, route (one snapshot load), forward, respond.
 //! - `headers`: hop-by-hop stripping and `X-Forwarded-*`.
 //! - `upgrade`: WebSocket and other HTTP/1.1 upgrades, tunneled byte for byte.
@@ -9,8 +11,8 @@
 //! - [`cache`]: the in-memory cache (moka, bounded in bytes) of upstream assets and static files.
 //! - `cached`: a request under `[cache] prefixes`: hit, or one coalesced fetch per key.
 //! - [`files`]: `[[static]]` directories served from disk.
-//! - [`tls`]: the HTTPS listener's certificates (SNI, reload) and the settings for `https://`
-//!   upstreams.
+//! - [`tls`]: the HTTPS listener's certificates (SNI, reload), its handshake, and the settings
+//!   for `https://` upstreams.
 //! - `clients`: the pooled upstream clients, plain and TLS, one set per trusted CA.
 //! - `error`: what can fail on the request path and the status each failure answers.
 
@@ -19,11 +21,12 @@ pub mod cache;
 mod cached;
 pub mod checker;
 mod clients;
-mod conn;
+mod deadlines;
 mod error;
 pub mod files;
 pub mod headers;
 pub mod listener;
+mod serve;
 mod service;
 pub mod tls;
 mod upgrade;

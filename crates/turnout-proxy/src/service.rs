@@ -232,8 +232,8 @@ pub(crate) fn client_body_fault(
                 let client = std::error::Error::source(h)?.downcast_ref::<hyper::Error>()?;
                 return Some(
                     if matches!(
-                        crate::conn::deadline_of(client),
-                        Some(crate::conn::Deadline::Body(_))
+                        crate::deadlines::deadline_of(client),
+                        Some(crate::deadlines::Deadline::Body(_))
                     ) {
                         ClientFault::Stalled
                     } else if client.is_incomplete_message()

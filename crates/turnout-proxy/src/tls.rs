@@ -1,6 +1,7 @@
 //! TLS: the HTTPS listener's certificates (loaded from PEM files, checked, chosen by SNI,
-//! swapped for renewed ones without a restart) and the client settings for `https://`
-//! upstreams (the system's roots, or a pool's own CA).
+//! swapped for renewed ones without a restart), its handshake (ClientHello first, then a
+//! bounded slot), and the client settings for `https://` upstreams (the system's roots, or a
+//! pool's own CA).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -438,6 +439,53 @@ fn client_config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// What each TLS connection's task needs before it can serve.
+pub(crate) struct Handshakes {
+    pub config: Arc<rustls::ServerConfig>,
+    pub timeout: Duration,
+    pub slots: tokio::sync::Semaphore,
+}
+
+/// A TLS connection: the ClientHello is read first, holding no handshake slot (so sockets that
+/// send nothing, or dribble, cannot starve real clients of slots); then a slot (waited for at
+/// most `timeout`) bounds the handshakes doing cryptography at once, each finishing within
+/// `timeout`.
+pub(crate) async fn handshake(
+    handshakes: &Handshakes,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let timeout = handshakes.timeout;
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout(timeout, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS ClientHello unreadable");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "no TLS ClientHello in time; closed");
+            return None;
+        }
+    };
+    let Ok(Ok(_slot)) = tokio::time::timeout(timeout, handshakes.slots.acquire()).await else {
+        tracing::debug!(%peer, ?timeout, "no TLS handshake slot in time; closed");
+        return None;
+    };
+    match tokio::time::timeout(timeout, start.into_stream(Arc::clone(&handshakes.config))).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake not finished in time; closed");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
