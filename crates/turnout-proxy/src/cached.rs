@@ -58,17 +58,13 @@ impl Shared {
         h1: bool,
     ) -> (Response<ProxyBody>, &'static str) {
         let cache = &self.cache;
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
         let asset = AssetKey {
             pool: pool.name().clone(),
             generation: pool.generation(),
             method: parts.method.clone(),
-            host,
+            // The request's one Host (`normalize_request`), an HTTP/2 `:authority` included:
+            // what is forwarded is what is keyed on.
+            host: parts.headers.get(header::HOST).cloned(),
             target: parts
                 .uri
                 .path_and_query()
@@ -287,13 +283,7 @@ impl Shared {
                 pool: pool.name().to_string(),
             })?;
         let mut headers = parts.headers.clone();
-        let host = headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        self.outbound_headers(&mut headers, down, host, false);
+        self.outbound_headers(&mut headers, down, false);
         let path = parts
             .uri
             .path_and_query()

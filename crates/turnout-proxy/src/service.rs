@@ -73,7 +73,6 @@ fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
         .and_then(|h| h.parse::<http::uri::Authority>().ok());
     let Some(host) = host else {
         return text_response(
@@ -540,15 +539,7 @@ impl Shared {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| SLASH.clone());
-
-        // An HTTP/2 request carries its host in the URI (`:authority`), not in a Host header.
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        self.outbound_headers(&mut parts.headers, down, host, is_upgrade);
+        self.outbound_headers(&mut parts.headers, down, is_upgrade);
 
         // A retry needs a copy of the request, so keep one only where a retry is possible.
         let (body, mut retry) = if pool.servers().len() > 1 && !is_upgrade {
@@ -657,30 +648,22 @@ impl Shared {
     }
 
     /// The headers of a request on its way upstream: hop-by-hop ones gone (but an allowed
-    /// upgrade's), `X-Forwarded-*` set, `Forwarded`/`X-Real-IP` only from a trusted proxy, the
-    /// preview token taken out, and `host` (the one the client asked for) as `Host`.
+    /// upgrade's), `X-Forwarded-*` set (`X-Forwarded-Host` from the request's one Host, which
+    /// `normalize_request` made sure of, an HTTP/2 `:authority` included), `Forwarded` and
+    /// `X-Real-IP` only from a trusted proxy, the preview token taken out.
     pub(crate) fn outbound_headers(
         &self,
         headers: &mut http::HeaderMap,
         down: &Downstream,
-        host: Option<HeaderValue>,
         upgrade: bool,
     ) {
         strip_hop_by_hop(headers, upgrade);
         let routing = &self.env.routing;
         let trusted = routing.trusted_proxies.contains(&down.peer.ip());
-        set_forwarded(
-            headers,
-            &down.ip_header,
-            down.proto(),
-            host.clone(),
-            trusted,
-        );
+        let host = headers.get(header::HOST).cloned();
+        set_forwarded(headers, &down.ip_header, down.proto(), host, trusted);
         if let Some(preview) = routing.preview.as_ref().filter(|p| p.token.is_some()) {
             crate::headers::strip_preview_token(headers, &preview.header, &preview.cookie);
-        }
-        if let Some(host) = host {
-            headers.entry(header::HOST).or_insert(host);
         }
     }
 
