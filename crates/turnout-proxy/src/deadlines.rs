@@ -64,16 +64,12 @@ impl Activity {
         !self.is_busy() && !self.reading_head.load(Ordering::Relaxed)
     }
 
-    /// A request is in flight (or the connection is a tunnel).
-    pub fn in_flight(&self) -> bool {
-        self.is_busy()
-    }
-
     pub fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
-    fn is_busy(&self) -> bool {
+    /// A request is in flight (or the connection is a tunnel).
+    pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Relaxed) > 0 || self.upgraded.load(Ordering::Relaxed)
     }
 }
@@ -342,14 +338,9 @@ impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
 
 /// The deadline that ended a connection, if one did (found in hyper's error chain).
 pub(crate) fn deadline_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Deadline> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if let Some(d) = io.get_ref().and_then(|i| i.downcast_ref::<Deadline>()) {
-                return Some(d);
-            }
-        }
-        cur = err.source();
-    }
-    None
+    crate::error::chain(e).find_map(|err| {
+        err.downcast_ref::<io::Error>()?
+            .get_ref()?
+            .downcast_ref::<Deadline>()
+    })
 }

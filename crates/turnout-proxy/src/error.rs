@@ -158,6 +158,13 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
     resp
 }
 
+/// `e` and each of its sources, outermost first.
+pub(crate) fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |err| err.source())
+}
+
 /// An error and its sources on one line ("client error (Connect): tcp connect error:
 /// Connection refused (os error 111)"), for logs, health-check reports and the admin CLI.
 #[derive(Debug)]

@@ -69,7 +69,7 @@ pub(crate) async fn serve_connection<I>(
             let settled = async {
                 let grace = tokio::time::Instant::now() + DRAIN_GRACE;
                 loop {
-                    if activity.in_flight() {
+                    if activity.is_busy() {
                         return;
                     }
                     if activity.is_quiet() && tokio::time::Instant::now() >= grace {

@@ -224,48 +224,36 @@ pub(crate) fn client_body_fault(
     e: &hyper_util::client::legacy::Error,
 ) -> Option<crate::error::ClientFault> {
     use crate::error::ClientFault;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_user() {
-                let client = std::error::Error::source(h)?.downcast_ref::<hyper::Error>()?;
-                return Some(
-                    if matches!(
-                        crate::deadlines::deadline_of(client),
-                        Some(crate::deadlines::Deadline::Body(_))
-                    ) {
-                        ClientFault::Stalled
-                    } else if client.is_incomplete_message()
-                        || client.is_closed()
-                        || ended_early(client)
-                    {
-                        ClientFault::Gone
-                    } else {
-                        ClientFault::Malformed
-                    },
-                );
-            }
-        }
-        cur = err.source();
-    }
-    None
+    let user = crate::error::chain(e)
+        .filter_map(|err| err.downcast_ref::<hyper::Error>())
+        .find(|h| h.is_user())?;
+    let client = std::error::Error::source(user)?.downcast_ref::<hyper::Error>()?;
+    Some(
+        if matches!(
+            crate::deadlines::deadline_of(client),
+            Some(crate::deadlines::Deadline::Body(_))
+        ) {
+            ClientFault::Stalled
+        } else if client.is_incomplete_message() || client.is_closed() || ended_early(client) {
+            ClientFault::Gone
+        } else {
+            ClientFault::Malformed
+        },
+    )
 }
 
 /// The body's connection ended before the body did ("end of file before message length
 /// reached", a reset).
 fn ended_early(e: &hyper::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
+    crate::error::chain(e)
+        .find_map(|err| err.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
                 io.kind(),
                 UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            );
-        }
-        cur = err.source();
-    }
-    false
+            )
+        })
 }
 
 /// How one attempt at an upstream ended.
@@ -286,22 +274,19 @@ impl Attempt {
         let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
         match self {
             Attempt::Answered(resp) => Ok(resp),
-            Attempt::Failed(source) if client_body_fault(&source).is_some() => {
-                Err(ProxyError::ClientBody {
-                    why: client_body_fault(&source).unwrap_or(crate::error::ClientFault::Malformed),
+            Attempt::Failed(source) => match client_body_fault(&source) {
+                Some(why) => Err(ProxyError::ClientBody { why, source }),
+                None if source.is_connect() => Err(ProxyError::Connect {
+                    pool: p,
+                    upstream: u,
                     source,
-                })
-            }
-            Attempt::Failed(source) if source.is_connect() => Err(ProxyError::Connect {
-                pool: p,
-                upstream: u,
-                source,
-            }),
-            Attempt::Failed(source) => Err(ProxyError::Upstream {
-                pool: p,
-                upstream: u,
-                source,
-            }),
+                }),
+                None => Err(ProxyError::Upstream {
+                    pool: p,
+                    upstream: u,
+                    source,
+                }),
+            },
             Attempt::TimedOut => Err(ProxyError::Timeout {
                 pool: p,
                 upstream: u,
