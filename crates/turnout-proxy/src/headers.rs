@@ -60,38 +60,21 @@ pub fn normalize_request(
     if host.is_some_and(|h| !valid_host(h.as_bytes())) {
         return Err(BadRequest::BadHost);
     }
-    match (authority, host) {
-        (Some(authority), Some(host)) => {
-            let same = authority
-                .as_str()
-                .as_bytes()
-                .eq_ignore_ascii_case(host.as_bytes());
-            if !same {
-                if version == Version::HTTP_2 {
-                    return Err(BadRequest::HostMismatch);
-                }
-                if !valid_host(authority.as_str().as_bytes()) {
-                    return Err(BadRequest::BadHost);
-                }
-                let host =
-                    HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
-                headers.insert(header::HOST, host);
-            }
-        }
-        (Some(authority), None) => {
-            if version == Version::HTTP_11 {
-                return Err(BadRequest::NoHost);
-            }
-            if !valid_host(authority.as_str().as_bytes()) {
-                return Err(BadRequest::BadHost);
-            }
-            let host =
-                HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
-            headers.insert(header::HOST, host);
-        }
-        (None, Some(_)) => {}
+    // The authority that must become the Host header, if any.
+    let replace_with = match (authority, host) {
+        (Some(a), Some(h)) if a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => None,
+        (Some(_), Some(_)) if version == Version::HTTP_2 => return Err(BadRequest::HostMismatch),
+        (Some(_), None) if version == Version::HTTP_11 => return Err(BadRequest::NoHost),
+        (Some(a), _) => Some(a),
         (None, None) if version == Version::HTTP_11 => return Err(BadRequest::NoHost),
-        (None, None) => {}
+        (None, _) => None,
+    };
+    if let Some(authority) = replace_with {
+        if !valid_host(authority.as_str().as_bytes()) {
+            return Err(BadRequest::BadHost);
+        }
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
+        headers.insert(header::HOST, host);
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
