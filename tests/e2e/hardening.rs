@@ -45,6 +45,16 @@ fn status_of(answer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A config of one pool "blue" whose server never answers (turnout is only started to be
+/// refused), with `extra_server` lines for `[server]`.
+fn lone_pool_config(sandbox: &Sandbox, extra_server: &str) -> String {
+    sandbox.config(
+        &[("blue", &["127.0.0.1:1".to_owned()])],
+        "blue",
+        extra_server,
+    )
+}
+
 /// `turnout check` of the sandbox's config.
 fn check(sandbox: &Sandbox) -> std::process::Command {
     sandbox.command(&[
@@ -514,12 +524,10 @@ async fn clients_that_never_read_are_bounded_and_cut_off() {
 #[tokio::test]
 async fn durations_are_bounded_where_they_are_read() {
     let sandbox = Sandbox::new(BIN);
-    let text = sandbox.config(
-        &[("blue", &["127.0.0.1:1".to_owned()])],
-        "blue",
+    sandbox.write_config(&lone_pool_config(
+        &sandbox,
         "client_idle_timeout = \"400000000000years\"",
-    );
-    sandbox.write_config(&text);
+    ));
     refuses(check(&sandbox), 64, &["client_idle_timeout", "too long"]).await;
 
     let bg = BlueGreen::start().await;
@@ -549,17 +557,15 @@ async fn durations_are_bounded_where_they_are_read() {
 #[tokio::test]
 async fn endless_files_are_refused_by_name() {
     let sandbox = Sandbox::new(BIN);
-    let text = sandbox
-        .config(&[("blue", &["127.0.0.1:1".to_owned()])], "blue", "")
-        .replace(
-            &format!("file = {:?}", sandbox.state_path().display().to_string()),
-            "file = \"/dev/zero\"",
-        );
+    let text = lone_pool_config(&sandbox, "").replace(
+        &format!("file = {:?}", sandbox.state_path().display().to_string()),
+        "file = \"/dev/zero\"",
+    );
     sandbox.write_config(&text);
     refuses(serve(&sandbox), 65, &["/dev/zero", "larger than"]).await;
 
     let sandbox = Sandbox::new(BIN);
-    let text = sandbox.config(&[("blue", &["127.0.0.1:1".to_owned()])], "blue", "")
+    let text = lone_pool_config(&sandbox, "")
         + "[tls]\nlisten = \"127.0.0.1:0\"\n[[tls.certs]]\ncert = \"/dev/zero\"\nkey = \"/dev/zero\"\n";
     sandbox.write_config(&text);
     refuses(check(&sandbox), 65, &["/dev/zero", "larger than"]).await;
@@ -625,14 +631,9 @@ async fn browsers_cannot_drive_the_admin_api() {
 
     // An empty token: in the file, a config error naming the key; in the environment, too.
     let sandbox = Sandbox::new(BIN);
-    let text = sandbox.config(
-        &[("blue", &["127.0.0.1:1".to_owned()])],
-        "blue",
-        "admin_token = \"\"",
-    );
-    sandbox.write_config(&text);
+    sandbox.write_config(&lone_pool_config(&sandbox, "admin_token = \"\""));
     refuses(check(&sandbox), 64, &["server.admin_token"]).await;
-    sandbox.write_config(&sandbox.config(&[("blue", &["127.0.0.1:1".to_owned()])], "blue", ""));
+    sandbox.write_config(&lone_pool_config(&sandbox, ""));
     let mut with_empty_env = serve(&sandbox);
     with_empty_env.env("TURNOUT_ADMIN_TOKEN", "");
     refuses(with_empty_env, 64, &["TURNOUT_ADMIN_TOKEN"]).await;
