@@ -19,30 +19,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# The scratch folder, the child processes (stopped on exit), one-worker nginx configs, waits.
+# shellcheck source=benches/pinned.sh
+. benches/pinned.sh
 
 port=18080 admin=18990 blue=18081 green=18082
-cat > "$work/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
+nginx_conf apps <<NGINX
     server { listen 127.0.0.1:$blue; location / { return 200 "blue\n"; } }
     server { listen 127.0.0.1:$green; location / { return 200 "green\n"; } }
-}
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" &
+nginx -c "$work/apps/nginx.conf" -p "$work/apps" &
 pids+=($!)
 
 cat > "$work/turnout.toml" <<TOML
@@ -62,10 +48,7 @@ TOML
 RUST_LOG=warn "$bin" serve --config "$work/turnout.toml" 2>"$work/turnout.log" &
 turnout=$!
 pids+=("$turnout")
-for _ in $(seq 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
-    sleep 0.1
-done
+wait_answer turnout "http://127.0.0.1:$port/"
 
 wrk -t1 -c50 -d"${secs}s" "http://127.0.0.1:$port/" >"$work/wrk-keepalive.txt" 2>&1 &
 pids+=($!)
