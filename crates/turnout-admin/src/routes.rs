@@ -20,7 +20,6 @@ use crate::ApiError;
 #[derive(Debug, Clone)]
 struct AdminState {
     control: Control,
-    token: Option<Arc<str>>,
     policy: Arc<AdminPolicy>,
 }
 
@@ -113,14 +112,11 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 }
 
 /// The admin API's routes, guarded by `policy` (see [`AdminPolicy`]).
-pub fn router(control: Control, policy: AdminPolicy) -> Router {
+pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
+    // One notion of "a token is set" for the token check and the Host check alike.
+    policy.token = policy.token.filter(|t| !t.is_empty());
     let state = AdminState {
         control,
-        token: policy
-            .token
-            .clone()
-            .filter(|t| !t.is_empty())
-            .map(Arc::from),
         policy: Arc::new(policy),
     };
     Router::new()
@@ -176,7 +172,7 @@ async fn require_token(
         tracing::warn!(target: "turnout::admin", method = %req.method(), path = %req.uri().path(), error = %refused, "admin call refused");
         return Err(refused);
     }
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.policy.token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
