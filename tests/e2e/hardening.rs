@@ -814,3 +814,39 @@ async fn an_idle_h2_connection_ends_with_goaway() {
         .expect("join");
     assert!(ended.is_ok(), "closed with GOAWAY, not cut: {ended:?}");
 }
+
+/// The drain closes an idle HTTP/2 connection (GOAWAY) at once, even when the client sent
+/// frames after its last request (a ping here; window updates alike): such frames are no request
+/// head to wait for, so the shutdown does not sit out `shutdown_timeout` on it.
+#[tokio::test]
+async fn the_drain_closes_an_idle_h2_connection_that_pinged() {
+    use bytes::Bytes;
+    let mut bg = BlueGreen::start_with("shutdown_timeout = \"30s\"").await;
+    let tcp = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
+    let (send, mut conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let mut pings = conn.ping_pong().expect("ping_pong");
+    let conn = tokio::spawn(conn);
+    let mut send = send.ready().await.expect("ready");
+    let req = http::Request::get(format!("http://{}/", bg.turnout.proxy))
+        .body(())
+        .expect("request");
+    let (resp, _) = send.send_request(req, true).expect("send");
+    let mut body = within(10, "an answer", resp)
+        .await
+        .expect("answer")
+        .into_body();
+    while let Some(chunk) = body.data().await {
+        let _: Bytes = chunk.expect("chunk");
+    }
+    within(10, "a pong", pings.ping(h2::Ping::opaque()))
+        .await
+        .expect("pong");
+    bg.turnout.signal("TERM");
+    // Well inside the 30 s shutdown timeout: the drain did not wait on this connection.
+    let status = bg.turnout.wait_exit(10).await;
+    assert!(status.success(), "{status:?}");
+    let ended = within(10, "the connection's end", conn)
+        .await
+        .expect("join");
+    assert!(ended.is_ok(), "closed with GOAWAY: {ended:?}");
+}

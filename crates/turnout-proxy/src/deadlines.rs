@@ -156,7 +156,7 @@ impl<T> GuardedIo<T> {
     }
 }
 
-/// The error a deadline ends the connection with; the listener tells the two apart for its log.
+/// The error a deadline ends the connection with; the serving task tells them apart for its log.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Deadline {
     #[error("no complete request head within {0:?}")]
@@ -236,7 +236,11 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                         *this.seen_bytes = true;
                         *this.h2 = fresh.starts_with(b"PRI");
                     }
-                    this.activity.reading_head.store(true, Ordering::Relaxed);
+                    // Bytes between HTTP/2 requests (pings, window updates) are no request
+                    // head: a drain's GOAWAY settles any stream that races it.
+                    if !*this.h2 {
+                        this.activity.reading_head.store(true, Ordering::Relaxed);
+                    }
                 }
                 // The first bytes of a new HTTP/1 request: its head must be complete in time.
                 // (HTTP/2 frames between requests, pings and window updates, start nothing.)
