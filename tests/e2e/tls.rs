@@ -170,6 +170,17 @@ async fn get_h1(
 }
 
 /// `[tls]` lines for `[server]`'s extra text: a listener on any port and these pairs.
+/// `cert.pem` and `key.pem` in `dir`: a leaf for `app.test` from `ca`, valid for `days`; and
+/// the leaf's DER, to tell which certificate a handshake got.
+fn app_test_files(ca: &Ca, dir: &Path, days: i64) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    let (chain, key, der) = ca.leaf(&["app.test"], days);
+    (
+        write(dir, "cert.pem", &chain),
+        write(dir, "key.pem", &key),
+        der,
+    )
+}
+
 fn tls_lines(pairs: &[(&Path, &Path)], extra: &str) -> String {
     let mut text = format!("{extra}\n[tls]\nlisten = \"127.0.0.1:0\"\n");
     for (cert, key) in pairs {
@@ -431,9 +442,7 @@ async fn wait_served(
 async fn file_watch_reloads_and_bad_files_stop_the_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("turnout test CA");
-    let (chain1, key1, _) = ca.leaf(&["app.test"], 20);
-    let cert = write(dir.path(), "cert.pem", &chain1);
-    let key = write(dir.path(), "key.pem", &key1);
+    let (cert, key, _) = app_test_files(&ca, dir.path(), 20);
     let bg = BlueGreen::start_with(&tls_lines(&[(&cert, &key)], "").replace(
         "[tls]\n",
         "[tls]\nwatch = true\nhandshake_timeout = \"1s\"\nmax_handshakes = 1\n",
@@ -644,9 +653,7 @@ async fn https_upstreams_are_trusted_through_the_pools_ca() {
 async fn idle_sockets_do_not_starve_real_handshakes() {
     let ca = Ca::new("test CA");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (chain, key, der) = ca.leaf(&["app.test"], 20);
-    let cert = write(dir.path(), "cert.pem", &chain);
-    let key = write(dir.path(), "key.pem", &key);
+    let (cert, key, der) = app_test_files(&ca, dir.path(), 20);
     let bg = BlueGreen::start_with(&tls_lines(&[(&cert, &key)], "").replace(
         "[tls]\n",
         "[tls]\nhandshake_timeout = \"60s\"\nmax_handshakes = 4\n",
@@ -685,9 +692,7 @@ async fn idle_sockets_do_not_starve_real_handshakes() {
 async fn cookies_are_secure_over_tls() {
     let ca = Ca::new("test CA");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (chain, key, _) = ca.leaf(&["app.test"], 20);
-    let cert = write(dir.path(), "cert.pem", &chain);
-    let key = write(dir.path(), "key.pem", &key);
+    let (cert, key, _) = app_test_files(&ca, dir.path(), 20);
     let bg = BlueGreen::start_full(
         &tls_lines(&[(&cert, &key)], ""),
         "preview_header = \"X-Preview\"\n",
