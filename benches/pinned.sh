@@ -42,6 +42,7 @@ start_nginx_on() {
 
 # Starts the turnout binary $1 on CPU 1 with one worker, listening on $2, its admin API on $3,
 # one pool "blue" of the server $4, and the config tables on stdin; its pid in $started_pid.
+# Logs at RUST_LOG=$TURNOUT_LOG (default warn: no access log) to $work/turnout.log.
 start_turnout_on_cpu1() {
     {
         echo "[server]"
@@ -56,7 +57,7 @@ start_turnout_on_cpu1() {
         echo "[routing]"
         echo "active = \"blue\""
     } > "$work/turnout.toml"
-    RUST_LOG=warn taskset -c 1 "$1" serve --config "$work/turnout.toml" >"$work/turnout.log" 2>&1 &
+    RUST_LOG=${TURNOUT_LOG:-warn} taskset -c 1 "$1" serve --config "$work/turnout.toml" >"$work/turnout.log" 2>&1 &
     started_pid=$!
 }
 
@@ -105,3 +106,15 @@ median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a
 
 # $1 / $2 with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# The CPU time (user and system, in clock ticks) the process $1 and its children have used:
+# "user system" from /proc.
+cpu_ticks() {
+    local u=0 s=0 p f
+    for p in $1 $(pgrep -P "$1" || true); do
+        f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
+        u=$((u + ${f% *}))
+        s=$((s + ${f#* }))
+    done
+    echo "$u $s"
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# HTTP/1.1 keep-alive throughput and CPU time per request of the proxy's core, nginx beside one
+# or more turnout builds (an A/B of a change), pinned as the shared harness pins: the proxy
+# alone on CPU 1 with one worker, wrk (-t1 -c50) and the nginx backend on CPU 0. Rounds are
+# interleaved; the median is reported, with each build's ratio to nginx. The user/system split
+# shows where a gap is (user space or the kernel).
+#
+#   benches/cpu-per-request.sh [--rounds N] [--seconds S] [--log] BIN [BIN...]
+#
+# --log runs turnout with its access log on (RUST_LOG=info, as shipped) to a file; without it
+# RUST_LOG=warn. Only loopback is ever a target.
+set -euo pipefail
+rounds=3
+seconds=8
+log=warn
+bins=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --rounds) rounds=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --log) log=info; shift ;;
+        *) bins+=("$1"); shift ;;
+    esac
+done
+[ ${#bins[@]} -gt 0 ] || { echo "usage: cpu-per-request.sh [--rounds N] [--seconds S] [--log] BIN [BIN...]" >&2; exit 2; }
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/pinned.sh
+. "$here/pinned.sh"
+export TURNOUT_LOG=$log
+
+backend=127.0.0.1:9201
+listen=127.0.0.1:8280
+mkdir -p "$work/www"
+head -c 16384 /dev/zero | tr '\0' 'x' > "$work/www/16k"
+nginx_conf backend <<EOF
+    keepalive_requests 1000000;
+    server {
+        listen $backend;
+        root $work/www;
+        location = /16k { }
+        location / { return 200 "blue\n"; }
+    }
+EOF
+start_nginx_on backend 0
+backend_pid=$started_pid
+
+start_nginx() {
+    nginx_conf nginx <<EOF
+    keepalive_requests 1000000;
+    upstream blue { server $backend; keepalive 64; }
+    server {
+        listen $listen;
+        location / {
+            proxy_pass http://blue;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+    start_nginx_on nginx 1
+    proxy_pid=$started_pid
+}
+
+declare -A rps usr sys
+targets=(nginx)
+for i in "${!bins[@]}"; do targets+=("t$i"); done
+hz=$(getconf CLK_TCK)
+for _ in $(seq "$rounds"); do
+    for target in "${targets[@]}"; do
+        if [ "$target" = nginx ]; then
+            start_nginx
+        else
+            start_turnout_on_cpu1 "${bins[${target#t}]}" "$listen" 127.0.0.1:9903 "$backend" </dev/null
+            proxy_pid=$started_pid
+        fi
+        pids=("$backend_pid" "$proxy_pid")
+        wait_answer "$target" "http://$listen/"
+        for body in small 16k; do
+            path=/
+            [ "$body" = 16k ] && path=/16k
+            taskset -c 0 wrk -t1 -c50 -d2s "http://$listen$path" >/dev/null # warm-up
+            before=$(cpu_ticks "$proxy_pid")
+            out=$(taskset -c 0 wrk -t1 -c50 -d"${seconds}s" "http://$listen$path")
+            after=$(cpu_ticks "$proxy_pid")
+            r=$(wrk_rps <<<"$out")
+            n=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
+            # tenths of a microsecond of CPU per request, user and system
+            u=$(awk -v a="${before% *}" -v b="${after% *}" -v n="$n" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}')
+            s=$(awk -v a="${before#* }" -v b="${after#* }" -v n="$n" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}')
+            rps[$target/$body]="${rps[$target/$body]:-} $r"
+            usr[$target/$body]="${usr[$target/$body]:-} $u"
+            sys[$target/$body]="${sys[$target/$body]:-} $s"
+        done
+        kill "$proxy_pid"
+        wait "$proxy_pid" 2>/dev/null || true
+    done
+done
+
+echo "## HTTP/1.1 keep-alive, CPU per request (benches/cpu-per-request.sh)"
+echo
+echo "wrk -t1 -c50 -d${seconds}s on CPU 0 (with the nginx backend), the proxy on CPU 1 with one worker; $rounds rounds, interleaved; median. CPU = the proxy's user and system time per request, in tenths of a microsecond. turnout's RUST_LOG=$log."
+echo
+echo "| target | body | req/s | vs nginx | CPU/req user | CPU/req sys | CPU/req vs nginx | runs req/s |"
+echo "|---|---|---:|---:|---:|---:|---:|---|"
+for body in small 16k; do
+    base_r=$(median "${rps[nginx/$body]}")
+    base_c=$(( $(median "${usr[nginx/$body]}") + $(median "${sys[nginx/$body]}") ))
+    for target in "${targets[@]}"; do
+        name=$target
+        [ "$target" = nginx ] || name="turnout ${bins[${target#t}]}"
+        r=$(median "${rps[$target/$body]}")
+        u=$(median "${usr[$target/$body]}")
+        s=$(median "${sys[$target/$body]}")
+        echo "| $name | $body | $r | $(ratio "$r" "$base_r") | $u | $s | $(ratio $((u + s)) "$base_c") | ${rps[$target/$body]# } |"
+    done
+done
