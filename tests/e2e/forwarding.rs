@@ -269,3 +269,40 @@ async fn connect_is_refused_with_405() {
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     assert_eq!(bg.blue.requests(), 0, "nothing reached the upstream");
 }
+
+/// One retry rule for every path: a request that timed out is not sent again, neither a proxied
+/// GET nor the fetch that fills the cache (which, before the forwarder was one, retried it),
+/// while a GET whose server dropped the connection still goes on to the other server.
+#[tokio::test]
+async fn a_timed_out_request_is_not_retried_on_any_path() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let sandbox = Sandbox::new(BIN);
+    sandbox.write_config(&sandbox.config(
+        &[("blue", &[a.server(), b.server()])],
+        "blue",
+        "[upstream]\nresponse_timeout = \"300ms\"\n[cache]\nprefixes = [\"/assets/\"]\n",
+    ));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let client = http_client();
+    for (n, path) in ["/slow?ms=3000", "/assets/slow.js?ms=3000"]
+        .iter()
+        .enumerate()
+    {
+        let answer = get(&client, &turnout.url(path)).await.expect("answer");
+        assert_eq!(answer.status, 504, "{path}: {}", answer.body);
+        let sent = (n + 1) as u64;
+        assert_eq!(a.requests() + b.requests(), sent, "{path} was sent again");
+    }
+    // `/flaky?on=a`: server a drops the connection unanswered, and the GET goes on to b.
+    for _ in 0..2 {
+        let answer = get(&client, &turnout.url("/flaky?on=a"))
+            .await
+            .expect("answer");
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "b\n"));
+    }
+    turnout_testkit::eventually(5, "both 504s are logged, once each", || async {
+        turnout.logs().matches("status=504").count() == 2
+    })
+    .await;
+}

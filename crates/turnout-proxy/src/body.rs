@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use turnout_core::InFlight;
 
-use crate::deadlines::Busy;
+use crate::serve::deadlines::Busy;
 
 pin_project_lite::pin_project! {
     #[derive(Debug)]

@@ -20,11 +20,11 @@ use turnout_config::HealthCheck;
 use turnout_core::control::{Probe, ProbeResult};
 use turnout_core::{Pool, PoolName, Router, ServerAddr, Upstream};
 
-use crate::clients::ClientSet;
 use crate::error::DisplayChain;
+use crate::forward::clients::ClientSet;
 use crate::tls::UpstreamTls;
 
-type ProbeClient = Client<crate::clients::Connector, Empty<Bytes>>;
+type ProbeClient = Client<crate::forward::clients::Connector, Empty<Bytes>>;
 type ProbeClients = ClientSet<Empty<Bytes>>;
 
 /// Probes run on a client that keeps no idle connection: each check connects afresh (and, to

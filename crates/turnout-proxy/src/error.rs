@@ -22,7 +22,7 @@ impl ClientFault {
     pub fn status(self) -> StatusCode {
         match self {
             ClientFault::Malformed => StatusCode::BAD_REQUEST,
-            ClientFault::Gone => crate::service::CLIENT_CLOSED,
+            ClientFault::Gone => crate::access::CLIENT_CLOSED,
             ClientFault::Stalled => StatusCode::REQUEST_TIMEOUT,
         }
     }

@@ -107,7 +107,7 @@ proptest! {
     /// Whatever the (percent-encoded) path, a static file's path is plain names under its root.
     #[test]
     fn no_path_leaves_a_static_root(rest in "([a-z.]{0,4}|%2[eEfF]|%5[cC]|%00|\\.\\.|/|\\\\){0,12}") {
-        if let Ok(path) = crate::files::relative_path(&rest) {
+        if let Ok(path) = crate::local::files::relative_path(&rest) {
             prop_assert!(path.components().all(|c| matches!(c, Component::Normal(n) if n != "..")), "{}", path.display());
         }
     }

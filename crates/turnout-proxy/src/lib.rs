@@ -1,35 +1,41 @@
 //! turnout's data plane: the port the load balancer talks to.
 //!
 //! # Layout
-//! - [`listener`]: the accept loop (bounded, never dies on an accept error) and the drain at shutdown.
-//! - `serve`: one client connection: hyper over the socket, the drain's close, cut-off logs.
-//! - `deadlines`: the client's header, idle, body and send deadlines around its socket.
-//! - `service`: one request's path: health path, route (one snapshot load), forward, respond.
-//! - `headers`: hop-by-hop stripping and `X-Forwarded-*`.
-//! - `upgrade`: WebSocket and other HTTP/1.1 upgrades, tunneled byte for byte.
-//! - `body`: the response body type, which holds the request's in-flight guard to its last byte.
-//! - [`cache`]: the in-memory cache (moka, bounded in bytes) of upstream assets and static files.
-//! - `cached`: a request under `[cache] prefixes`: hit, or one coalesced fetch per key.
-//! - [`files`]: `[[static]]` directories served from disk.
-//! - [`tls`]: the HTTPS listener's certificates (SNI, reload), its handshake, and the settings
-//!   for `https://` upstreams.
-//! - `clients`: the pooled upstream clients, plain and TLS, one set per trusted CA.
-//! - `error`: what can fail on the request path and the status each failure answers.
+//! One request meets these in order; each is a module of its own.
+//! - [`listener`]: the accept loop (bounded, never dies on an accept error) and the drain at
+//!   shutdown.
+//! - [`tls`]: the HTTPS listener's handshake (ClientHello first, then a slot) and certificates
+//!   (SNI, reload); the trust settings of `https://` upstreams.
+//! - `serve`: one client connection: hyper over the socket, its deadlines (`serve::deadlines`),
+//!   the drain's close, cut-off logs.
+//! - `request`: one request's path, phase by phase, top to bottom: start here.
+//! - `local`: what turnout answers itself: the health path, the https redirect, `[[static]]`
+//!   files (`local::files`).
+//! - `route`: one snapshot load, one decision: the pool, and the cookies to set.
+//! - [`cache`]: the in-memory cache (moka, bounded in bytes) and its lookup: a hit, or one
+//!   coalesced fetch per key.
+//! - `forward`: the one forwarder (and its one retry rule) every path sends through, the pooled
+//!   upstream clients (`forward::clients`), the upstream's answer turned into the client's
+//!   response, upgrades tunneled (`forward::upgrade`).
+//! - `access`: the access line, begun with the request and written once.
+//!
+//! Beside the request path: [`checker`] (active health checks), `headers` (hop-by-hop,
+//! `X-Forwarded-*`, Host), `body` (the response body, which holds the request's in-flight guard
+//! to its last byte), `error` (what can fail, and the status each failure answers).
 
+mod access;
 mod body;
 pub mod cache;
-mod cached;
 pub mod checker;
-mod clients;
-mod deadlines;
 mod error;
-pub mod files;
+mod forward;
 pub mod headers;
 pub mod listener;
+mod local;
+mod request;
+mod route;
 mod serve;
-mod service;
 pub mod tls;
-mod upgrade;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +45,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::clients::ClientSet;
+use crate::forward::clients::ClientSet;
 use tokio_util::task::TaskTracker;
 use turnout_config::Config;
 use turnout_core::Router;
@@ -141,7 +147,7 @@ struct Shared {
     tunnels: TaskTracker,
     /// Upstream assets and static files, in memory.
     cache: Arc<cache::Cache>,
-    files: files::StaticFiles,
+    files: local::files::StaticFiles,
 }
 
 impl DataPlane {
@@ -172,7 +178,7 @@ impl DataPlane {
             cache::Cache::new(&settings.cache)
                 .with_metrics(metrics.cache_hits.clone(), metrics.cache_misses.clone()),
         );
-        let files = files::StaticFiles::new(&settings.statics, Arc::clone(&cache));
+        let files = local::files::StaticFiles::new(&settings.statics, Arc::clone(&cache));
         DataPlane {
             shared: Arc::new(Shared {
                 cache,

@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::deadlines::Activity;
+use crate::serve::deadlines::Activity;
 use crate::serve::serve_connection;
-use crate::service::Downstream;
+use crate::serve::Downstream;
 use crate::tls::{handshake, Handshakes};
 use crate::DataPlane;
 

@@ -74,10 +74,6 @@ impl StaticFiles {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
-    }
-
     /// The index of the directory serving `path`, if one does.
     #[inline]
     pub fn matches(&self, path: &str) -> Option<usize> {

@@ -1,5 +1,5 @@
 //! One client connection served: hyper's HTTP/1 and HTTP/2 connection over the socket with its
-//! deadlines ([`crate::deadlines`]), each request handed to the service, the drain's close of
+//! deadlines ([`deadlines`]), each request handed to the service, the drain's close of
 //! the connection, and one log line for a connection turnout cut off.
 
 use std::convert::Infallible;
@@ -11,8 +11,44 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
-use crate::deadlines::{deadline_of, Activity, Deadline, GuardedIo};
-use crate::service::Downstream;
+pub(crate) mod deadlines;
+
+use std::net::SocketAddr;
+
+use http::HeaderValue;
+
+use deadlines::{deadline_of, Activity, Deadline, GuardedIo};
+
+/// What one accepted connection knows about its client.
+#[derive(Debug, Clone)]
+pub(crate) struct Downstream {
+    pub peer: SocketAddr,
+    /// The client's IP, formatted once per connection for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+    /// Came in over the HTTPS listener.
+    pub https: bool,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, https: bool) -> Downstream {
+        let ip_header = HeaderValue::try_from(peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Downstream {
+            peer,
+            ip_header,
+            https,
+        }
+    }
+
+    /// `X-Forwarded-Proto`.
+    pub fn proto(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
 
 pub(crate) type ConnCtx = (Arc<crate::Shared>, Downstream, Arc<Activity>);
 

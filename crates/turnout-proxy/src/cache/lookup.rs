@@ -3,7 +3,6 @@
 //! (moka's `try_get_with` runs one fetch per key; the others wait for it) and kept when its
 //! `Cache-Control` allows.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,13 +12,13 @@ use http::uri::PathAndQuery;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use turnout_core::{InFlight, Pool, RequestInfo};
+use turnout_core::{InFlight, Pool};
 
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::ProxyBody;
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
 use crate::error::{DisplayChain, ProxyError};
 use crate::headers::strip_hop_by_hop;
-use crate::service::{upstream_uri, Downstream};
+use crate::serve::Downstream;
 use crate::Shared;
 
 /// What a fetch that was not kept gives every client that waited on it.
@@ -48,12 +47,24 @@ pub(crate) enum NotKept {
 /// made it is known.
 static REQUEST_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+impl crate::cache::Cache {
+    /// A GET or HEAD without a body under `[cache] prefixes`, with no credentials and asking
+    /// for no upgrade: served through the cache.
+    pub(crate) fn takes<B: http_body::Body>(&self, req: &http::Request<B>, upgrade: bool) -> bool {
+        matches!(*req.method(), Method::GET | Method::HEAD)
+            && self.covers(req.uri().path())
+            && req.body().is_end_stream()
+            && !req.headers().contains_key(header::AUTHORIZATION)
+            && !upgrade
+    }
+}
+
 impl Shared {
     /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`.
     pub(crate) async fn cached(
         &self,
         parts: Parts,
-        pool: Arc<Pool>,
+        pool: &Arc<Pool>,
         down: &Downstream,
         h1: bool,
     ) -> (Response<ProxyBody>, &'static str) {
@@ -97,7 +108,7 @@ impl Shared {
         key: Key,
         vary: &[HeaderName],
         parts: Parts,
-        pool: Arc<Pool>,
+        pool: &Arc<Pool>,
         down: &Downstream,
         h1: bool,
     ) -> (Response<ProxyBody>, &'static str) {
@@ -107,7 +118,7 @@ impl Shared {
         let Key::Asset(asset, _) = &key else {
             unreachable!("built as an asset key above")
         };
-        let fetch = self.fetch_to_keep(id, &pool, &parts, down, asset.clone(), vary);
+        let fetch = self.fetch_to_keep(id, pool, &parts, down, asset.clone(), vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
             Ok(Entry::Asset(a)) => {
                 return (from_memory(&a, &parts, "MISS", Instant::now()), "MISS")
@@ -151,7 +162,7 @@ impl Shared {
         // Not shareable with this request: it streams what it fetched, or fetches its own.
         let fetched = match own {
             Some(f) => Ok(f),
-            None => self.fetch(&pool, &parts, down).await,
+            None => self.fetch(pool, &parts, down).await,
         };
         match fetched {
             Ok((resp, guard)) => {
@@ -261,69 +272,25 @@ impl Shared {
         }
     }
 
-    /// One GET or HEAD to a server of `pool` (another one on failure, once), counted in flight.
-    pub(crate) async fn fetch(
+    /// One GET or HEAD to a server of `pool`, through the forwarder (and its retry rule).
+    async fn fetch(
         &self,
         pool: &Arc<Pool>,
         parts: &Parts,
         down: &Downstream,
     ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
-        let peer: IpAddr = down.peer.ip();
-        let client_ip = || {
-            let info = RequestInfo {
-                headers: &parts.headers,
-                query: None,
-                peer,
-            };
-            self.env.routing.client_ip(&info)
-        };
-        let first = pool
-            .pick(client_ip)
-            .ok_or_else(|| ProxyError::NoHealthyServer {
-                pool: pool.name().to_string(),
-            })?;
-        let mut headers = parts.headers.clone();
-        self.outbound_headers(&mut headers, down, false);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let mut guard = pool.begin_request();
-        let mut upstream = first;
-        let mut tried_other = false;
-        loop {
-            guard.on_server(upstream);
-            let mut req = http::Request::new(UpstreamBody::Empty);
-            *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = upstream_uri(upstream, &path);
-            *req.headers_mut() = headers.clone();
-            let attempt = self.send(pool.name(), req, true).await;
-            let err = match attempt.into_result(pool, upstream, self.settings.response_timeout) {
-                Ok(resp) => {
-                    if matches!(resp.status().as_u16(), 502..=504) {
-                        self.passive_failure(pool, upstream);
-                    } else {
-                        upstream.health.record_success();
-                    }
-                    return Ok((resp, guard));
-                }
-                Err(e) => e,
-            };
-            self.passive_failure(pool, upstream);
-            match pool.pick_other(upstream).filter(|_| !tried_other) {
-                Some(second) => {
-                    tracing::debug!(pool = %pool.name(), from = %upstream.addr, to = %second.addr, error = %DisplayChain(&err), "retrying on another server");
-                    pool.metrics().retried();
-                    tried_other = true;
-                    upstream = second;
-                }
-                None => {
-                    tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
-                    return Err(err);
-                }
-            }
+        let result = self
+            .forward(pool, parts.clone(), None, false, down, &mut None)
+            .await;
+        if let Err(
+            err @ (ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Timeout { .. }),
+        ) = &result
+        {
+            tracing::warn!(error = %DisplayChain(err), "forwarding failed");
         }
+        result
     }
 }
 

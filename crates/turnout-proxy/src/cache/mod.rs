@@ -17,6 +17,8 @@ use http::{HeaderMap, HeaderValue, Method};
 use turnout_config::PoolName;
 use turnout_core::{CacheAdmin, CacheStats};
 
+mod lookup;
+
 /// Everything a cached upstream response is filed under, but for its Vary'd headers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct AssetKey {

@@ -1,0 +1,98 @@
+//! The access log: one record per request, begun when the request arrives, filled in by each
+//! phase it passes (the pool, why that pool, the cache's verdict, the server, the failure), and
+//! written exactly once: with the response's status when there is one, or as nginx's 499
+//! ("client closed request") when the client went away first and hyper dropped the request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::PathAndQuery;
+use http::{Method, Request, StatusCode};
+use turnout_config::ServerAddr;
+use turnout_core::Pool;
+
+use crate::error::DisplayChain;
+use crate::serve::Downstream;
+
+/// nginx's "client closed request": logged, never sent.
+pub(crate) const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// One request's access line, written when it is dropped.
+pub(crate) struct Access {
+    method: Method,
+    /// A handle on the request's own bytes, not a copy.
+    target: Option<PathAndQuery>,
+    client: SocketAddr,
+    started: Instant,
+    /// The pool that answers (its metrics count the request when the line is written).
+    pub pool: Option<Arc<Pool>>,
+    /// Why the request went where it did: the routing reason, or what answered it locally
+    /// (`static`, `redirect`, `refused`).
+    pub route: &'static str,
+    /// `HIT` or `MISS` for a request under the cache's prefixes.
+    pub cache: Option<&'static str>,
+    /// The server the request was last sent to.
+    pub upstream: Option<ServerAddr>,
+    /// Why the request failed (boxed: only a failure pays for it).
+    pub error: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Set by [`Access::finish`]; still `None` when the request was abandoned.
+    status: Option<StatusCode>,
+}
+
+impl Access {
+    pub fn begin<B>(req: &Request<B>, down: &Downstream) -> Access {
+        Access {
+            method: req.method().clone(),
+            target: req.uri().path_and_query().cloned(),
+            client: down.peer,
+            started: Instant::now(),
+            pool: None,
+            route: "",
+            cache: None,
+            upstream: None,
+            error: None,
+            status: None,
+        }
+    }
+
+    /// Records the failure behind the answer.
+    pub fn failed(&mut self, error: impl std::error::Error + Send + Sync + 'static) {
+        self.error = Some(Box::new(error));
+    }
+
+    /// Writes the line with the status the client is answered with.
+    pub fn finish(mut self, status: StatusCode) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        let (status, route) = match self.status {
+            Some(status) => (status, self.route),
+            None => (CLIENT_CLOSED, "aborted"),
+        };
+        let elapsed = self.started.elapsed();
+        if let Some(pool) = &self.pool {
+            pool.metrics()
+                .observe(status.as_u16(), elapsed.as_secs_f64());
+        }
+        tracing::info!(
+            target: "turnout::access",
+            method = %self.method,
+            path = %self.target.as_ref().map_or("/", PathAndQuery::path),
+            status = status.as_u16(),
+            pool = self.pool.as_ref().map(|p| p.name().as_str()),
+            route,
+            cache = self.cache,
+            upstream = self.upstream.as_ref().map(ServerAddr::as_str),
+            client = %self.client,
+            ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+            error = self.error.as_deref().map(|e| tracing::field::display(DisplayChain(e))),
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! Forwarding: a request sent to a server of its pool over the pooled clients ([`clients`]),
+//! with the one retry rule every path uses (proxied requests and cache fills alike), the
+//! passive health accounting of each attempt, and the upstream's answer turned into the
+//! client's response (an upgrade into a tunnel, [`upgrade`]).
+
+pub(crate) mod clients;
+mod upgrade;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use turnout_config::ServerAddr;
+use turnout_core::{InFlight, Pool, RequestInfo, Upstream};
+
+use crate::access::Access;
+use crate::body::{ProxyBody, UpstreamBody};
+use crate::error::{text_response, DisplayChain, ProxyError};
+use crate::headers::{set_forwarded, strip_hop_by_hop};
+use crate::serve::Downstream;
+use crate::Shared;
+
+static SLASH: PathAndQuery = PathAndQuery::from_static("/");
+
+/// What a retry needs to send the request again: kept only for pools with more than one
+/// server, where a retry is possible at all (a single-server pool pays nothing for it).
+struct RetryCopy {
+    method: Method,
+    headers: http::HeaderMap,
+    idempotent: bool,
+    /// The body comes back here if the first attempt never read it.
+    reclaim: Option<tokio::sync::oneshot::Receiver<Incoming>>,
+    has_body: bool,
+}
+
+impl RetryCopy {
+    /// The request again, for `upstream`, if it can still be sent: its body was never read,
+    /// or it had none.
+    fn take_request(
+        &mut self,
+        path: &PathAndQuery,
+        upstream: &Upstream,
+    ) -> Option<Request<UpstreamBody>> {
+        let body = if self.has_body {
+            UpstreamBody::Incoming(self.reclaim.as_mut()?.try_recv().ok()?)
+        } else {
+            UpstreamBody::Empty
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = upstream_uri(upstream, path);
+        *req.headers_mut() = std::mem::take(&mut self.headers);
+        Some(req)
+    }
+}
+
+pub(crate) fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if upstream.tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
+    uri.authority = Some(upstream.authority.clone());
+    uri.path_and_query = Some(path.clone());
+    Uri::from_parts(uri).expect("scheme, authority and path make a URI")
+}
+
+/// The request never left: the pooled connection it was given had closed first (hyper calls
+/// that canceled). Safe to send again, whatever the method.
+fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_canceled)
+}
+
+/// The attempt failed because the client's request body did (the client went away mid-upload,
+/// stalled, or sent a malformed chunk), not the upstream: hyper reports that as a "user body"
+/// error whose cause is the error of the body turnout was passing through.
+pub(crate) fn client_body_fault(
+    e: &hyper_util::client::legacy::Error,
+) -> Option<crate::error::ClientFault> {
+    use crate::error::ClientFault;
+    let user = crate::error::chain(e)
+        .filter_map(|err| err.downcast_ref::<hyper::Error>())
+        .find(|h| h.is_user())?;
+    let client = std::error::Error::source(user)?.downcast_ref::<hyper::Error>()?;
+    Some(
+        if matches!(
+            crate::serve::deadlines::deadline_of(client),
+            Some(crate::serve::deadlines::Deadline::Body(_))
+        ) {
+            ClientFault::Stalled
+        } else if client.is_incomplete_message() || client.is_closed() || ended_early(client) {
+            ClientFault::Gone
+        } else {
+            ClientFault::Malformed
+        },
+    )
+}
+
+/// The body's connection ended before the body did ("end of file before message length
+/// reached", a reset).
+fn ended_early(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    crate::error::chain(e)
+        .find_map(|err| err.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            )
+        })
+}
+
+/// How one attempt at an upstream ended.
+pub(crate) enum Attempt {
+    Answered(Response<Incoming>),
+    Failed(hyper_util::client::legacy::Error),
+    TimedOut,
+}
+
+impl Attempt {
+    /// The answer, or the failure as the error that names the pool and the server.
+    pub(crate) fn into_result(
+        self,
+        pool: &Pool,
+        upstream: &Upstream,
+        timeout: std::time::Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
+        match self {
+            Attempt::Answered(resp) => Ok(resp),
+            Attempt::Failed(source) => match client_body_fault(&source) {
+                Some(why) => Err(ProxyError::ClientBody { why, source }),
+                None if source.is_connect() => Err(ProxyError::Connect {
+                    pool: p,
+                    upstream: u,
+                    source,
+                }),
+                None => Err(ProxyError::Upstream {
+                    pool: p,
+                    upstream: u,
+                    source,
+                }),
+            },
+            Attempt::TimedOut => Err(ProxyError::Timeout {
+                pool: p,
+                upstream: u,
+                after: timeout,
+            }),
+        }
+    }
+}
+
+/// The one retry rule, for every path: one retry, on another server, after a failed connect
+/// or a request that never went out (its pooled connection had closed first) whatever the
+/// method, and after any other failure before the response began for an idempotent method.
+/// Never after a response timeout (the server may still be working on the request, and the
+/// client has already waited the whole timeout), never for a failure of the client's own body,
+/// and only while the body was not read (checked when the copy is taken).
+fn retryable(attempt: &Attempt, idempotent: bool) -> bool {
+    match attempt {
+        Attempt::Failed(e) => {
+            client_body_fault(e).is_none() && (e.is_connect() || never_sent(e) || idempotent)
+        }
+        Attempt::Answered(_) | Attempt::TimedOut => false,
+    }
+}
+
+impl Shared {
+    /// Sends a request to a server of `pool` (the balancer's pick) and, when [`retryable`]
+    /// allows, once more to another one. `body` is `None` for a request without one; `upgrade`
+    /// keeps the request's `Upgrade` headers (an upgrade is never retried). `used` names the
+    /// server last tried, for the access log. Every attempt counts for or against its server's
+    /// passive health, but for a failure of the client's own body.
+    pub(crate) async fn forward(
+        &self,
+        pool: &Arc<Pool>,
+        mut parts: Parts,
+        body: Option<Incoming>,
+        upgrade: bool,
+        down: &Downstream,
+        used: &mut Option<ServerAddr>,
+    ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+        let first = {
+            let info = RequestInfo {
+                headers: &parts.headers,
+                query: None,
+                peer: down.peer.ip(),
+            };
+            pool.pick(|| self.env.routing.client_ip(&info))
+        };
+        let Some(first) = first else {
+            return Err(ProxyError::NoHealthyServer {
+                pool: pool.name().to_string(),
+            });
+        };
+        let mut guard = pool.begin_request();
+        guard.on_server(first);
+        *used = Some(first.addr.clone());
+
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| SLASH.clone());
+        self.outbound_headers(&mut parts.headers, down, upgrade);
+        // A retry needs a copy of the request, so keep one only where a retry is possible.
+        let (body, mut retry) = if pool.servers().len() > 1 && !upgrade {
+            let (body, reclaim) = match body {
+                Some(body) => {
+                    let (body, rx) = UpstreamBody::reclaimable(body);
+                    (body, Some(rx))
+                }
+                None => (UpstreamBody::Empty, None),
+            };
+            let copy = RetryCopy {
+                method: parts.method.clone(),
+                headers: parts.headers.clone(),
+                idempotent: matches!(
+                    parts.method,
+                    Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+                ),
+                has_body: reclaim.is_some(),
+                reclaim,
+            };
+            (body, Some(copy))
+        } else {
+            (
+                body.map_or(UpstreamBody::Empty, UpstreamBody::Incoming),
+                None,
+            )
+        };
+        parts.uri = upstream_uri(first, &path);
+        // Upstreams speak HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let own_retry = retry.is_some();
+        let mut upstream = first;
+        let mut attempt = self
+            .send(pool.name(), Request::from_parts(parts, body), own_retry)
+            .await;
+
+        if let Some(copy) = retry.as_mut().filter(|c| retryable(&attempt, c.idempotent)) {
+            if let Some(second) = pool.pick_other(first) {
+                if let Some(again) = copy.take_request(&path, second) {
+                    self.passive_failure(pool, first);
+                    if let Attempt::Failed(e) = &attempt {
+                        tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = %DisplayChain(e), "retrying on another server");
+                    }
+                    pool.metrics().retried();
+                    upstream = second;
+                    guard.on_server(second);
+                    *used = Some(second.addr.clone());
+                    attempt = self.send(pool.name(), again, own_retry).await;
+                }
+            }
+        }
+
+        match attempt.into_result(pool, upstream, self.settings.response_timeout) {
+            Ok(resp) => {
+                if matches!(resp.status().as_u16(), 502..=504) {
+                    self.passive_failure(pool, upstream);
+                } else {
+                    upstream.health.record_success();
+                }
+                Ok((resp, guard))
+            }
+            Err(err) => {
+                if !err.is_clients_fault() {
+                    self.passive_failure(pool, upstream);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// One attempt, bounded by the response timeout. `own_retry`: turnout retries this one
+    /// itself, on another server (see `Shared::client_own_retry`).
+    async fn send(
+        &self,
+        pool: &turnout_core::PoolName,
+        req: Request<UpstreamBody>,
+        own_retry: bool,
+    ) -> Attempt {
+        let client = if own_retry {
+            &self.client_own_retry
+        } else {
+            &self.client
+        }
+        .for_pool(pool.as_str());
+        match tokio::time::timeout(self.settings.response_timeout, client.request(req)).await {
+            Ok(Ok(resp)) => Attempt::Answered(resp),
+            Ok(Err(e)) => Attempt::Failed(e),
+            Err(_) => Attempt::TimedOut,
+        }
+    }
+
+    /// The headers of a request on its way upstream: hop-by-hop ones gone (but an allowed
+    /// upgrade's), `X-Forwarded-*` set (`X-Forwarded-Host` from the request's one Host, which
+    /// `normalize_request` made sure of, an HTTP/2 `:authority` included), `Forwarded` and
+    /// `X-Real-IP` only from a trusted proxy, the preview token taken out.
+    fn outbound_headers(&self, headers: &mut http::HeaderMap, down: &Downstream, upgrade: bool) {
+        strip_hop_by_hop(headers, upgrade);
+        let routing = &self.env.routing;
+        let trusted = routing.trusted_proxies.contains(&down.peer.ip());
+        let host = headers.get(header::HOST).cloned();
+        set_forwarded(headers, &down.ip_header, down.proto(), host, trusted);
+        if let Some(preview) = routing.preview.as_ref().filter(|p| p.token.is_some()) {
+            crate::headers::strip_preview_token(headers, &preview.header, &preview.cookie);
+        }
+    }
+
+    /// Counts a failure against `server`; a streak of them ejects it for a while.
+    pub(crate) fn passive_failure(&self, pool: &Pool, server: &Upstream) {
+        let Some((epoch, length)) = server.health.record_failure(&pool.settings().passive) else {
+            return;
+        };
+        tracing::warn!(
+            pool = %pool.name(),
+            server = %server.addr,
+            ejected_for = %humantime::format_duration(length),
+            "server ejected after failing requests in a row"
+        );
+        self.router
+            .snapshot()
+            .env
+            .metrics
+            .ejected(pool.name().as_str(), server.addr.as_str());
+        let health = Arc::clone(&server.health);
+        let (pool, addr) = (pool.name().clone(), server.addr.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(length).await;
+            if health.end_ejection(Some(epoch)) {
+                tracing::info!(%pool, server = %addr, "ejection over; the server takes requests again");
+            }
+        });
+    }
+
+    /// The answer to a request whose forward failed, the failure recorded for its access
+    /// line. It also gets a log line of its own (a warning when the upstream failed), so
+    /// `RUST_LOG=warn` still shows why. `close`: the request body may be left unread.
+    pub(crate) fn failed(
+        &self,
+        err: ProxyError,
+        close: bool,
+        access: &mut Access,
+    ) -> Response<ProxyBody> {
+        let resp = match &err {
+            ProxyError::ClientBody { why, .. } => {
+                // The client broke its own request: the server did nothing wrong.
+                self.env.metrics.client_cutoff(why.label());
+                tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
+                err.into_response(true)
+            }
+            ProxyError::NoHealthyServer { .. } | ProxyError::Preview(_) => err.into_response(close),
+            _ => {
+                tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
+                err.into_response(close)
+            }
+        };
+        access.failed(err);
+        resp
+    }
+
+    pub(crate) fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        guard: InFlight,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        h1: bool,
+    ) -> Response<ProxyBody> {
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
+            (resp.status(), client_upgrade)
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let (mut parts, _empty) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            upgrade::spawn_tunnel(
+                &self.tunnels,
+                client_upgrade,
+                upstream_upgrade,
+                guard.into_tunnel(),
+            );
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for (or to a protocol not allowed): never tunneled.
+            tracing::warn!("the upstream switched protocols for a request that asked for no allowed upgrade; answered 502");
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: the app server switched protocols unasked\n",
+            );
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        // An HTTP/1.0 upstream must not turn the client's keep-alive connection into a
+        // one-shot one: the client gets turnout's HTTP version, not the upstream's.
+        parts.version = Version::HTTP_11;
+        if h1 && self.draining.load(Ordering::Relaxed) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, guard, self.settings.upstream_body_timeout),
+        )
+    }
+}

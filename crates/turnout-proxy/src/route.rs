@@ -1,0 +1,61 @@
+//! The routing decision: one load of the routing snapshot, one decision (preview, rules, fleet
+//! mark, stickiness, the weighted draw). The request keeps the pool it is given to its end,
+//! whatever switch happens meanwhile.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use turnout_core::{Pool, Reason, Refusal, RequestInfo};
+
+use crate::body::ProxyBody;
+use crate::serve::Downstream;
+use crate::Shared;
+
+/// Where a request goes, and the cookies its response sets.
+pub(crate) struct Route {
+    pub pool: Arc<Pool>,
+    pub reason: Reason,
+    /// A sticky or preview cookie, a fleet mark.
+    cookies: [Option<HeaderValue>; 2],
+}
+
+impl Shared {
+    pub(crate) fn route<B>(&self, req: &Request<B>, down: &Downstream) -> Result<Route, Refusal> {
+        let snapshot = self.router.load();
+        let info = RequestInfo {
+            headers: req.headers(),
+            query: req.uri().query(),
+            peer: down.peer.ip(),
+        };
+        let decision = snapshot.decide(&info, fastrand::u64(..))?;
+        Ok(Route {
+            pool: Arc::clone(decision.pool),
+            reason: decision.reason,
+            cookies: decision.cookies.map(|c| c.cloned()),
+        })
+    }
+}
+
+impl Route {
+    /// Adds the route's cookies to the response.
+    pub fn set_cookies(self, resp: &mut Response<ProxyBody>, down: &Downstream) {
+        for cookie in self.cookies.into_iter().flatten() {
+            resp.headers_mut()
+                .append(header::SET_COOKIE, secure_over_tls(cookie, down));
+        }
+    }
+}
+
+/// turnout's cookies (sticky, preview, fleet mark) are made once, `HttpOnly; SameSite=Lax`;
+/// over TLS they are also `Secure`, so a browser never sends them back in clear text. (One
+/// small allocation, for a response that sets a cookie over TLS.)
+fn secure_over_tls(cookie: HeaderValue, down: &Downstream) -> HeaderValue {
+    if !down.https {
+        return cookie;
+    }
+    let mut bytes = Vec::with_capacity(cookie.len() + 8);
+    bytes.extend_from_slice(cookie.as_bytes());
+    bytes.extend_from_slice(b"; Secure");
+    HeaderValue::from_bytes(&bytes).unwrap_or(cookie)
+}
