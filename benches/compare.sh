@@ -41,7 +41,8 @@ version=$("$bin" --version)
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-# The proxy under test, as the harness starts it: one worker (as the peers get), access log off.
+# The proxy under test, as the harness starts it: one worker (as the peers get), the access log
+# on as shipped (RUST_LOG=info), to a file.
 cat > "$scratch/start.sh" <<START
 #!/usr/bin/env bash
 cat > "\$BENCH_STATE/turnout.toml" <<CONF
@@ -58,7 +59,7 @@ servers = ["\$BENCH_GREEN"]
 [routing]
 active = "blue"
 CONF
-RUST_LOG=warn exec "$bin" serve --config "\$BENCH_STATE/turnout.toml"
+RUST_LOG=info exec "$bin" serve --config "\$BENCH_STATE/turnout.toml" 2>"\$BENCH_STATE/turnout.log"
 START
 chmod +x "$scratch/start.sh"
 

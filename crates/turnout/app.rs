@@ -361,11 +361,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Logs to stderr through a background writer, so a slow terminal or pipe never stalls a
-/// request. Filter with RUST_LOG (default `info`; `RUST_LOG=info,turnout::access=off` drops the
-/// access log). The guard flushes on drop.
-pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+/// Logs to stderr through a background writer ([`crate::logbuf`]), so a slow terminal or pipe
+/// never stalls a request. Filter with RUST_LOG (default `info`;
+/// `RUST_LOG=info,turnout::access=off` drops the access log). The guard writes the last lines.
+pub fn init_logging() -> crate::logbuf::FlushGuard {
+    let (writer, guard) = crate::logbuf::batched();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

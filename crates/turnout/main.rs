@@ -5,6 +5,7 @@ mod app;
 mod client;
 mod demo;
 mod fleet;
+mod logbuf;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,266 @@
+//! The log writer: each thread appends its formatted lines to a buffer of its own, and one
+//! background thread writes every buffer to stderr in batches: every [`FLUSH_EVERY`] for access
+//! lines, at once for any other line (a warning, a health change: rare, and wanted now), and
+//! once more at exit. A request never waits on the terminal, a pipe or journald, and never pays
+//! for a `write`, an allocation or a channel send per line.
+//!
+//! By hand rather than `tracing_appender::non_blocking`: that one copies each line into a new
+//! allocation and sends it over a channel to its thread (which frees it), and with the access
+//! log on it took 13% of the requests a core serves (benches/cpu-per-request.sh, README
+//! "Access log"). Lines from one thread keep their order; lines of two threads may interleave
+//! out of time order within one batch.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How long a line waits at most before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// What one thread may hold unwritten; lines beyond it are dropped (and counted) rather than
+/// let memory grow while stderr is blocked.
+const MAX_PENDING: usize = 4 * 1024 * 1024;
+
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+struct Shared {
+    /// stderr, but in tests.
+    sink: Mutex<Box<dyn Write + Send>>,
+    /// Every thread's buffer, registered at its first line.
+    buffers: Mutex<Vec<Buffer>>,
+    dropped: AtomicU64,
+    closed: Mutex<bool>,
+    wake: Condvar,
+    /// Set by the guard, so the last flush happens once.
+    flushed: AtomicBool,
+    /// A line that should not wait for the next round is pending.
+    urgent: AtomicBool,
+}
+
+thread_local! {
+    static MINE: std::cell::OnceCell<Buffer> = const { std::cell::OnceCell::new() };
+}
+
+/// The writer given to `tracing_subscriber::fmt`.
+#[derive(Clone)]
+pub struct Batched {
+    shared: Arc<Shared>,
+}
+
+/// Writes what is left when dropped (at the end of `main`).
+pub struct FlushGuard {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The writer (to stderr), and the guard that writes the last lines at exit.
+pub fn batched() -> (Batched, FlushGuard) {
+    batched_to(Box::new(io::stderr()))
+}
+
+fn batched_to(sink: Box<dyn Write + Send>) -> (Batched, FlushGuard) {
+    let shared = Arc::new(Shared {
+        sink: Mutex::new(sink),
+        buffers: Mutex::default(),
+        dropped: AtomicU64::new(0),
+        closed: Mutex::new(false),
+        wake: Condvar::new(),
+        flushed: AtomicBool::new(false),
+        urgent: AtomicBool::new(false),
+    });
+    let background = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name("turnout-log".into())
+        .spawn(move || {
+            let mut closed = background
+                .closed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            while !*closed {
+                // A wake-up that comes between this check and the wait is seen one round late.
+                if !background.urgent.swap(false, Ordering::Relaxed) {
+                    closed = background
+                        .wake
+                        .wait_timeout(closed, FLUSH_EVERY)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                drop(closed);
+                flush(&background);
+                closed = background
+                    .closed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        })
+        .ok();
+    (
+        Batched {
+            shared: Arc::clone(&shared),
+        },
+        FlushGuard { shared, thread },
+    )
+}
+
+/// Writes every thread's pending lines; forgets the buffers of threads that have ended.
+fn flush(shared: &Shared) {
+    let mut out = Vec::new();
+    {
+        let mut buffers = shared
+            .buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for buffer in buffers.iter() {
+            let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend_from_slice(&pending);
+            pending.clear();
+        }
+        // Only this list holds the buffer of a thread that has ended, and it is empty now.
+        buffers.retain(|b| Arc::strong_count(b) > 1);
+    }
+    let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let _ = writeln!(
+            out,
+            "turnout: {dropped} log lines dropped: stderr did not take them fast enough"
+        );
+    }
+    if !out.is_empty() {
+        let mut sink = shared.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = sink.write_all(&out);
+        let _ = sink.flush();
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        if self.shared.flushed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        *self
+            .shared
+            .closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        flush(&self.shared);
+    }
+}
+
+/// One line's writer: appends to the calling thread's buffer; an urgent line wakes the writer.
+pub struct Line<'a> {
+    shared: &'a Shared,
+    urgent: bool,
+}
+
+impl Write for Line<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        MINE.with(|mine| {
+            let buffer = mine.get_or_init(|| {
+                let buffer = Buffer::default();
+                self.shared
+                    .buffers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Arc::clone(&buffer));
+                buffer
+            });
+            // Uncontended but for the writer thread's swap every FLUSH_EVERY.
+            let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() + buf.len() > MAX_PENDING {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                pending.extend_from_slice(buf);
+            }
+        });
+        if self.urgent {
+            self.shared.urgent.store(true, Ordering::Relaxed);
+            self.shared.wake.notify_one();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = Line<'a>;
+
+    fn make_writer(&'a self) -> Line<'a> {
+        Line {
+            shared: &self.shared,
+            urgent: true,
+        }
+    }
+
+    /// Access lines wait for the next round; every other line goes out at once.
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<'a> {
+        Line {
+            shared: &self.shared,
+            urgent: meta.target() != "turnout::access",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink the test can read after the writer is done with it.
+    #[derive(Clone, Default)]
+    struct Shelf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shelf {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Lines written from several threads all come out once each, in order per thread, by the
+    /// time the guard is dropped, and the buffers of ended threads are forgotten.
+    #[test]
+    fn every_line_is_written_once_in_order_per_thread() {
+        let shelf = Shelf::default();
+        let (writer, guard) = batched_to(Box::new(shelf.clone()));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        let mut line = writer.make_writer();
+                        line.write_all(format!("t{t} {i}\n").as_bytes())
+                            .expect("write");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        drop(guard);
+        let text = String::from_utf8(shelf.0.lock().expect("lock").clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 4000);
+        for t in 0..4 {
+            let prefix = format!("t{t} ");
+            let mine: Vec<usize> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .map(|n| n.parse().expect("number"))
+                .collect();
+            assert_eq!(mine, (0..1000).collect::<Vec<_>>(), "thread {t}");
+        }
+        assert!(writer.shared.buffers.lock().expect("lock").is_empty());
+    }
+}
