@@ -45,18 +45,7 @@ start_nginx_on backend 0
 backend_pid=$started_pid
 
 start_nginx() {
-    nginx_conf nginx <<EOF
-    keepalive_requests 1000000;
-    upstream blue { server $backend; keepalive 64; }
-    server {
-        listen $listen;
-        location / {
-            proxy_pass http://blue;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+    echo "        listen $listen;" | nginx_proxy_conf nginx "$backend"
     start_nginx_on nginx 1
     proxy_pid=$started_pid
 }

@@ -31,19 +31,8 @@ start_backend() {
 
 # The proxies under test, each on CPU 1 with one worker. Sets $proxy_pid.
 start_nginx() {
-    nginx_conf nginx 12000 "worker_rlimit_nofile 20000;" <<EOF
-    keepalive_requests 1000000;
-    upstream blue { server $backend; keepalive 64; }
-    server {
-        listen $listen http2;
-        listen 127.0.0.1:8181;
-        location / {
-            proxy_pass http://blue;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+    printf '        listen %s http2;\n        listen 127.0.0.1:8181;\n' "$listen" |
+        nginx_proxy_conf nginx "$backend" 12000 "worker_rlimit_nofile 20000;"
     start_nginx_on nginx 1
     proxy_pid=$started_pid
 }

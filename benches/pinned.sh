@@ -34,6 +34,26 @@ nginx_conf() {
     } > "$work/$name/nginx.conf"
 }
 
+# Writes $work/$1/nginx.conf for nginx as the proxy under test: one worker passing everything to
+# the backend $2 over pooled HTTP/1.1 keep-alive connections, with the `listen` lines on stdin.
+# $3 and $4 are nginx_conf's $2 and $3.
+nginx_proxy_conf() {
+    local listens
+    listens=$(cat)
+    nginx_conf "$1" "${3:-4096}" "${4:-}" <<EOF
+    keepalive_requests 1000000;
+    upstream blue { server $2; keepalive 64; }
+    server {
+$listens
+        location / {
+            proxy_pass http://blue;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+}
+
 # Starts the nginx configured as $work/NAME on CPU $2; its pid in $started_pid.
 start_nginx_on() {
     taskset -c "$2" nginx -c "$work/$1/nginx.conf" -p "$work/$1" &
