@@ -118,8 +118,11 @@ fn flush(shared: &Shared) {
             out.extend_from_slice(&pending);
             pending.clear();
         }
-        // Only this list holds the buffer of a thread that has ended, and it is empty now.
-        buffers.retain(|b| Arc::strong_count(b) > 1);
+        // A thread that has ended holds its buffer no more: forget the buffer once it is empty
+        // (its thread may have written more after it was copied above, and ended since).
+        buffers.retain(|b| {
+            Arc::strong_count(b) > 1 || !b.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+        });
     }
     let dropped = shared.dropped.swap(0, Ordering::Relaxed);
     if dropped > 0 {
