@@ -99,7 +99,6 @@ fn refused(
     h1: bool,
     access: &mut Access,
 ) -> Option<Response<ProxyBody>> {
-    access.route = "refused";
     let mut resp = if req.method() == Method::CONNECT {
         text_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -120,6 +119,7 @@ fn refused(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    access.route = "refused";
     Some(resp)
 }
 

@@ -16,7 +16,7 @@ use turnout_core::{InFlight, Pool};
 
 use crate::body::ProxyBody;
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
-use crate::error::{DisplayChain, ProxyError};
+use crate::error::ProxyError;
 use crate::headers::strip_hop_by_hop;
 use crate::serve::Downstream;
 use crate::Shared;
@@ -162,7 +162,10 @@ impl Shared {
         // Not shareable with this request: it streams what it fetched, or fetches its own.
         let fetched = match own {
             Some(f) => Ok(f),
-            None => self.fetch(pool, &parts, down).await,
+            None => {
+                self.forward(pool, parts, None, false, down, &mut None)
+                    .await
+            }
         };
         match fetched {
             Ok((resp, guard)) => {
@@ -198,7 +201,7 @@ impl Shared {
             full.headers.remove(name);
         }
         let (resp, guard) = self
-            .fetch(pool, &full, down)
+            .forward(pool, full, None, false, down, &mut None)
             .await
             .map_err(NotKept::Failed)?;
         let length = resp
@@ -270,27 +273,6 @@ impl Shared {
                 })
             }
         }
-    }
-
-    /// One GET or HEAD to a server of `pool`, through the forwarder (and its retry rule).
-    async fn fetch(
-        &self,
-        pool: &Arc<Pool>,
-        parts: &Parts,
-        down: &Downstream,
-    ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
-        let result = self
-            .forward(pool, parts.clone(), None, false, down, &mut None)
-            .await;
-        if let Err(
-            err @ (ProxyError::Connect { .. }
-            | ProxyError::Upstream { .. }
-            | ProxyError::Timeout { .. }),
-        ) = &result
-        {
-            tracing::warn!(error = %DisplayChain(err), "forwarding failed");
-        }
-        result
     }
 }
 

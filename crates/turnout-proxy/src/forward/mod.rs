@@ -32,9 +32,9 @@ struct RetryCopy {
     method: Method,
     headers: http::HeaderMap,
     idempotent: bool,
-    /// The body comes back here if the first attempt never read it.
+    /// The body comes back here if the first attempt never read it; `None` for a request
+    /// without one.
     reclaim: Option<tokio::sync::oneshot::Receiver<Incoming>>,
-    has_body: bool,
 }
 
 impl RetryCopy {
@@ -45,10 +45,9 @@ impl RetryCopy {
         path: &PathAndQuery,
         upstream: &Upstream,
     ) -> Option<Request<UpstreamBody>> {
-        let body = if self.has_body {
-            UpstreamBody::Incoming(self.reclaim.as_mut()?.try_recv().ok()?)
-        } else {
-            UpstreamBody::Empty
+        let body = match &mut self.reclaim {
+            Some(reclaim) => UpstreamBody::Incoming(reclaim.try_recv().ok()?),
+            None => UpstreamBody::Empty,
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
@@ -58,7 +57,7 @@ impl RetryCopy {
     }
 }
 
-pub(crate) fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
+fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(if upstream.tls {
         Scheme::HTTPS
@@ -81,9 +80,7 @@ fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
 /// The attempt failed because the client's request body did (the client went away mid-upload,
 /// stalled, or sent a malformed chunk), not the upstream: hyper reports that as a "user body"
 /// error whose cause is the error of the body turnout was passing through.
-pub(crate) fn client_body_fault(
-    e: &hyper_util::client::legacy::Error,
-) -> Option<crate::error::ClientFault> {
+fn client_body_fault(e: &hyper_util::client::legacy::Error) -> Option<crate::error::ClientFault> {
     use crate::error::ClientFault;
     let user = crate::error::chain(e)
         .filter_map(|err| err.downcast_ref::<hyper::Error>())
@@ -118,7 +115,7 @@ fn ended_early(e: &hyper::Error) -> bool {
 }
 
 /// How one attempt at an upstream ended.
-pub(crate) enum Attempt {
+enum Attempt {
     Answered(Response<Incoming>),
     Failed(hyper_util::client::legacy::Error),
     TimedOut,
@@ -126,31 +123,32 @@ pub(crate) enum Attempt {
 
 impl Attempt {
     /// The answer, or the failure as the error that names the pool and the server.
-    pub(crate) fn into_result(
+    fn into_result(
         self,
         pool: &Pool,
         upstream: &Upstream,
         timeout: std::time::Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let (p, u) = (pool.name().to_string(), upstream.addr.to_string());
+        // Named only on failure: an answer pays for no strings.
+        let (p, u) = (|| pool.name().to_string(), || upstream.addr.to_string());
         match self {
             Attempt::Answered(resp) => Ok(resp),
             Attempt::Failed(source) => match client_body_fault(&source) {
                 Some(why) => Err(ProxyError::ClientBody { why, source }),
                 None if source.is_connect() => Err(ProxyError::Connect {
-                    pool: p,
-                    upstream: u,
+                    pool: p(),
+                    upstream: u(),
                     source,
                 }),
                 None => Err(ProxyError::Upstream {
-                    pool: p,
-                    upstream: u,
+                    pool: p(),
+                    upstream: u(),
                     source,
                 }),
             },
             Attempt::TimedOut => Err(ProxyError::Timeout {
-                pool: p,
-                upstream: u,
+                pool: p(),
+                upstream: u(),
                 after: timeout,
             }),
         }
@@ -177,7 +175,8 @@ impl Shared {
     /// allows, once more to another one. `body` is `None` for a request without one; `upgrade`
     /// keeps the request's `Upgrade` headers (an upgrade is never retried). `used` names the
     /// server last tried, for the access log. Every attempt counts for or against its server's
-    /// passive health, but for a failure of the client's own body.
+    /// passive health, but for a failure of the client's own body; an upstream's failure is
+    /// logged here as a warning.
     pub(crate) async fn forward(
         &self,
         pool: &Arc<Pool>,
@@ -226,7 +225,6 @@ impl Shared {
                     parts.method,
                     Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
                 ),
-                has_body: reclaim.is_some(),
                 reclaim,
             };
             (body, Some(copy))
@@ -274,6 +272,8 @@ impl Shared {
             Err(err) => {
                 if !err.is_clients_fault() {
                     self.passive_failure(pool, upstream);
+                    // Its own line, so `RUST_LOG=warn` still shows why.
+                    tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
                 }
                 Err(err)
             }
@@ -317,7 +317,7 @@ impl Shared {
     }
 
     /// Counts a failure against `server`; a streak of them ejects it for a while.
-    pub(crate) fn passive_failure(&self, pool: &Pool, server: &Upstream) {
+    fn passive_failure(&self, pool: &Pool, server: &Upstream) {
         let Some((epoch, length)) = server.health.record_failure(&pool.settings().passive) else {
             return;
         };
@@ -327,9 +327,7 @@ impl Shared {
             ejected_for = %humantime::format_duration(length),
             "server ejected after failing requests in a row"
         );
-        self.router
-            .snapshot()
-            .env
+        self.env
             .metrics
             .ejected(pool.name().as_str(), server.addr.as_str());
         let health = Arc::clone(&server.health);
@@ -342,9 +340,8 @@ impl Shared {
         });
     }
 
-    /// The answer to a request whose forward failed, the failure recorded for its access
-    /// line. It also gets a log line of its own (a warning when the upstream failed), so
-    /// `RUST_LOG=warn` still shows why. `close`: the request body may be left unread.
+    /// The answer to a request that failed (its forward, or its preview header), the failure
+    /// recorded for its access line. `close`: the request body may be left unread.
     pub(crate) fn failed(
         &self,
         err: ProxyError,
@@ -358,11 +355,7 @@ impl Shared {
                 tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
                 err.into_response(true)
             }
-            ProxyError::NoHealthyServer { .. } | ProxyError::Preview(_) => err.into_response(close),
-            _ => {
-                tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
-                err.into_response(close)
-            }
+            _ => err.into_response(close),
         };
         access.failed(err);
         resp
