@@ -34,8 +34,6 @@ struct Shared {
     dropped: AtomicU64,
     closed: Mutex<bool>,
     wake: Condvar,
-    /// Set by the guard, so the last flush happens once.
-    flushed: AtomicBool,
     /// A line that should not wait for the next round is pending.
     urgent: AtomicBool,
 }
@@ -68,7 +66,6 @@ fn batched_to(sink: Box<dyn Write + Send>) -> (Batched, FlushGuard) {
         dropped: AtomicU64::new(0),
         closed: Mutex::new(false),
         wake: Condvar::new(),
-        flushed: AtomicBool::new(false),
         urgent: AtomicBool::new(false),
     });
     let background = Arc::clone(&shared);
@@ -140,9 +137,6 @@ fn flush(shared: &Shared) {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        if self.shared.flushed.swap(true, Ordering::Relaxed) {
-            return;
-        }
         *self
             .shared
             .closed
