@@ -3,7 +3,6 @@
 //! at the body's last frame, so a pool counts a request in flight until its response has fully
 //! left, and a streaming response keeps its pool alive however many switches happen meanwhile.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use turnout_core::InFlight;
 
-use crate::serve::deadlines::Busy;
+use crate::serve::deadlines::{Busy, Stall};
 
 pin_project_lite::pin_project! {
     #[derive(Debug)]
@@ -24,13 +23,9 @@ pin_project_lite::pin_project! {
             body: Incoming,
             guard: Option<InFlight>,
             conn: Option<Busy>,
-            // The stall deadline: made at the body's first wait (a body that is all there when
-            // asked for, as most are, never pays for it), reset at each wait.
-            stall: Option<Pin<Box<tokio::time::Sleep>>>,
-            waiting: bool,
-            // Milliseconds, to keep every response's body within 64 bytes (durations are
-            // bounded at a week, which fits).
-            stall_after_ms: u32,
+            // The stall deadline (a body that is all there when asked for, as most are, never
+            // makes its timer).
+            stall: Stall,
         },
         Full {
             data: Option<Bytes>,
@@ -55,9 +50,7 @@ impl ProxyBody {
             body,
             guard: Some(guard),
             conn: None,
-            stall: None,
-            waiting: false,
-            stall_after_ms: u32::try_from(stall_after.as_millis()).unwrap_or(u32::MAX),
+            stall: Stall::new(stall_after),
         }
     }
 
@@ -112,23 +105,15 @@ impl Body for ProxyBody {
                 guard,
                 conn,
                 stall,
-                waiting,
-                stall_after_ms,
             } => {
                 let frame = match body.poll_frame(cx) {
                     Poll::Ready(frame) => {
-                        *waiting = false;
+                        stall.progress();
                         frame
                     }
                     Poll::Pending => {
-                        let after = Duration::from_millis(u64::from(*stall_after_ms));
-                        let deadline =
-                            stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                        if !*waiting {
-                            *waiting = true;
-                            deadline.as_mut().reset(tokio::time::Instant::now() + after);
-                        }
-                        ready!(deadline.as_mut().poll(cx));
+                        ready!(stall.poll_expired(cx));
+                        let after = stall.after();
                         guard.take();
                         conn.take();
                         let why = format!(

@@ -25,7 +25,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub(crate) struct Activity {
     /// Requests begun on this connection: a socket that was not read while its last request
     /// was in flight (hyper does not read a half-closable connection then) still sees that a
     /// request came and went.
-    begun: std::sync::atomic::AtomicU64,
+    begun: AtomicU64,
     /// Woken when an idle HTTP/2 connection is due to close (with GOAWAY, by the serving task).
     pub idle_close: tokio::sync::Notify,
 }
@@ -112,11 +112,8 @@ pin_project_lite::pin_project! {
         activity: Arc<Activity>,
         header_timeout: Duration,
         idle_timeout: Duration,
-        send_timeout: Duration,
-        // Armed while a write waits for the client to make room; made at the first such wait
-        // (a client that always reads never pays for it).
-        send_deadline: Option<Pin<Box<Sleep>>>,
-        send_waiting: bool,
+        // Armed while a write waits for the client to make room.
+        send_stall: Stall,
         // `Activity::begun` when this socket last looked.
         seen: u64,
         body_timeout: Duration,
@@ -144,15 +141,58 @@ impl<T> GuardedIo<T> {
             activity,
             header_timeout,
             idle_timeout,
-            send_timeout,
-            send_deadline: None,
-            send_waiting: false,
+            send_stall: Stall::new(send_timeout),
             seen: 0,
             body_timeout,
             body_waiting: false,
             seen_bytes: false,
             h2: false,
         }
+    }
+}
+
+/// A deadline on waiting with no progress (a client that reads nothing of what is written to
+/// it, an upstream body that sends nothing): the timer is made at the first wait, so what
+/// never waits never pays for it, restarted when a new wait begins, and disarmed by progress.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    sleep: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    // Milliseconds, to keep every response's body within 80 bytes (durations are bounded at a
+    // week, which fits).
+    after_ms: u32,
+}
+
+impl Stall {
+    pub fn new(after: Duration) -> Stall {
+        Stall {
+            sleep: None,
+            waiting: false,
+            after_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// How long a wait may last.
+    pub fn after(&self) -> Duration {
+        Duration::from_millis(u64::from(self.after_ms))
+    }
+
+    /// Something moved: the next wait starts a new deadline.
+    pub fn progress(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Ready once the current wait has lasted [`Stall::after`] with no progress.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let after = self.after();
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        if !self.waiting {
+            self.waiting = true;
+            sleep.as_mut().reset(Instant::now() + after);
+        }
+        sleep.as_mut().poll(cx)
     }
 }
 
@@ -237,18 +277,19 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                         *this.h2 = fresh.starts_with(b"PRI");
                     }
                     // Bytes between HTTP/2 requests (pings, window updates) are no request
-                    // head: a drain's GOAWAY settles any stream that races it.
+                    // head and start nothing: a drain's GOAWAY settles any stream that races
+                    // them.
                     if !*this.h2 {
                         this.activity.reading_head.store(true, Ordering::Relaxed);
+                        // The first bytes of a new HTTP/1 request: its head must be complete
+                        // in time.
+                        if *this.phase == Phase::Idle {
+                            *this.phase = Phase::Head;
+                            this.deadline
+                                .as_mut()
+                                .reset(Instant::now() + *this.header_timeout);
+                        }
                     }
-                }
-                // The first bytes of a new HTTP/1 request: its head must be complete in time.
-                // (HTTP/2 frames between requests, pings and window updates, start nothing.)
-                if *this.phase == Phase::Idle && !fresh.is_empty() && !*this.h2 {
-                    *this.phase = Phase::Head;
-                    this.deadline
-                        .as_mut()
-                        .reset(Instant::now() + *this.header_timeout);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -283,22 +324,14 @@ impl<T> GuardedIo<T> {
         written: Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         if written.is_ready() {
-            *this.send_waiting = false;
+            this.send_stall.progress();
             return written;
         }
-        let timeout = *this.send_timeout;
-        let deadline = this
-            .send_deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if !*this.send_waiting {
-            *this.send_waiting = true;
-            deadline.as_mut().reset(Instant::now() + timeout);
-        }
-        match deadline.as_mut().poll(cx) {
+        match this.send_stall.poll_expired(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                Deadline::Send(timeout),
+                Deadline::Send(this.send_stall.after()),
             ))),
         }
     }
