@@ -15,7 +15,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::serve::deadlines::Activity;
 use crate::serve::serve_connection;
 use crate::serve::Downstream;
 use crate::tls::{handshake, Handshakes};
@@ -107,17 +106,13 @@ impl DataPlane {
                      https: bool,
                      permit: tokio::sync::OwnedSemaphorePermit| {
             let _ = stream.set_nodelay(true);
-            let ctx = Arc::new((
-                Arc::clone(&shared),
-                Downstream::new(peer, https),
-                Arc::new(Activity::default()),
-            ));
+            let (shared, down) = (Arc::clone(&shared), Downstream::new(peer, https));
             let drain = drain.clone();
             let builder = Arc::clone(&builder);
             match handshakes.as_ref().filter(|_| https) {
                 None => {
                     connections.spawn(async move {
-                        serve_connection(&builder, drain, stream, ctx).await;
+                        serve_connection(&builder, drain, stream, shared, down).await;
                         drop(permit);
                     });
                 }
@@ -125,7 +120,7 @@ impl DataPlane {
                     let handshakes = Arc::clone(handshakes);
                     connections.spawn(async move {
                         if let Some(stream) = handshake(&handshakes, stream, peer).await {
-                            serve_connection(&builder, drain, stream, ctx).await;
+                            serve_connection(&builder, drain, stream, shared, down).await;
                         }
                         drop(permit);
                     });

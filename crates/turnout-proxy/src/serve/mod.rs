@@ -50,7 +50,13 @@ impl Downstream {
     }
 }
 
-pub(crate) type ConnCtx = (Arc<crate::Shared>, Downstream, Arc<Activity>);
+/// What each request of one connection is handed: the data plane, the client, and what the
+/// connection's socket is told about requests in flight.
+struct Conn {
+    shared: Arc<crate::Shared>,
+    down: Downstream,
+    activity: Arc<Activity>,
+}
 
 /// How long a drain gives a quiet connection for a request that may already be on its way
 /// (sent before the client could know the connection would close) before closing it.
@@ -68,30 +74,36 @@ pub(crate) async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     drain: CancellationToken,
     io: I,
-    ctx: Arc<ConnCtx>,
+    shared: Arc<crate::Shared>,
+    down: Downstream,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = &ctx.0.settings;
-    let peer = ctx.1.peer;
-    let activity = Arc::clone(&ctx.2);
-    let env = Arc::clone(&ctx.0.env);
+    let settings = &shared.settings;
+    let peer = down.peer;
+    let activity = Arc::new(Activity::default());
+    let env = Arc::clone(&shared.env);
     let io = GuardedIo::new(
         io,
-        Arc::clone(&ctx.2),
+        Arc::clone(&activity),
         settings.client_header_timeout,
         settings.client_idle_timeout,
         settings.client_send_timeout,
         settings.client_body_timeout,
     );
     // One Arc per connection; each request clones it once.
+    let ctx = Arc::new(Conn {
+        shared,
+        down,
+        activity: Arc::clone(&activity),
+    });
     let service = service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
         async move {
-            let busy = ctx.2.begin();
-            let mut resp = ctx.0.handle(req, &ctx.1).await;
+            let busy = ctx.activity.begin();
+            let mut resp = ctx.shared.handle(req, &ctx.down).await;
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                ctx.2.upgraded();
+                ctx.activity.upgraded();
             }
             resp.body_mut().hold_connection(busy);
             Ok::<_, Infallible>(resp)
