@@ -134,7 +134,10 @@ pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            enforce_policy,
+        ))
         .with_state(state)
 }
 
@@ -163,7 +166,8 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-async fn require_token(
+/// Every call passes [`AdminPolicy`] and, with a token set, carries it.
+async fn enforce_policy(
     State(state): State<AdminState>,
     req: Request,
     next: Next,
