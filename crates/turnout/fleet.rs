@@ -152,12 +152,7 @@ impl Fleet {
     fn new(args: &FleetArgs) -> Result<Fleet, String> {
         let mut instances = args.instances.clone();
         if let Some(file) = &args.instances_file {
-            let text = turnout_config::read_capped(file, turnout_config::MAX_CONFIG_BYTES)
-                .and_then(|b| {
-                    String::from_utf8(b).map_err(|e| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-                    })
-                })
+            let text = turnout_config::read_text_capped(file, turnout_config::MAX_CONFIG_BYTES)
                 .map_err(|e| format!("cannot read --instances-file {}: {e}", file.display()))?;
             instances.extend(
                 text.lines()

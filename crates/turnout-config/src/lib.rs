@@ -325,20 +325,25 @@ pub fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// [`read_capped`] for a text file: bytes that are not UTF-8 are an `InvalidData` error that
+/// says so.
+pub fn read_text_capped(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_capped(path, limit)?).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text ({e})"),
+        )
+    })
+}
+
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let bytes = read_capped(path, MAX_CONFIG_BYTES).map_err(read_err)?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            read_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not UTF-8 text ({e})"),
-            ))
-        })?;
+        let text =
+            read_text_capped(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Config::parse(&text, path)
     }
 
