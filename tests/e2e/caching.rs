@@ -343,10 +343,7 @@ async fn only_what_cache_control_allows_is_kept_and_vary_and_purge_work() {
         "MISS"
     );
 
-    let metrics = turnout_testkit::client::get(&http_client(), &bg.turnout.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .body;
+    let metrics = bg.turnout.metrics().await;
     assert!(metrics.contains("turnout_cache_hits_total"), "{metrics}");
     assert!(metrics.contains("turnout_cache_bytes"), "{metrics}");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use turnout_testkit::client::{admin, get, http_client};
+use turnout_testkit::client::admin;
 use turnout_testkit::process::Sandbox;
 use turnout_testkit::{eventually, within};
 
@@ -108,13 +108,6 @@ async fn h2c(
     .expect("h2c handshake")
 }
 
-async fn metrics(bg: &BlueGreen) -> String {
-    get(&http_client(), &bg.turnout.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .body
-}
-
 /// Item 1: uploads the client breaks (a malformed chunk, a connection closed mid-body) are the
 /// client's fault: 400 or a 499 log line, never a passive failure of the server. Before, each
 /// answered 502 and five in a row ejected the pool's only server, so everyone got 503.
@@ -157,7 +150,7 @@ async fn a_clients_broken_uploads_eject_no_server() {
         bg.turnout.logs()
     );
     assert_eq!(bg.body("/").await, "blue\n");
-    let m = metrics(&bg).await;
+    let m = bg.turnout.metrics().await;
     assert!(
         !m.contains("turnout_ejections_total{"),
         "no ejection counted: {m}"
@@ -507,7 +500,7 @@ async fn clients_that_never_read_are_bounded_and_cut_off() {
         "{READERS} stalled readers grew turnout by {grown} KiB"
     );
     eventually(20, "every stalled reader cut off", || async {
-        metrics(&bg).await.lines().any(|l| {
+        bg.turnout.metrics().await.lines().any(|l| {
             l.starts_with("turnout_client_cutoffs_total{reason=\"send_timeout\"}")
                 && l.rsplit(' ').next().and_then(|v| v.parse::<usize>().ok()) >= Some(READERS)
         })
@@ -757,7 +750,8 @@ async fn stalled_bodies_are_given_up_on() {
         "the connection was closed: {closed}"
     );
     eventually(10, "a body_timeout cut-off counted", || async {
-        metrics(&bg)
+        bg.turnout
+            .metrics()
             .await
             .contains("turnout_client_cutoffs_total{reason=\"body_timeout\"} 1")
     })

@@ -451,13 +451,6 @@ async fn two_servers(
     (a, sandbox, turnout)
 }
 
-async fn scrape(turnout: &turnout_testkit::process::Turnout) -> String {
-    get(&http_client(), &turnout.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .body
-}
-
 #[tokio::test]
 async fn failing_requests_eject_a_server_and_are_retried_elsewhere() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -493,7 +486,7 @@ async fn failing_requests_eject_a_server_and_are_retried_elsewhere() {
         (Some(true), Some(false)),
         "{j}"
     );
-    let metrics = scrape(&turnout).await;
+    let metrics = turnout.metrics().await;
     assert!(
         metrics.contains(&format!(
             "turnout_ejections_total{{pool=\"blue\",server=\"{dead}\"}} 1"

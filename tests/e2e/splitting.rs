@@ -82,10 +82,7 @@ async fn a_split_sends_its_share_of_new_clients_and_keeps_each_client_on_its_poo
         }
     }
     assert!((40..=120).contains(&green), "green got {green} of 400");
-    let metrics = turnout_testkit::client::get(&http_client(), &bg.turnout.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .body;
+    let metrics = bg.turnout.metrics().await;
     assert!(
         metrics.contains("turnout_pool_weight{pool=\"green\"} 20"),
         "{metrics}"

@@ -187,6 +187,14 @@ impl Turnout {
         json
     }
 
+    /// `GET /metrics` (without a token): the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        crate::client::get(&crate::client::http_client(), &self.admin_url("/metrics"))
+            .await
+            .expect("metrics")
+            .body
+    }
+
     /// Waits (at most `secs`) until `GET path` through the proxy answers `status`.
     pub async fn wait_for_status(&self, path: &str, status: u16, secs: u64) {
         let url = self.url(path);
