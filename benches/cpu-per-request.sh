@@ -50,6 +50,9 @@ start_nginx() {
     proxy_pid=$started_pid
 }
 
+# Tenths of a microsecond of CPU per request: clock ticks $1 before and $2 after, $3 requests.
+per_request() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}'; }
+
 declare -A rps usr sys
 targets=(nginx)
 for i in "${!bins[@]}"; do targets+=("t$i"); done
@@ -73,9 +76,8 @@ for _ in $(seq "$rounds"); do
             after=$(cpu_ticks "$proxy_pid")
             r=$(wrk_rps <<<"$out")
             n=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
-            # tenths of a microsecond of CPU per request, user and system
-            u=$(awk -v a="${before% *}" -v b="${after% *}" -v n="$n" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}')
-            s=$(awk -v a="${before#* }" -v b="${after#* }" -v n="$n" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}')
+            u=$(per_request "${before% *}" "${after% *}" "$n")
+            s=$(per_request "${before#* }" "${after#* }" "$n")
             rps[$target/$body]="${rps[$target/$body]:-} $r"
             usr[$target/$body]="${usr[$target/$body]:-} $u"
             sys[$target/$body]="${sys[$target/$body]:-} $s"
