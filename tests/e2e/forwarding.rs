@@ -306,3 +306,127 @@ async fn a_timed_out_request_is_not_retried_on_any_path() {
     })
     .await;
 }
+
+/// turnout keeps its connections to an app server alive between requests (one worker here, so
+/// one list of idle connections), closes one idle for `upstream.idle_timeout`, and keeps no
+/// more idle than `upstream.max_idle_per_server`.
+#[tokio::test]
+async fn upstream_connections_are_reused_bounded_and_closed_when_idle() {
+    let blue = TestUpstream::start("blue").await;
+    let sandbox = Sandbox::new(BIN);
+    sandbox.write_config(&sandbox.config(
+        &[("blue", &[blue.server()])],
+        "blue",
+        "workers = 1\n[upstream]\nidle_timeout = \"1s\"\nmax_idle_per_server = 2\n",
+    ));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let client = http_client();
+    for _ in 0..20 {
+        let a = get(&client, &turnout.url("/")).await.expect("answer");
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    assert_eq!(blue.requests(), 20);
+    assert_eq!(
+        blue.app_connections(),
+        1,
+        "twenty requests one after another share one upstream connection"
+    );
+    turnout_testkit::eventually(5, "the idle connection is closed after 1s", || async {
+        blue.open_app_connections() == 0
+    })
+    .await;
+
+    // Five at once need five connections; two of them stay idle afterwards.
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            let url = turnout.url("/slow?ms=300");
+            tokio::spawn(async move { get(&http_client(), &url).await })
+        })
+        .collect();
+    for task in slow {
+        let a = task.await.expect("task").expect("answer");
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    assert_eq!(blue.app_connections(), 1 + 5);
+    turnout_testkit::eventually(5, "all but max_idle_per_server are closed", || async {
+        blue.open_app_connections() == 2
+    })
+    .await;
+    turnout_testkit::eventually(5, "and those after idle_timeout", || async {
+        blue.open_app_connections() == 0
+    })
+    .await;
+}
+
+/// An app server that closes idle keep-alive connections sooner than turnout would (as many
+/// do, after a few seconds) makes no request fail: a connection it closed is never used again.
+#[tokio::test]
+async fn connections_the_app_closed_while_idle_are_not_used() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A minimal app: answers one request per connection with a keep-alive response (no
+    // `Connection: close`), then closes the connection 50 ms later.
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = app.local_addr().expect("addr");
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = std::sync::Arc::clone(&served);
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = app.accept().await else {
+                continue;
+            };
+            let count = std::sync::Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /health") {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            });
+        }
+    });
+    let sandbox = Sandbox::new(BIN);
+    sandbox.write_config(&sandbox.config(
+        &[("blue", &[addr.to_string()])],
+        "blue",
+        "workers = 1\n",
+    ));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let client = http_client();
+    // The start-up wait may have sent one already.
+    let before = served.load(std::sync::atomic::Ordering::Relaxed);
+    for i in 0..10 {
+        let a = get(&client, &turnout.url("/")).await.expect("answer");
+        assert_eq!(
+            (a.status.as_u16(), a.body.as_str()),
+            (200, "ok\n"),
+            "request {i}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::Relaxed) - before,
+        10
+    );
+    assert!(
+        turnout.find_log("status=502").is_none(),
+        "{}",
+        turnout.logs()
+    );
+    server.abort();
+}

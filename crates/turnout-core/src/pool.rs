@@ -25,10 +25,23 @@ pub struct Upstream {
     pub health: Arc<ServerHealth>,
     /// Requests in flight on this server (counted for the balancers that compare loads).
     pub load: Arc<AtomicUsize>,
+    /// A number no other server of any pool has in this process, kept across its pool's
+    /// changes like its health: the data plane keys its idle connections to the server by it.
+    pub key: usize,
 }
 
+/// The next [`Upstream::key`].
+static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
+
 impl Upstream {
-    pub fn new(backend: Backend, health: Arc<ServerHealth>, load: Arc<AtomicUsize>) -> Upstream {
+    /// `key`: the server's key from its pool's previous version, `None` for a server new to
+    /// its pool (it gets a fresh one).
+    pub fn new(
+        backend: Backend,
+        health: Arc<ServerHealth>,
+        load: Arc<AtomicUsize>,
+        key: Option<usize>,
+    ) -> Upstream {
         let authority = Authority::try_from(backend.addr.authority())
             .expect("a validated ServerAddr is a valid HTTP authority");
         Upstream {
@@ -38,6 +51,7 @@ impl Upstream {
             authority,
             health,
             load,
+            key: key.unwrap_or_else(|| NEXT_KEY.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
@@ -134,14 +148,14 @@ impl Pool {
         let known = |addr: &ServerAddr| {
             previous
                 .and_then(|p| p.servers.iter().find(|u| &u.addr == addr))
-                .map(|u| (Arc::clone(&u.health), Arc::clone(&u.load)))
+                .map(|u| (Arc::clone(&u.health), Arc::clone(&u.load), Some(u.key)))
                 .unwrap_or_default()
         };
         let servers: Box<[Upstream]> = servers
             .into_iter()
             .map(|backend| {
-                let (health, load) = known(&backend.addr);
-                Upstream::new(backend, health, load)
+                let (health, load, key) = known(&backend.addr);
+                Upstream::new(backend, health, load, key)
             })
             .collect();
         let picker = match settings.balance {
@@ -502,6 +516,32 @@ mod tests {
         let single = pool(&["127.0.0.1:1"]);
         single.servers()[0].health.set_up(false);
         assert!(single.pick(LOCAL).is_none());
+    }
+
+    #[test]
+    fn a_kept_server_keeps_its_key_and_a_new_one_gets_its_own() {
+        let old = pool(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let (k1, k2) = (old.servers()[0].key, old.servers()[1].key);
+        assert_ne!(k1, k2);
+        let new = Pool::new(
+            old.name().clone(),
+            ["127.0.0.1:2", "127.0.0.1:3"]
+                .iter()
+                .map(|s| Backend {
+                    addr: ServerAddr::parse(s).expect("addr"),
+                    weight: 1,
+                })
+                .collect(),
+            Arc::clone(&old.settings),
+            old.metrics.clone(),
+            Some(&old),
+            old.cookies.clone(),
+        );
+        assert_eq!(new.servers()[0].key, k2, "the kept server");
+        let fresh = new.servers()[1].key;
+        assert!(fresh != k1 && fresh != k2, "a new server: {fresh}");
+        // Another pool with the same address is another server: its connections are its own.
+        assert_ne!(pool(&["127.0.0.1:2"]).servers()[0].key, k2);
     }
 
     #[test]

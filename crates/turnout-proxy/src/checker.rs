@@ -21,11 +21,11 @@ use turnout_core::control::{Probe, ProbeResult};
 use turnout_core::{Pool, PoolName, Router, ServerAddr, Upstream};
 
 use crate::error::DisplayChain;
-use crate::forward::clients::ClientSet;
+use crate::forward::clients::PerPool;
 use crate::tls::UpstreamTls;
 
 type ProbeClient = Client<crate::forward::clients::Connector, Empty<Bytes>>;
-type ProbeClients = ClientSet<Empty<Bytes>>;
+type ProbeClients = PerPool<ProbeClient>;
 
 /// Probes run on a client that keeps no idle connection: each check connects afresh (and, to
 /// an `https://` server, handshakes afresh), so a server whose listener died fails its next
@@ -35,7 +35,7 @@ fn probe_clients(tls: &UpstreamTls) -> ProbeClients {
     connector.set_nodelay(true);
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_max_idle_per_host(0);
-    ClientSet::new(tls, &builder, &connector)
+    PerPool::connectors(tls, &connector).map(|c| builder.build(c.clone()))
 }
 
 /// One check of one server: `Ok` when it answered the expected status within the timeout.

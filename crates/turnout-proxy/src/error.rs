@@ -41,19 +41,19 @@ impl ClientFault {
 pub enum ProxyError {
     #[error("pool {pool} has no healthy server")]
     NoHealthyServer { pool: String },
-    #[error("cannot connect to upstream {upstream} (pool {pool}): {source}")]
+    #[error("cannot connect to upstream {upstream} (pool {pool})")]
     Connect {
         pool: String,
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("upstream {upstream} (pool {pool}) failed: {source}")]
+    #[error("upstream {upstream} (pool {pool}) failed")]
     Upstream {
         pool: String,
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     #[error("upstream {upstream} (pool {pool}) sent no response within {after:?}")]
     Timeout {
@@ -74,7 +74,7 @@ pub enum ProxyError {
     ClientBody {
         why: ClientFault,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// A preview header that cannot be honoured (wrong token, no such pool).
     #[error(transparent)]

@@ -14,9 +14,10 @@
 //! - `route`: one snapshot load, one decision: the pool, and the cookies to set.
 //! - [`cache`]: the in-memory cache (moka, bounded in bytes) and its lookup: a hit, or one
 //!   coalesced fetch per key.
-//! - `forward`: the one forwarder (and its one retry rule) every path sends through, the pooled
-//!   upstream clients (`forward::clients`), the upstream's answer turned into the client's
-//!   response, upgrades tunneled (`forward::upgrade`).
+//! - `forward`: the one forwarder (and its one retry rule) every path sends through, the upstream
+//!   connections kept alive per worker thread (`forward::conns`, dialled through
+//!   `forward::clients`), the upstream's answer turned into the client's response, upgrades
+//!   tunneled (`forward::upgrade`).
 //! - `access`: the access line, begun with the request and written once.
 //!
 //! Beside the request path: [`checker`] (active health checks), `headers` (hop-by-hop,
@@ -41,11 +42,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
-use crate::forward::clients::ClientSet;
 use tokio_util::task::TaskTracker;
 use turnout_config::Config;
 use turnout_core::Router;
@@ -133,14 +129,8 @@ struct Shared {
     /// The fixed part of the routing state (it never changes after start-up).
     env: Arc<turnout_core::Env>,
     settings: ProxySettings,
-    /// The pooled keep-alive clients (hyper-util keys each pool by authority). `client` is for
-    /// pools of one server: when a pooled connection turns out closed before the request went
-    /// out, hyper-util sends it again on another connection to that same server.
-    client: ClientSet<UpstreamBody>,
-    /// For pools of several servers, where turnout retries by itself: hyper-util's own retry is
-    /// off, so an unsent request goes to another server (the one whose connections just closed
-    /// is likely down) instead of to the next pooled connection to the same one.
-    client_own_retry: ClientSet<UpstreamBody>,
+    /// The upstream connections, kept alive per worker thread.
+    upstreams: forward::conns::Upstreams,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.
@@ -152,27 +142,19 @@ struct Shared {
 
 impl DataPlane {
     pub fn new(router: Router, settings: ProxySettings) -> DataPlane {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_server)
-            // hyper grows a connection's read buffer up to ~400 KiB while a body streams, and a
-            // client that stops reading leaves it (and a frame as large) held: 64 KiB bounds
-            // what one slow reader costs (about 240 KiB in all, against ~1 MiB before), and
-            // still takes a response head eight times nginx's default proxy_buffer_size. (32 KiB
-            // saved another 50 KiB per slow reader, but split every 60 kB cached asset in two
-            // reads, and the copies that joined them raised the cache's peak memory.)
-            .http1_max_buf_size(UPSTREAM_MAX_BUF)
-            // Host is the client's, passed through; never rewritten to the upstream's address.
-            .set_host(false);
-        let client = ClientSet::new(&settings.upstream_tls, &builder, &connector);
-        builder.retry_canceled_requests(false);
-        let client_own_retry = ClientSet::new(&settings.upstream_tls, &builder, &connector);
+        // hyper grows a connection's read buffer up to ~400 KiB while a body streams, and a
+        // client that stops reading leaves it (and a frame as large) held: 64 KiB bounds what
+        // one slow reader costs (about 240 KiB in all, against ~1 MiB before), and still takes a
+        // response head eight times nginx's default proxy_buffer_size. (32 KiB saved another
+        // 50 KiB per slow reader, but split every 60 kB cached asset in two reads, and the
+        // copies that joined them raised the cache's peak memory.)
+        let upstreams = forward::conns::Upstreams::new(
+            &settings.upstream_tls,
+            settings.connect_timeout,
+            settings.idle_timeout,
+            settings.max_idle_per_server,
+            UPSTREAM_MAX_BUF,
+        );
         let metrics = &router.snapshot().env.metrics;
         let cache = Arc::new(
             cache::Cache::new(&settings.cache)
@@ -186,8 +168,7 @@ impl DataPlane {
                 env: Arc::clone(&router.snapshot().env),
                 router,
                 settings,
-                client,
-                client_own_retry,
+                upstreams,
                 draining: AtomicBool::new(false),
                 tunnels: TaskTracker::new(),
             }),

@@ -56,6 +56,10 @@ pub struct TestUpstream {
 struct Counters {
     requests: AtomicU64,
     checks: AtomicU64,
+    /// Connections that carried a request other than a health check: all of them, and those
+    /// still open.
+    app_connections: AtomicU64,
+    open_app_connections: AtomicU64,
     healthy: std::sync::atomic::AtomicBool,
 }
 
@@ -72,6 +76,8 @@ impl TestUpstream {
         let counters = Arc::new(Counters {
             requests: AtomicU64::new(0),
             checks: AtomicU64::new(0),
+            app_connections: AtomicU64::new(0),
+            open_app_connections: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
         });
         let (kill, killed) = tokio::sync::watch::channel(false);
@@ -84,6 +90,8 @@ impl TestUpstream {
                 // As a real app server would: without it, small HTTP/2 frames wait on Nagle.
                 let _ = stream.set_nodelay(true);
                 let counters = Arc::clone(&shared);
+                let app_conn = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let this_conn = Arc::clone(&app_conn);
                 let service = service_fn(move |req: Request<Incoming>| {
                     let is_check = req
                         .headers()
@@ -95,6 +103,12 @@ impl TestUpstream {
                         &counters.requests
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    if !is_check && !this_conn.swap(true, Ordering::Relaxed) {
+                        counters.app_connections.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .open_app_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     let healthy = counters.healthy.load(Ordering::Relaxed);
                     async move {
                         // `/flaky?on=NAME`: the server called NAME drops the connection without
@@ -108,6 +122,7 @@ impl TestUpstream {
                     }
                 });
                 let mut killed = killed.clone();
+                let counters = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let conn =
@@ -115,6 +130,11 @@ impl TestUpstream {
                     tokio::select! {
                         _ = conn => {}
                         _ = killed.wait_for(|k| *k) => {}
+                    }
+                    if app_conn.load(Ordering::Relaxed) {
+                        counters
+                            .open_app_connections
+                            .fetch_sub(1, Ordering::Relaxed);
                     }
                 });
             }
@@ -148,6 +168,16 @@ impl TestUpstream {
     /// `127.0.0.1:PORT`, as a pool's server entry.
     pub fn server(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Connections that carried a request other than a health check, since the start.
+    pub fn app_connections(&self) -> u64 {
+        self.counters.app_connections.load(Ordering::Relaxed)
+    }
+
+    /// Of [`TestUpstream::app_connections`], those still open.
+    pub fn open_app_connections(&self) -> u64 {
+        self.counters.open_app_connections.load(Ordering::Relaxed)
     }
 
     /// Requests this server has received, health checks not counted.

@@ -1,12 +1,12 @@
-//! The pooled upstream clients. Each speaks plain HTTP/1.1 or, to an `https://` server, TLS
-//! (hyper-rustls over hyper-util's connector); there is one per set of trusted roots: the
-//! system's, and each pool's own CA.
+//! How turnout reaches an upstream server: a connector per set of trusted roots (the system's,
+//! and each pool's own CA) that speaks plain TCP or, to an `https://` server, TLS (hyper-rustls
+//! over hyper-util's connector). The request path dials through them ([`super::conns`]); the
+//! health checker builds hyper-util clients on them.
 
 use std::collections::HashMap;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Builder, Client};
 use turnout_config::PoolName;
 
 use crate::tls::UpstreamTls;
@@ -24,34 +24,43 @@ fn connector(config: &std::sync::Arc<rustls::ClientConfig>, http: &HttpConnector
         .wrap_connector(http)
 }
 
-/// A client for every pool: the pool's own when it names a CA, the system-roots one otherwise.
+/// One `T` for every pool: the pool's own when it names a CA, the system-roots one otherwise.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientSet<B> {
-    default: Client<Connector, B>,
-    by_pool: HashMap<PoolName, Client<Connector, B>>,
+pub(crate) struct PerPool<T> {
+    default: T,
+    by_pool: HashMap<PoolName, T>,
 }
 
-impl<B> ClientSet<B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    pub fn new(tls: &UpstreamTls, builder: &Builder, http: &HttpConnector) -> ClientSet<B> {
-        ClientSet {
-            default: builder.build(connector(tls.default_config(), http)),
+impl PerPool<Connector> {
+    pub fn connectors(tls: &UpstreamTls, http: &HttpConnector) -> PerPool<Connector> {
+        PerPool {
+            default: connector(tls.default_config(), http),
             by_pool: tls
                 .pool_configs()
-                .map(|(pool, config)| (pool.clone(), builder.build(connector(config, http))))
+                .map(|(pool, config)| (pool.clone(), connector(config, http)))
                 .collect(),
         }
     }
+}
 
+impl<T> PerPool<T> {
     #[inline]
-    pub fn for_pool(&self, pool: &str) -> &Client<Connector, B> {
+    pub fn for_pool(&self, pool: &str) -> &T {
         if self.by_pool.is_empty() {
             return &self.default;
         }
         self.by_pool.get(pool).unwrap_or(&self.default)
+    }
+
+    /// A `U` made from each `T`, for the same pools.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> PerPool<U> {
+        PerPool {
+            default: f(&self.default),
+            by_pool: self
+                .by_pool
+                .iter()
+                .map(|(pool, t)| (pool.clone(), f(t)))
+                .collect(),
+        }
     }
 }

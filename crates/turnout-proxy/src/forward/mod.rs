@@ -1,9 +1,11 @@
-//! Forwarding: a request sent to a server of its pool over the pooled clients ([`clients`]),
+//! Forwarding: a request sent to a server of its pool over a kept-alive connection ([`conns`],
+//! dialled through [`clients`]),
 //! with the one retry rule every path uses (proxied requests and cache fills alike), the
 //! passive health accounting of each attempt, and the upstream's answer turned into the
 //! client's response (an upgrade into a tunnel, [`upgrade`]).
 
 pub(crate) mod clients;
+pub(crate) mod conns;
 mod upgrade;
 
 use std::sync::atomic::Ordering;
@@ -11,12 +13,13 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use turnout_config::ServerAddr;
 use turnout_core::{InFlight, Pool, RequestInfo, Upstream};
 
+use self::conns::{Failure, Stale};
 use crate::access::Access;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error::{text_response, DisplayChain, ProxyError};
@@ -40,47 +43,23 @@ struct RetryCopy {
 impl RetryCopy {
     /// The request again, for `upstream`, if it can still be sent: its body was never read,
     /// or it had none.
-    fn take_request(
-        &mut self,
-        path: &PathAndQuery,
-        upstream: &Upstream,
-    ) -> Option<Request<UpstreamBody>> {
+    fn take_request(&mut self, path: &PathAndQuery) -> Option<Request<UpstreamBody>> {
         let body = match &mut self.reclaim {
             Some(reclaim) => UpstreamBody::Incoming(reclaim.try_recv().ok()?),
             None => UpstreamBody::Empty,
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = upstream_uri(upstream, path);
+        *req.uri_mut() = Uri::from(path.clone());
         *req.headers_mut() = std::mem::take(&mut self.headers);
         Some(req)
     }
 }
 
-fn upstream_uri(upstream: &Upstream, path: &PathAndQuery) -> Uri {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(if upstream.tls {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    });
-    uri.authority = Some(upstream.authority.clone());
-    uri.path_and_query = Some(path.clone());
-    Uri::from_parts(uri).expect("scheme, authority and path make a URI")
-}
-
-/// The request never left: the pooled connection it was given had closed first (hyper calls
-/// that canceled). Safe to send again, whatever the method.
-fn never_sent(e: &hyper_util::client::legacy::Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(hyper::Error::is_canceled)
-}
-
 /// The attempt failed because the client's request body did (the client went away mid-upload,
 /// stalled, or sent a malformed chunk), not the upstream: hyper reports that as a "user body"
 /// error whose cause is the error of the body turnout was passing through.
-fn client_body_fault(e: &hyper_util::client::legacy::Error) -> Option<crate::error::ClientFault> {
+fn client_body_fault(e: &hyper::Error) -> Option<crate::error::ClientFault> {
     use crate::error::ClientFault;
     let user = crate::error::chain(e)
         .filter_map(|err| err.downcast_ref::<hyper::Error>())
@@ -117,7 +96,7 @@ fn ended_early(e: &hyper::Error) -> bool {
 /// How one attempt at an upstream ended.
 enum Attempt {
     Answered(Response<Incoming>),
-    Failed(hyper_util::client::legacy::Error),
+    Failed(Failure),
     TimedOut,
 }
 
@@ -133,19 +112,21 @@ impl Attempt {
         let (p, u) = (|| pool.name().to_string(), || upstream.addr.to_string());
         match self {
             Attempt::Answered(resp) => Ok(resp),
-            Attempt::Failed(source) => match client_body_fault(&source) {
-                Some(why) => Err(ProxyError::ClientBody { why, source }),
-                None if source.is_connect() => Err(ProxyError::Connect {
-                    pool: p(),
-                    upstream: u(),
-                    source,
-                }),
-                None => Err(ProxyError::Upstream {
-                    pool: p(),
-                    upstream: u(),
-                    source,
-                }),
-            },
+            Attempt::Failed(Failure::Connect(source)) => Err(ProxyError::Connect {
+                pool: p(),
+                upstream: u(),
+                source,
+            }),
+            Attempt::Failed(Failure::NeverSent(source) | Failure::Exchange(source)) => {
+                match client_body_fault(&source) {
+                    Some(why) => Err(ProxyError::ClientBody { why, source }),
+                    None => Err(ProxyError::Upstream {
+                        pool: p(),
+                        upstream: u(),
+                        source,
+                    }),
+                }
+            }
             Attempt::TimedOut => Err(ProxyError::Timeout {
                 pool: p(),
                 upstream: u(),
@@ -163,9 +144,8 @@ impl Attempt {
 /// and only while the body was not read (checked when the copy is taken).
 fn retryable(attempt: &Attempt, idempotent: bool) -> bool {
     match attempt {
-        Attempt::Failed(e) => {
-            client_body_fault(e).is_none() && (e.is_connect() || never_sent(e) || idempotent)
-        }
+        Attempt::Failed(Failure::Connect(_) | Failure::NeverSent(_)) => true,
+        Attempt::Failed(Failure::Exchange(e)) => client_body_fault(e).is_none() && idempotent,
         Attempt::Answered(_) | Attempt::TimedOut => false,
     }
 }
@@ -234,28 +214,36 @@ impl Shared {
                 None,
             )
         };
-        parts.uri = upstream_uri(first, &path);
+        // Origin form: the connection is to the server already.
+        parts.uri = Uri::from(path.clone());
         // Upstreams speak HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let own_retry = retry.is_some();
+        // With a retry of its own, turnout sends a request that an idle connection's close
+        // returned unsent to another server (the one whose connections just closed is likely
+        // down); a pool of one server can only try a fresh connection to the same one.
+        let stale = if retry.is_some() {
+            Stale::Report
+        } else {
+            Stale::Redial
+        };
         let mut upstream = first;
         let mut attempt = self
-            .send(pool.name(), Request::from_parts(parts, body), own_retry)
+            .send(pool, first, Request::from_parts(parts, body), stale)
             .await;
 
         if let Some(copy) = retry.as_mut().filter(|c| retryable(&attempt, c.idempotent)) {
             if let Some(second) = pool.pick_other(first) {
-                if let Some(again) = copy.take_request(&path, second) {
+                if let Some(again) = copy.take_request(&path) {
                     self.passive_failure(pool, first);
                     if let Attempt::Failed(e) = &attempt {
-                        tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = %DisplayChain(e), "retrying on another server");
+                        tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = ?e, "retrying on another server");
                     }
                     pool.metrics().retried();
                     upstream = second;
                     guard.on_server(second);
                     *used = Some(second.addr.clone());
-                    attempt = self.send(pool.name(), again, own_retry).await;
+                    attempt = self.send(pool, second, again, stale).await;
                 }
             }
         }
@@ -280,21 +268,18 @@ impl Shared {
         }
     }
 
-    /// One attempt, bounded by the response timeout. `own_retry`: turnout retries this one
-    /// itself, on another server (see `Shared::client_own_retry`).
+    /// One attempt, bounded by the response timeout.
     async fn send(
         &self,
-        pool: &turnout_core::PoolName,
+        pool: &Pool,
+        upstream: &Upstream,
         req: Request<UpstreamBody>,
-        own_retry: bool,
+        stale: Stale,
     ) -> Attempt {
-        let client = if own_retry {
-            &self.client_own_retry
-        } else {
-            &self.client
-        }
-        .for_pool(pool.as_str());
-        match tokio::time::timeout(self.settings.response_timeout, client.request(req)).await {
+        let sent = self
+            .upstreams
+            .send(pool.name().as_str(), upstream, req, stale);
+        match tokio::time::timeout(self.settings.response_timeout, sent).await {
             Ok(Ok(resp)) => Attempt::Answered(resp),
             Ok(Err(e)) => Attempt::Failed(e),
             Err(_) => Attempt::TimedOut,
