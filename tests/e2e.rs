@@ -10,6 +10,7 @@
 //! - `fleet`: `turnout fleet` over three instances: all switch, or none.
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
 //! - `caching`: static files and the asset cache.
+//! - `rollout`: guarded rollouts judged on turnout's own counters, rolled back by turnout.
 //! - `splitting`: weighted splits, sticky clients, preview, A/B rules, balancers in a pool.
 //! - `tls`: the HTTPS listener (SNI, ALPN, renewal, bounds) and `https://` upstreams.
 
@@ -27,6 +28,8 @@ mod hardening;
 mod health;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/rollout.rs"]
+mod rollout;
 #[path = "e2e/splitting.rs"]
 mod splitting;
 #[path = "e2e/switching.rs"]

@@ -238,8 +238,14 @@ pub async fn run(
             tls: certs
                 .as_ref()
                 .map(|s| Arc::clone(s) as Arc<dyn turnout_core::TlsAdmin>),
+            rollout: config.rollout.clone(),
         },
     );
+    // A rollout that was under way when turnout last stopped: back to its baseline, never left
+    // split.
+    if let Err(e) = control.recover_rollout().await {
+        tracing::error!(error = %e, "a rollout was under way when turnout stopped, and going back to its baseline failed; check the routing with turnout status");
+    }
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(turnout_admin::serve(
         admin_listener,

@@ -125,6 +125,14 @@ fn finish(outcome: Outcome, on_ok: impl FnOnce(&Value)) -> ExitCode {
             on_ok(&v);
             ExitCode::SUCCESS
         }
+        other => report_failure(other),
+    }
+}
+
+/// Says why a call failed, and the exit code for it: 1 refused, 2 unreachable.
+pub fn report_failure(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Ok(_) => ExitCode::SUCCESS,
         Outcome::Refused(status, msg) => {
             eprintln!("turnout: {status}: {msg}");
             ExitCode::from(1)
@@ -141,20 +149,27 @@ fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> Ou
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    runtime.block_on(async {
-        let client = admin_client();
-        let token = args.token.as_deref();
-        request(
-            &client,
-            &args.admin,
-            token,
-            method,
-            path,
-            body,
-            ADMIN_TIMEOUT,
-        )
-        .await
-    })
+    runtime.block_on(call_async(args, method, path, body))
+}
+
+/// One call to the admin API that `args` names, on the caller's runtime.
+pub async fn call_async(
+    args: &AdminArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Outcome {
+    let client = admin_client();
+    request(
+        &client,
+        &args.admin,
+        args.token.as_deref(),
+        method,
+        path,
+        body,
+        ADMIN_TIMEOUT,
+    )
+    .await
 }
 
 /// How long one admin call may take before it counts as unreachable.

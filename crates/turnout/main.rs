@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod fleet;
 mod logbuf;
+mod rollout;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// A guarded rollout: step POOL's share of new clients up (--steps 5,25,50,100), judge each
+    /// step against the baseline on turnout's own counters (5xx rate, p95/p99 latency), and go
+    /// back to the baseline at once when a check fails. Follows it to its end: exit 0 passed,
+    /// 1 failed or aborted.
+    Rollout {
+        #[command(flatten)]
+        args: rollout::RolloutArgs,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
     /// Act on several instances together: a two-phase switch or rollback (all or none), or
     /// their status side by side.
     Fleet {
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
             admin,
             force,
         } => client::split(&admin, &weights, force),
+        Command::Rollout { args, admin } => rollout::run(&admin, &args),
         Command::Fleet { command } => fleet::run(command),
     }
 }

@@ -49,7 +49,9 @@ impl ApiError {
                 | CoreError::Unhealthy { .. }
                 | CoreError::NotPrepared { .. }
                 | CoreError::Moved { .. }
-                | CoreError::AlreadyPrepared { .. } => StatusCode::CONFLICT,
+                | CoreError::AlreadyPrepared { .. }
+                | CoreError::RolloutRunning { .. } => StatusCode::CONFLICT,
+                CoreError::NoRollout => StatusCode::NOT_FOUND,
                 CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
                 CoreError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },

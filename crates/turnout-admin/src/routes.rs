@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -127,6 +128,8 @@ pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
         .route("/v1/commit", post(commit))
         .route("/v1/abort", post(abort))
         .route("/v1/split", put(put_split))
+        .route("/v1/rollout", post(start_rollout).get(get_rollout))
+        .route("/v1/rollout/abort", post(abort_rollout))
         .route("/v1/cache", axum::routing::delete(purge_cache))
         .route("/v1/tls/reload", post(reload_tls))
         .route("/v1/rules", put(put_rules).get(get_rules))
@@ -200,6 +203,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 async fn status(State(state): State<AdminState>) -> Json<Status> {
     let mut status = Status::from(&*state.control.router().snapshot());
     status.prepared = state.control.prepared();
+    status.rollout = state.control.rollout();
     if let Some(cache) = state.control.cache() {
         status.cache = Some(cache.stats().await);
     }
@@ -378,6 +382,88 @@ async fn abort(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.control.abort(&body.token).await?;
     Ok(Json(serde_json::json!({ "aborted": body.token })))
+}
+
+/// `POST /v1/rollout`: the pool to roll out, and any `[rollout]` field to override for this
+/// one. (Spelled out rather than flattened, so unknown fields are still refused.)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    to: String,
+    #[serde(default)]
+    force: bool,
+    wait_drained: Option<String>,
+    steps: Option<Vec<u32>>,
+    bake: Option<String>,
+    min_requests: Option<u64>,
+    max_wait: Option<String>,
+    max_error_rate: Option<f64>,
+    max_error_ratio: Option<f64>,
+    error_floor: Option<f64>,
+    max_p95_ratio: Option<f64>,
+    max_p99_ratio: Option<f64>,
+    latency_floor: Option<String>,
+}
+
+fn duration_field(field: &str, value: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    value
+        .map(|v| {
+            turnout_core::parse_duration(v)
+                .map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))
+        })
+        .transpose()
+}
+
+/// Starts a guarded rollout (202): its steps run in the background; follow them with
+/// `GET /v1/rollout` or `turnout rollout`.
+async fn start_rollout(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<RolloutBody>,
+) -> Result<(StatusCode, Json<turnout_core::RolloutReport>), ApiError> {
+    use turnout_core::HumanDuration;
+    let over = turnout_core::RolloutOverrides {
+        steps: body.steps,
+        bake: duration_field("bake", body.bake.as_deref())?.map(HumanDuration),
+        min_requests: body.min_requests,
+        max_wait: duration_field("max_wait", body.max_wait.as_deref())?.map(HumanDuration),
+        max_error_rate: body.max_error_rate,
+        max_error_ratio: body.max_error_ratio,
+        error_floor: body.error_floor,
+        max_p95_ratio: body.max_p95_ratio,
+        max_p99_ratio: body.max_p99_ratio,
+        latency_floor: duration_field("latency_floor", body.latency_floor.as_deref())?
+            .map(HumanDuration),
+    };
+    let policy = state
+        .control
+        .rollout_policy()
+        .merged(&over)
+        .map_err(|(field, message)| ApiError::BadRequest(format!("{field}: {message}")))?;
+    let report = state
+        .control
+        .start_rollout(turnout_core::RolloutRequest {
+            to: body.to,
+            policy,
+            force: body.force,
+            wait_drained: duration_field("wait_drained", body.wait_drained.as_deref())?,
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(report)))
+}
+
+/// `GET /v1/rollout`: the rollout under way (or `null`) and the last ones, newest first.
+async fn get_rollout(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "current": state.control.rollout(),
+        "history": state.control.rollout_history(),
+    }))
+}
+
+/// `POST /v1/rollout/abort`: every new client back to the baseline now.
+async fn abort_rollout(
+    State(state): State<AdminState>,
+) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
+    Ok(Json(state.control.abort_rollout()?))
 }
 
 async fn change_active(

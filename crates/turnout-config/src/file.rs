@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub statics: Vec<Spanned<FileStatic>>,
     pub cache: Option<FileCache>,
     pub tls: Option<FileTls>,
+    /// `[rollout]`: the guarded rollout's default policy.
+    pub rollout: Option<crate::rollout::RolloutOverrides>,
 }
 
 /// `[tls]`: the HTTPS listener.

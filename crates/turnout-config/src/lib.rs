@@ -9,6 +9,7 @@ pub mod defaults;
 mod error;
 pub mod file;
 mod names;
+pub mod rollout;
 pub mod routing;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct Config {
     /// `[pools.NAME.tls] ca`: the CA file trusted for the pool's `https://` servers (the
     /// system's roots for pools without one).
     pub pool_ca: BTreeMap<PoolName, PathBuf>,
+    /// `[rollout]` over the defaults: what a guarded rollout does unless its call says otherwise.
+    pub rollout: rollout::RolloutPolicy,
 }
 
 /// `[tls]`: the HTTPS listener and its certificates.
@@ -611,6 +614,19 @@ impl file::FileConfig {
             });
         }
 
+        let rollout = rollout::RolloutPolicy::default()
+            .merged(&self.rollout.unwrap_or_default())
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                // The key under `[rollout]` (another table may use the same name).
+                line: text
+                    .find("[rollout]")
+                    .and_then(|at| text[at..].find(field).map(|k| at + k))
+                    .map_or(1, |at| line_of(text, at)),
+                key: format!("rollout.{field}"),
+                message,
+            })?;
+
         Ok(Config {
             server: Server {
                 listen,
@@ -677,6 +693,7 @@ impl file::FileConfig {
             cache,
             tls,
             pool_ca,
+            rollout,
         })
     }
 }

@@ -68,6 +68,31 @@ fn durations_are_human() {
 }
 
 #[test]
+fn rollout_policy_comes_from_its_table_and_bad_fields_are_named() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[rollout]\nsteps = [10, 100]\nbake = \"30s\"\nmax_error_rate = 0.02\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.rollout.steps, vec![10, 100]);
+    assert_eq!(c.rollout.bake, Duration::from_secs(30));
+    assert_eq!(c.rollout.max_error_rate, 0.02);
+    assert_eq!(c.rollout.min_requests, 100, "the default");
+    assert_eq!(
+        parse(MINIMAL).expect("valid").rollout.steps,
+        vec![5, 25, 50, 100]
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[rollout]\nbake = \"1m\"\nsteps = [5, 50]\n"
+    ));
+    assert!(e.contains("rollout.steps") && e.contains("line 17"), "{e}");
+    assert!(e.contains("must end at 100"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[rollout]\nmax_p99_ratio = 0.5\n"));
+    assert!(e.contains("rollout.max_p99_ratio"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[rollout]\nstep = [5, 100]\n"));
+    assert!(e.contains("step"), "{e}");
+}
+
+#[test]
 fn unknown_key_names_key_and_line() {
     let e = err(&MINIMAL.replace("[state]", "listne = \"0.0.0.0:1\"\n[state]"));
     assert!(e.contains("listne"), "{e}");

@@ -95,6 +95,9 @@ struct Inner {
     tls: Option<Arc<dyn TlsAdmin>>,
     /// A switch probed by `prepare` and waiting for its `commit` (one at a time).
     staged: std::sync::Mutex<Option<Staged>>,
+    rollout_policy: turnout_config::rollout::RolloutPolicy,
+    /// The guarded rollout under way, and the last ones.
+    rollouts: crate::rollout::run::RolloutBook,
     /// An async mutex because it is held across the state file write (done on the blocking
     /// pool); it only orders writers, never readers.
     writer: tokio::sync::Mutex<()>,
@@ -109,6 +112,8 @@ pub struct Handles {
     pub cache: Option<Arc<dyn CacheAdmin>>,
     /// The HTTPS listener's certificates, for `POST /v1/tls/reload` and the status.
     pub tls: Option<Arc<dyn TlsAdmin>>,
+    /// `[rollout]`: what a rollout does unless its call says otherwise.
+    pub rollout: turnout_config::rollout::RolloutPolicy,
 }
 
 impl Control {
@@ -118,7 +123,12 @@ impl Control {
     }
 
     pub fn with(router: Router, state: Option<StateFile>, handles: Handles) -> Control {
-        let Handles { prober, cache, tls } = handles;
+        let Handles {
+            prober,
+            cache,
+            tls,
+            rollout,
+        } = handles;
         Control {
             inner: Arc::new(Inner {
                 router,
@@ -127,6 +137,8 @@ impl Control {
                 cache,
                 tls,
                 staged: std::sync::Mutex::new(None),
+                rollouts: Default::default(),
+                rollout_policy: rollout,
                 writer: tokio::sync::Mutex::new(()),
             }),
         }
@@ -134,6 +146,19 @@ impl Control {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// `[rollout]` from the config: the policy a rollout call overrides field by field.
+    pub fn rollout_policy(&self) -> &turnout_config::rollout::RolloutPolicy {
+        &self.inner.rollout_policy
+    }
+
+    pub(crate) fn rollouts(&self) -> &crate::rollout::run::RolloutBook {
+        &self.inner.rollouts
+    }
+
+    pub(crate) fn state_file(&self) -> Option<&StateFile> {
+        self.inner.state.as_ref()
     }
 
     /// The data plane's cache, if it was given one.
@@ -467,7 +492,7 @@ impl Control {
     /// The health gate: probe each pool `command` would send a larger share of new clients to
     /// (or a new rule would send to), record what was found, and refuse when one of them has no
     /// server that passed.
-    async fn gate(&self, command: &Command) -> Result<(), CoreError> {
+    pub(crate) async fn gate(&self, command: &Command) -> Result<(), CoreError> {
         let Some(prober) = &self.inner.prober else {
             return Ok(());
         };

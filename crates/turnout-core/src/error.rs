@@ -38,6 +38,16 @@ pub enum CoreError {
         change: String,
         expires_in_ms: u64,
     },
+    /// A rollout while another is under way.
+    #[error("rollout {id} of pool {target:?} is under way ({percent}% now); abort it first with POST /v1/rollout/abort")]
+    RolloutRunning {
+        id: u64,
+        target: String,
+        percent: u32,
+    },
+    /// An abort with no rollout under way.
+    #[error("no rollout is under way")]
+    NoRollout,
     /// A malformed pool name or server address from the caller.
     #[error("{0}")]
     Invalid(String),

@@ -11,6 +11,8 @@
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
 //! - [`control`]: the single writer: apply, persist, swap, audit-log.
 //! - [`state`]: the crash-safe state file.
+//! - [`rollout`]: the guarded rollout: windows of a pool's own counters, the verdict on a step,
+//!   and (`rollout::run`) the steps run through `Control`, rolled back on a failed check.
 //!
 //! No hyper and no sockets here: the data plane and the admin API both see only this crate.
 
@@ -21,6 +23,7 @@ mod error;
 pub mod health;
 pub mod metrics;
 pub mod pool;
+pub mod rollout;
 pub mod snapshot;
 pub mod split;
 pub mod state;
@@ -35,8 +38,11 @@ pub use error::{CoreError, StateError};
 pub use health::ServerHealth;
 pub use metrics::{Metrics, PoolMetrics};
 pub use pool::{InFlight, Pool, PoolCookies, PoolSettings, PoolStats, TunnelGuard, Upstream};
+pub use rollout::run::{RolloutReport, RolloutRequest, StepReport};
 pub use snapshot::{Env, FleetMark, Router, RoutingSnapshot, MARK_COOKIE};
 pub use split::Weights;
 pub use state::StateFile;
+pub use turnout_config::file::HumanDuration;
 pub use turnout_config::parse_duration;
+pub use turnout_config::rollout::{RolloutOverrides, RolloutPolicy};
 pub use turnout_config::{Backend, Balance, PoolName, Rule, RuleSpec, ServerAddr, ServerEntry};

@@ -20,6 +20,11 @@ pub struct Metrics {
     ejections: IntCounterVec,
     pub(crate) switches: IntCounter,
     pub(crate) rollbacks: IntCounter,
+    /// The share of new clients a guarded rollout gives its target now (0: none under way).
+    pub(crate) rollout_percent: IntGauge,
+    /// Rollout steps judged, by verdict ("pass", "fail"), and rollouts ended, by outcome.
+    pub(crate) rollout_steps: IntCounterVec,
+    pub(crate) rollouts: IntCounterVec,
     in_flight: IntGaugeVec,
     tunnels: IntGaugeVec,
     healthy: IntGaugeVec,
@@ -57,6 +62,30 @@ impl PoolMetrics {
 
     pub fn retried(&self) {
         self.retries.inc();
+    }
+
+    /// The pool's counters now, since start-up: two samples make a window (the rollout's
+    /// judgement). Read off the request path; it allocates.
+    pub fn sample(&self) -> crate::rollout::Sample {
+        use prometheus::core::Collector;
+        let buckets = self
+            .duration
+            .collect()
+            .first()
+            .and_then(|family| family.get_metric().first())
+            .map(|m| {
+                m.get_histogram()
+                    .get_bucket()
+                    .iter()
+                    .map(|b| (b.upper_bound(), b.cumulative_count()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::rollout::Sample {
+            requests: self.requests.iter().map(IntCounter::get).sum(),
+            errors: self.requests[4].get(),
+            buckets,
+        }
     }
 }
 
@@ -128,6 +157,24 @@ impl Metrics {
                 &r,
                 IntCounter::new("turnout_rollbacks_total", "Rollbacks to the previous pool.")
                     .expect("valid metric"),
+            ),
+            rollout_percent: register(
+                &r,
+                IntGauge::new(
+                    "turnout_rollout_percent",
+                    "The share of new clients (percent) a guarded rollout gives its target pool now; 0 when none is under way.",
+                )
+                .expect("valid metric"),
+            ),
+            rollout_steps: counter(
+                "turnout_rollout_steps_total",
+                "Guarded rollout steps judged, by verdict (pass, fail).",
+                &["verdict"],
+            ),
+            rollouts: counter(
+                "turnout_rollouts_total",
+                "Guarded rollouts ended, by outcome (passed, failed, aborted).",
+                &["outcome"],
             ),
             in_flight: gauge(
                 "turnout_in_flight_requests",

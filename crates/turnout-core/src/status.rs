@@ -31,6 +31,9 @@ pub struct Status {
     /// A switch prepared here and waiting for its commit (a fleet switch under way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared: Option<PreparedStatus>,
+    /// The guarded rollout under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::RolloutReport>,
 }
 
 /// What `prepared` shows: never the token, which is for the fleet command that asked.
@@ -133,6 +136,7 @@ impl From<&RoutingSnapshot> for Status {
                 })
                 .collect(),
             prepared: None,
+            rollout: None,
             cache: None,
             tls: None,
         }

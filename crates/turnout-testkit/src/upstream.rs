@@ -15,7 +15,9 @@
 //! | `/flaky?on=NAME` | the server named NAME drops the connection unanswered; others: `NAME\n` |
 //! | `/assets/...?cc=C&bytes=N&ms=M` | `NAME PATH\n` (padded to N bytes), `Cache-Control: C` (default `public, max-age=3600`), an ETag, after M ms |
 //!
-//! Requests from turnout's health checker (its User-Agent) are counted apart from the others.
+//! Requests from turnout's health checker (its User-Agent) are counted apart from the others,
+//! and are never failed or delayed by [`TestUpstream::set_fail_percent`] and
+//! [`TestUpstream::set_delay_ms`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -60,6 +62,10 @@ struct Counters {
     /// still open.
     app_connections: AtomicU64,
     open_app_connections: AtomicU64,
+    /// Of every 100 requests (health checks aside), this many answer 500.
+    fail_percent: AtomicU64,
+    /// Added before every answer but health checks'.
+    delay_ms: AtomicU64,
     healthy: std::sync::atomic::AtomicBool,
 }
 
@@ -78,6 +84,8 @@ impl TestUpstream {
             checks: AtomicU64::new(0),
             app_connections: AtomicU64::new(0),
             open_app_connections: AtomicU64::new(0),
+            fail_percent: AtomicU64::new(0),
+            delay_ms: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
         });
         let (kill, killed) = tokio::sync::watch::channel(false);
@@ -102,7 +110,14 @@ impl TestUpstream {
                     } else {
                         &counters.requests
                     };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    let nth = counter.fetch_add(1, Ordering::Relaxed);
+                    let fail =
+                        !is_check && nth % 100 < counters.fail_percent.load(Ordering::Relaxed);
+                    let delay = if is_check {
+                        0
+                    } else {
+                        counters.delay_ms.load(Ordering::Relaxed)
+                    };
                     if !is_check && !this_conn.swap(true, Ordering::Relaxed) {
                         counters.app_connections.fetch_add(1, Ordering::Relaxed);
                         counters
@@ -117,6 +132,14 @@ impl TestUpstream {
                             && req.uri().query() == Some(&format!("on={name}"));
                         if flaky_here {
                             return Err(std::io::Error::other("flaky on purpose"));
+                        }
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        if fail {
+                            let mut resp = text(name, format!("{name} failed\n"));
+                            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            return Ok(resp);
                         }
                         handle(name, healthy, req).await.map_err(|e| match e {})
                     }
@@ -158,6 +181,16 @@ impl TestUpstream {
     /// Makes `/health` answer 503 (false) or 200 (true).
     pub fn set_healthy(&self, healthy: bool) {
         self.counters.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Makes `percent` of every 100 requests (health checks aside) answer 500.
+    pub fn set_fail_percent(&self, percent: u64) {
+        self.counters.fail_percent.store(percent, Ordering::Relaxed);
+    }
+
+    /// Delays every answer (health checks aside) by `ms`.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.counters.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Health checks this server has received.

@@ -237,6 +237,9 @@ mod fuzz {
                     Just("servers"),
                     Just("rules"),
                     Just("mark"),
+                    Just("steps"),
+                    Just("bake"),
+                    Just("max_error_rate"),
                     Just("x"),
                 ],
                 prop_oneof![
@@ -249,6 +252,7 @@ mod fuzz {
                     Just(serde_json::json!(true)),
                     Just(serde_json::json!({"blue": 1, "green": -5})),
                     Just(serde_json::json!(["127.0.0.1:1", "nope"])),
+                    Just(serde_json::json!([5, 50, 100])),
                     Just(serde_json::json!([{"header": "x", "equals": "1", "to": "green"}])),
                     "[ -~]{0,20}".prop_map(serde_json::Value::String),
                 ],
@@ -270,6 +274,8 @@ mod fuzz {
             Just(("PUT", "/v1/pools/green")),
             Just(("PUT", "/v1/pools/..")),
             Just(("DELETE", "/v1/cache")),
+            Just(("POST", "/v1/rollout")),
+            Just(("POST", "/v1/rollout/abort")),
         ]
     }
 

@@ -1,0 +1,478 @@
+//! Running a guarded rollout: each step's split applied through [`Control`], baked, judged on
+//! the pools' own counters, and on a failed check (or an abort) the way back to the baseline at
+//! once. One rollout at a time; the last few are kept for `GET /v1/rollout`. A marker file
+//! beside the state file says a rollout is under way, so a turnout that stopped half-way goes
+//! back to the baseline when it starts again instead of staying split.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use turnout_config::rollout::RolloutPolicy;
+
+use super::{judge, Verdict, Window};
+use crate::{Command, Control, CoreError};
+
+/// Rollouts kept in the history.
+const HISTORY: usize = 10;
+/// How often a step is judged while it bakes, and while it waits for enough requests.
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// What a rollout is asked to do.
+#[derive(Debug, Clone)]
+pub struct RolloutRequest {
+    /// The pool to roll out.
+    pub to: String,
+    pub policy: RolloutPolicy,
+    /// Skip the health gate before the first step and the last.
+    pub force: bool,
+    /// After the last step (the switch), wait this long at most for the baseline to drain.
+    pub wait_drained: Option<Duration>,
+}
+
+/// A rollout, under way or ended: what `GET /v1/rollout` and the status show.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    pub id: u64,
+    pub target: String,
+    pub baseline: String,
+    /// "running", "passed", "failed" or "aborted".
+    pub outcome: &'static str,
+    /// The target's share of new clients now, in percent.
+    pub percent: u32,
+    pub policy: RolloutPolicy,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The steps judged so far, in order.
+    pub steps: Vec<StepReport>,
+    /// Why it failed or was aborted: the check and the figures on both sides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// With `wait_drained`: whether the baseline drained after the switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained: Option<bool>,
+    /// Milliseconds from the start to the end (to the rollback, for a failed one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+}
+
+/// One step, judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub percent: u32,
+    /// "pass" or "fail".
+    pub verdict: &'static str,
+    /// The check that failed: "error_rate", "error_ratio", "p95_latency", "p99_latency",
+    /// "min_requests".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<&'static str>,
+    pub target: Window,
+    pub baseline: Window,
+    /// How long the step ran before its verdict.
+    pub ran_ms: u64,
+}
+
+/// The rollout under way (with the way to abort it) and the history.
+#[derive(Debug, Default)]
+pub(crate) struct RolloutBook {
+    book: Mutex<Book>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    current: Option<(RolloutReport, Arc<tokio::sync::Notify>)>,
+    history: VecDeque<RolloutReport>,
+    next_id: u64,
+}
+
+impl RolloutBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        // Only this module writes it, and never panics holding it.
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RolloutReport)) {
+        if let Some((report, _)) = self.lock().current.as_mut() {
+            f(report);
+        }
+    }
+
+    fn finish(&self, report: RolloutReport) {
+        let mut book = self.lock();
+        book.current = None;
+        book.history.push_front(report);
+        book.history.truncate(HISTORY);
+    }
+}
+
+/// The marker a rollout under way leaves beside the state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    id: u64,
+    target: String,
+    baseline: String,
+    started_at: String,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Control {
+    /// The rollout under way, if any.
+    pub fn rollout(&self) -> Option<RolloutReport> {
+        self.rollouts()
+            .lock()
+            .current
+            .as_ref()
+            .map(|(r, _)| r.clone())
+    }
+
+    /// The ended rollouts, newest first.
+    pub fn rollout_history(&self) -> Vec<RolloutReport> {
+        self.rollouts().lock().history.iter().cloned().collect()
+    }
+
+    /// Starts a rollout of `req.to` from the pool now active, and answers its first report; the
+    /// steps run on a task of their own. Refused while another runs, for an unknown or empty
+    /// pool, for the pool already active, and (unless forced) when a fresh probe finds no
+    /// healthy server in it.
+    pub async fn start_rollout(&self, req: RolloutRequest) -> Result<RolloutReport, CoreError> {
+        let snapshot = self.router().snapshot();
+        let target = snapshot.pool(&req.to)?;
+        if target.servers().is_empty() {
+            return Err(CoreError::EmptyPool {
+                name: req.to.clone(),
+            });
+        }
+        let baseline = snapshot.active.name().to_string();
+        if baseline == req.to {
+            return Err(CoreError::Invalid(format!(
+                "pool {:?} is already the active pool: there is nothing to roll out",
+                req.to
+            )));
+        }
+        if !req.force {
+            self.gate(&Command::Switch { to: req.to.clone() }).await?;
+        }
+        let abort = Arc::new(tokio::sync::Notify::new());
+        let report = {
+            let mut book = self.rollouts().lock();
+            if let Some((running, _)) = &book.current {
+                return Err(CoreError::RolloutRunning {
+                    id: running.id,
+                    target: running.target.clone(),
+                    percent: running.percent,
+                });
+            }
+            book.next_id += 1;
+            let report = RolloutReport {
+                id: book.next_id,
+                target: req.to.clone(),
+                baseline: baseline.clone(),
+                outcome: "running",
+                percent: 0,
+                policy: req.policy.clone(),
+                started_at: now_rfc3339(),
+                finished_at: None,
+                steps: Vec::new(),
+                reason: None,
+                drained: None,
+                took_ms: None,
+            };
+            book.current = Some((report.clone(), Arc::clone(&abort)));
+            report
+        };
+        if let Err(e) = self.write_marker(&report).await {
+            self.rollouts().lock().current = None;
+            return Err(e);
+        }
+        tracing::info!(target: "turnout::admin", id = report.id, to = %req.to, from = %baseline, steps = ?req.policy.steps, bake = ?req.policy.bake, "rollout started");
+        let control = self.clone();
+        let id = report.id;
+        let (first_step, applied) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move { control.run_rollout(report, req, abort, first_step).await });
+        // Answer once the first step is live (or has failed), so the answer and the status
+        // agree with what clients get.
+        let _ = applied.await;
+        Ok(self
+            .rollout()
+            .filter(|r| r.id == id)
+            .or_else(|| self.rollout_history().into_iter().find(|r| r.id == id))
+            .expect("a rollout is under way or in the history"))
+    }
+
+    /// Stops the rollout under way and sends every new client back to its baseline.
+    pub fn abort_rollout(&self) -> Result<RolloutReport, CoreError> {
+        match &self.rollouts().lock().current {
+            Some((report, abort)) => {
+                abort.notify_one();
+                Ok(report.clone())
+            }
+            None => Err(CoreError::NoRollout),
+        }
+    }
+
+    /// At start-up: a rollout marker left by a turnout that stopped half-way sends every new
+    /// client back to the baseline it named (and is recorded as a failed rollout). Answers
+    /// whether it found one.
+    pub async fn recover_rollout(&self) -> Result<bool, CoreError> {
+        let Some(path) = self.marker_path() else {
+            return Ok(false);
+        };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(false);
+        };
+        let Ok(marker) = serde_json::from_str::<Marker>(&text) else {
+            tracing::warn!(path = %path.display(), "an unreadable rollout marker was removed; the routing is as the state file says");
+            let _ = std::fs::remove_file(&path);
+            return Ok(false);
+        };
+        tracing::warn!(target: "turnout::admin", id = marker.id, to = %marker.target, baseline = %marker.baseline, "turnout stopped during a rollout; every new client goes back to the baseline");
+        let reason = format!(
+            "turnout stopped during this rollout (started {}); it went back to the baseline {} when it started again",
+            marker.started_at, marker.baseline
+        );
+        self.apply(
+            Command::Switch {
+                to: marker.baseline.clone(),
+            },
+            true,
+        )
+        .await?;
+        let _ = std::fs::remove_file(&path);
+        self.rollouts().finish(RolloutReport {
+            id: marker.id,
+            target: marker.target,
+            baseline: marker.baseline,
+            outcome: "failed",
+            percent: 0,
+            policy: RolloutPolicy::default(),
+            started_at: marker.started_at,
+            finished_at: Some(now_rfc3339()),
+            steps: Vec::new(),
+            reason: Some(reason),
+            drained: None,
+            took_ms: None,
+        });
+        self.router()
+            .snapshot()
+            .env
+            .metrics
+            .rollouts
+            .with_label_values(&["failed"])
+            .inc();
+        Ok(true)
+    }
+
+    fn marker_path(&self) -> Option<PathBuf> {
+        let state = self.state_file()?.path();
+        let mut name = state.file_name()?.to_os_string();
+        name.push(".rollout");
+        Some(state.with_file_name(name))
+    }
+
+    async fn write_marker(&self, report: &RolloutReport) -> Result<(), CoreError> {
+        let Some(path) = self.marker_path() else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec_pretty(&Marker {
+            id: report.id,
+            target: report.target.clone(),
+            baseline: report.baseline.clone(),
+            started_at: report.started_at.clone(),
+        })
+        .expect("a marker serializes");
+        let file = crate::StateFile::new(path.clone());
+        tokio::task::spawn_blocking(move || file.write(&bytes))
+            .await
+            .expect("the marker writer does not panic")
+            .map_err(|e| CoreError::Persist {
+                path,
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
+    async fn run_rollout(
+        &self,
+        mut report: RolloutReport,
+        req: RolloutRequest,
+        abort: Arc<tokio::sync::Notify>,
+        first_step: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let started = Instant::now();
+        let env = Arc::clone(&self.router().snapshot().env);
+        let metrics = &env.metrics;
+        let mut first_step = Some(first_step);
+        let (outcome, reason) = self.steps(&mut report, &req, &abort, &mut first_step).await;
+        let back = outcome != "passed" && outcome != "left";
+        if back {
+            // Back to the baseline at once; forced: its servers served until a moment ago.
+            let to = report.baseline.clone();
+            if let Err(e) = self.apply(Command::Switch { to }, true).await {
+                tracing::error!(target: "turnout::admin", error = %e, "the rollout could not go back to its baseline");
+            }
+        }
+        let outcome = if outcome == "left" {
+            "aborted"
+        } else {
+            outcome
+        };
+        metrics.rollout_percent.set(0);
+        metrics.rollouts.with_label_values(&[outcome]).inc();
+        report.outcome = outcome;
+        report.percent = if outcome == "passed" { 100 } else { 0 };
+        report.reason = reason;
+        report.finished_at = Some(now_rfc3339());
+        report.took_ms = Some(started.elapsed().as_millis() as u64);
+        if let Some(path) = self.marker_path() {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+        }
+        match outcome {
+            "passed" => {
+                tracing::info!(target: "turnout::admin", id = report.id, to = %report.target, took_ms = report.took_ms, "rollout passed")
+            }
+            _ => {
+                tracing::warn!(target: "turnout::admin", id = report.id, to = %report.target, baseline = %report.baseline, outcome, reason = report.reason.as_deref().unwrap_or(""), took_ms = report.took_ms, "rollout ended; new clients go to the baseline")
+            }
+        }
+        self.rollouts().finish(report);
+        // A rollout that failed before its first step was live.
+        if let Some(tx) = first_step {
+            let _ = tx.send(());
+        }
+    }
+
+    /// The steps, in order. Answers the outcome ("passed", "failed", "aborted", or "left" when
+    /// someone else changed the routing meanwhile and it must stay as they left it) and why.
+    async fn steps(
+        &self,
+        report: &mut RolloutReport,
+        req: &RolloutRequest,
+        abort: &tokio::sync::Notify,
+        first_step: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> (&'static str, Option<String>) {
+        let policy = &req.policy;
+        let env = Arc::clone(&self.router().snapshot().env);
+        let metrics = &env.metrics;
+        for &percent in &policy.steps {
+            let command = if percent == 100 {
+                Command::Switch { to: req.to.clone() }
+            } else {
+                Command::Split {
+                    weights: vec![
+                        (report.baseline.clone(), i64::from(100 - percent)),
+                        (req.to.clone(), i64::from(percent)),
+                    ],
+                }
+            };
+            let applied = match self.apply(command, req.force || percent < 100).await {
+                Ok(snapshot) => snapshot,
+                Err(e) => return ("failed", Some(format!("step {percent}%: {e}"))),
+            };
+            report.percent = percent;
+            metrics.rollout_percent.set(i64::from(percent));
+            self.rollouts().update(|r| r.percent = percent);
+            if let Some(tx) = first_step.take() {
+                let _ = tx.send(());
+            }
+            tracing::info!(target: "turnout::admin", id = report.id, to = %req.to, percent, "rollout step");
+            if percent == 100 {
+                if let Some(limit) = req.wait_drained {
+                    if let Ok(old) = applied.pool(&report.baseline) {
+                        let old = Arc::clone(old);
+                        let drained = self.wait_drained(&old, limit).await;
+                        report.drained = Some(drained);
+                    }
+                }
+                return ("passed", None);
+            }
+            let generation = applied.generation;
+            let sample = |name: &str| {
+                self.router()
+                    .snapshot()
+                    .pool(name)
+                    .map(|p| p.metrics().sample())
+                    .unwrap_or_default()
+            };
+            let (t0, b0) = (sample(&req.to), sample(&report.baseline));
+            let step_started = Instant::now();
+            let give_up = step_started + policy.bake + policy.max_wait;
+            let bake_end = step_started + policy.bake;
+            // Judged every RECHECK while it bakes: a failing check ends the step at once (fewer
+            // clients meet a bad version); a pass counts only once the whole bake has run.
+            let next_wake = || (Instant::now() + RECHECK).min(bake_end);
+            let mut wake = (step_started + RECHECK).min(bake_end);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake.into()) => {}
+                    () = abort.notified() => {
+                        return ("aborted", Some(format!("aborted at {percent}% by an admin call")));
+                    }
+                }
+                let now = self.router().snapshot();
+                if now.generation != generation {
+                    return (
+                        "left",
+                        Some(format!(
+                            "the routing was changed by another call during the step at {percent}% (generation {} -> {}); the rollout stopped and left it as it is",
+                            generation, now.generation
+                        )),
+                    );
+                }
+                let target = sample(&req.to).since(&t0);
+                let baseline = sample(&report.baseline).since(&b0);
+                let ran_ms = step_started.elapsed().as_millis() as u64;
+                let step = |verdict, check| StepReport {
+                    percent,
+                    verdict,
+                    check,
+                    target: target.clone(),
+                    baseline: baseline.clone(),
+                    ran_ms,
+                };
+                let baked = Instant::now() >= bake_end;
+                match judge(policy, &target, &baseline) {
+                    Verdict::Pass | Verdict::TooFew if !baked => wake = next_wake(),
+                    Verdict::Pass => {
+                        metrics.rollout_steps.with_label_values(&["pass"]).inc();
+                        let s = step("pass", None);
+                        report.steps.push(s.clone());
+                        self.rollouts().update(|r| r.steps.push(s));
+                        break;
+                    }
+                    Verdict::Fail { check, detail } => {
+                        metrics.rollout_steps.with_label_values(&["fail"]).inc();
+                        report.steps.push(step("fail", Some(check)));
+                        return (
+                            "failed",
+                            Some(format!("step {percent}%: {check}: {detail}")),
+                        );
+                    }
+                    Verdict::TooFew if Instant::now() >= give_up => {
+                        metrics.rollout_steps.with_label_values(&["fail"]).inc();
+                        report.steps.push(step("fail", Some("min_requests")));
+                        return (
+                            "failed",
+                            Some(format!(
+                                "step {percent}%: min_requests: the target answered {} requests in {} ms, fewer than the {} needed for a verdict (bake {} + max_wait {})",
+                                target.requests,
+                                ran_ms,
+                                policy.min_requests,
+                                humantime::format_duration(policy.bake),
+                                humantime::format_duration(policy.max_wait)
+                            )),
+                        );
+                    }
+                    Verdict::TooFew => wake = Instant::now() + RECHECK,
+                }
+            }
+        }
+        ("passed", None)
+    }
+}

@@ -1,0 +1,202 @@
+//! `turnout rollout POOL`: starts a guarded rollout through the admin API and follows it to its
+//! end, a line per step judged; exit 0 when the pool took every new client, 1 when the rollout
+//! failed or was aborted (every new client is back on the baseline), 2 when the API could not be
+//! reached. `turnout rollout --abort` stops the one under way.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{Map, Value};
+
+use crate::client::{self, AdminArgs, Outcome};
+
+#[derive(Debug, clap::Args)]
+pub struct RolloutArgs {
+    /// The pool to roll out, e.g. green (not with --abort).
+    #[arg(required_unless_present = "abort")]
+    pool: Option<String>,
+    /// Stop the rollout under way: every new client back to the baseline.
+    #[arg(long, conflicts_with = "pool")]
+    abort: bool,
+    /// The target's share at each step, in percent, ending at 100: "5,25,50,100".
+    #[arg(long, value_delimiter = ',', value_name = "PERCENT,...")]
+    steps: Option<Vec<u32>>,
+    /// How long each step runs before it is judged ("60s").
+    #[arg(long, value_name = "DURATION")]
+    bake: Option<String>,
+    /// Requests the target must answer in a step before its verdict.
+    #[arg(long, value_name = "N")]
+    min_requests: Option<u64>,
+    /// How much longer than --bake a step waits for --min-requests before it fails.
+    #[arg(long, value_name = "DURATION")]
+    max_wait: Option<String>,
+    /// The target's 5xx rate that fails a step whatever the baseline's (0.05 = 5%).
+    #[arg(long, value_name = "RATE")]
+    max_error_rate: Option<f64>,
+    /// A step fails when the target's p95 latency is above this many times the baseline's.
+    #[arg(long, value_name = "RATIO")]
+    max_p95_ratio: Option<f64>,
+    /// Latencies under this are never judged slow ("50ms").
+    #[arg(long, value_name = "DURATION")]
+    latency_floor: Option<String>,
+    /// Skip the health gate before the first step and the last.
+    #[arg(long)]
+    force: bool,
+    /// After the last step, wait this long at most for the baseline to drain ("30s").
+    #[arg(long, value_name = "DURATION")]
+    wait_drained: Option<String>,
+    /// Start it and return at once, without following it.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+/// How often a followed rollout is asked about.
+const POLL: Duration = Duration::from_millis(500);
+
+pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(async {
+        if args.abort {
+            return match client::call_async(admin, Method::POST, "/v1/rollout/abort", None).await {
+                Outcome::Ok(v) => {
+                    println!(
+                        "rollout {} of {} aborted; new clients go back to {}",
+                        v["id"],
+                        v["target"].as_str().unwrap_or("?"),
+                        v["baseline"].as_str().unwrap_or("?")
+                    );
+                    ExitCode::SUCCESS
+                }
+                other => client::report_failure(other),
+            };
+        }
+        let started =
+            match client::call_async(admin, Method::POST, "/v1/rollout", Some(body(args))).await {
+                Outcome::Ok(v) => v,
+                other => return client::report_failure(other),
+            };
+        let id = started["id"].as_u64().unwrap_or(0);
+        println!(
+            "rollout {id}: {} -> {}, steps {}, bake {} ms each",
+            started["baseline"].as_str().unwrap_or("?"),
+            started["target"].as_str().unwrap_or("?"),
+            started["policy"]["steps"],
+            started["policy"]["bake"]
+        );
+        if args.no_follow {
+            return ExitCode::SUCCESS;
+        }
+        let mut printed = 0;
+        loop {
+            tokio::time::sleep(POLL).await;
+            let v = match client::call_async(admin, Method::GET, "/v1/rollout", None).await {
+                Outcome::Ok(v) => v,
+                other => return client::report_failure(other),
+            };
+            // Under way, or ended and in the history.
+            let report = if v["current"]["id"].as_u64() == Some(id) {
+                v["current"].clone()
+            } else if let Some(done) = v["history"]
+                .as_array()
+                .and_then(|h| h.iter().find(|r| r["id"].as_u64() == Some(id)))
+            {
+                done.clone()
+            } else {
+                eprintln!("turnout: rollout {id} is no longer known to the admin API");
+                return ExitCode::from(1);
+            };
+            let steps = report["steps"].as_array().cloned().unwrap_or_default();
+            for step in steps.iter().skip(printed) {
+                println!("{}", step_line(step));
+            }
+            printed = steps.len();
+            match report["outcome"].as_str() {
+                Some("running") => continue,
+                Some("passed") => {
+                    println!(
+                        "passed: {} takes every new client ({} ms)",
+                        report["target"].as_str().unwrap_or("?"),
+                        report["took_ms"]
+                    );
+                    if report["drained"] == Value::Bool(false) {
+                        println!("not drained: the baseline still had requests in flight");
+                        return ExitCode::from(3);
+                    }
+                    return ExitCode::SUCCESS;
+                }
+                outcome => {
+                    println!(
+                        "{}: back on {}: {}",
+                        outcome.unwrap_or("ended"),
+                        report["baseline"].as_str().unwrap_or("?"),
+                        report["reason"].as_str().unwrap_or("?")
+                    );
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    })
+}
+
+fn body(args: &RolloutArgs) -> Value {
+    let mut body = Map::new();
+    body.insert("to".into(), args.pool.clone().unwrap_or_default().into());
+    if let Some(steps) = &args.steps {
+        body.insert("steps".into(), steps.clone().into());
+    }
+    let text = [
+        ("bake", &args.bake),
+        ("max_wait", &args.max_wait),
+        ("latency_floor", &args.latency_floor),
+        ("wait_drained", &args.wait_drained),
+    ];
+    for (key, value) in text {
+        if let Some(v) = value {
+            body.insert(key.into(), v.as_str().into());
+        }
+    }
+    if let Some(n) = args.min_requests {
+        body.insert("min_requests".into(), n.into());
+    }
+    for (key, value) in [
+        ("max_error_rate", args.max_error_rate),
+        ("max_p95_ratio", args.max_p95_ratio),
+    ] {
+        if let Some(v) = value {
+            body.insert(key.into(), v.into());
+        }
+    }
+    if args.force {
+        body.insert("force".into(), true.into());
+    }
+    Value::Object(body)
+}
+
+/// "step 5%: pass (2013 ms): target 312 requests, 0.0% 5xx, p95 2.1 ms | baseline ...".
+fn step_line(step: &Value) -> String {
+    let side = |w: &Value| {
+        format!(
+            "{} requests, {:.1}% 5xx, p95 {}",
+            w["requests"],
+            w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            w["p95_ms"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms"))
+        )
+    };
+    let check = step["check"]
+        .as_str()
+        .map_or_else(String::new, |c| format!(" on {c}"));
+    format!(
+        "step {}%: {}{check} after {} ms: target {} | baseline {}",
+        step["percent"],
+        step["verdict"].as_str().unwrap_or("?"),
+        step["ran_ms"],
+        side(&step["target"]),
+        side(&step["baseline"])
+    )
+}

@@ -1,0 +1,329 @@
+//! Guarded rollouts: green stepped up under real load, judged against blue on turnout's own
+//! counters, and sent back to blue by turnout itself on a failed check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::Value;
+use turnout_testkit::client::{get, http_client};
+
+use crate::BlueGreen;
+
+/// What the clients of a load saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    blue: u64,
+    green: u64,
+    /// Answers from green with a 5xx status: the clients the bad version hurt.
+    green_errors: u64,
+    /// Requests that got no answer or an answer from no pool (turnout's own 5xx).
+    other: u64,
+}
+
+/// `workers` clients sending GET / one after another (no cookies: each request is a new client
+/// for the split), until `stop` or 30 s, at most 5 000 requests each.
+struct Load {
+    stop: Arc<tokio::sync::Notify>,
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
+}
+
+impl Load {
+    fn start(url: String, workers: usize) -> Load {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let tasks = (0..workers)
+            .map(|_| {
+                let (url, stop) = (url.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let client = http_client();
+                    let mut tally = Tally::default();
+                    let until = Instant::now() + Duration::from_secs(30);
+                    let stopped = stop.notified();
+                    tokio::pin!(stopped);
+                    for _ in 0..5_000 {
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        let answer = tokio::select! {
+                            () = &mut stopped => break,
+                            a = get(&client, &url) => a,
+                        };
+                        let Ok(a) = answer else {
+                            tally.other += 1;
+                            continue;
+                        };
+                        match a.headers.get("x-upstream").and_then(|v| v.to_str().ok()) {
+                            Some("blue") => tally.blue += 1,
+                            Some("green") => {
+                                tally.green += 1;
+                                if a.status.is_server_error() {
+                                    tally.green_errors += 1;
+                                }
+                            }
+                            _ => tally.other += 1,
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn finish(self) -> Tally {
+        self.stop.notify_waiters();
+        let mut all = Tally::default();
+        for task in self.tasks {
+            let t = task.await.expect("load task");
+            all.blue += t.blue;
+            all.green += t.green;
+            all.green_errors += t.green_errors;
+            all.other += t.other;
+        }
+        all
+    }
+}
+
+async fn call(bg: &BlueGreen, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, json) =
+        turnout_testkit::client::admin(&bg.admin_base(), method, path, body, None).await;
+    (status.as_u16(), json)
+}
+
+/// Waits (at most `secs`) for the rollout under way to end; answers its report.
+async fn ended(bg: &BlueGreen, secs: u64) -> Value {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, v) = call(bg, Method::GET, "/v1/rollout", None).await;
+        if v["current"].is_null() {
+            return v["history"][0].clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "the rollout did not end in {secs}s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A green that answers 500 to one request in five is rolled back at its first step, by turnout,
+/// and only that step's share of the requests ever reached it.
+#[tokio::test]
+async fn a_green_failing_one_request_in_five_is_rolled_back_at_the_first_step() {
+    let bg = BlueGreen::start().await;
+    bg.green.set_fail_percent(20);
+    let load = Load::start(bg.turnout.url("/"), 4);
+    let (status, started) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [10, 50, 100], "bake": "1s", "min_requests": 20}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["outcome"], "running");
+    let report = ended(&bg, 20).await;
+    // Requests after the rollback: every one on blue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tally = load.finish().await;
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "it never went past 10%: {report}");
+    assert_eq!(steps[0]["check"], "error_rate", "{report}");
+    let reason = report["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("step 10%") && reason.contains("error_rate"),
+        "{reason}"
+    );
+    let (_, status) = call(&bg, Method::GET, "/v1/status", None).await;
+    assert_eq!(status["active"], "blue");
+    assert_eq!(status["weights"], serde_json::json!({"blue": 100}));
+    assert!(status["rollout"].is_null());
+    for _ in 0..20 {
+        assert_eq!(bg.body("/").await, "blue\n");
+    }
+    let total = tally.blue + tally.green;
+    eprintln!(
+        "bad green: {tally:?}; {} of {total} requests reached green, {} got its 500; rolled back after {} ms",
+        tally.green, tally.green_errors, report["took_ms"]
+    );
+    assert!(tally.green_errors > 0, "{tally:?}");
+    // 10% nominal, for about a second of the whole run.
+    assert!(tally.green * 100 <= total * 20, "{tally:?}");
+    assert_eq!(tally.other, 0, "{tally:?}");
+    let metrics = bg.turnout.metrics().await;
+    assert!(
+        metrics.contains("turnout_rollouts_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("turnout_rollout_percent 0"), "{metrics}");
+}
+
+/// A green 200 ms slower than blue fails the latency check and goes back.
+#[tokio::test]
+async fn a_slow_green_is_rolled_back_on_latency() {
+    let bg = BlueGreen::start().await;
+    bg.green.set_delay_ms(200);
+    let load = Load::start(bg.turnout.url("/"), 8);
+    let (status, started) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [25, 100], "bake": "1s", "min_requests": 5}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let report = ended(&bg, 20).await;
+    let tally = load.finish().await;
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let check = report["steps"][0]["check"].as_str().unwrap_or("?");
+    assert!(check.ends_with("_latency"), "{report}");
+    let target_p95 = report["steps"][0]["target"]["p95_ms"]
+        .as_f64()
+        .expect("p95");
+    assert!(target_p95 >= 100.0, "{report}");
+    assert_eq!(tally.other, 0, "{tally:?}");
+    assert_eq!(bg.body("/").await, "blue\n");
+}
+
+/// A healthy green goes through every step to 100% (here through the CLI, which follows it
+/// and prints a line per step).
+#[tokio::test]
+async fn a_healthy_green_reaches_every_client_through_the_cli() {
+    let bg = BlueGreen::start().await;
+    let load = Load::start(bg.turnout.url("/"), 4);
+    let mut cmd = bg.sandbox.command(&[
+        "rollout",
+        "green",
+        "--steps",
+        "20,50,100",
+        "--bake",
+        "700ms",
+        "--min-requests",
+        "5",
+        "--admin",
+        &bg.admin_base(),
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("task")
+        .expect("run the CLI");
+    let tally = load.finish().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("step 20%: pass"), "{stdout}");
+    assert!(stdout.contains("step 50%: pass"), "{stdout}");
+    assert!(
+        stdout.contains("passed: green takes every new client"),
+        "{stdout}"
+    );
+    assert_eq!(bg.body("/").await, "green\n");
+    let (_, v) = call(&bg, Method::GET, "/v1/rollout", None).await;
+    assert_eq!(v["history"][0]["outcome"], "passed", "{v}");
+    assert_eq!(tally.other, 0, "{tally:?}");
+    assert!(tally.green > 0 && tally.blue > 0, "{tally:?}");
+}
+
+/// Too little traffic for a verdict: the step waits its `max_wait`, then the rollout fails
+/// cleanly back to blue. A second rollout is refused while one runs; bad fields are named.
+#[tokio::test]
+async fn too_little_traffic_waits_then_fails_and_rollouts_are_checked() {
+    let bg = BlueGreen::start().await;
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [5, 50]}"#),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").starts_with("steps:"),
+        "{v}"
+    );
+    let (status, v) = call(&bg, Method::POST, "/v1/rollout", Some(r#"{"to": "red"}"#)).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = call(&bg, Method::POST, "/v1/rollout", Some(r#"{"to": "blue"}"#)).await;
+    assert_eq!(status, 400, "{v}");
+
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [10, 100], "bake": "300ms", "min_requests": 50, "max_wait": "1s"}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let (status, v) = call(&bg, Method::POST, "/v1/rollout", Some(r#"{"to": "green"}"#)).await;
+    assert_eq!(status, 409, "{v}");
+    let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
+    assert_eq!(s["rollout"]["percent"], 10, "{s}");
+    assert_eq!(s["weights"], serde_json::json!({"blue": 90, "green": 10}));
+    let report = ended(&bg, 10).await;
+    assert_eq!(report["outcome"], "failed", "{report}");
+    assert_eq!(report["steps"][0]["check"], "min_requests", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fewer than the 50"),
+        "{report}"
+    );
+    let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
+    assert_eq!(s["weights"], serde_json::json!({"blue": 100}));
+
+    // An abort goes back at once.
+    let (status, _) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [30, 100], "bake": "60s"}"#),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, v) = call(&bg, Method::POST, "/v1/rollout/abort", None).await;
+    assert_eq!(status, 200, "{v}");
+    let report = ended(&bg, 5).await;
+    assert_eq!(report["outcome"], "aborted", "{report}");
+    assert_eq!(bg.body("/").await, "blue\n");
+    let (status, _) = call(&bg, Method::POST, "/v1/rollout/abort", None).await;
+    assert_eq!(status, 404);
+}
+
+/// turnout stopped half-way through a rollout comes back on the baseline, and says so.
+#[tokio::test]
+async fn a_restart_mid_rollout_comes_back_on_the_baseline() {
+    let mut bg = BlueGreen::start().await;
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [50, 100], "bake": "60s"}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
+    assert_eq!(s["weights"], serde_json::json!({"blue": 50, "green": 50}));
+    bg.turnout.signal("KILL");
+    bg.turnout.wait_exit(10).await;
+    bg.turnout = bg.sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
+    assert_eq!(s["weights"], serde_json::json!({"blue": 100}), "{s}");
+    assert_eq!(s["active"], "blue");
+    let (_, v) = call(&bg, Method::GET, "/v1/rollout", None).await;
+    assert!(v["current"].is_null(), "{v}");
+    assert_eq!(v["history"][0]["outcome"], "failed", "{v}");
+    assert!(
+        v["history"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("turnout stopped during this rollout"),
+        "{v}"
+    );
+    assert_eq!(bg.body("/").await, "blue\n");
+}
