@@ -19,6 +19,23 @@ pub struct RolloutArgs {
     /// Stop the rollout under way: every new client back to the baseline.
     #[arg(long, conflicts_with = "pool")]
     abort: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Skip the health gate before the first step and the last.
+    #[arg(long)]
+    force: bool,
+    /// After the last step, wait this long at most for the baseline to drain ("30s").
+    #[arg(long, value_name = "DURATION")]
+    wait_drained: Option<String>,
+    /// Start it and return at once, without following it.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+/// The rollout policy's fields a command line may set; the rest keep `[rollout]`'s values (the
+/// instance's, for `turnout rollout`; the defaults, for `turnout fleet rollout`).
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
     /// The target's share at each step, in percent, ending at 100: "5,25,50,100".
     #[arg(long, value_delimiter = ',', value_name = "PERCENT,...")]
     steps: Option<Vec<u32>>,
@@ -40,15 +57,61 @@ pub struct RolloutArgs {
     /// Latencies under this are never judged slow ("50ms").
     #[arg(long, value_name = "DURATION")]
     latency_floor: Option<String>,
-    /// Skip the health gate before the first step and the last.
-    #[arg(long)]
-    force: bool,
-    /// After the last step, wait this long at most for the baseline to drain ("30s").
-    #[arg(long, value_name = "DURATION")]
-    wait_drained: Option<String>,
-    /// Start it and return at once, without following it.
-    #[arg(long)]
-    no_follow: bool,
+}
+
+impl PolicyArgs {
+    /// The fields set, as `POST /v1/rollout` takes them.
+    fn insert_into(&self, body: &mut Map<String, Value>) {
+        if let Some(steps) = &self.steps {
+            body.insert("steps".into(), steps.clone().into());
+        }
+        for (key, value) in [
+            ("bake", &self.bake),
+            ("max_wait", &self.max_wait),
+            ("latency_floor", &self.latency_floor),
+        ] {
+            if let Some(v) = value {
+                body.insert(key.into(), v.as_str().into());
+            }
+        }
+        if let Some(n) = self.min_requests {
+            body.insert("min_requests".into(), n.into());
+        }
+        for (key, value) in [
+            ("max_error_rate", self.max_error_rate),
+            ("max_p95_ratio", self.max_p95_ratio),
+        ] {
+            if let Some(v) = value {
+                body.insert(key.into(), v.into());
+            }
+        }
+    }
+
+    /// The policy these fields make over the defaults; the error names the flag.
+    pub fn policy(&self) -> Result<turnout_core::RolloutPolicy, String> {
+        let duration = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|text| {
+                    turnout_core::parse_duration(text)
+                        .map(turnout_core::HumanDuration)
+                        .map_err(|e| format!("--{flag}: {e}"))
+                })
+                .transpose()
+        };
+        let over = turnout_core::RolloutOverrides {
+            steps: self.steps.clone(),
+            bake: duration("bake", &self.bake)?,
+            min_requests: self.min_requests,
+            max_wait: duration("max-wait", &self.max_wait)?,
+            max_error_rate: self.max_error_rate,
+            max_p95_ratio: self.max_p95_ratio,
+            latency_floor: duration("latency-floor", &self.latency_floor)?,
+            ..Default::default()
+        };
+        turnout_core::RolloutPolicy::default()
+            .merged(&over)
+            .map_err(|(field, message)| format!("--{}: {message}", field.replace('_', "-")))
+    }
 }
 
 /// How often a followed rollout is asked about.
@@ -145,30 +208,9 @@ pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
 fn body(args: &RolloutArgs) -> Value {
     let mut body = Map::new();
     body.insert("to".into(), args.pool.clone().unwrap_or_default().into());
-    if let Some(steps) = &args.steps {
-        body.insert("steps".into(), steps.clone().into());
-    }
-    let text = [
-        ("bake", &args.bake),
-        ("max_wait", &args.max_wait),
-        ("latency_floor", &args.latency_floor),
-        ("wait_drained", &args.wait_drained),
-    ];
-    for (key, value) in text {
-        if let Some(v) = value {
-            body.insert(key.into(), v.as_str().into());
-        }
-    }
-    if let Some(n) = args.min_requests {
-        body.insert("min_requests".into(), n.into());
-    }
-    for (key, value) in [
-        ("max_error_rate", args.max_error_rate),
-        ("max_p95_ratio", args.max_p95_ratio),
-    ] {
-        if let Some(v) = value {
-            body.insert(key.into(), v.into());
-        }
+    args.policy.insert_into(&mut body);
+    if let Some(wait) = &args.wait_drained {
+        body.insert("wait_drained".into(), wait.as_str().into());
     }
     if args.force {
         body.insert("force".into(), true.into());
@@ -176,8 +218,8 @@ fn body(args: &RolloutArgs) -> Value {
     Value::Object(body)
 }
 
-/// "step 5%: pass (2013 ms): target 312 requests, 0.0% 5xx, p95 2.1 ms | baseline ...".
-fn step_line(step: &Value) -> String {
+/// "step 5%: pass after 2013 ms: target 312 requests, 0.0% 5xx, p95 2.1 ms | baseline ...".
+pub fn step_line(step: &Value) -> String {
     let side = |w: &Value| {
         format!(
             "{} requests, {:.1}% 5xx, p95 {}",

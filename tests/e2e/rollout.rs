@@ -216,6 +216,7 @@ async fn a_healthy_green_reaches_every_client_through_the_cli() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("{stdout}");
     assert!(stdout.contains("step 20%: pass"), "{stdout}");
     assert!(stdout.contains("step 50%: pass"), "{stdout}");
     assert!(
@@ -326,4 +327,150 @@ async fn a_restart_mid_rollout_comes_back_on_the_baseline() {
         "{v}"
     );
     assert_eq!(bg.body("/").await, "blue\n");
+}
+
+/// `turnout fleet rollout ARGS... --instance URL...` for every instance of `fleet`.
+fn fleet_rollout(fleet: &[BlueGreen], args: &[&str]) -> std::process::Command {
+    let mut cmd = fleet[0].sandbox.command(&["fleet", "rollout"]);
+    cmd.args(args);
+    for bg in fleet {
+        cmd.arg("--instance").arg(bg.admin_base());
+    }
+    cmd
+}
+
+async fn three() -> Vec<BlueGreen> {
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(BlueGreen::start().await);
+    }
+    fleet
+}
+
+async fn weights(bg: &BlueGreen) -> Value {
+    call(bg, Method::GET, "/v1/status", None).await.1["weights"].clone()
+}
+
+/// Three instances under load, one of whose greens fails one request in five: the fleet's sum
+/// fails the first step and every instance goes back to blue; a healthy fleet goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rollout_judges_the_sum_and_rolls_every_instance_back() {
+    let fleet = three().await;
+    fleet[1].green.set_fail_percent(20);
+    let loads: Vec<Load> = fleet
+        .iter()
+        .map(|bg| Load::start(bg.turnout.url("/"), 2))
+        .collect();
+    let mut cmd = fleet_rollout(
+        &fleet,
+        &[
+            "--to",
+            "green",
+            "--steps",
+            "20,100",
+            "--bake",
+            "1s",
+            "--min-requests",
+            "30",
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("task")
+        .expect("run turnout fleet rollout");
+    let mut hurt = 0;
+    for load in loads {
+        let tally = load.finish().await;
+        assert_eq!(tally.other, 0, "{tally:?}");
+        hurt += tally.green_errors;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("step 20%: fail on error_"), "{stdout}");
+    assert!(
+        stdout.contains("failed: every instance is back on blue"),
+        "{stdout}"
+    );
+    assert!(hurt > 0);
+    for bg in &fleet {
+        assert_eq!(weights(bg).await, serde_json::json!({"blue": 100}));
+        assert_eq!(bg.body("/").await, "blue\n");
+    }
+
+    fleet[1].green.set_fail_percent(0);
+    let loads: Vec<Load> = fleet
+        .iter()
+        .map(|bg| Load::start(bg.turnout.url("/"), 2))
+        .collect();
+    let mut cmd = fleet_rollout(
+        &fleet,
+        &[
+            "--to",
+            "green",
+            "--steps",
+            "50,100",
+            "--bake",
+            "600ms",
+            "--min-requests",
+            "10",
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("task")
+        .expect("run turnout fleet rollout");
+    for load in loads {
+        load.finish().await;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("step 50%: pass"), "{stdout}");
+    for bg in &fleet {
+        assert_eq!(bg.body("/").await, "green\n");
+        let (_, h) = call(bg, Method::POST, "/v1/rollout/hold", None).await;
+        assert!(h["error"].is_string(), "holds need a body: {h}");
+    }
+}
+
+/// A coordinator that dies half-way leaves no instance split: each one's hold runs out and it
+/// goes back to the baseline by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_go_back_by_themselves_when_the_fleet_coordinator_dies() {
+    let fleet = three().await;
+    let mut child = fleet_rollout(
+        &fleet,
+        &[
+            "--to", "green", "--steps", "50,100", "--bake", "60s", "--hold", "1s",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("start turnout fleet rollout");
+    let split = serde_json::json!({"blue": 50, "green": 50});
+    let until = Instant::now() + Duration::from_secs(10);
+    for bg in &fleet {
+        while weights(bg).await != split {
+            assert!(Instant::now() < until, "the fleet never split");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    child.kill().expect("kill the coordinator");
+    let _ = child.wait();
+    let until = Instant::now() + Duration::from_secs(10);
+    for bg in &fleet {
+        while weights(bg).await != serde_json::json!({"blue": 100}) {
+            assert!(Instant::now() < until, "an instance stayed split");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, v) = call(bg, Method::GET, "/v1/rollout", None).await;
+        let reason = v["history"][0]["reason"].as_str().unwrap_or("").to_owned();
+        assert!(reason.contains("stopped renewing its hold"), "{v}");
+    }
 }

@@ -130,6 +130,11 @@ pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
         .route("/v1/split", put(put_split))
         .route("/v1/rollout", post(start_rollout).get(get_rollout))
         .route("/v1/rollout/abort", post(abort_rollout))
+        .route(
+            "/v1/rollout/hold",
+            post(hold_rollout).delete(release_rollout_hold),
+        )
+        .route("/v1/rollout/sample", get(rollout_sample))
         .route("/v1/cache", axum::routing::delete(purge_cache))
         .route("/v1/tls/reload", post(reload_tls))
         .route("/v1/rules", put(put_rules).get(get_rules))
@@ -464,6 +469,60 @@ async fn abort_rollout(
     State(state): State<AdminState>,
 ) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
     Ok(Json(state.control.abort_rollout()?))
+}
+
+/// `POST /v1/rollout/hold` (a fleet rollout's coordinator, renewing every second or so): unless
+/// renewed within `ttl`, this instance goes back to `baseline` by itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    baseline: String,
+    ttl: String,
+}
+
+async fn hold_rollout(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<HoldBody>,
+) -> Result<Json<turnout_core::rollout::run::HoldReport>, ApiError> {
+    let ttl = duration_field("ttl", Some(&body.ttl))?.unwrap_or_default();
+    if ttl.is_zero() || ttl > Duration::from_secs(600) {
+        return Err(ApiError::BadRequest(
+            "ttl: must be more than 0s and at most 10m".into(),
+        ));
+    }
+    Ok(Json(state.control.hold(&body.baseline, ttl).await?))
+}
+
+async fn release_rollout_hold(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "released": state.control.release_hold().await }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleQuery {
+    /// Pool names, comma-separated.
+    pools: String,
+}
+
+/// `GET /v1/rollout/sample?pools=blue,green`: each pool's request, 5xx and latency-histogram
+/// counters since start-up, for a fleet rollout's coordinator to add up and judge.
+async fn rollout_sample(
+    State(state): State<AdminState>,
+    axum::extract::Query(query): axum::extract::Query<SampleQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pools: Vec<&str> = query.pools.split(',').map(str::trim).collect();
+    let samples = state.control.samples(&pools)?;
+    Ok(Json(serde_json::Value::Object(
+        samples
+            .into_iter()
+            .map(|(name, sample)| {
+                (
+                    name,
+                    serde_json::to_value(sample).expect("a sample serializes"),
+                )
+            })
+            .collect(),
+    )))
 }
 
 async fn change_active(

@@ -4,11 +4,12 @@
 
 pub mod run;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use turnout_config::rollout::RolloutPolicy;
 
-/// A pool's counters at one moment, since start-up (see `PoolMetrics::sample`).
-#[derive(Debug, Clone, Default)]
+/// A pool's counters at one moment, since start-up (see `PoolMetrics::sample`). A fleet
+/// rollout adds up the samples of every instance (`GET /v1/rollout/sample`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Sample {
     pub requests: u64,
     /// Answers with a 5xx status.
@@ -31,6 +32,21 @@ pub struct Window {
 }
 
 impl Sample {
+    /// This sample and `other` added up (two instances' counters of the same pool).
+    pub fn add(&mut self, other: &Sample) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.buckets.is_empty() {
+            self.buckets = other.buckets.clone();
+            return;
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            if mine.0 == theirs.0 {
+                mine.1 += theirs.1;
+            }
+        }
+    }
+
     /// The window from `start` to this sample.
     pub fn since(&self, start: &Sample) -> Window {
         let requests = self.requests.saturating_sub(start.requests);

@@ -86,6 +86,25 @@ struct Book {
     current: Option<(RolloutReport, Arc<tokio::sync::Notify>)>,
     history: VecDeque<RolloutReport>,
     next_id: u64,
+    hold: Option<Hold>,
+}
+
+/// A fleet rollout's hold on this instance: its coordinator renews it while the fleet is split;
+/// if the coordinator goes silent past `deadline`, this instance goes back to `baseline` by
+/// itself, so a coordinator that died never leaves the fleet split.
+#[derive(Debug)]
+struct Hold {
+    id: u64,
+    baseline: String,
+    deadline: Instant,
+    started_at: String,
+}
+
+/// The answer to a hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldReport {
+    pub baseline: String,
+    pub expires_in_ms: u64,
 }
 
 impl RolloutBook {
@@ -188,7 +207,13 @@ impl Control {
             book.current = Some((report.clone(), Arc::clone(&abort)));
             report
         };
-        if let Err(e) = self.write_marker(&report).await {
+        let marker = Marker {
+            id: report.id,
+            target: report.target.clone(),
+            baseline: report.baseline.clone(),
+            started_at: report.started_at.clone(),
+        };
+        if let Err(e) = self.write_marker(&marker).await {
             self.rollouts().lock().current = None;
             return Err(e);
         }
@@ -215,6 +240,148 @@ impl Control {
                 Ok(report.clone())
             }
             None => Err(CoreError::NoRollout),
+        }
+    }
+
+    /// Takes or renews a fleet rollout's hold: unless renewed within `ttl`, every new client
+    /// goes back to `baseline`. Refused for an unknown pool, and while a hold for another
+    /// baseline is in place.
+    pub async fn hold(&self, baseline: &str, ttl: Duration) -> Result<HoldReport, CoreError> {
+        self.router().snapshot().pool(baseline)?;
+        let deadline = Instant::now() + ttl;
+        let created = {
+            let mut book = self.rollouts().lock();
+            match &mut book.hold {
+                Some(hold) if hold.baseline == baseline => {
+                    hold.deadline = deadline;
+                    None
+                }
+                Some(hold) => {
+                    return Err(CoreError::Invalid(format!(
+                        "a fleet rollout holds this instance for baseline {:?}; release it first (DELETE /v1/rollout/hold)",
+                        hold.baseline
+                    )))
+                }
+                None => {
+                    book.next_id += 1;
+                    let hold = Hold {
+                        id: book.next_id,
+                        baseline: baseline.to_string(),
+                        deadline,
+                        started_at: now_rfc3339(),
+                    };
+                    let marker = Marker {
+                        id: hold.id,
+                        target: "(fleet rollout)".into(),
+                        baseline: hold.baseline.clone(),
+                        started_at: hold.started_at.clone(),
+                    };
+                    let id = hold.id;
+                    book.hold = Some(hold);
+                    Some((id, marker))
+                }
+            }
+        };
+        if let Some((id, marker)) = created {
+            if let Err(e) = self.write_marker(&marker).await {
+                self.rollouts().lock().hold = None;
+                return Err(e);
+            }
+            tracing::info!(target: "turnout::admin", baseline, ttl_ms = ttl.as_millis() as u64, "a fleet rollout holds this instance");
+            let control = self.clone();
+            tokio::spawn(async move { control.watch_hold(id).await });
+        }
+        Ok(HoldReport {
+            baseline: baseline.to_string(),
+            expires_in_ms: ttl.as_millis() as u64,
+        })
+    }
+
+    /// Ends the fleet rollout's hold (its coordinator is done): the routing stays as it is.
+    /// Answers whether there was one.
+    pub async fn release_hold(&self) -> bool {
+        let released = self.rollouts().lock().hold.take().is_some();
+        if released {
+            self.remove_marker().await;
+            tracing::info!(target: "turnout::admin", "the fleet rollout released this instance");
+        }
+        released
+    }
+
+    /// The hold's watchdog: back to the baseline when its coordinator stops renewing it.
+    async fn watch_hold(&self, id: u64) {
+        loop {
+            // `Ok(deadline)`: renewed, sleep on; `Err(Some(hold))`: ran out; `Err(None)`:
+            // released, or another hold took its place.
+            let next = {
+                let mut book = self.rollouts().lock();
+                match &book.hold {
+                    Some(hold) if hold.id == id && Instant::now() < hold.deadline => {
+                        Ok(hold.deadline)
+                    }
+                    Some(hold) if hold.id == id => Err(book.hold.take()),
+                    _ => Err(None),
+                }
+            };
+            match next {
+                Ok(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                Err(Some(hold)) => return self.hold_expired(hold).await,
+                Err(None) => return,
+            }
+        }
+    }
+
+    async fn hold_expired(&self, hold: Hold) {
+        tracing::warn!(target: "turnout::admin", baseline = %hold.baseline, "the fleet rollout's coordinator stopped renewing its hold; every new client goes back to the baseline");
+        if let Err(e) = self
+            .apply(
+                Command::Switch {
+                    to: hold.baseline.clone(),
+                },
+                true,
+            )
+            .await
+        {
+            tracing::error!(target: "turnout::admin", error = %e, "could not go back to the baseline");
+        }
+        self.remove_marker().await;
+        let env = Arc::clone(&self.router().snapshot().env);
+        env.metrics.rollouts.with_label_values(&["failed"]).inc();
+        self.rollouts().finish(RolloutReport {
+            id: hold.id,
+            target: "(fleet rollout)".into(),
+            baseline: hold.baseline.clone(),
+            outcome: "failed",
+            percent: 0,
+            policy: RolloutPolicy::default(),
+            started_at: hold.started_at,
+            finished_at: Some(now_rfc3339()),
+            steps: Vec::new(),
+            reason: Some(format!(
+                "the fleet rollout's coordinator stopped renewing its hold; this instance went back to the baseline {}",
+                hold.baseline
+            )),
+            drained: None,
+            took_ms: None,
+        });
+    }
+
+    /// Every pool's counters now, for a fleet rollout's coordinator (which adds them up over
+    /// the instances and judges the sum).
+    pub fn samples(&self, pools: &[&str]) -> Result<Vec<(String, super::Sample)>, CoreError> {
+        let snapshot = self.router().snapshot();
+        pools
+            .iter()
+            .map(|name| {
+                let pool = snapshot.pool(name)?;
+                Ok((name.to_string(), pool.metrics().sample()))
+            })
+            .collect()
+    }
+
+    async fn remove_marker(&self) {
+        if let Some(path) = self.marker_path() {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
         }
     }
 
@@ -277,17 +444,11 @@ impl Control {
         Some(state.with_file_name(name))
     }
 
-    async fn write_marker(&self, report: &RolloutReport) -> Result<(), CoreError> {
+    async fn write_marker(&self, marker: &Marker) -> Result<(), CoreError> {
         let Some(path) = self.marker_path() else {
             return Ok(());
         };
-        let bytes = serde_json::to_vec_pretty(&Marker {
-            id: report.id,
-            target: report.target.clone(),
-            baseline: report.baseline.clone(),
-            started_at: report.started_at.clone(),
-        })
-        .expect("a marker serializes");
+        let bytes = serde_json::to_vec_pretty(marker).expect("a marker serializes");
         let file = crate::StateFile::new(path.clone());
         tokio::task::spawn_blocking(move || file.write(&bytes))
             .await
@@ -330,9 +491,7 @@ impl Control {
         report.reason = reason;
         report.finished_at = Some(now_rfc3339());
         report.took_ms = Some(started.elapsed().as_millis() as u64);
-        if let Some(path) = self.marker_path() {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-        }
+        self.remove_marker().await;
         match outcome {
             "passed" => {
                 tracing::info!(target: "turnout::admin", id = report.id, to = %report.target, took_ms = report.took_ms, "rollout passed")

@@ -1,4 +1,5 @@
-//! `turnout fleet switch|split|rollback|status`: every instance flips together, or none does.
+//! `turnout fleet switch|split|rollback|rollout|status`: every instance flips together, or none
+//! does (the guarded rollout of a fleet is in [`rollout`]).
 //!
 //! A switch is two-phase over each instance's admin API: prepare on all at once (each probes
 //! its target pool and holds the switch under a token); if any prepare fails, abort the others
@@ -15,6 +16,8 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::client::{admin_client, request, summary, AdminClient, Outcome};
+
+mod rollout;
 
 #[derive(Debug, clap::Args)]
 pub struct FleetArgs {
@@ -73,6 +76,25 @@ pub enum FleetCommand {
         #[command(flatten)]
         phase: PhaseArgs,
     },
+    /// A guarded rollout of every instance together: each step a fleet split (all or none),
+    /// judged on the sum of every instance's counters; a failed check sends every instance back
+    /// to the baseline. Each instance is held while the fleet is split: if this command dies,
+    /// every instance goes back to the baseline by itself once --hold runs out. The policy is
+    /// the built-in [rollout] defaults with these flags over them. Exit 0 passed, 1 rolled back.
+    Rollout {
+        /// The pool to roll out, e.g. green.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        policy: crate::rollout::PolicyArgs,
+        /// How long an instance stays split without hearing from this command.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
     /// One line per instance: active pool, generation, healthy servers, in flight. Exit 1 when
     /// the instances disagree on the active pool, 2 when one cannot be reached.
     Status {
@@ -110,6 +132,16 @@ pub fn run(command: FleetCommand) -> ExitCode {
             FleetCommand::Rollback { fleet, phase } => match Fleet::new(&fleet) {
                 Ok(f) => f.rollback(&phase).await,
                 Err(e) => usage(&e),
+            },
+            FleetCommand::Rollout {
+                to,
+                policy,
+                hold,
+                fleet,
+                phase,
+            } => match (Fleet::new(&fleet), policy.policy()) {
+                (Ok(f), Ok(policy)) => f.rollout(&to, &policy, &phase, hold).await,
+                (Err(e), _) | (_, Err(e)) => usage(&e),
             },
             FleetCommand::Status { fleet } => match Fleet::new(&fleet) {
                 Ok(f) => f.status().await,
