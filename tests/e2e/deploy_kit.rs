@@ -70,7 +70,10 @@ async fn deploy_switch_and_rollback_scripts_run_end_to_end() {
             .env("DEPLOY_STOP_CMD", STOP)
             .env("STOP_CMD", STOP)
             .env("DEPLOY_HEALTH_TIMEOUT", "20")
-            .env("DRAIN_TIMEOUT", "10s");
+            .env("DRAIN_TIMEOUT", "10s")
+            // A plain fleet switch unless a case asks for steps (nothing loads this turnout,
+            // so a step could never reach its minimum of requests).
+            .env("ROLLOUT_STEPS", "100");
         cmd
     };
 
@@ -100,9 +103,15 @@ async fn deploy_switch_and_rollback_scripts_run_end_to_end() {
     assert_eq!(body("/").await, "blue\n");
     assert_eq!(stopped(apps.path()), "");
 
-    // switch.sh: green serves, blue's app was stopped.
-    let (code, text) = run(kit("switch.sh")).await;
+    // switch.sh, stepping through a guarded rollout: green serves, blue's app was stopped.
+    let mut stepped = kit("switch.sh");
+    stepped
+        .env("ROLLOUT_STEPS", "50,100")
+        .env("ROLLOUT_BAKE", "300ms")
+        .env("ROLLOUT_ARGS", "--min-requests 0");
+    let (code, text) = run(stepped).await;
     assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("step 50%: pass"), "{text}");
     assert_eq!(body("/").await, "green v2\n");
     assert_eq!(stopped(apps.path()), "blue\n");
 
