@@ -1,7 +1,8 @@
 //! `turnout rollout POOL`: starts a guarded rollout through the admin API and follows it to its
 //! end, a line per step judged; exit 0 when the pool took every new client, 1 when the rollout
 //! failed or was aborted (every new client is back on the baseline), 2 when the API could not be
-//! reached. `turnout rollout --abort` stops the one under way.
+//! reached. `turnout rollout --abort` stops the one under way; `--pause` and `--resume` hold it
+//! at its step and let it go on.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,12 +14,18 @@ use crate::client::{self, AdminArgs, Outcome};
 
 #[derive(Debug, clap::Args)]
 pub struct RolloutArgs {
-    /// The pool to roll out, e.g. green (not with --abort).
-    #[arg(required_unless_present = "abort")]
+    /// The pool to roll out, e.g. green (not with --abort, --pause or --resume).
+    #[arg(required_unless_present_any = ["abort", "pause", "resume"])]
     pool: Option<String>,
     /// Stop the rollout under way: every new client back to the baseline.
-    #[arg(long, conflicts_with = "pool")]
+    #[arg(long, conflicts_with_all = ["pool", "pause", "resume"])]
     abort: bool,
+    /// Hold the rollout under way at its step (a failing check still rolls it back).
+    #[arg(long, conflicts_with_all = ["pool", "resume"])]
+    pause: bool,
+    /// Let a paused rollout go on.
+    #[arg(long, conflicts_with = "pool")]
+    resume: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Skip the health gate before the first step and the last.
@@ -123,6 +130,26 @@ pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     runtime.block_on(async {
+        if args.pause || args.resume {
+            let path = if args.pause {
+                "/v1/rollout/pause"
+            } else {
+                "/v1/rollout/resume"
+            };
+            return match client::call_async(admin, Method::POST, path, None).await {
+                Outcome::Ok(v) => {
+                    println!(
+                        "rollout {} of {} {} at {}%",
+                        v["id"],
+                        v["target"].as_str().unwrap_or("?"),
+                        if args.pause { "paused" } else { "resumed" },
+                        v["percent"]
+                    );
+                    ExitCode::SUCCESS
+                }
+                other => client::report_failure(other),
+            };
+        }
         if args.abort {
             return match client::call_async(admin, Method::POST, "/v1/rollout/abort", None).await {
                 Outcome::Ok(v) => {

@@ -474,3 +474,74 @@ async fn instances_go_back_by_themselves_when_the_fleet_coordinator_dies() {
         assert!(reason.contains("stopped renewing its hold"), "{v}");
     }
 }
+
+/// `[rollout] check_cmd` must also pass for a step to pass (it sees the step in its
+/// environment); a paused rollout holds its step until resumed.
+#[tokio::test]
+async fn check_cmd_gates_each_step_and_a_paused_rollout_holds_its_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("steps");
+    let bg = BlueGreen::start_with(&format!(
+        "\n[rollout]\ncheck_cmd = '''echo $TURNOUT_ROLLOUT_TARGET $TURNOUT_ROLLOUT_PERCENT >> {}; test $TURNOUT_ROLLOUT_PERCENT -lt 50 || {{ echo smoke failed at $TURNOUT_ROLLOUT_PERCENT >&2; exit 3; }}'''\n",
+        seen.display()
+    ))
+    .await;
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [20, 50, 100], "bake": "300ms", "min_requests": 0}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let report = ended(&bg, 10).await;
+    assert_eq!(report["outcome"], "failed", "{report}");
+    assert_eq!(report["steps"][0]["verdict"], "pass", "{report}");
+    assert_eq!(report["steps"][1]["check"], "check_cmd", "{report}");
+    let reason = report["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("smoke failed at 50") && reason.contains('3'),
+        "{reason}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&seen).expect("check_cmd ran"),
+        "green 20\ngreen 50\n"
+    );
+    assert_eq!(bg.body("/").await, "blue\n");
+    // A call cannot bring its own command.
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "check_cmd": "true"}"#),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "steps": [30, 100], "bake": "300ms", "min_requests": 0}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let (status, v) = call(&bg, Method::POST, "/v1/rollout/pause", None).await;
+    assert_eq!(
+        (status, v["paused"].clone()),
+        (200, Value::Bool(true)),
+        "{v}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, v) = call(&bg, Method::GET, "/v1/rollout", None).await;
+    assert_eq!(v["current"]["percent"], 30, "held at its step: {v}");
+    assert_eq!(
+        weights(&bg).await,
+        serde_json::json!({"blue": 70, "green": 30})
+    );
+    let (status, _) = call(&bg, Method::POST, "/v1/rollout/resume", None).await;
+    assert_eq!(status, 200);
+    let report = ended(&bg, 10).await;
+    assert_eq!(report["outcome"], "passed", "{report}");
+    assert_eq!(bg.body("/").await, "green\n");
+}

@@ -130,6 +130,8 @@ pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
         .route("/v1/split", put(put_split))
         .route("/v1/rollout", post(start_rollout).get(get_rollout))
         .route("/v1/rollout/abort", post(abort_rollout))
+        .route("/v1/rollout/pause", post(pause_rollout))
+        .route("/v1/rollout/resume", post(resume_rollout))
         .route(
             "/v1/rollout/hold",
             post(hold_rollout).delete(release_rollout_hold),
@@ -438,6 +440,9 @@ async fn start_rollout(
         max_p99_ratio: body.max_p99_ratio,
         latency_floor: duration_field("latency_floor", body.latency_floor.as_deref())?
             .map(HumanDuration),
+        // Never from a call: an API that runs commands would hand a shell to anyone who can
+        // reach it. Only `[rollout] check_cmd` in the config file.
+        check_cmd: None,
     };
     let policy = state
         .control
@@ -462,6 +467,20 @@ async fn get_rollout(State(state): State<AdminState>) -> Json<serde_json::Value>
         "current": state.control.rollout(),
         "history": state.control.rollout_history(),
     }))
+}
+
+/// `POST /v1/rollout/pause`: hold the rollout at its step (a failing check still rolls back).
+async fn pause_rollout(
+    State(state): State<AdminState>,
+) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
+    Ok(Json(state.control.pause_rollout(true)?))
+}
+
+/// `POST /v1/rollout/resume`: let a paused rollout go on.
+async fn resume_rollout(
+    State(state): State<AdminState>,
+) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
+    Ok(Json(state.control.pause_rollout(false)?))
 }
 
 /// `POST /v1/rollout/abort`: every new client back to the baseline now.

@@ -34,6 +34,11 @@ pub struct RolloutPolicy {
     pub max_p99_ratio: f64,
     #[serde(with = "humantime_serde_ms")]
     pub latency_floor: Duration,
+    /// A command (`sh -c`) run once a step's own checks passed; the step passes only if it
+    /// exits 0 (a smoke test of the new version, say). Config file only: never from an API
+    /// call, which must not be able to run commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_cmd: Option<String>,
 }
 
 /// Every float of a checked policy is finite (never NaN), so equality is total.
@@ -62,6 +67,7 @@ impl Default for RolloutPolicy {
             max_p95_ratio: 1.5,
             max_p99_ratio: 2.0,
             latency_floor: Duration::from_millis(50),
+            check_cmd: None,
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct RolloutOverrides {
     pub max_p95_ratio: Option<f64>,
     pub max_p99_ratio: Option<f64>,
     pub latency_floor: Option<HumanDuration>,
+    pub check_cmd: Option<String>,
 }
 
 impl RolloutPolicy {
@@ -98,6 +105,9 @@ impl RolloutPolicy {
         set_d(&mut p.bake, &over.bake);
         set_d(&mut p.max_wait, &over.max_wait);
         set_d(&mut p.latency_floor, &over.latency_floor);
+        if let Some(cmd) = &over.check_cmd {
+            p.check_cmd = Some(cmd.clone()).filter(|c| !c.trim().is_empty());
+        }
         if let Some(n) = over.min_requests {
             p.min_requests = n;
         }

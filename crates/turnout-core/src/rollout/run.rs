@@ -57,6 +57,8 @@ pub struct RolloutReport {
     /// Milliseconds from the start to the end (to the rollback, for a failed one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub took_ms: Option<u64>,
+    /// Held at its step by `POST /v1/rollout/pause` (a failing check still rolls it back).
+    pub paused: bool,
 }
 
 /// One step, judged.
@@ -121,11 +123,54 @@ impl RolloutBook {
         }
     }
 
+    fn paused(&self) -> bool {
+        self.lock().current.as_ref().is_some_and(|(r, _)| r.paused)
+    }
+
     fn finish(&self, report: RolloutReport) {
         let mut book = self.lock();
         book.current = None;
         book.history.push_front(report);
         book.history.truncate(HISTORY);
+    }
+}
+
+/// How long `check_cmd` may run.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `[rollout] check_cmd` with `sh -c` once a step's own checks passed: exit 0 lets the
+/// step pass. It sees the step in its environment. `Err` says why not, with the end of what it
+/// wrote to stderr.
+async fn check_cmd(cmd: &str, report: &RolloutReport, percent: u32) -> Result<(), String> {
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("TURNOUT_ROLLOUT_TARGET", &report.target)
+        .env("TURNOUT_ROLLOUT_BASELINE", &report.baseline)
+        .env("TURNOUT_ROLLOUT_PERCENT", percent.to_string())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+        Err(_) => Err(format!(
+            "check_cmd did not finish within {}s",
+            CHECK_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("check_cmd could not run: {e}")),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: String = stderr
+                .trim()
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            Err(format!("check_cmd failed ({}): {tail}", out.status))
+        }
     }
 }
 
@@ -203,6 +248,7 @@ impl Control {
                 reason: None,
                 drained: None,
                 took_ms: None,
+                paused: false,
             };
             book.current = Some((report.clone(), Arc::clone(&abort)));
             report
@@ -230,6 +276,21 @@ impl Control {
             .filter(|r| r.id == id)
             .or_else(|| self.rollout_history().into_iter().find(|r| r.id == id))
             .expect("a rollout is under way or in the history"))
+    }
+
+    /// Holds the rollout under way at its step (`paused`), or lets it go on: while paused a
+    /// step neither passes nor fails for too few requests, but a failing check still sends
+    /// every new client back to the baseline.
+    pub fn pause_rollout(&self, paused: bool) -> Result<RolloutReport, CoreError> {
+        let mut book = self.rollouts().lock();
+        match book.current.as_mut() {
+            Some((report, _)) => {
+                report.paused = paused;
+                tracing::info!(target: "turnout::admin", id = report.id, paused, "rollout {}", if paused { "paused" } else { "resumed" });
+                Ok(report.clone())
+            }
+            None => Err(CoreError::NoRollout),
+        }
     }
 
     /// Stops the rollout under way and sends every new client back to its baseline.
@@ -363,6 +424,7 @@ impl Control {
             )),
             drained: None,
             took_ms: None,
+            paused: false,
         });
     }
 
@@ -426,6 +488,7 @@ impl Control {
             reason: Some(reason),
             drained: None,
             took_ms: None,
+            paused: false,
         });
         self.router()
             .snapshot()
@@ -565,7 +628,6 @@ impl Control {
             let bake_end = step_started + policy.bake;
             // Judged every RECHECK while it bakes: a failing check ends the step at once (fewer
             // clients meet a bad version); a pass counts only once the whole bake has run.
-            let next_wake = || (Instant::now() + RECHECK).min(bake_end);
             let mut wake = (step_started + RECHECK).min(bake_end);
             loop {
                 tokio::select! {
@@ -596,8 +658,25 @@ impl Control {
                     ran_ms,
                 };
                 let baked = Instant::now() >= bake_end;
-                match judge(policy, &target, &baseline) {
-                    Verdict::Pass | Verdict::TooFew if !baked => wake = next_wake(),
+                // Paused: no step passes and none fails for too few requests; a failing check
+                // still rolls back.
+                let paused = self.rollouts().paused();
+                let recheck = Instant::now() + RECHECK;
+                let mut verdict = judge(policy, &target, &baseline);
+                if verdict == Verdict::Pass && baked && !paused {
+                    if let Some(cmd) = &policy.check_cmd {
+                        if let Err(detail) = check_cmd(cmd, report, percent).await {
+                            verdict = Verdict::Fail {
+                                check: "check_cmd",
+                                detail,
+                            };
+                        }
+                    }
+                }
+                match verdict {
+                    Verdict::Pass | Verdict::TooFew if !baked => wake = recheck.min(bake_end),
+                    Verdict::Pass if paused => wake = recheck,
+                    Verdict::TooFew if paused => wake = recheck,
                     Verdict::Pass => {
                         metrics.rollout_steps.with_label_values(&["pass"]).inc();
                         let s = step("pass", None);
