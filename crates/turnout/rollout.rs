@@ -64,6 +64,10 @@ pub struct PolicyArgs {
     /// Latencies under this are never judged slow ("50ms").
     #[arg(long, value_name = "DURATION")]
     latency_floor: Option<String>,
+    /// Before the first step, copy this share (percent) of live GET/HEAD/OPTIONS requests to
+    /// the target for a bake, its answers thrown away, and judge it like a step.
+    #[arg(long, value_name = "PERCENT")]
+    mirror: Option<u32>,
 }
 
 impl PolicyArgs {
@@ -83,6 +87,9 @@ impl PolicyArgs {
         }
         if let Some(n) = self.min_requests {
             body.insert("min_requests".into(), n.into());
+        }
+        if let Some(m) = self.mirror {
+            body.insert("mirror_percent".into(), m.into());
         }
         for (key, value) in [
             ("max_error_rate", self.max_error_rate),
@@ -113,6 +120,7 @@ impl PolicyArgs {
             max_error_rate: self.max_error_rate,
             max_p95_ratio: self.max_p95_ratio,
             latency_floor: duration("latency-floor", &self.latency_floor)?,
+            mirror_percent: self.mirror,
             ..Default::default()
         };
         turnout_core::RolloutPolicy::default()

@@ -545,3 +545,61 @@ async fn check_cmd_gates_each_step_and_a_paused_rollout_holds_its_step() {
     assert_eq!(report["outcome"], "passed", "{report}");
     assert_eq!(bg.body("/").await, "green\n");
 }
+
+/// A mirror phase sends copies of live GETs to green before any client goes there: a failing
+/// green is judged on the copies and never answers a client; a healthy one goes on to its steps.
+#[tokio::test]
+async fn a_mirror_phase_judges_green_on_copies_no_client_sees() {
+    let bg = BlueGreen::start().await;
+    bg.green.set_fail_percent(50);
+    let load = Load::start(bg.turnout.url("/"), 4);
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "mirror_percent": 50, "steps": [10, 100], "bake": "1s", "min_requests": 20}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
+    let mirror = s["mirror"].as_str().unwrap_or_default().to_owned();
+    let report = ended(&bg, 20).await;
+    let tally = load.finish().await;
+    assert_eq!(mirror, "50% of GET,HEAD,OPTIONS to green", "{s}");
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "{report}");
+    assert_eq!(
+        (steps[0]["mirror"].clone(), steps[0]["check"].clone()),
+        (serde_json::json!(50), serde_json::json!("error_rate")),
+        "{report}"
+    );
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("mirror of 50%"),
+        "{report}"
+    );
+    assert_eq!(tally.green, 0, "no client saw green: {tally:?}");
+    assert_eq!(tally.other, 0, "{tally:?}");
+    assert!(bg.green.requests() >= 20, "the copies reached green");
+    let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
+    assert!(s["mirror"].is_null(), "{s}");
+
+    bg.green.set_fail_percent(0);
+    let load = Load::start(bg.turnout.url("/"), 4);
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "mirror_percent": 20, "steps": [100], "bake": "500ms", "min_requests": 5}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let report = ended(&bg, 20).await;
+    load.finish().await;
+    assert_eq!(report["outcome"], "passed", "{report}");
+    assert_eq!(report["steps"][0]["mirror"], 20, "{report}");
+    assert_eq!(bg.body("/").await, "green\n");
+}

@@ -410,6 +410,8 @@ struct RolloutBody {
     max_p95_ratio: Option<f64>,
     max_p99_ratio: Option<f64>,
     latency_floor: Option<String>,
+    mirror_percent: Option<u32>,
+    mirror_methods: Option<Vec<String>>,
 }
 
 fn duration_field(field: &str, value: Option<&str>) -> Result<Option<Duration>, ApiError> {
@@ -443,6 +445,8 @@ async fn start_rollout(
         // Never from a call: an API that runs commands would hand a shell to anyone who can
         // reach it. Only `[rollout] check_cmd` in the config file.
         check_cmd: None,
+        mirror_percent: body.mirror_percent,
+        mirror_methods: body.mirror_methods,
     };
     let policy = state
         .control

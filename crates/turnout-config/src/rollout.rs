@@ -34,6 +34,12 @@ pub struct RolloutPolicy {
     pub max_p99_ratio: f64,
     #[serde(with = "humantime_serde_ms")]
     pub latency_floor: Duration,
+    /// Before the first step, copy this share of live requests (percent, 0 for none) to the
+    /// target for a bake, its answers thrown away, and judge it like a step.
+    pub mirror_percent: u32,
+    /// The methods a mirror copies (requests with a body are not copied). Non-idempotent
+    /// methods only when listed here.
+    pub mirror_methods: Vec<String>,
     /// A command (`sh -c`) run once a step's own checks passed; the step passes only if it
     /// exits 0 (a smoke test of the new version, say). Config file only: never from an API
     /// call, which must not be able to run commands.
@@ -68,6 +74,8 @@ impl Default for RolloutPolicy {
             max_p99_ratio: 2.0,
             latency_floor: Duration::from_millis(50),
             check_cmd: None,
+            mirror_percent: 0,
+            mirror_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
         }
     }
 }
@@ -88,6 +96,8 @@ pub struct RolloutOverrides {
     pub max_p99_ratio: Option<f64>,
     pub latency_floor: Option<HumanDuration>,
     pub check_cmd: Option<String>,
+    pub mirror_percent: Option<u32>,
+    pub mirror_methods: Option<Vec<String>>,
 }
 
 impl RolloutPolicy {
@@ -107,6 +117,12 @@ impl RolloutPolicy {
         set_d(&mut p.latency_floor, &over.latency_floor);
         if let Some(cmd) = &over.check_cmd {
             p.check_cmd = Some(cmd.clone()).filter(|c| !c.trim().is_empty());
+        }
+        if let Some(m) = over.mirror_percent {
+            p.mirror_percent = m;
+        }
+        if let Some(methods) = &over.mirror_methods {
+            p.mirror_methods = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
         }
         if let Some(n) = over.min_requests {
             p.min_requests = n;
@@ -140,6 +156,22 @@ impl RolloutPolicy {
         }
         if steps.last() != Some(&100) {
             return Err(("steps", format!("{steps:?} must end at 100 (the switch)")));
+        }
+        if self.mirror_percent > 100 {
+            return Err((
+                "mirror_percent",
+                format!("{} is not a percentage from 0 to 100", self.mirror_percent),
+            ));
+        }
+        if self.mirror_percent > 0 && self.mirror_methods.is_empty() {
+            return Err(("mirror_methods", "needs at least one method to copy".into()));
+        }
+        if let Some(m) = self
+            .mirror_methods
+            .iter()
+            .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            return Err(("mirror_methods", format!("{m:?} is not a method")));
         }
         if self.bake.is_zero() {
             return Err(("bake", "must be longer than 0s".into()));

@@ -27,6 +27,17 @@ pub enum Command {
     },
     /// Replace the A/B rules.
     SetRules { rules: Vec<RuleSpec> },
+    /// Copy `percent` of the requests with one of `methods` (and no body) to pool `to` as
+    /// well, its answers thrown away; `None` stops it. Any other command stops it too.
+    Mirror { to: Option<MirrorSpec> },
+}
+
+/// What [`Command::Mirror`] copies, and where to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSpec {
+    pub to: String,
+    pub percent: u32,
+    pub methods: Vec<String>,
 }
 
 impl std::fmt::Display for Command {
@@ -53,6 +64,14 @@ impl std::fmt::Display for Command {
                 f.write_str("]")
             }
             Command::SetRules { rules } => write!(f, "set {} rule(s)", rules.len()),
+            Command::Mirror { to: None } => f.write_str("mirror off"),
+            Command::Mirror { to: Some(m) } => write!(
+                f,
+                "mirror {}% of {} to {}",
+                m.percent,
+                m.methods.join(","),
+                m.to
+            ),
         }
     }
 }
@@ -149,12 +168,56 @@ impl Command {
                 next.rules = rules.into();
                 next
             }
+            Command::Mirror { to } => {
+                let mirror = match to {
+                    None if cur.mirror.is_none() => return Ok(None),
+                    None => None,
+                    Some(spec) => {
+                        let pool = cur.pool(&spec.to)?;
+                        if pool.servers().is_empty() {
+                            return Err(CoreError::EmptyPool {
+                                name: spec.to.clone(),
+                            });
+                        }
+                        if !(1..=100).contains(&spec.percent) {
+                            return Err(CoreError::Invalid(format!(
+                                "mirror: {}% is not a percentage from 1 to 100",
+                                spec.percent
+                            )));
+                        }
+                        let methods = spec
+                            .methods
+                            .iter()
+                            .map(|m| {
+                                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(
+                                    |_| {
+                                        CoreError::Invalid(format!("mirror: {m:?} is not a method"))
+                                    },
+                                )
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Some(Arc::new(crate::snapshot::Mirror {
+                            pool: Arc::clone(pool),
+                            percent: spec.percent,
+                            methods,
+                        }))
+                    }
+                };
+                let mut next = cur.clone();
+                next.derive()?;
+                next.generation = cur.generation + 1;
+                next.changed_at = SystemTime::now();
+                next.mark = None;
+                next.mirror = mirror;
+                return Ok(Some(next));
+            }
         };
         next.derive()?;
         next.generation = cur.generation + 1;
         next.changed_at = SystemTime::now();
-        // Any change ends a fleet switch's mark; a commit sets its own afterwards.
+        // Any change ends a fleet switch's mark (a commit sets its own afterwards) and a mirror.
         next.mark = None;
+        next.mirror = None;
         Ok(Some(next))
     }
 
@@ -252,6 +315,50 @@ mod tests {
         assert_eq!(s2.previous_primary().map(PoolName::as_str), Some("green"));
         // The pools themselves are shared, not rebuilt, by a switch.
         assert!(Arc::ptr_eq(&s0.pools["green"], &s2.pools["green"]));
+    }
+
+    #[test]
+    fn a_mirror_is_set_checked_and_ended_by_any_other_change() {
+        let s0 = snapshot();
+        let mirror = |to: &str, percent, methods: &[&str]| Command::Mirror {
+            to: Some(MirrorSpec {
+                to: to.into(),
+                percent,
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+            }),
+        };
+        let s1 = mirror("green", 10, &["get"])
+            .apply(&s0)
+            .expect("ok")
+            .expect("changed");
+        let m = s1.mirror.as_ref().expect("a mirror");
+        assert_eq!((m.pool.name().as_str(), m.percent), ("green", 10));
+        assert!(m.takes(&http::Method::GET, 209) && !m.takes(&http::Method::GET, 210));
+        assert!(!m.takes(&http::Method::POST, 0));
+        assert_eq!(s1.weights, s0.weights, "no client moves");
+        assert!(switch("green")
+            .apply(&s1)
+            .expect("ok")
+            .expect("changed")
+            .mirror
+            .is_none());
+        let off = Command::Mirror { to: None };
+        assert!(off
+            .apply(&s1)
+            .expect("ok")
+            .expect("changed")
+            .mirror
+            .is_none());
+        assert!(off.apply(&s0).expect("ok").is_none(), "nothing to stop");
+        for (bad, why) in [
+            (mirror("green", 0, &["GET"]), "percentage"),
+            (mirror("green", 10, &["G E T"]), "not a method"),
+            (mirror("empty", 10, &["GET"]), "no servers"),
+            (mirror("purple", 10, &["GET"]), "unknown pool"),
+        ] {
+            let e = bad.apply(&s0).expect_err("refused").to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

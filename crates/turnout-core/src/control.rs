@@ -239,7 +239,7 @@ impl Control {
         match command {
             Command::Switch { .. } | Command::Split { .. } => next.env.metrics.switches.inc(),
             Command::Rollback => next.env.metrics.rollbacks.inc(),
-            Command::PutPool { .. } | Command::SetRules { .. } => {}
+            Command::PutPool { .. } | Command::SetRules { .. } | Command::Mirror { .. } => {}
         }
         tracing::info!(
             target: "turnout::admin",

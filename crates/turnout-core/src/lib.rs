@@ -29,7 +29,7 @@ pub mod split;
 pub mod state;
 pub mod status;
 
-pub use command::Command;
+pub use command::{Command, MirrorSpec};
 pub use control::{
     CacheAdmin, CacheStats, CertInfo, Control, Handles, Prepared, TlsAdmin, TlsReloadError,
 };

@@ -158,6 +158,27 @@ pub struct RoutingSnapshot {
     pub env: Arc<Env>,
     /// A fleet switch in progress (see [`FleetMark`]); any other change ends it.
     pub mark: Option<Arc<FleetMark>>,
+    /// Shadow traffic (a rollout's mirror phase): a share of requests also sent to a pool, its
+    /// answers discarded. Any other change ends it; never persisted.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+/// Copies of a share of live requests sent to `pool` as well: the client gets only its own
+/// pool's answer, and the copy's answer is counted in `pool`'s metrics and thrown away.
+#[derive(Debug)]
+pub struct Mirror {
+    pub pool: Arc<Pool>,
+    /// Of every 100 requests with one of `methods` and no body.
+    pub percent: u32,
+    pub methods: Vec<http::Method>,
+}
+
+impl Mirror {
+    /// Whether a request with `method` is copied this time (`draw`: a random number).
+    #[inline]
+    pub fn takes(&self, method: &http::Method, draw: u32) -> bool {
+        draw % 100 < self.percent && self.methods.iter().any(|m| m == method)
+    }
 }
 
 /// The mark of one fleet switch, shared by every instance it prepares, so a client the new
@@ -252,6 +273,7 @@ impl RoutingSnapshot {
             changed_at: SystemTime::now(),
             env,
             mark: None,
+            mirror: None,
         };
         snapshot.derive()?;
         Ok(snapshot)

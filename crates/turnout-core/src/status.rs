@@ -31,6 +31,9 @@ pub struct Status {
     /// A switch prepared here and waiting for its commit (a fleet switch under way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepared: Option<PreparedStatus>,
+    /// Shadow traffic under way (a rollout's mirror phase): "10% of GET,HEAD,OPTIONS to green".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// The guarded rollout under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::RolloutReport>,
@@ -137,6 +140,15 @@ impl From<&RoutingSnapshot> for Status {
                 .collect(),
             prepared: None,
             rollout: None,
+            mirror: s.mirror.as_ref().map(|m| {
+                let methods: Vec<&str> = m.methods.iter().map(http::Method::as_str).collect();
+                format!(
+                    "{}% of {} to {}",
+                    m.percent,
+                    methods.join(","),
+                    m.pool.name()
+                )
+            }),
             cache: None,
             tls: None,
         }

@@ -130,7 +130,7 @@ struct Shared {
     env: Arc<turnout_core::Env>,
     settings: ProxySettings,
     /// The upstream connections, kept alive per worker thread.
-    upstreams: forward::conns::Upstreams,
+    upstreams: Arc<forward::conns::Upstreams>,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.
@@ -148,13 +148,13 @@ impl DataPlane {
         // response head eight times nginx's default proxy_buffer_size. (32 KiB saved another
         // 50 KiB per slow reader, but split every 60 kB cached asset in two reads, and the
         // copies that joined them raised the cache's peak memory.)
-        let upstreams = forward::conns::Upstreams::new(
+        let upstreams = Arc::new(forward::conns::Upstreams::new(
             &settings.upstream_tls,
             settings.connect_timeout,
             settings.idle_timeout,
             settings.max_idle_per_server,
             UPSTREAM_MAX_BUF,
-        );
+        ));
         let metrics = &router.snapshot().env.metrics;
         let cache = Arc::new(
             cache::Cache::new(&settings.cache)

@@ -66,6 +66,9 @@ impl Shared {
             let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
             let (parts, body) = req.into_parts();
             let body = (!body.is_end_stream()).then_some(body);
+            if let (Some(mirror), None, false) = (&route.mirror, &body, upgrade) {
+                self.mirror(mirror, &parts, down);
+            }
             let close = h1 && body.is_some();
             let sent = self
                 .forward(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
+use turnout_core::snapshot::Mirror;
 use turnout_core::{Pool, Reason, Refusal, RequestInfo};
 
 use crate::body::ProxyBody;
@@ -18,6 +19,8 @@ pub(crate) struct Route {
     pub reason: Reason,
     /// A sticky or preview cookie, a fleet mark.
     cookies: [Option<HeaderValue>; 2],
+    /// A rollout's mirror phase copies this request to its pool too.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 impl Shared {
@@ -29,10 +32,18 @@ impl Shared {
             peer: down.peer.ip(),
         };
         let decision = snapshot.decide(&info, fastrand::u64(..))?;
+        let mirror = snapshot
+            .mirror
+            .as_ref()
+            .filter(|m| {
+                !Arc::ptr_eq(&m.pool, decision.pool) && m.takes(req.method(), fastrand::u32(..))
+            })
+            .cloned();
         Ok(Route {
             pool: Arc::clone(decision.pool),
             reason: decision.reason,
             cookies: decision.cookies.map(|c| c.cloned()),
+            mirror,
         })
     }
 }

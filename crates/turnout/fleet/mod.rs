@@ -140,6 +140,9 @@ pub fn run(command: FleetCommand) -> ExitCode {
                 fleet,
                 phase,
             } => match (Fleet::new(&fleet), policy.policy()) {
+                (Ok(_), Ok(policy)) if policy.mirror_percent > 0 => usage(
+                    "--mirror is for turnout rollout on one instance; a fleet rollout does not mirror",
+                ),
                 (Ok(f), Ok(policy)) => f.rollout(&to, &policy, &phase, hold).await,
                 (Err(e), _) | (_, Err(e)) => usage(&e),
             },

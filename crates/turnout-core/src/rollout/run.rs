@@ -65,6 +65,9 @@ pub struct RolloutReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub percent: u32,
+    /// The mirror phase: the share of requests copied to the target (no client saw it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<u32>,
     /// "pass" or "fail".
     pub verdict: &'static str,
     /// The check that failed: "error_rate", "error_ratio", "p95_latency", "p99_latency",
@@ -541,6 +544,10 @@ impl Control {
             if let Err(e) = self.apply(Command::Switch { to }, true).await {
                 tracing::error!(target: "turnout::admin", error = %e, "the rollout could not go back to its baseline");
             }
+            // A failed mirror phase: the switch above changed nothing, so end the copies.
+            if let Err(e) = self.apply(Command::Mirror { to: None }, true).await {
+                tracing::error!(target: "turnout::admin", error = %e, "the rollout could not stop its mirror");
+            }
         }
         let outcome = if outcome == "left" {
             "aborted"
@@ -582,8 +589,27 @@ impl Control {
         let policy = &req.policy;
         let env = Arc::clone(&self.router().snapshot().env);
         let metrics = &env.metrics;
-        for &percent in &policy.steps {
-            let command = if percent == 100 {
+        // The mirror phase (percent 0: no client goes to the target), then the steps.
+        let mirror = (policy.mirror_percent > 0).then_some(0);
+        for (percent, mirrored) in mirror
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(policy.steps.iter().map(|&p| (p, false)))
+        {
+            let name = if mirrored {
+                format!("mirror of {}%", policy.mirror_percent)
+            } else {
+                format!("step {percent}%")
+            };
+            let command = if mirrored {
+                Command::Mirror {
+                    to: Some(crate::MirrorSpec {
+                        to: req.to.clone(),
+                        percent: policy.mirror_percent,
+                        methods: policy.mirror_methods.clone(),
+                    }),
+                }
+            } else if percent == 100 {
                 Command::Switch { to: req.to.clone() }
             } else {
                 Command::Split {
@@ -595,7 +621,7 @@ impl Control {
             };
             let applied = match self.apply(command, req.force || percent < 100).await {
                 Ok(snapshot) => snapshot,
-                Err(e) => return ("failed", Some(format!("step {percent}%: {e}"))),
+                Err(e) => return ("failed", Some(format!("{name}: {e}"))),
             };
             report.percent = percent;
             metrics.rollout_percent.set(i64::from(percent));
@@ -603,7 +629,7 @@ impl Control {
             if let Some(tx) = first_step.take() {
                 let _ = tx.send(());
             }
-            tracing::info!(target: "turnout::admin", id = report.id, to = %req.to, percent, "rollout step");
+            tracing::info!(target: "turnout::admin", id = report.id, to = %req.to, percent, mirrored, "rollout step");
             if percent == 100 {
                 if let Some(limit) = req.wait_drained {
                     if let Ok(old) = applied.pool(&report.baseline) {
@@ -651,6 +677,7 @@ impl Control {
                 let ran_ms = step_started.elapsed().as_millis() as u64;
                 let step = |verdict, check| StepReport {
                     percent,
+                    mirror: mirrored.then_some(policy.mirror_percent),
                     verdict,
                     check,
                     target: target.clone(),
@@ -687,10 +714,7 @@ impl Control {
                     Verdict::Fail { check, detail } => {
                         metrics.rollout_steps.with_label_values(&["fail"]).inc();
                         report.steps.push(step("fail", Some(check)));
-                        return (
-                            "failed",
-                            Some(format!("step {percent}%: {check}: {detail}")),
-                        );
+                        return ("failed", Some(format!("{name}: {check}: {detail}")));
                     }
                     Verdict::TooFew if Instant::now() >= give_up => {
                         metrics.rollout_steps.with_label_values(&["fail"]).inc();
@@ -698,7 +722,7 @@ impl Control {
                         return (
                             "failed",
                             Some(format!(
-                                "step {percent}%: min_requests: the target answered {} requests in {} ms, fewer than the {} needed for a verdict (bake {} + max_wait {})",
+                                "{name}: min_requests: the target answered {} requests in {} ms, fewer than the {} needed for a verdict (bake {} + max_wait {})",
                                 target.requests,
                                 ran_ms,
                                 policy.min_requests,

@@ -6,6 +6,7 @@
 
 pub(crate) mod clients;
 pub(crate) mod conns;
+mod mirror;
 mod upgrade;
 
 use std::sync::atomic::Ordering;
@@ -290,7 +291,12 @@ impl Shared {
     /// upgrade's), `X-Forwarded-*` set (`X-Forwarded-Host` from the request's one Host, which
     /// `normalize_request` made sure of, an HTTP/2 `:authority` included), `Forwarded` and
     /// `X-Real-IP` only from a trusted proxy, the preview token taken out.
-    fn outbound_headers(&self, headers: &mut http::HeaderMap, down: &Downstream, upgrade: bool) {
+    pub(crate) fn outbound_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        down: &Downstream,
+        upgrade: bool,
+    ) {
         strip_hop_by_hop(headers, upgrade);
         let routing = &self.env.routing;
         let trusted = routing.trusted_proxies.contains(&down.peer.ip());

@@ -1,0 +1,78 @@
+//! Shadow traffic: a copy of a request (one without a body) sent to a rollout's target pool on
+//! a task of its own, after the original has gone its way. The client never waits for it and
+//! never sees its answer; the answer's status and time to its head are counted in the target
+//! pool's metrics, which is what the rollout's mirror phase judges.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::uri::Uri;
+use http::{Request, Version};
+use http_body_util::BodyExt;
+use turnout_core::snapshot::Mirror;
+use turnout_core::RequestInfo;
+
+use super::conns::{Stale, Upstreams};
+use crate::body::UpstreamBody;
+use crate::serve::Downstream;
+use crate::Shared;
+
+impl Shared {
+    /// Sends a copy of the request `parts` (its headers as they go upstream) to the mirror's
+    /// pool, on a task of its own.
+    pub(crate) fn mirror(&self, mirror: &Arc<Mirror>, parts: &Parts, down: &Downstream) {
+        let pool = Arc::clone(&mirror.pool);
+        let server = {
+            let info = RequestInfo {
+                headers: &parts.headers,
+                query: None,
+                peer: down.peer.ip(),
+            };
+            match pool.pick(|| self.env.routing.client_ip(&info)) {
+                Some(server) => server.clone(),
+                None => return,
+            }
+        };
+        let mut copy = Request::new(UpstreamBody::Empty);
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+        *copy.version_mut() = Version::HTTP_11;
+        *copy.headers_mut() = parts.headers.clone();
+        self.outbound_headers(copy.headers_mut(), down, false);
+        let upstreams = Arc::clone(&self.upstreams);
+        let timeout = self.settings.response_timeout;
+        tokio::spawn(async move {
+            let status = send(&upstreams, &pool, &server, copy, timeout).await;
+            tracing::debug!(pool = %pool.name(), server = %server.addr, status, "mirrored a request");
+        });
+    }
+}
+
+/// The copy sent, its answer read to the end and thrown away; the status counted (502 when
+/// the server failed, 504 when it did not answer in time) with the time to its head.
+async fn send(
+    upstreams: &Upstreams,
+    pool: &turnout_core::Pool,
+    server: &turnout_core::Upstream,
+    req: Request<UpstreamBody>,
+    timeout: Duration,
+) -> u16 {
+    let started = Instant::now();
+    let sent = upstreams.send(pool.name().as_str(), server, req, Stale::Redial);
+    let (status, body) = match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(resp)) => (resp.status().as_u16(), Some(resp.into_body())),
+        Ok(Err(_)) => (502, None),
+        Err(_) => (504, None),
+    };
+    pool.metrics()
+        .observe(status, started.elapsed().as_secs_f64());
+    if let Some(body) = body {
+        // Read to its end so the connection can serve again; bounded like any body.
+        let _ = tokio::time::timeout(timeout, body.collect()).await;
+    }
+    status
+}
