@@ -285,6 +285,24 @@ fn print_status(v: &Value) {
             p["expires_in_ms"]
         );
     }
+    if let Some(r) = v.get("rollout").filter(|r| r.is_object()) {
+        println!(
+            "rollout {}: {} -> {} at {}%{} ({} step(s) passed)",
+            r["id"],
+            r["baseline"].as_str().unwrap_or("?"),
+            r["target"].as_str().unwrap_or("?"),
+            r["percent"],
+            if r["paused"] == Value::Bool(true) {
+                ", paused"
+            } else {
+                ""
+            },
+            r["steps"].as_array().map_or(0, Vec::len)
+        );
+    }
+    if let Some(m) = v["mirror"].as_str() {
+        println!("mirror: {m}");
+    }
     println!();
     println!(
         "{:<16} {:>9} {:>8} {:>10}  SERVERS (- = unhealthy)",

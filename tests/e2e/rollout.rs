@@ -265,6 +265,16 @@ async fn too_little_traffic_waits_then_fails_and_rollouts_are_checked() {
     let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
     assert_eq!(s["rollout"]["percent"], 10, "{s}");
     assert_eq!(s["weights"], serde_json::json!({"blue": 90, "green": 10}));
+    let mut cmd = bg.sandbox.command(&["status", "--admin", &bg.admin_base()]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("task")
+        .expect("turnout status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(": blue -> green at 10% (0 step(s) passed)"),
+        "{text}"
+    );
     let report = ended(&bg, 10).await;
     assert_eq!(report["outcome"], "failed", "{report}");
     assert_eq!(report["steps"][0]["check"], "min_requests", "{report}");
@@ -404,6 +414,12 @@ async fn a_fleet_rollout_judges_the_sum_and_rolls_every_instance_back() {
         .iter()
         .map(|bg| Load::start(bg.turnout.url("/"), 2))
         .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("steps");
+    let check = format!(
+        "echo $TURNOUT_ROLLOUT_TARGET $TURNOUT_ROLLOUT_PERCENT >> {}",
+        seen.display()
+    );
     let mut cmd = fleet_rollout(
         &fleet,
         &[
@@ -413,6 +429,8 @@ async fn a_fleet_rollout_judges_the_sum_and_rolls_every_instance_back() {
             "50,100",
             "--bake",
             "600ms",
+            "--check-cmd",
+            &check,
             "--min-requests",
             "10",
         ],
@@ -432,6 +450,10 @@ async fn a_fleet_rollout_judges_the_sum_and_rolls_every_instance_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("step 50%: pass"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&seen).expect("--check-cmd ran"),
+        "green 50\n"
+    );
     for bg in &fleet {
         assert_eq!(bg.body("/").await, "green\n");
         let (_, h) = call(bg, Method::POST, "/v1/rollout/hold", None).await;

@@ -87,6 +87,11 @@ pub enum FleetCommand {
         to: String,
         #[command(flatten)]
         policy: crate::rollout::PolicyArgs,
+        /// A command (sh -c) run here once a step's checks pass; the step passes only if it
+        /// exits 0 (env TURNOUT_ROLLOUT_TARGET, _BASELINE, _PERCENT): a smoke test through the
+        /// load balancer, a webhook with curl.
+        #[arg(long, value_name = "COMMAND")]
+        check_cmd: Option<String>,
         /// How long an instance stays split without hearing from this command.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
         hold: Duration,
@@ -136,6 +141,7 @@ pub fn run(command: FleetCommand) -> ExitCode {
             FleetCommand::Rollout {
                 to,
                 policy,
+                check_cmd,
                 hold,
                 fleet,
                 phase,
@@ -143,7 +149,10 @@ pub fn run(command: FleetCommand) -> ExitCode {
                 (Ok(_), Ok(policy)) if policy.mirror_percent > 0 => usage(
                     "--mirror is for turnout rollout on one instance; a fleet rollout does not mirror",
                 ),
-                (Ok(f), Ok(policy)) => f.rollout(&to, &policy, &phase, hold).await,
+                (Ok(f), Ok(mut policy)) => {
+                    policy.check_cmd = check_cmd;
+                    f.rollout(&to, &policy, &phase, hold).await
+                }
                 (Err(e), _) | (_, Err(e)) => usage(&e),
             },
             FleetCommand::Status { fleet } => match Fleet::new(&fleet) {

@@ -133,7 +133,20 @@ impl Fleet {
                 let base = now.0.since(&start.0);
                 let ran = step_started.elapsed().as_millis();
                 let baked = Instant::now() >= bake_end;
-                match judge(policy, &target, &base) {
+                let mut verdict = judge(policy, &target, &base);
+                if verdict == Verdict::Pass && baked {
+                    if let Some(cmd) = &policy.check_cmd {
+                        if let Err(detail) =
+                            turnout_core::rollout::run::run_check(cmd, to, &baseline, percent).await
+                        {
+                            verdict = Verdict::Fail {
+                                check: "check_cmd",
+                                detail,
+                            };
+                        }
+                    }
+                }
+                match verdict {
                     Verdict::Fail { check, detail } => {
                         println!(
                             "{}",

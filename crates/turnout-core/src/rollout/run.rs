@@ -141,15 +141,25 @@ impl RolloutBook {
 /// How long `check_cmd` may run.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `[rollout] check_cmd` with `sh -c` once a step's own checks passed: exit 0 lets the
-/// step pass. It sees the step in its environment. `Err` says why not, with the end of what it
-/// wrote to stderr.
 async fn check_cmd(cmd: &str, report: &RolloutReport, percent: u32) -> Result<(), String> {
+    run_check(cmd, &report.target, &report.baseline, percent).await
+}
+
+/// Runs a rollout's `check_cmd` with `sh -c` once a step's own checks passed: exit 0 lets the
+/// step pass. It sees the step in its environment (`TURNOUT_ROLLOUT_TARGET`, `_BASELINE`,
+/// `_PERCENT`). `Err` says why not, with the end of what it wrote to stderr. (Also run by a
+/// fleet rollout's coordinator, on its own machine.)
+pub async fn run_check(
+    cmd: &str,
+    target: &str,
+    baseline: &str,
+    percent: u32,
+) -> Result<(), String> {
     let run = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .env("TURNOUT_ROLLOUT_TARGET", &report.target)
-        .env("TURNOUT_ROLLOUT_BASELINE", &report.baseline)
+        .env("TURNOUT_ROLLOUT_TARGET", target)
+        .env("TURNOUT_ROLLOUT_BASELINE", baseline)
         .env("TURNOUT_ROLLOUT_PERCENT", percent.to_string())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
