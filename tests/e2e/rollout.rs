@@ -625,3 +625,50 @@ async fn a_mirror_phase_judges_green_on_copies_no_client_sees() {
     assert_eq!(report["steps"][0]["mirror"], 20, "{report}");
     assert_eq!(bg.body("/").await, "green\n");
 }
+
+/// A mirror copies request bodies of a known length up to its limit (the copy gets the same
+/// bytes once the original has sent them); longer ones are not copied; the client sees blue.
+#[tokio::test]
+async fn a_mirror_copies_request_bodies_up_to_its_limit() {
+    let bg = BlueGreen::start().await;
+    let (status, v) = call(
+        &bg,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to": "green", "mirror_percent": 100, "mirror_methods": ["POST"], "mirror_max_body": 1000, "steps": [100], "bake": "60s", "min_requests": 1000}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let client = http_client();
+    for (n, len) in [(10, 100usize), (5, 2000)] {
+        for _ in 0..n {
+            let req = http::Request::post(bg.turnout.url("/upload"))
+                .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                    b'x';
+                    len
+                ])))
+                .expect("request");
+            let a = turnout_testkit::client::send(&client, req)
+                .await
+                .expect("answer");
+            assert_eq!(a.headers["x-upstream"], "blue");
+            let j: Value = serde_json::from_str(&a.body).expect("json");
+            assert_eq!(j["bytes"], len, "{j}");
+        }
+    }
+    turnout_testkit::eventually(5, "ten copies answered by green", || async {
+        bg.turnout
+            .metrics()
+            .await
+            .contains("turnout_requests_total{class=\"2xx\",pool=\"green\"} 10")
+    })
+    .await;
+    assert_eq!(
+        bg.green.requests(),
+        10,
+        "the 2000-byte bodies were not copied"
+    );
+    let (status, _) = call(&bg, Method::POST, "/v1/rollout/abort", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ended(&bg, 5).await["outcome"], "aborted");
+}

@@ -412,6 +412,7 @@ struct RolloutBody {
     latency_floor: Option<String>,
     mirror_percent: Option<u32>,
     mirror_methods: Option<Vec<String>>,
+    mirror_max_body: Option<u64>,
 }
 
 fn duration_field(field: &str, value: Option<&str>) -> Result<Option<Duration>, ApiError> {
@@ -447,6 +448,7 @@ async fn start_rollout(
         check_cmd: None,
         mirror_percent: body.mirror_percent,
         mirror_methods: body.mirror_methods,
+        mirror_max_body: body.mirror_max_body,
     };
     let policy = state
         .control

@@ -37,9 +37,11 @@ pub struct RolloutPolicy {
     /// Before the first step, copy this share of live requests (percent, 0 for none) to the
     /// target for a bake, its answers thrown away, and judge it like a step.
     pub mirror_percent: u32,
-    /// The methods a mirror copies (requests with a body are not copied). Non-idempotent
-    /// methods only when listed here.
+    /// The methods a mirror copies. Non-idempotent methods only when listed here.
     pub mirror_methods: Vec<String>,
+    /// A request whose body is longer than this many bytes (or of unknown length) is not
+    /// copied; a copied body is kept in memory until the original has sent it.
+    pub mirror_max_body: u64,
     /// A command (`sh -c`) run once a step's own checks passed; the step passes only if it
     /// exits 0 (a smoke test of the new version, say). Config file only: never from an API
     /// call, which must not be able to run commands.
@@ -76,6 +78,7 @@ impl Default for RolloutPolicy {
             check_cmd: None,
             mirror_percent: 0,
             mirror_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
+            mirror_max_body: 64 * 1024,
         }
     }
 }
@@ -98,6 +101,7 @@ pub struct RolloutOverrides {
     pub check_cmd: Option<String>,
     pub mirror_percent: Option<u32>,
     pub mirror_methods: Option<Vec<String>>,
+    pub mirror_max_body: Option<u64>,
 }
 
 impl RolloutPolicy {
@@ -120,6 +124,9 @@ impl RolloutPolicy {
         }
         if let Some(m) = over.mirror_percent {
             p.mirror_percent = m;
+        }
+        if let Some(n) = over.mirror_max_body {
+            p.mirror_max_body = n;
         }
         if let Some(methods) = &over.mirror_methods {
             p.mirror_methods = methods.iter().map(|m| m.to_ascii_uppercase()).collect();

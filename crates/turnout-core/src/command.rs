@@ -27,8 +27,8 @@ pub enum Command {
     },
     /// Replace the A/B rules.
     SetRules { rules: Vec<RuleSpec> },
-    /// Copy `percent` of the requests with one of `methods` (and no body) to pool `to` as
-    /// well, its answers thrown away; `None` stops it. Any other command stops it too.
+    /// Copy `percent` of the requests with one of `methods` (and a body of at most
+    /// `max_body` bytes) to pool `to` as well, its answers thrown away; `None` stops it. Any other command stops it too.
     Mirror { to: Option<MirrorSpec> },
 }
 
@@ -38,6 +38,8 @@ pub struct MirrorSpec {
     pub to: String,
     pub percent: u32,
     pub methods: Vec<String>,
+    /// Requests with a longer body (or one of unknown length) are not copied.
+    pub max_body: u64,
 }
 
 impl std::fmt::Display for Command {
@@ -200,6 +202,7 @@ impl Command {
                             pool: Arc::clone(pool),
                             percent: spec.percent,
                             methods,
+                            max_body: spec.max_body,
                         }))
                     }
                 };
@@ -325,6 +328,7 @@ mod tests {
                 to: to.into(),
                 percent,
                 methods: methods.iter().map(|m| m.to_string()).collect(),
+                max_body: 1024,
             }),
         };
         let s1 = mirror("green", 10, &["get"])

@@ -168,9 +168,11 @@ pub struct RoutingSnapshot {
 #[derive(Debug)]
 pub struct Mirror {
     pub pool: Arc<Pool>,
-    /// Of every 100 requests with one of `methods` and no body.
+    /// Of every 100 requests with one of `methods`.
     pub percent: u32,
     pub methods: Vec<http::Method>,
+    /// A request whose body is longer (or of unknown length) is not copied.
+    pub max_body: u64,
 }
 
 impl Mirror {

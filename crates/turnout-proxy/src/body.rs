@@ -167,26 +167,131 @@ impl Body for ProxyBody {
     }
 }
 
+/// A client's request body on its way upstream, and for a mirrored request a copy kept as it
+/// passes ([`ClientBody::tee`]): the copy goes to the mirror once the whole body has gone to
+/// the original's server, so the copy never slows the original down.
+#[derive(Debug)]
+pub struct ClientBody {
+    body: Incoming,
+    tee: Option<Box<Tee>>,
+}
+
+/// The copy of a body of `expected` bytes (its Content-Length) being kept for a mirror.
+#[derive(Debug)]
+struct Tee {
+    chunks: Vec<Bytes>,
+    len: usize,
+    expected: usize,
+    done: tokio::sync::oneshot::Sender<Bytes>,
+}
+
+impl Tee {
+    fn finish(self) {
+        let whole = if self.chunks.len() == 1 {
+            self.chunks.into_iter().next().expect("one")
+        } else {
+            self.chunks.concat().into()
+        };
+        let _ = self.done.send(whole);
+    }
+}
+
+impl ClientBody {
+    pub fn new(body: Incoming) -> ClientBody {
+        ClientBody { body, tee: None }
+    }
+
+    /// `body` (of exactly `expected` bytes: its Content-Length), and the whole of it through
+    /// the returned receiver once it has all passed. The receiver gets nothing if the body
+    /// fails or turns out longer.
+    pub fn tee(
+        body: Incoming,
+        expected: usize,
+    ) -> (ClientBody, tokio::sync::oneshot::Receiver<Bytes>) {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let tee = Tee {
+            chunks: Vec::new(),
+            len: 0,
+            expected,
+            done,
+        };
+        (
+            ClientBody {
+                body,
+                tee: Some(Box::new(tee)),
+            },
+            rx,
+        )
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match (&frame, this.tee.as_mut()) {
+            (Some(Ok(f)), Some(tee)) => {
+                if let Some(data) = f.data_ref() {
+                    tee.len += data.len();
+                    if tee.len > tee.expected {
+                        this.tee = None;
+                    } else {
+                        // A reference count, not a copy of the bytes.
+                        tee.chunks.push(data.clone());
+                        // hyper may never ask past the last byte of a known length.
+                        if tee.len == tee.expected {
+                            this.tee.take().expect("matched").finish();
+                        }
+                    }
+                }
+            }
+            (None, Some(tee)) if tee.len == tee.expected => {
+                this.tee.take().expect("matched").finish();
+            }
+            (None | Some(Err(_)), Some(_)) => this.tee = None,
+            _ => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The body of a request on its way to an upstream. A request that may be retried on another
 /// server sends its body as [`UpstreamBody::reclaimable`]: if the first attempt fails before
 /// reading any of it (a refused connection), the body comes back through the returned receiver
-/// and goes out again, unread, to the next server.
+/// and goes out again, unread, to the next server. A mirrored copy carries its body whole.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    Incoming(Incoming),
+    Incoming(ClientBody),
     Reclaimable(Reclaimable),
+    Full(Option<Bytes>),
     Empty,
 }
 
 #[derive(Debug)]
 pub struct Reclaimable {
-    body: Option<Incoming>,
+    body: Option<ClientBody>,
     polled: bool,
-    give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
+    give_back: Option<tokio::sync::oneshot::Sender<ClientBody>>,
 }
 
 impl UpstreamBody {
-    pub fn reclaimable(body: Incoming) -> (UpstreamBody, tokio::sync::oneshot::Receiver<Incoming>) {
+    pub fn reclaimable(
+        body: ClientBody,
+    ) -> (UpstreamBody, tokio::sync::oneshot::Receiver<ClientBody>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let body = Reclaimable {
             body: Some(body),
@@ -224,6 +329,7 @@ impl Body for UpstreamBody {
                     None => Poll::Ready(None),
                 }
             }
+            UpstreamBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             UpstreamBody::Empty => Poll::Ready(None),
         }
     }
@@ -232,6 +338,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Incoming(body) => body.is_end_stream(),
             UpstreamBody::Reclaimable(r) => r.body.as_ref().is_none_or(Body::is_end_stream),
+            UpstreamBody::Full(data) => data.is_none(),
             UpstreamBody::Empty => true,
         }
     }
@@ -243,6 +350,9 @@ impl Body for UpstreamBody {
                 .body
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
+            UpstreamBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }

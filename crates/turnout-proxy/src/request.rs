@@ -9,7 +9,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::access::Access;
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::error::{text_response, ProxyError};
 use crate::headers::is_upgrade_request;
 use crate::serve::Downstream;
@@ -66,9 +66,10 @@ impl Shared {
             let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
             let (parts, body) = req.into_parts();
             let body = (!body.is_end_stream()).then_some(body);
-            if let (Some(mirror), None, false) = (&route.mirror, &body, upgrade) {
-                self.mirror(mirror, &parts, down);
-            }
+            let body = match (&route.mirror, body) {
+                (Some(mirror), body) if !upgrade => self.mirror(mirror, &parts, body, down),
+                (_, body) => body.map(ClientBody::new),
+            };
             let close = h1 && body.is_some();
             let sent = self
                 .forward(

@@ -617,6 +617,7 @@ impl Control {
                         to: req.to.clone(),
                         percent: policy.mirror_percent,
                         methods: policy.mirror_methods.clone(),
+                        max_body: policy.mirror_max_body,
                     }),
                 }
             } else if percent == 100 {

@@ -1,7 +1,8 @@
-//! Shadow traffic: a copy of a request (one without a body) sent to a rollout's target pool on
-//! a task of its own, after the original has gone its way. The client never waits for it and
-//! never sees its answer; the answer's status and time to its head are counted in the target
-//! pool's metrics, which is what the rollout's mirror phase judges.
+//! Shadow traffic: a copy of a request sent to a rollout's target pool on a task of its own. A
+//! body (of a known length, at most the mirror's `max_body`) is copied as it passes on its way
+//! to the original's server and sent once it has all passed, so the original never waits for
+//! the copy. The client never sees the copy's answer; its status and time to its head are
+//! counted in the target pool's metrics, which is what the rollout's mirror phase judges.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,19 +10,50 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::uri::Uri;
 use http::{Request, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use turnout_core::snapshot::Mirror;
 use turnout_core::RequestInfo;
 
 use super::conns::{Stale, Upstreams};
-use crate::body::UpstreamBody;
+use crate::body::{ClientBody, UpstreamBody};
 use crate::serve::Downstream;
 use crate::Shared;
 
 impl Shared {
-    /// Sends a copy of the request `parts` (its headers as they go upstream) to the mirror's
-    /// pool, on a task of its own.
-    pub(crate) fn mirror(&self, mirror: &Arc<Mirror>, parts: &Parts, down: &Downstream) {
+    /// Sends a copy of the request (`parts`, its headers as they go upstream, and `body`) to
+    /// the mirror's pool, on a task of its own. Answers the body for the original: the same
+    /// bytes, copied for the mirror as they pass. A body too long or of unknown length is not
+    /// copied, and its request not mirrored.
+    pub(crate) fn mirror(
+        &self,
+        mirror: &Arc<Mirror>,
+        parts: &Parts,
+        body: Option<Incoming>,
+        down: &Downstream,
+    ) -> Option<ClientBody> {
+        let (body, copied) = match body {
+            None => (None, None),
+            Some(body) => match body.size_hint().exact().filter(|&n| n <= mirror.max_body) {
+                Some(len) => {
+                    let (body, copied) = ClientBody::tee(body, len as usize);
+                    (Some(body), Some(copied))
+                }
+                None => return Some(ClientBody::new(body)),
+            },
+        };
+        self.mirror_copy(mirror, parts, copied, down);
+        body
+    }
+
+    fn mirror_copy(
+        &self,
+        mirror: &Arc<Mirror>,
+        parts: &Parts,
+        copied: Option<tokio::sync::oneshot::Receiver<bytes::Bytes>>,
+        down: &Downstream,
+    ) {
         let pool = Arc::clone(&mirror.pool);
         let server = {
             let info = RequestInfo {
@@ -35,6 +67,7 @@ impl Shared {
             }
         };
         let mut copy = Request::new(UpstreamBody::Empty);
+        // Content-Length and the rest go with the copy as they were.
         *copy.method_mut() = parts.method.clone();
         *copy.uri_mut() = parts
             .uri
@@ -46,6 +79,13 @@ impl Shared {
         let upstreams = Arc::clone(&self.upstreams);
         let timeout = self.settings.response_timeout;
         tokio::spawn(async move {
+            if let Some(copied) = copied {
+                // The original's body, once it has all passed; none if it broke off.
+                match tokio::time::timeout(timeout, copied).await {
+                    Ok(Ok(bytes)) => *copy.body_mut() = UpstreamBody::Full(Some(bytes)),
+                    _ => return,
+                }
+            }
             let status = send(&upstreams, &pool, &server, copy, timeout).await;
             tracing::debug!(pool = %pool.name(), server = %server.addr, status, "mirrored a request");
         });

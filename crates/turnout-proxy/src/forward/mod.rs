@@ -22,7 +22,7 @@ use turnout_core::{InFlight, Pool, RequestInfo, Upstream};
 
 use self::conns::{Failure, Stale};
 use crate::access::Access;
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::{ClientBody, ProxyBody, UpstreamBody};
 use crate::error::{text_response, DisplayChain, ProxyError};
 use crate::headers::{set_forwarded, strip_hop_by_hop};
 use crate::serve::Downstream;
@@ -38,7 +38,7 @@ struct RetryCopy {
     idempotent: bool,
     /// The body comes back here if the first attempt never read it; `None` for a request
     /// without one.
-    reclaim: Option<tokio::sync::oneshot::Receiver<Incoming>>,
+    reclaim: Option<tokio::sync::oneshot::Receiver<ClientBody>>,
 }
 
 impl RetryCopy {
@@ -162,7 +162,7 @@ impl Shared {
         &self,
         pool: &Arc<Pool>,
         mut parts: Parts,
-        body: Option<Incoming>,
+        body: Option<ClientBody>,
         upgrade: bool,
         down: &Downstream,
         used: &mut Option<ServerAddr>,
