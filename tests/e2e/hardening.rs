@@ -844,3 +844,43 @@ async fn the_drain_closes_an_idle_h2_connection_that_pinged() {
         .expect("join");
     assert!(ended.is_ok(), "closed with GOAWAY: {ended:?}");
 }
+
+/// Idle keep-alive connections cost a few KiB each: an HTTP/1 connection waiting for its next
+/// request holds no read or write buffer and no request slot (vendor/TURNOUT-PATCH.md; about
+/// 20 KiB each before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_cost_a_few_kib_each() {
+    const CONNS: usize = 500;
+    let bg = BlueGreen::start().await;
+    // Warm up: the first requests allocate what any request needs.
+    for _ in 0..3 {
+        bg.body("/").await;
+    }
+    let before = bg.turnout.rss_kib();
+    let mut held = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        let mut conn = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"blue\n") {
+            let n = within(5, "an answer", conn.read(&mut buf))
+                .await
+                .expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        held.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = bg.turnout.rss_kib().saturating_sub(before);
+    let each = grown as f64 / CONNS as f64;
+    eprintln!(
+        "{CONNS} idle keep-alive connections: turnout grew by {grown} KiB ({each:.1} KiB each)"
+    );
+    // Debug build, 500 connections: 6.9 KiB each with the patch, 20.9 without it.
+    assert!(each < 12.0, "{each:.1} KiB per idle connection");
+    drop(held);
+}

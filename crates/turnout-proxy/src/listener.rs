@@ -64,11 +64,9 @@ impl DataPlane {
         shutdown: impl Future<Output = ()>,
     ) -> Drained {
         let shared = Arc::clone(&self.shared);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
         let settings = &shared.settings;
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
             // Off: hyper's runs from the moment a connection waits, so it cannot tell a slow
             // client from an idle keep-alive one. `GuardedIo` applies both deadlines.
             .header_read_timeout(None)
@@ -79,11 +77,17 @@ impl DataPlane {
             // the answer (RFC 9112 9.6 allows it); without this hyper closed such connections
             // unanswered.
             .half_close(true);
-        builder
-            .http2()
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_headers(settings.max_header_count)
+            .max_buf_size(settings.max_header_bytes)
+            .half_close(true);
+        auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-        let builder = Arc::new(builder);
+        let builder = Arc::new(crate::serve::Builders { h1, auto });
         let (tls_listener, handshakes) = match tls {
             Some(t) => (
                 Some(t.listener),
