@@ -48,8 +48,11 @@ where
     T: Http1Transaction,
 {
     pub(crate) fn new(io: I) -> Conn<I, B, T> {
+        let mut io = Buffered::new(io);
+        // turnout's patch: idle server connections keep no read buffer (see `io.rs`).
+        io.set_unbuffered_idle_reads(T::should_read_first());
         Conn {
-            io: Buffered::new(io),
+            io,
             state: State {
                 allow_half_close: false,
                 cached_headers: None,
@@ -650,7 +653,11 @@ where
             Ok(encoder) => {
                 debug_assert!(self.state.cached_headers.is_none());
                 debug_assert!(head.headers.is_empty());
-                self.state.cached_headers = Some(head.headers);
+                // turnout's patch: a server connection keeps no header map for its next
+                // request (its capacity would be held while the connection idles).
+                if !T::should_read_first() {
+                    self.state.cached_headers = Some(head.headers);
+                }
 
                 #[cfg(feature = "client")]
                 {

@@ -39,6 +39,8 @@ pub(crate) struct Buffered<T, B> {
     partial_len: Option<usize>,
     read_blocked: bool,
     read_buf: BytesMut,
+    /// turnout's patch: read into the stack while nothing is buffered (server connections).
+    unbuffered_idle_reads: bool,
     read_buf_strategy: ReadStrategy,
     write_buf: WriteBuf<B>,
 }
@@ -73,6 +75,7 @@ where
             partial_len: None,
             read_blocked: false,
             read_buf: BytesMut::with_capacity(0),
+            unbuffered_idle_reads: false,
             read_buf_strategy: ReadStrategy::default(),
             write_buf,
         }
@@ -117,6 +120,11 @@ where
 
     pub(crate) fn read_buf(&self) -> &[u8] {
         self.read_buf.as_ref()
+    }
+
+    /// turnout's patch: see `poll_read_from_io`.
+    pub(super) fn set_unbuffered_idle_reads(&mut self, on: bool) {
+        self.unbuffered_idle_reads = on;
     }
 
     #[cfg(test)]
@@ -232,12 +240,13 @@ where
         }
     }
 
-    /// Reads from the transport. (turnout's patch, see TURNOUT-PATCH.md:) with nothing buffered
-    /// (a connection waiting for its next message, idle keep-alive ones for their whole wait),
-    /// reads into the stack and keeps only what came, so a waiting connection holds no read
-    /// buffer; a message body's reads (`read_mem`) keep using the buffer.
+    /// Reads from the transport. (turnout's patch, see TURNOUT-PATCH.md:) on a server
+    /// connection with nothing buffered (waiting for its next request, idle keep-alive ones for
+    /// their whole wait), reads into the stack and keeps only what came, so a waiting
+    /// connection holds no read buffer; a request body's reads (`read_mem`) keep using the
+    /// buffer, and client connections read as before.
     pub(crate) fn poll_read_from_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if !self.read_buf.is_empty() {
+        if !self.unbuffered_idle_reads || !self.read_buf.is_empty() {
             return self.poll_read_into_buf(cx);
         }
         self.read_blocked = false;
@@ -251,7 +260,8 @@ where
                 let n = buf.filled().len();
                 trace!("received {} bytes", n);
                 self.read_buf.extend_from_slice(buf.filled());
-                self.read_buf_strategy.record(n);
+                // Not recorded: the adaptive size is for buffered reads (bodies), and a stack
+                // read never exceeds STACK_READ, which would hold the size down.
                 Poll::Ready(Ok(n))
             }
             Poll::Pending => {
