@@ -90,6 +90,13 @@ async fn call(bg: &BlueGreen, method: Method, path: &str, body: Option<&str>) ->
     (status.as_u16(), json)
 }
 
+/// Starts a rollout with `body`; answers its first report (the rollout is under way).
+async fn start(bg: &BlueGreen, body: &str) -> Value {
+    let (status, report) = call(bg, Method::POST, "/v1/rollout", Some(body)).await;
+    assert_eq!(status, 202, "{report}");
+    report
+}
+
 /// Waits (at most `secs`) for the rollout under way to end; answers its report.
 async fn ended(bg: &BlueGreen, secs: u64) -> Value {
     let until = Instant::now() + Duration::from_secs(secs);
@@ -113,14 +120,11 @@ async fn a_green_failing_one_request_in_five_is_rolled_back_at_the_first_step() 
     let bg = BlueGreen::start().await;
     bg.green.set_fail_percent(20);
     let load = Load::start(bg.turnout.url("/"), 4);
-    let (status, started) = call(
+    let started = start(
         &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [10, 50, 100], "bake": "1s", "min_requests": 20}"#),
+        r#"{"to": "green", "steps": [10, 50, 100], "bake": "1s", "min_requests": 20}"#,
     )
     .await;
-    assert_eq!(status, 202, "{started}");
     assert_eq!(started["outcome"], "running");
     let report = ended(&bg, 20).await;
     // Requests after the rollback: every one on blue.
@@ -165,14 +169,11 @@ async fn a_slow_green_is_rolled_back_on_latency() {
     let bg = BlueGreen::start().await;
     bg.green.set_delay_ms(200);
     let load = Load::start(bg.turnout.url("/"), 8);
-    let (status, started) = call(
+    start(
         &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [25, 100], "bake": "1s", "min_requests": 5}"#),
+        r#"{"to": "green", "steps": [25, 100], "bake": "1s", "min_requests": 5}"#,
     )
     .await;
-    assert_eq!(status, 202, "{started}");
     let report = ended(&bg, 20).await;
     let tally = load.finish().await;
     assert_eq!(report["outcome"], "failed", "{report}");
@@ -252,14 +253,7 @@ async fn too_little_traffic_waits_then_fails_and_rollouts_are_checked() {
     let (status, v) = call(&bg, Method::POST, "/v1/rollout", Some(r#"{"to": "blue"}"#)).await;
     assert_eq!(status, 400, "{v}");
 
-    let (status, v) = call(
-        &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [10, 100], "bake": "300ms", "min_requests": 50, "max_wait": "1s"}"#),
-    )
-    .await;
-    assert_eq!(status, 202, "{v}");
+    start(&bg, r#"{"to": "green", "steps": [10, 100], "bake": "300ms", "min_requests": 50, "max_wait": "1s"}"#).await;
     let (status, v) = call(&bg, Method::POST, "/v1/rollout", Some(r#"{"to": "green"}"#)).await;
     assert_eq!(status, 409, "{v}");
     let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
@@ -289,14 +283,7 @@ async fn too_little_traffic_waits_then_fails_and_rollouts_are_checked() {
     assert_eq!(s["weights"], serde_json::json!({"blue": 100}));
 
     // An abort goes back at once.
-    let (status, _) = call(
-        &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [30, 100], "bake": "60s"}"#),
-    )
-    .await;
-    assert_eq!(status, 202);
+    start(&bg, r#"{"to": "green", "steps": [30, 100], "bake": "60s"}"#).await;
     let (status, v) = call(&bg, Method::POST, "/v1/rollout/abort", None).await;
     assert_eq!(status, 200, "{v}");
     let report = ended(&bg, 5).await;
@@ -310,14 +297,7 @@ async fn too_little_traffic_waits_then_fails_and_rollouts_are_checked() {
 #[tokio::test]
 async fn a_restart_mid_rollout_comes_back_on_the_baseline() {
     let mut bg = BlueGreen::start().await;
-    let (status, v) = call(
-        &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [50, 100], "bake": "60s"}"#),
-    )
-    .await;
-    assert_eq!(status, 202, "{v}");
+    start(&bg, r#"{"to": "green", "steps": [50, 100], "bake": "60s"}"#).await;
     let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
     assert_eq!(s["weights"], serde_json::json!({"blue": 50, "green": 50}));
     bg.turnout.signal("KILL");
@@ -508,14 +488,11 @@ async fn check_cmd_gates_each_step_and_a_paused_rollout_holds_its_step() {
         seen.display()
     ))
     .await;
-    let (status, v) = call(
+    start(
         &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [20, 50, 100], "bake": "300ms", "min_requests": 0}"#),
+        r#"{"to": "green", "steps": [20, 50, 100], "bake": "300ms", "min_requests": 0}"#,
     )
     .await;
-    assert_eq!(status, 202, "{v}");
     let report = ended(&bg, 10).await;
     assert_eq!(report["outcome"], "failed", "{report}");
     assert_eq!(report["steps"][0]["verdict"], "pass", "{report}");
@@ -540,14 +517,11 @@ async fn check_cmd_gates_each_step_and_a_paused_rollout_holds_its_step() {
     .await;
     assert_eq!(status, 400, "{v}");
 
-    let (status, v) = call(
+    start(
         &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "steps": [30, 100], "bake": "300ms", "min_requests": 0}"#),
+        r#"{"to": "green", "steps": [30, 100], "bake": "300ms", "min_requests": 0}"#,
     )
     .await;
-    assert_eq!(status, 202, "{v}");
     let (status, v) = call(&bg, Method::POST, "/v1/rollout/pause", None).await;
     assert_eq!(
         (status, v["paused"].clone()),
@@ -575,14 +549,7 @@ async fn a_mirror_phase_judges_green_on_copies_no_client_sees() {
     let bg = BlueGreen::start().await;
     bg.green.set_fail_percent(50);
     let load = Load::start(bg.turnout.url("/"), 4);
-    let (status, v) = call(
-        &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "mirror_percent": 50, "steps": [10, 100], "bake": "1s", "min_requests": 20}"#),
-    )
-    .await;
-    assert_eq!(status, 202, "{v}");
+    start(&bg, r#"{"to": "green", "mirror_percent": 50, "steps": [10, 100], "bake": "1s", "min_requests": 20}"#).await;
     let (_, s) = call(&bg, Method::GET, "/v1/status", None).await;
     let mirror = s["mirror"].as_str().unwrap_or_default().to_owned();
     let report = ended(&bg, 20).await;
@@ -611,14 +578,7 @@ async fn a_mirror_phase_judges_green_on_copies_no_client_sees() {
 
     bg.green.set_fail_percent(0);
     let load = Load::start(bg.turnout.url("/"), 4);
-    let (status, v) = call(
-        &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "mirror_percent": 20, "steps": [100], "bake": "500ms", "min_requests": 5}"#),
-    )
-    .await;
-    assert_eq!(status, 202, "{v}");
+    start(&bg, r#"{"to": "green", "mirror_percent": 20, "steps": [100], "bake": "500ms", "min_requests": 5}"#).await;
     let report = ended(&bg, 20).await;
     load.finish().await;
     assert_eq!(report["outcome"], "passed", "{report}");
@@ -631,14 +591,7 @@ async fn a_mirror_phase_judges_green_on_copies_no_client_sees() {
 #[tokio::test]
 async fn a_mirror_copies_request_bodies_up_to_its_limit() {
     let bg = BlueGreen::start().await;
-    let (status, v) = call(
-        &bg,
-        Method::POST,
-        "/v1/rollout",
-        Some(r#"{"to": "green", "mirror_percent": 100, "mirror_methods": ["POST"], "mirror_max_body": 1000, "steps": [100], "bake": "60s", "min_requests": 1000}"#),
-    )
-    .await;
-    assert_eq!(status, 202, "{v}");
+    start(&bg, r#"{"to": "green", "mirror_percent": 100, "mirror_methods": ["POST"], "mirror_max_body": 1000, "steps": [100], "bake": "60s", "min_requests": 1000}"#).await;
     let client = http_client();
     for (n, len) in [(10, 100usize), (5, 2000)] {
         for _ in 0..n {

@@ -99,35 +99,29 @@ impl Fleet {
                 );
                 return ExitCode::SUCCESS;
             }
-            // 4. Bake, renewing the holds; judge the sum of every instance's window.
-            let Some(start) = self.sample_sum(&pools, &baseline, to).await else {
-                return self
-                    .back(
-                        &baseline,
-                        phase,
-                        "an instance did not answer for its counters",
-                    )
-                    .await;
-            };
+            // 4. Bake, renewing the holds; judge the sum of every instance's window (the
+            //    first sum, taken at once, is the window's start).
             let step_started = Instant::now();
             let bake_end = step_started + policy.bake;
             let give_up = bake_end + policy.max_wait;
+            let mut start: Option<(Sample, Sample)> = None;
             loop {
-                tokio::time::sleep(TICK).await;
-                if let Err(rows) = self.renew(&hold_body).await {
-                    print_table(&rows);
-                    return self
-                        .back(&baseline, phase, "an instance could not be held")
-                        .await;
+                if start.is_some() {
+                    tokio::time::sleep(TICK).await;
+                    if let Err(rows) = self.renew(&hold_body).await {
+                        print_table(&rows);
+                        return self
+                            .back(&baseline, phase, "an instance could not be held")
+                            .await;
+                    }
                 }
                 let Some(now) = self.sample_sum(&pools, &baseline, to).await else {
-                    return self
-                        .back(
-                            &baseline,
-                            phase,
-                            "an instance did not answer for its counters",
-                        )
-                        .await;
+                    let why = "an instance did not answer for its counters";
+                    return self.back(&baseline, phase, why).await;
+                };
+                let Some(start) = &start else {
+                    start = Some(now);
+                    continue;
                 };
                 let target = now.1.since(&start.1);
                 let base = now.0.since(&start.0);
