@@ -506,7 +506,10 @@ async fn clients_that_never_read_are_bounded_and_cut_off() {
         })
     })
     .await;
-    assert!(bg.turnout.find_log("client_send_timeout").is_some());
+    eventually(10, "the cut-offs logged", || async {
+        bg.turnout.find_log("client_send_timeout").is_some()
+    })
+    .await;
     // Everyone else was served all along.
     assert_eq!(bg.body("/").await, "blue\n");
     drop(stalled);
@@ -756,7 +759,11 @@ async fn stalled_bodies_are_given_up_on() {
             .contains("turnout_client_cutoffs_total{reason=\"body_timeout\"} 1")
     })
     .await;
-    assert!(bg.turnout.find_log("client_body_timeout").is_some());
+    // The log is written by a buffered writer: the line may follow the counter by a moment.
+    eventually(10, "the cut-off logged", || async {
+        bg.turnout.find_log("client_body_timeout").is_some()
+    })
+    .await;
 
     // The app sends one chunk, then nothing for 3 s: cut off after 1 s.
     let answer = raw(

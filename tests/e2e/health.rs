@@ -499,11 +499,11 @@ async fn failing_requests_eject_a_server_and_are_retried_elsewhere() {
             .any(|l| l.starts_with("turnout_retries_total{pool=\"blue\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    assert!(
-        turnout.find_log("server ejected").is_some(),
-        "{}",
-        turnout.logs()
-    );
+    // The log is written by a buffered writer: the line may follow the counter by a moment.
+    eventually(10, "the ejection logged", || async {
+        turnout.find_log("server ejected").is_some()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -571,5 +571,150 @@ async fn the_checker_follows_pools_changed_at_runtime() {
             .is_some_and(|l| l.contains(&canary.server())),
         "{}",
         bg.turnout.logs()
+    );
+}
+
+/// Starts turnout over `pools` (blue active) with `extra` appended to the config.
+async fn start_pools(
+    pools: &[(&str, &[String])],
+    extra: &str,
+) -> (Sandbox, turnout_testkit::process::Turnout) {
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox.config(pools, "blue", "") + extra;
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    (sandbox, turnout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_send_the_apps_host_and_headers_and_may_use_a_port_of_their_own() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    // The app's own port fails its checks; its check port (another listener) passes them.
+    let app = TestUpstream::start("app").await;
+    app.set_healthy(false);
+    let check_port = TestUpstream::start("check-port").await;
+    let port = check_port
+        .server()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let vhost = "/vhost-health?host=app.internal&header=x-check-token";
+    let extra = format!(
+        "\n[pools.green.health]\npath = \"{vhost}\"\nhost = \"app.internal\"\nheaders = {{ x-check-token = \"s3cret\" }}\ninterval = \"60s\"\n\
+         \n[pools.purple]\nservers = [\"{}\"]\n[pools.purple.health]\npath = \"{vhost}\"\ninterval = \"60s\"\n\
+         \n[pools.side]\nservers = [\"{}\"]\n[pools.side.health]\npath = \"/health\"\nport = {port}\ninterval = \"60s\"\n",
+        green.server(),
+        app.server(),
+    );
+    let (_sandbox, turnout) = start_pools(
+        &[("blue", &[blue.server()]), ("green", &[green.server()])],
+        &extra,
+    )
+    .await;
+    let base = format!("http://{}", turnout.admin);
+    let post = |to: &'static str| {
+        let base = base.clone();
+        async move {
+            let body = format!("{{\"to\":\"{to}\"}}");
+            admin(&base, Method::POST, "/v1/switch", Some(&body), None).await
+        }
+    };
+
+    // Without the Host the app expects, the same server fails its check: 421 is named.
+    let (s, j) = post("purple").await;
+    assert_eq!(s, 409, "{j}");
+    assert!(j["error"].as_str().expect("error").contains("421"), "{j}");
+
+    // With it (and the header), it passes.
+    let (s, j) = post("green").await;
+    assert_eq!(
+        (s.as_u16(), j["active"].as_str()),
+        (200, Some("green")),
+        "{j}"
+    );
+    assert_eq!(
+        get(&http_client(), &turnout.url("/"))
+            .await
+            .expect("get")
+            .body,
+        "green\n"
+    );
+
+    // `port`: the checks go to the check port, not to the port that serves.
+    let before = check_port.checks();
+    let (s, j) = post("side").await;
+    assert_eq!(
+        (s.as_u16(), j["active"].as_str()),
+        (200, Some("side")),
+        "{j}"
+    );
+    assert!(check_port.checks() > before, "the check port was probed");
+    assert_eq!(
+        get(&http_client(), &turnout.url("/"))
+            .await
+            .expect("get")
+            .body,
+        "app\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switch_gate_can_ask_for_all_or_a_share_of_the_servers() {
+    let blue = TestUpstream::start("blue").await;
+    let good = TestUpstream::start("green").await;
+    let bad = TestUpstream::start("green").await;
+    bad.set_healthy(false);
+    let servers = [good.server(), bad.server()];
+    let extra = format!(
+        "\n[pools.green.health]\ngate = \"all\"\npath = \"/health\"\ninterval = \"60s\"\n\
+         \n[pools.half]\nservers = {servers:?}\n[pools.half.health]\ngate = \"50%\"\npath = \"/health\"\ninterval = \"60s\"\n\
+         \n[pools.one]\nservers = {servers:?}\n[pools.one.health]\npath = \"/health\"\ninterval = \"60s\"\n",
+    );
+    let (_sandbox, turnout) =
+        start_pools(&[("blue", &[blue.server()]), ("green", &servers)], &extra).await;
+    let base = format!("http://{}", turnout.admin);
+    let switch = |to: &'static str| {
+        let base = base.clone();
+        async move {
+            let body = format!("{{\"to\":\"{to}\"}}");
+            admin(&base, Method::POST, "/v1/switch", Some(&body), None).await
+        }
+    };
+    let (s, j) = switch("green").await;
+    assert_eq!(s, 409, "{j}");
+    let msg = j["error"].as_str().expect("error");
+    assert!(
+        msg.contains("1 of 2 servers passed")
+            && msg.contains("(all) needs 2")
+            && msg.contains(&bad.server()),
+        "{msg}"
+    );
+    let (s, j) = switch("half").await;
+    assert_eq!(
+        (s.as_u16(), j["active"].as_str()),
+        (200, Some("half")),
+        "{j}"
+    );
+    let (s, j) = switch("one").await;
+    assert_eq!(
+        (s.as_u16(), j["active"].as_str()),
+        (200, Some("one")),
+        "{j}"
+    );
+    // Forced past the gate.
+    let (s, j) = admin(
+        &base,
+        Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green","force":true}"#),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), j["active"].as_str()),
+        (200, Some("green")),
+        "{j}"
     );
 }

@@ -47,6 +47,7 @@ impl ApiError {
                 | CoreError::EmptyPool { .. }
                 | CoreError::PoolInUse { .. }
                 | CoreError::Unhealthy { .. }
+                | CoreError::GateNotMet { .. }
                 | CoreError::NotPrepared { .. }
                 | CoreError::Moved { .. }
                 | CoreError::AlreadyPrepared { .. }

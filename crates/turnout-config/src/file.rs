@@ -142,6 +142,14 @@ pub struct FileHealth {
     pub healthy_threshold: Option<Spanned<u32>>,
     pub unhealthy_threshold: Option<Spanned<u32>>,
     pub expect_status: Option<Spanned<String>>,
+    /// The `Host` header of each check (the server's address unless given).
+    pub host: Option<Spanned<String>>,
+    /// Further headers sent with each check.
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    /// Check this port of each server instead of the one it serves on.
+    pub port: Option<Spanned<u16>>,
+    /// How many servers must pass before a switch: "one" (default), "all" or "N%".
+    pub gate: Option<Spanned<String>>,
     pub passive: Option<FilePassive>,
 }
 
@@ -156,6 +164,10 @@ impl FileHealth {
             healthy_threshold: self.healthy_threshold,
             unhealthy_threshold: self.unhealthy_threshold,
             expect_status: self.expect_status,
+            host: self.host,
+            headers: self.headers,
+            port: self.port,
+            gate: self.gate,
         };
         (check, self.passive)
     }
@@ -171,6 +183,14 @@ pub struct FileHealthCheck {
     pub healthy_threshold: Option<Spanned<u32>>,
     pub unhealthy_threshold: Option<Spanned<u32>>,
     pub expect_status: Option<Spanned<String>>,
+    /// The `Host` header of each check (the server's address unless given).
+    pub host: Option<Spanned<String>>,
+    /// Further headers sent with each check.
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    /// Check this port of each server instead of the one it serves on.
+    pub port: Option<Spanned<u16>>,
+    /// How many servers must pass before a switch: "one" (default), "all" or "N%".
+    pub gate: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

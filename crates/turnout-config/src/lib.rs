@@ -170,6 +170,63 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub expect_status: StatusRange,
+    /// The `Host` header of each check; the server's address when `None`.
+    pub host: Option<String>,
+    /// Further headers sent with each check (validated names and values).
+    pub headers: Vec<(String, String)>,
+    /// The port checks go to, when it is not the one the server serves on.
+    pub port: Option<u16>,
+    /// How many of a pool's servers must pass a fresh probe before a switch to it.
+    pub gate: Gate,
+}
+
+/// The health gate of a switch: which share of the target pool's servers must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// At least one server (the default).
+    #[default]
+    One,
+    /// Every server.
+    All,
+    /// At least this percentage of the servers (1-100), rounded up.
+    Percent(u8),
+}
+
+impl Gate {
+    pub fn parse(s: &str) -> Result<Gate, String> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "one" | "any" | "at_least_one" => Ok(Gate::One),
+            "all" => Ok(Gate::All),
+            _ => match t.strip_suffix('%').map(|n| n.trim().parse::<u8>()) {
+                Some(Ok(n)) if (1..=100).contains(&n) => Ok(Gate::Percent(n)),
+                _ => Err(format!(
+                    "{s:?} is not a gate: \"one\", \"all\" or a percentage such as \"50%\""
+                )),
+            },
+        }
+    }
+
+    /// How many of `servers` must pass (at least one whenever there are servers).
+    pub fn needed(&self, servers: usize) -> usize {
+        match self {
+            Gate::One => servers.min(1),
+            Gate::All => servers,
+            Gate::Percent(p) => (servers * usize::from(*p))
+                .div_ceil(100)
+                .max(servers.min(1)),
+        }
+    }
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gate::One => f.write_str("one"),
+            Gate::All => f.write_str("all"),
+            Gate::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 impl Default for HealthCheck {
@@ -182,6 +239,10 @@ impl Default for HealthCheck {
             healthy_threshold: defaults::HEALTHY_THRESHOLD,
             unhealthy_threshold: defaults::UNHEALTHY_THRESHOLD,
             expect_status: StatusRange { min: 200, max: 299 },
+            host: None,
+            headers: Vec::new(),
+            port: None,
+            gate: Gate::One,
         }
     }
 }
@@ -1077,6 +1138,59 @@ fn resolve_check(
     if let Some(expect) = file.expect_status {
         check.expect_status = StatusRange::parse(expect.get_ref())
             .map_err(|m| invalid(expect.span(), "expect_status", m))?;
+    }
+    if let Some(host) = file.host {
+        let h = host.get_ref().trim();
+        if h.is_empty() || http::uri::Authority::try_from(h).is_err() || h.contains('@') {
+            return Err(invalid(
+                host.span(),
+                "host",
+                format!("{h:?} is not a host name (such as \"app.example.com\")"),
+            ));
+        }
+        check.host = Some(h.to_owned());
+    }
+    if let Some(headers) = file.headers {
+        let span = headers.span();
+        let mut list = Vec::new();
+        for (name, value) in headers.into_inner() {
+            if http::HeaderName::try_from(name.as_str()).is_err() {
+                return Err(invalid(
+                    span.clone(),
+                    "headers",
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+            if name.eq_ignore_ascii_case("host") {
+                return Err(invalid(
+                    span.clone(),
+                    "headers",
+                    "set the Host header with `host`, not in `headers`".into(),
+                ));
+            }
+            if http::HeaderValue::try_from(value.as_str()).is_err() {
+                return Err(invalid(
+                    span.clone(),
+                    "headers",
+                    format!("the value of {name:?} is not a valid header value"),
+                ));
+            }
+            list.push((name, value));
+        }
+        check.headers = list;
+    }
+    if let Some(port) = file.port {
+        if *port.get_ref() == 0 {
+            return Err(invalid(
+                port.span(),
+                "port",
+                "must be a port from 1 to 65535".into(),
+            ));
+        }
+        check.port = Some(port.into_inner());
+    }
+    if let Some(gate) = file.gate {
+        check.gate = Gate::parse(gate.get_ref()).map_err(|m| invalid(gate.span(), "gate", m))?;
     }
     Ok(check)
 }

@@ -444,3 +444,44 @@ fn tls_listener_certs_redirect_and_pool_cas() {
     let err = parse(&format!("[tls]\ncertz = 1\n{MINIMAL}")).expect_err("unknown key");
     assert!(err.to_string().contains("certz"), "{err}");
 }
+
+#[test]
+fn health_checks_take_a_host_headers_a_port_and_a_gate() {
+    let c = parse(&format!(
+        "{MINIMAL}[health]\nhost = \"app.internal\"\nheaders = {{ x-token = \"s3cret\" }}\nport = 9000\ngate = \"50%\"\n[pools.green.health]\ngate = \"all\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.health.host.as_deref(), Some("app.internal"));
+    assert_eq!(c.health.headers, vec![("x-token".into(), "s3cret".into())]);
+    assert_eq!(c.health.port, Some(9000));
+    assert_eq!(c.health.gate, Gate::Percent(50));
+    let green = &c.pool_health[&PoolName::parse("green").expect("name")];
+    assert_eq!(
+        (green.gate, green.host.as_deref()),
+        (Gate::All, Some("app.internal"))
+    );
+    assert_eq!(Gate::Percent(50).needed(3), 2);
+    assert_eq!(Gate::Percent(1).needed(3), 1);
+    assert_eq!(Gate::All.needed(4), 4);
+    assert_eq!(Gate::One.needed(0), 0);
+
+    let e = err(&format!("{MINIMAL}[health]\ngate = \"most\"\n"));
+    assert!(e.contains("health.gate") && e.contains("line 15"), "{e}");
+    let e = err(&format!("{MINIMAL}[health]\ngate = \"0%\"\n"));
+    assert!(e.contains("health.gate"), "{e}");
+    let e = err(&format!("{MINIMAL}[health]\nhost = \"a b\"\n"));
+    assert!(e.contains("health.host"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}[health]\nheaders = {{ \"bad header\" = \"x\" }}\n"
+    ));
+    assert!(
+        e.contains("health.headers") && e.contains("bad header"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}[health]\nheaders = {{ host = \"x\" }}\n"
+    ));
+    assert!(e.contains("`host`"), "{e}");
+    let e = err(&format!("{MINIMAL}[health]\nport = 0\n"));
+    assert!(e.contains("health.port"), "{e}");
+}

@@ -536,15 +536,28 @@ impl Control {
                 failures.push(format!("{addr}: {why}"));
             }
         }
-        if results.iter().any(|(_, r)| r.is_ok()) {
+        let gate = target.settings().check.gate;
+        let total = target.servers().len();
+        let needed = gate.needed(total);
+        let passed = results.iter().filter(|(_, r)| r.is_ok()).count();
+        if passed >= needed && passed > 0 {
             return Ok(());
         }
         if failures.is_empty() {
             failures.push("it has no servers".into());
         }
-        let err = CoreError::Unhealthy {
-            pool: target.name().to_string(),
-            failures,
+        let pool = target.name().to_string();
+        let err = if passed == 0 {
+            CoreError::Unhealthy { pool, failures }
+        } else {
+            CoreError::GateNotMet {
+                pool,
+                gate: gate.to_string(),
+                passed,
+                total,
+                needed,
+                failures,
+            }
         };
         tracing::warn!(target: "turnout::admin", %command, error = %err, "refused");
         Err(err)

@@ -20,6 +20,16 @@ pub enum CoreError {
     /// The health gate: a fresh probe of the target pool found no healthy server.
     #[error("pool {pool:?} has no healthy server ({}); nothing was changed. Send \"force\": true to switch anyway", failures.join("; "))]
     Unhealthy { pool: String, failures: Vec<String> },
+    /// The health gate: some servers passed, fewer than the pool's `gate` asks for.
+    #[error("pool {pool:?} did not pass its health gate: {passed} of {total} servers passed, the gate ({gate}) needs {needed} ({}); nothing was changed. Send \"force\": true to switch anyway", failures.join("; "))]
+    GateNotMet {
+        pool: String,
+        gate: String,
+        passed: usize,
+        total: usize,
+        needed: usize,
+        failures: Vec<String>,
+    },
     /// A commit or abort whose token names no pending prepared switch (never issued, already
     /// used or aborted, or expired).
     #[error("no prepared switch {token:?} is pending (unknown, already committed or aborted, or expired); nothing was changed")]

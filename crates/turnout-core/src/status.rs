@@ -125,12 +125,22 @@ impl From<&RoutingSnapshot> for Status {
                         requests: stats.requests(),
                         healthy_servers: pool.available(),
                         check: if check.enabled {
-                            format!(
+                            let mut text = format!(
                                 "GET {} every {}, expect {}",
                                 check.path,
                                 humantime::format_duration(check.interval),
                                 check.expect_status
-                            )
+                            );
+                            if let Some(host) = &check.host {
+                                text.push_str(&format!(", Host {host}"));
+                            }
+                            if let Some(port) = check.port {
+                                text.push_str(&format!(", port {port}"));
+                            }
+                            if check.gate != turnout_config::Gate::One {
+                                text.push_str(&format!(", switch gate {}", check.gate));
+                            }
+                            text
                         } else {
                             "off".into()
                         },

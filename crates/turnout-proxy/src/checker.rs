@@ -45,14 +45,24 @@ async fn probe_once(
     check: &HealthCheck,
 ) -> Result<(), String> {
     let scheme = if server.tls { "https" } else { "http" };
-    let uri: Uri = format!("{scheme}://{}{}", server.authority, check.path)
+    // `port`: the app may answer its checks on a port of its own.
+    let authority = match check.port {
+        Some(port) => format!("{}:{port}", server.authority.host()),
+        None => server.authority.to_string(),
+    };
+    let uri: Uri = format!("{scheme}://{authority}{}", check.path)
         .parse()
         .map_err(|e| format!("bad check URI: {e}"))?;
-    let req = Request::get(uri)
-        .header(header::HOST, server.authority.as_str())
-        .header(header::USER_AGENT, "turnout-health-check")
+    let host = check.host.as_deref().unwrap_or(server.authority.as_str());
+    let mut req = Request::get(uri)
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "turnout-health-check");
+    for (name, value) in &check.headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req
         .body(Empty::new())
-        .expect("a GET with two plain headers is valid");
+        .map_err(|e| format!("bad check request: {e}"))?;
     let exchange = async {
         let resp = client
             .request(req)

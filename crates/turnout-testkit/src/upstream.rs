@@ -232,6 +232,13 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
     })
 }
 
+fn query_str(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_owned())
+    })
+}
+
 fn text(name: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .header("x-upstream", name)
@@ -249,6 +256,26 @@ async fn handle(
         "/health" if !healthy => {
             let mut resp = text(name, "unhealthy\n");
             *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
+        // A check that passes only with the Host given in `host=` and the header named in
+        // `header=` (a virtual-host app behind its own health route).
+        "/vhost-health" => {
+            let want_host = query_str(&req, "host").unwrap_or_default();
+            let want_header = query_str(&req, "header").unwrap_or_default();
+            let host_ok = req
+                .headers()
+                .get(header::HOST)
+                .is_some_and(|h| h.as_bytes() == want_host.as_bytes());
+            let header_ok =
+                want_header.is_empty() || req.headers().contains_key(want_header.as_str());
+            let mut resp = text(
+                name,
+                format!("host ok: {host_ok}, header ok: {header_ok}\n"),
+            );
+            if !(host_ok && header_ok) {
+                *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+            }
             resp
         }
         "/slow" => {
