@@ -3,6 +3,7 @@
 //!
 //! - `switching`: the blue/green switch under load, and what stays on the old pool.
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
+//! - `guards`: request ids, the body limit, maintenance mode, pause and hold.
 //! - `hardening`: what one client must not do to others, the app servers or the admin API.
 //! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
@@ -22,6 +23,8 @@ mod deploy_kit;
 mod fleet;
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
+#[path = "e2e/guards.rs"]
+mod guards;
 #[path = "e2e/hardening.rs"]
 mod hardening;
 #[path = "e2e/health.rs"]

@@ -16,13 +16,13 @@ use crate::{BlueGreen, BIN};
 
 /// Writes `request` on a new connection and reads until the server closes it (at most 10 s),
 /// returning what came back as text.
-async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut conn = TcpStream::connect(addr).await.expect("connect");
     conn.write_all(request).await.expect("write");
     read_all(&mut conn).await
 }
 
-async fn read_all(conn: &mut TcpStream) -> String {
+pub(crate) async fn read_all(conn: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let how = match tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await
     {
@@ -37,7 +37,7 @@ async fn read_all(conn: &mut TcpStream) -> String {
 }
 
 /// The status line's code of a raw answer, or 0 when nothing came.
-fn status_of(answer: &str) -> u16 {
+pub(crate) fn status_of(answer: &str) -> u16 {
     answer
         .split_whitespace()
         .nth(1)

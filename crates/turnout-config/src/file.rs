@@ -99,6 +99,10 @@ pub struct FileServer {
     pub upgrade_protocols: Option<Vec<Spanned<String>>>,
     pub admin_hosts: Option<Vec<Spanned<String>>>,
     pub admin_origins: Option<Vec<Spanned<String>>>,
+    /// The largest request body taken ("10MiB"); no limit unless set.
+    pub max_request_body: Option<Spanned<String>>,
+    /// Give every request an `X-Request-Id` (on by default).
+    pub request_id: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +113,8 @@ pub struct FileUpstream {
     pub idle_timeout: Option<HumanDuration>,
     pub max_idle_per_server: Option<usize>,
     pub body_timeout: Option<HumanDuration>,
+    /// Wait this long for a server when a pool has none able to take a request.
+    pub hold_when_unavailable: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

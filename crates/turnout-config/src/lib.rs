@@ -141,6 +141,11 @@ pub struct Server {
     pub admin_hosts: Vec<String>,
     /// Browser origins allowed to call the admin API; a request from any other is refused.
     pub admin_origins: Vec<String>,
+    /// Request bodies longer than this get 413; `None`: no limit.
+    pub max_request_body: Option<u64>,
+    /// `X-Request-Id` on every request (kept from a trusted proxy, made otherwise), returned
+    /// to the client and logged.
+    pub request_id: bool,
 }
 
 /// `[upstream]`: how turnout talks to the app servers.
@@ -152,6 +157,9 @@ pub struct Upstream {
     pub max_idle_per_server: usize,
     /// An upstream body with no byte for this long after its head is given up on.
     pub body_timeout: Duration,
+    /// A request whose pool has no server able to take it (an app restarting) waits up to this
+    /// long for one instead of an immediate 503/502; `None`: no wait.
+    pub hold_when_unavailable: Option<Duration>,
 }
 
 /// `[state]`: where the live routing state is kept across restarts.
@@ -550,6 +558,23 @@ impl file::FileConfig {
             });
         }
 
+        let max_request_body = match &server.max_request_body {
+            None => None,
+            Some(v) => match v.get_ref().parse::<bytesize::ByteSize>() {
+                Ok(b) if b.as_u64() > 0 => Some(b.as_u64()),
+                _ => {
+                    return Err(invalid(
+                        v.span(),
+                        "server.max_request_body",
+                        format!(
+                            "invalid size {:?}: write it like \"10MiB\" or \"500KB\" (more than 0; remove the key for no limit)",
+                            v.get_ref()
+                        ),
+                    ))
+                }
+            },
+        };
+
         let (global_check, passive) = self.health.unwrap_or_default().split();
         let health = resolve_check(global_check, &HealthCheck::default(), "health", text, path)?;
         let passive = resolve_passive(passive.unwrap_or_default(), text, path)?;
@@ -723,6 +748,8 @@ impl file::FileConfig {
                 upgrade_protocols,
                 admin_hosts,
                 admin_origins,
+                max_request_body,
+                request_id: server.request_id.unwrap_or(true),
             },
             upstream: Upstream {
                 connect_timeout: upstream
@@ -740,6 +767,10 @@ impl file::FileConfig {
                 body_timeout: upstream
                     .body_timeout
                     .map_or(defaults::UPSTREAM_BODY_TIMEOUT, |d| d.0),
+                hold_when_unavailable: upstream
+                    .hold_when_unavailable
+                    .map(|d| d.0)
+                    .filter(|d| !d.is_zero()),
             },
             state: State {
                 file: self.state.and_then(|s| s.file),

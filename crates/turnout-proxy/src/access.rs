@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::uri::PathAndQuery;
-use http::{Method, Request, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use turnout_config::ServerAddr;
 use turnout_core::Pool;
 
@@ -41,6 +41,8 @@ pub(crate) struct Access {
     pub error: Option<Box<dyn std::error::Error + Send + Sync>>,
     /// Set by [`Access::finish`]; still `None` when the request was abandoned.
     status: Option<StatusCode>,
+    /// The request's `X-Request-Id`, returned with the response and logged.
+    pub request_id: Option<HeaderValue>,
 }
 
 impl Access {
@@ -56,6 +58,7 @@ impl Access {
             upstream: None,
             error: None,
             status: None,
+            request_id: None,
         }
     }
 
@@ -67,6 +70,16 @@ impl Access {
     /// Writes the line with the status the client is answered with.
     pub fn finish(mut self, status: StatusCode) {
         self.status = Some(status);
+    }
+
+    /// `resp` with the request's id on it, its line written.
+    pub fn answer<B>(self, mut resp: Response<B>) -> Response<B> {
+        if let Some(id) = &self.request_id {
+            resp.headers_mut()
+                .insert(crate::headers::X_REQUEST_ID.clone(), id.clone());
+        }
+        self.finish(resp.status());
+        resp
     }
 }
 
@@ -91,6 +104,7 @@ impl Drop for Access {
             cache = self.cache,
             upstream = self.upstream.as_ref().map(ServerAddr::as_str),
             client = %self.client,
+            request_id = self.request_id.as_ref().and_then(|id| id.to_str().ok()),
             ms = %Millis(elapsed),
             error = self.error.as_deref().map(|e| tracing::field::display(DisplayChain(e))),
         );

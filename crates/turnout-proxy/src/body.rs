@@ -174,6 +174,42 @@ impl Body for ProxyBody {
 pub struct ClientBody {
     body: Incoming,
     tee: Option<Box<Tee>>,
+    /// Bytes still allowed (`[server] max_request_body`); past it the body fails with
+    /// [`ClientBodyError::TooLarge`].
+    left: u64,
+    limit: u64,
+}
+
+/// Why a client's request body failed on its way upstream.
+#[derive(Debug)]
+pub enum ClientBodyError {
+    /// Reading it from the client failed (the cause says how: gone, stalled, malformed).
+    Read(hyper::Error),
+    /// It went past `[server] max_request_body`.
+    TooLarge { limit: u64 },
+}
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientBodyError::Read(_) => f.write_str("reading the request body"),
+            ClientBodyError::TooLarge { limit } => {
+                write!(
+                    f,
+                    "the request body is longer than server.max_request_body ({limit} bytes)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientBodyError::Read(e) => Some(e),
+            ClientBodyError::TooLarge { .. } => None,
+        }
+    }
 }
 
 /// The copy of a body of `expected` bytes (its Content-Length) being kept for a mirror.
@@ -198,7 +234,21 @@ impl Tee {
 
 impl ClientBody {
     pub fn new(body: Incoming) -> ClientBody {
-        ClientBody { body, tee: None }
+        ClientBody {
+            body,
+            tee: None,
+            left: u64::MAX,
+            limit: u64::MAX,
+        }
+    }
+
+    /// Fails the body once more than `limit` bytes have come (`None`: no limit).
+    pub fn limited(mut self, limit: Option<u64>) -> ClientBody {
+        if let Some(limit) = limit {
+            self.left = limit;
+            self.limit = limit;
+        }
+        self
     }
 
     /// `body` (of exactly `expected` bytes: its Content-Length), and the whole of it through
@@ -219,6 +269,8 @@ impl ClientBody {
             ClientBody {
                 body,
                 tee: Some(Box::new(tee)),
+                left: u64::MAX,
+                limit: u64::MAX,
             },
             rx,
         )
@@ -227,14 +279,24 @@ impl ClientBody {
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            let len = data.map_or(0, |d| d.len() as u64);
+            match this.left.checked_sub(len) {
+                Some(left) => this.left = left,
+                None => {
+                    this.tee = None;
+                    return Poll::Ready(Some(Err(ClientBodyError::TooLarge { limit: this.limit })));
+                }
+            }
+        }
         match (&frame, this.tee.as_mut()) {
             (Some(Ok(f)), Some(tee)) => {
                 if let Some(data) = f.data_ref() {
@@ -257,7 +319,7 @@ impl Body for ClientBody {
             (None | Some(Err(_)), Some(_)) => this.tee = None,
             _ => {}
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::Read)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -314,12 +376,12 @@ impl Drop for Reclaimable {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx),
             UpstreamBody::Reclaimable(r) => {

@@ -16,6 +16,8 @@ pub enum ClientFault {
     Gone,
     /// No byte of the body for `client_body_timeout`: 408.
     Stalled,
+    /// Longer than `[server] max_request_body`: 413.
+    TooLarge,
 }
 
 impl ClientFault {
@@ -24,6 +26,7 @@ impl ClientFault {
             ClientFault::Malformed => StatusCode::BAD_REQUEST,
             ClientFault::Gone => crate::access::CLIENT_CLOSED,
             ClientFault::Stalled => StatusCode::REQUEST_TIMEOUT,
+            ClientFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -33,6 +36,7 @@ impl ClientFault {
             ClientFault::Malformed => "bad_request",
             ClientFault::Gone => "client_abort",
             ClientFault::Stalled => "body_timeout",
+            ClientFault::TooLarge => "body_too_large",
         }
     }
 }
@@ -117,6 +121,10 @@ impl ProxyError {
                 why: ClientFault::Stalled,
                 ..
             } => "408 Request Timeout: the request body stopped coming\n",
+            ProxyError::ClientBody {
+                why: ClientFault::TooLarge,
+                ..
+            } => TOO_LARGE,
             ProxyError::ClientBody { .. } => {
                 "400 Bad Request: the request body broke off or was malformed\n"
             }
@@ -144,6 +152,10 @@ impl ProxyError {
         resp
     }
 }
+
+/// The answer to a request body over `[server] max_request_body`.
+pub(crate) const TOO_LARGE: &str =
+    "413 Content Too Large: the request body is longer than this server takes\n";
 
 /// A short `text/plain` response that is never cached.
 pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {

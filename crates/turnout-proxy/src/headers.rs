@@ -213,6 +213,33 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's `X-Request-Id`, set on its headers (so the app gets it) and returned: the one
+/// a trusted proxy sent, when it is a plain token of at most 128 visible characters; otherwise
+/// a new one, 32 hex digits of randomness (as nginx's `$request_id`). A client's own id is not
+/// kept from anyone else: it would let a client put any text into the logs under another's id.
+pub fn request_id(headers: &mut HeaderMap, trusted_peer: bool) -> HeaderValue {
+    if trusted_peer {
+        let mut sent = headers.get_all(&X_REQUEST_ID).iter();
+        if let (Some(id), None) = (sent.next(), sent.next()) {
+            let b = id.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return id.clone();
+            }
+        }
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for c in text.iter_mut() {
+        *c = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    let id = HeaderValue::from_bytes(&text).expect("hex digits are a valid header value");
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
 
 /// Appends the client's address to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (from `host`, the Host the client asked for). `Forwarded` and
@@ -478,6 +505,34 @@ mod tests {
         }
         let more = ["websocket".to_owned(), "foo".to_owned()];
         assert!(is_upgrade_request(Version::HTTP_11, &req("foo/1"), &more));
+    }
+
+    #[test]
+    fn request_ids_are_made_or_kept_from_trusted_peers_only() {
+        let made = |h: &mut HeaderMap, trusted| {
+            let id = request_id(h, trusted);
+            assert_eq!(h["x-request-id"], id, "the app gets the same id");
+            id
+        };
+        let a = made(&mut HeaderMap::new(), false);
+        let b = made(&mut HeaderMap::new(), false);
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit), "{a:?}");
+        assert_ne!(a, b, "each request its own");
+        let theirs = [("x-request-id", "alb-trace-123")];
+        assert_eq!(made(&mut map(&theirs), true), "alb-trace-123");
+        assert_ne!(made(&mut map(&theirs), false), "alb-trace-123");
+        // Two ids, or one with spaces or too long, are replaced even from a trusted peer.
+        let two = [("x-request-id", "a"), ("x-request-id", "b")];
+        let mut h = map(&two);
+        let id = made(&mut h, true);
+        assert_eq!(
+            (id.len(), h.get_all("x-request-id").iter().count()),
+            (32, 1)
+        );
+        assert_eq!(made(&mut map(&[("x-request-id", "a b")]), true).len(), 32);
+        let long = "x".repeat(129);
+        assert_eq!(made(&mut map(&[("x-request-id", &long)]), true).len(), 32);
     }
 
     #[test]

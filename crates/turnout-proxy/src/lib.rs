@@ -79,6 +79,12 @@ pub struct ProxySettings {
     pub upstream_tls: UpstreamTls,
     /// The protocols a client may upgrade to (lower case); `websocket` unless configured.
     pub upgrades: Vec<String>,
+    /// Request bodies longer than this get 413.
+    pub max_request_body: Option<u64>,
+    /// Every request gets an `X-Request-Id`.
+    pub request_id: bool,
+    /// A request whose pool has no server able to take it waits this long for one.
+    pub hold_when_unavailable: Option<Duration>,
 }
 
 impl ProxySettings {
@@ -110,6 +116,9 @@ impl ProxySettings {
                 .map(|t| t.listen.port()),
             upstream_tls: UpstreamTls::load(&config.pool_ca)?,
             upgrades: config.server.upgrade_protocols.clone(),
+            max_request_body: config.server.max_request_body,
+            request_id: config.server.request_id,
+            hold_when_unavailable: config.upstream.hold_when_unavailable,
         })
     }
 }

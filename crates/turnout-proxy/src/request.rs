@@ -31,12 +31,18 @@ impl Shared {
         let mut access = Access::begin(&req, down);
 
         if let Some(resp) = refused(&mut req, h1, &mut access) {
-            access.finish(resp.status());
-            return resp;
+            return access.answer(resp);
+        }
+        if self.settings.request_id {
+            let trusted = self.env.routing.trusted_proxies.contains(&down.peer.ip());
+            access.request_id = Some(crate::headers::request_id(req.headers_mut(), trusted));
+        }
+        if let Some(resp) = self.too_large(&req, h1) {
+            access.route = "refused";
+            return access.answer(resp);
         }
         if let Some(resp) = self.local(&req, down, &mut access).await {
-            access.finish(resp.status());
-            return resp;
+            return access.answer(resp);
         }
 
         let route = match self.route(&req, down) {
@@ -48,8 +54,7 @@ impl Shared {
                     h1 && !req.body().is_end_stream(),
                     &mut access,
                 );
-                access.finish(resp.status());
-                return resp;
+                return access.answer(resp);
             }
         };
         access.route = route.reason.as_str();
@@ -70,6 +75,7 @@ impl Shared {
                 (Some(mirror), body) if !upgrade => self.mirror(mirror, &parts, body, down),
                 (_, body) => body.map(ClientBody::new),
             };
+            let body = body.map(|b| b.limited(self.settings.max_request_body));
             let close = h1 && body.is_some();
             let sent = self
                 .forward(
@@ -90,8 +96,24 @@ impl Shared {
         if access.error.is_none() {
             route.set_cookies(&mut resp, down);
         }
-        access.finish(resp.status());
-        resp
+        access.answer(resp)
+    }
+
+    /// 413 for a request whose declared length is over `[server] max_request_body`, before any
+    /// of its body is read (a body without a length is counted as it streams: `ClientBody`).
+    fn too_large(&self, req: &Request<Incoming>, h1: bool) -> Option<Response<ProxyBody>> {
+        let limit = self.settings.max_request_body?;
+        let declared = req.body().size_hint().exact()?;
+        if declared <= limit {
+            return None;
+        }
+        let mut resp = text_response(StatusCode::PAYLOAD_TOO_LARGE, crate::error::TOO_LARGE);
+        if h1 {
+            // The body stays unread: the connection cannot carry another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Some(resp)
     }
 }
 

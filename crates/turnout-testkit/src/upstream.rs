@@ -11,6 +11,7 @@
 //! | `/download?bytes=N` | N bytes of the test pattern, streamed in 64 KiB chunks |
 //! | `/hop` | a response carrying hop-by-hop headers the proxy must strip |
 //! | `/ws` | WebSocket echo: a text message `m` comes back as `NAME:m` |
+//! | `/vhost-health?host=H&header=N` | 200 when the Host is H and header N is present, else 421 |
 //! | `/health` | 200, or 503 after [`TestUpstream::set_healthy`]`(false)` |
 //! | `/flaky?on=NAME` | the server named NAME drops the connection unanswered; others: `NAME\n` |
 //! | `/assets/...?cc=C&bytes=N&ms=M` | `NAME PATH\n` (padded to N bytes), `Cache-Control: C` (default `public, max-age=3600`), an ETag, after M ms |
@@ -75,6 +76,19 @@ impl TestUpstream {
             .await
             .expect("bind upstream");
         Self::serve(name, listener)
+    }
+
+    /// On a given address: an app restarted on its port. Retries the bind for up to 5 s while
+    /// the previous listener goes away.
+    pub async fn start_at(name: &'static str, addr: SocketAddr) -> TestUpstream {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => return Self::serve(name, listener),
+                Err(e) if std::time::Instant::now() > deadline => panic!("bind {addr}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
     fn serve(name: &'static str, listener: TcpListener) -> TestUpstream {

@@ -46,13 +46,19 @@ impl RetryCopy {
     /// or it had none.
     fn take_request(&mut self, path: &PathAndQuery) -> Option<Request<UpstreamBody>> {
         let body = match &mut self.reclaim {
-            Some(reclaim) => UpstreamBody::Incoming(reclaim.try_recv().ok()?),
+            Some(reclaim) => {
+                // Reclaimable again: a hold may need it back once more.
+                let (body, rx) = UpstreamBody::reclaimable(reclaim.try_recv().ok()?);
+                *reclaim = rx;
+                body
+            }
             None => UpstreamBody::Empty,
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = Uri::from(path.clone());
-        *req.headers_mut() = std::mem::take(&mut self.headers);
+        // A copy: a hold may send it more than once (retries are rare; the first try moved).
+        *req.headers_mut() = self.headers.clone();
         Some(req)
     }
 }
@@ -61,11 +67,15 @@ impl RetryCopy {
 /// stalled, or sent a malformed chunk), not the upstream: hyper reports that as a "user body"
 /// error whose cause is the error of the body turnout was passing through.
 fn client_body_fault(e: &hyper::Error) -> Option<crate::error::ClientFault> {
+    use crate::body::ClientBodyError;
     use crate::error::ClientFault;
     let user = crate::error::chain(e)
         .filter_map(|err| err.downcast_ref::<hyper::Error>())
         .find(|h| h.is_user())?;
-    let client = std::error::Error::source(user)?.downcast_ref::<hyper::Error>()?;
+    let client = match std::error::Error::source(user)?.downcast_ref::<ClientBodyError>()? {
+        ClientBodyError::TooLarge { .. } => return Some(ClientFault::TooLarge),
+        ClientBodyError::Read(client) => client,
+    };
     Some(
         if matches!(
             crate::serve::deadlines::deadline_of(client),
@@ -93,6 +103,18 @@ fn ended_early(e: &hyper::Error) -> bool {
             )
         })
 }
+
+/// The attempt failed before the request reached any app: a refused connect, or a pooled
+/// connection that closed before the request went out.
+fn never_reached(attempt: &Attempt) -> bool {
+    matches!(
+        attempt,
+        Attempt::Failed(Failure::Connect(_) | Failure::NeverSent(_))
+    )
+}
+
+/// How often a held request looks for a server again.
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How one attempt at an upstream ended.
 enum Attempt {
@@ -175,6 +197,21 @@ impl Shared {
             };
             pool.pick(|| self.env.routing.client_ip(&info))
         };
+        // `hold_when_unavailable`: a pool with no server able to take the request (an app
+        // restarting) is waited for, up to this deadline, instead of answered 503 or 502 at once.
+        let hold_until = self
+            .settings
+            .hold_when_unavailable
+            .filter(|_| !upgrade)
+            .map(|d| tokio::time::Instant::now() + d);
+        let first = match (first, hold_until) {
+            (Some(first), _) => Some(first),
+            (None, Some(until)) => {
+                self.wait_for_server(pool, down, &parts.headers, until)
+                    .await
+            }
+            (None, None) => None,
+        };
         let Some(first) = first else {
             return Err(ProxyError::NoHealthyServer {
                 pool: pool.name().to_string(),
@@ -191,7 +228,7 @@ impl Shared {
             .unwrap_or_else(|| SLASH.clone());
         self.outbound_headers(&mut parts.headers, down, upgrade);
         // A retry needs a copy of the request, so keep one only where a retry is possible.
-        let (body, mut retry) = if pool.servers().len() > 1 && !upgrade {
+        let (body, mut retry) = if (pool.servers().len() > 1 || hold_until.is_some()) && !upgrade {
             let (body, reclaim) = match body {
                 Some(body) => {
                     let (body, rx) = UpstreamBody::reclaimable(body);
@@ -223,7 +260,7 @@ impl Shared {
         // With a retry of its own, turnout sends a request that an idle connection's close
         // returned unsent to another server (the one whose connections just closed is likely
         // down); a pool of one server can only try a fresh connection to the same one.
-        let stale = if retry.is_some() {
+        let stale = if pool.servers().len() > 1 && retry.is_some() {
             Stale::Report
         } else {
             Stale::Redial
@@ -233,20 +270,41 @@ impl Shared {
             .send(pool, first, Request::from_parts(parts, body), stale)
             .await;
 
-        if let Some(copy) = retry.as_mut().filter(|c| retryable(&attempt, c.idempotent)) {
-            if let Some(second) = pool.pick_other(first) {
-                if let Some(again) = copy.take_request(&path) {
-                    self.passive_failure(pool, first);
-                    if let Attempt::Failed(e) = &attempt {
-                        tracing::debug!(pool = %pool.name(), from = %first.addr, to = %second.addr, error = ?e, "retrying on another server");
+        // One retry on another server; under `hold_when_unavailable`, as many more as the hold
+        // allows for a request that never reached an app (so any method is safe to send again).
+        let mut retried = false;
+        while let Some(copy) = retry.as_mut().filter(|c| retryable(&attempt, c.idempotent)) {
+            let other = if retried {
+                None
+            } else {
+                pool.pick_other(upstream)
+            };
+            let next = match (other, hold_until) {
+                (Some(next), _) => next,
+                (None, Some(until)) if never_reached(&attempt) => {
+                    self.passive_failure(pool, upstream);
+                    match self.wait_for_server(pool, down, &copy.headers, until).await {
+                        Some(next) => next,
+                        None => break,
                     }
-                    pool.metrics().retried();
-                    upstream = second;
-                    guard.on_server(second);
-                    *used = Some(second.addr.clone());
-                    attempt = self.send(pool, second, again, stale).await;
                 }
+                _ => break,
+            };
+            let Some(again) = copy.take_request(&path) else {
+                break;
+            };
+            if !(hold_until.is_some() && never_reached(&attempt)) {
+                self.passive_failure(pool, upstream);
             }
+            if let Attempt::Failed(e) = &attempt {
+                tracing::debug!(pool = %pool.name(), from = %upstream.addr, to = %next.addr, error = ?e, "retrying");
+            }
+            pool.metrics().retried();
+            retried = true;
+            upstream = next;
+            guard.on_server(next);
+            *used = Some(next.addr.clone());
+            attempt = self.send(pool, next, again, stale).await;
         }
 
         match attempt.into_result(pool, upstream, self.settings.response_timeout) {
@@ -304,6 +362,32 @@ impl Shared {
         set_forwarded(headers, &down.ip_header, down.proto(), host, trusted);
         if let Some(preview) = routing.preview.as_ref().filter(|p| p.token.is_some()) {
             crate::headers::strip_preview_token(headers, &preview.header, &preview.cookie);
+        }
+    }
+
+    /// Waits until `pool` has a server to take a request (polled every 50 ms: only a request
+    /// under `hold_when_unavailable` whose pool has none pays for it), or `until` passes.
+    async fn wait_for_server<'p>(
+        &self,
+        pool: &'p Pool,
+        down: &Downstream,
+        headers: &http::HeaderMap,
+        until: tokio::time::Instant,
+    ) -> Option<&'p Upstream> {
+        let info = RequestInfo {
+            headers,
+            query: None,
+            peer: down.peer.ip(),
+        };
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return None;
+            }
+            tokio::time::sleep_until(until.min(now + HOLD_POLL)).await;
+            if let Some(server) = pool.pick(|| self.env.routing.client_ip(&info)) {
+                return Some(server);
+            }
         }
     }
 

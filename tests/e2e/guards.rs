@@ -1,0 +1,197 @@
+//! What keeps a deploy free of user-visible errors around the switch itself: request ids, the
+//! body limit, maintenance mode, pause and hold.
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use turnout_testkit::client::{get, h2c_client, http_client, send};
+use turnout_testkit::eventually;
+
+use crate::hardening::{raw, read_all, status_of};
+use crate::BlueGreen;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_an_id_the_app_the_client_and_the_log_share() {
+    let bg = BlueGreen::start_full("", "trusted_proxies = [\"127.0.0.2/32\"]\n").await;
+    let a = get(&http_client(), &bg.turnout.url("/headers"))
+        .await
+        .expect("answer");
+    let id = a.headers["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    let seen: serde_json::Value = serde_json::from_str(&a.body).expect("json");
+    assert_eq!(
+        seen["x-request-id"],
+        serde_json::json!([id]),
+        "the app got the same id"
+    );
+    eventually(10, "the id in the access line", || async {
+        bg.turnout
+            .find_log(&format!("request_id=\"{id}\""))
+            .is_some_and(|l| l.contains("path=/headers"))
+    })
+    .await;
+
+    // A client's own id is replaced (127.0.0.1 is not a trusted proxy here)...
+    let req = Request::get(bg.turnout.url("/headers"))
+        .header("x-request-id", "made-up")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let a = send(&http_client(), req).await.expect("answer");
+    assert_ne!(a.headers["x-request-id"], "made-up");
+    assert!(!a.body.contains("made-up"), "{}", a.body);
+
+    // ...and kept from a trusted one (the same request from 127.0.0.2).
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind");
+    let mut conn = sock.connect(bg.turnout.proxy).await.expect("connect");
+    conn.write_all(b"GET /headers HTTP/1.1\r\nHost: app\r\nX-Request-Id: alb-1-2-3\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_all(&mut conn).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-request-id: alb-1-2-3\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\"x-request-id\":[\"alb-1-2-3\"]"),
+        "{answer}"
+    );
+
+    // Answers turnout makes itself carry one too (a 404 of the admin-less path is the app's;
+    // a refused CONNECT is turnout's, before any id: a 503 from an empty pool is used instead).
+    bg.blue.kill();
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert!(a.status.is_server_error(), "{}", a.status);
+    assert_eq!(a.headers["x-request-id"].len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_413_declared_or_streamed() {
+    let bg = BlueGreen::start_with("max_request_body = \"1KiB\"\n").await;
+    let before = bg.blue.requests();
+
+    // Declared too long: refused before a byte of it is read, and the connection closed.
+    let answer = raw(
+        bg.turnout.proxy,
+        b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 4096\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(bg.blue.requests(), before, "the app never saw it");
+
+    // Within the limit: through.
+    let body = vec![b'x'; 1024];
+    let req = Request::post(bg.turnout.url("/upload"))
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let a = send(&http_client(), req).await.expect("answer");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("\"bytes\":1024"), "{}", a.body);
+
+    // Streamed without a length (chunked): cut off once it passes the limit.
+    let mut conn = TcpStream::connect(bg.turnout.proxy).await.expect("connect");
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("write");
+    for _ in 0..3 {
+        let chunk = format!("200\r\n{}\r\n", "y".repeat(512));
+        if conn.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let answer = read_all(&mut conn).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    eventually(10, "the cut-off counted and logged", || async {
+        bg.turnout
+            .metrics()
+            .await
+            .contains("turnout_client_cutoffs_total{reason=\"body_too_large\"} 1")
+            && bg
+                .turnout
+                .logs()
+                .lines()
+                .any(|l| l.contains("status=413") && l.contains("max_request_body"))
+    })
+    .await;
+
+    // HTTP/2: the same limit.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(bg.turnout.url("/upload"))
+        .body(Full::new(Bytes::from(vec![b'z'; 2048])))
+        .expect("request");
+    let a = send(&h2c_client(), req).await.expect("answer");
+    assert_eq!(a.status, 413, "{}", a.body);
+    // The server is fine for everyone else.
+    assert_eq!(bg.body("/").await, "blue\n");
+}
+
+/// `hold_when_unavailable`: while the app restarts (its port refusing connections for a second),
+/// requests wait for it instead of getting 502 or 503; none of them fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_restart_under_hold_when_unavailable_costs_no_request() {
+    let bg = BlueGreen::start_with(&format!(
+        "\n[upstream]\nhold_when_unavailable = \"5s\"\n{}",
+        crate::FAST_CHECKS
+    ))
+    .await;
+    let url = bg.turnout.url("/");
+    let started = std::time::Instant::now();
+    let run = std::time::Duration::from_secs(3);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = http_client();
+                let (mut statuses, mut slowest) = (Vec::new(), std::time::Duration::ZERO);
+                // Bounded in count and time.
+                for _ in 0..5000 {
+                    if started.elapsed() > run {
+                        break;
+                    }
+                    let t = std::time::Instant::now();
+                    let status = get(&client, &url).await.map_or(0, |a| a.status.as_u16());
+                    slowest = slowest.max(t.elapsed());
+                    statuses.push(status);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                (statuses, slowest)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let addr = bg.blue.addr;
+    bg.blue.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let _restarted = turnout_testkit::upstream::TestUpstream::start_at("blue", addr).await;
+    let (mut total, mut failed, mut slowest) = (0, 0, std::time::Duration::ZERO);
+    for c in clients {
+        let (statuses, slow) = c.await.expect("client");
+        total += statuses.len();
+        failed += statuses.iter().filter(|s| **s != 200).count();
+        slowest = slowest.max(slow);
+    }
+    eprintln!("{total} requests, {failed} failed, slowest {slowest:?}");
+    assert!(total > 50, "load ran: {total}");
+    assert_eq!(failed, 0, "of {total} requests");
+    assert!(
+        slowest >= std::time::Duration::from_millis(300),
+        "some requests were held through the restart: slowest {slowest:?}"
+    );
+}
