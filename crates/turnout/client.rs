@@ -111,8 +111,80 @@ pub fn split(args: &AdminArgs, weights: &[(String, i64)], force: bool) -> ExitCo
     })
 }
 
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// The call that `turnout maintenance on|off` makes.
+pub fn maintenance_call(state: OnOff, message: Option<&str>) -> (Method, Option<Value>) {
+    match state {
+        OnOff::On => (
+            Method::POST,
+            Some(message.map_or_else(
+                || serde_json::json!({}),
+                |m| serde_json::json!({ "message": m }),
+            )),
+        ),
+        OnOff::Off => (Method::DELETE, None),
+    }
+}
+
+/// `turnout maintenance on|off [--message M]`.
+pub fn maintenance(args: &AdminArgs, state: OnOff, message: Option<&str>) -> ExitCode {
+    let (method, body) = maintenance_call(state, message);
+    finish(call(args, method, "/v1/maintenance", body), |v| {
+        println!("{}", gates_text(v));
+    })
+}
+
+/// `turnout pause [--max-hold D]`.
+pub fn pause(args: &AdminArgs, max_hold: Option<&str>) -> ExitCode {
+    let body = max_hold.map(|d| serde_json::json!({ "max_hold": d }));
+    finish(call(args, Method::POST, "/v1/pause", body), |v| {
+        println!("{}", gates_text(v));
+    })
+}
+
+/// `turnout resume`.
+pub fn resume(args: &AdminArgs) -> ExitCode {
+    finish(call(args, Method::POST, "/v1/resume", None), |v| {
+        println!("{}", gates_text(v));
+    })
+}
+
+/// Maintenance and pause, as one line: "maintenance on since ...", "paused since ... (3 held)",
+/// or "serving".
+pub fn gates_text(v: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = v.get("maintenance").filter(|m| m.is_object()) {
+        parts.push(format!(
+            "maintenance ON since {}: {:?}",
+            m["since"].as_str().unwrap_or("?"),
+            m["message"].as_str().unwrap_or("")
+        ));
+    }
+    if let Some(p) = v.get("paused").filter(|p| p.is_object()) {
+        parts.push(format!(
+            "PAUSED since {} ({} held now, {} held in all, {} shed; each held at most {} ms)",
+            p["since"].as_str().unwrap_or("?"),
+            p["held"],
+            p["held_total"],
+            p["shed_total"],
+            p["max_hold_ms"]
+        ));
+    }
+    if parts.is_empty() {
+        format!("serving (generation {})", v["generation"])
+    } else {
+        format!("{} (generation {})", parts.join("; "), v["generation"])
+    }
+}
+
 /// How an admin call ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     Ok(Value),
     Refused(StatusCode, String),
@@ -278,6 +350,11 @@ fn print_status(v: &Value) {
         summary(v),
         v["changed_at"].as_str().unwrap_or("?")
     );
+    if v.get("maintenance").is_some_and(Value::is_object)
+        || v.get("paused").is_some_and(Value::is_object)
+    {
+        println!("{}", gates_text(v));
+    }
     if let Some(p) = v.get("prepared").filter(|p| p.is_object()) {
         println!(
             "prepared: {} waits for its commit (expires in {} ms)",

@@ -85,6 +85,30 @@ enum Command {
         #[command(flatten)]
         admin: client::AdminArgs,
     },
+    /// Maintenance mode: `on` answers every request but the health path and [maintenance]'s
+    /// allow-lists with 503 and the maintenance page; `off` ends it. Kept across restarts.
+    Maintenance {
+        state: client::OnOff,
+        /// The message on the page ([maintenance] message unless given).
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Hold new requests (not the health path) without forwarding them, while requests in
+    /// flight finish: restart the app, run a migration, switch, then `turnout resume`.
+    Pause {
+        /// The longest a request is held before it gets 503 ([pause] max_hold unless given).
+        #[arg(long, value_name = "DURATION")]
+        max_hold: Option<String>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Release the requests a pause holds, in the order they came.
+    Resume {
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
     /// Act on several instances together: a two-phase switch or rollback (all or none), or
     /// their status side by side.
     Fleet {
@@ -112,6 +136,13 @@ fn main() -> ExitCode {
             force,
         } => client::split(&admin, &weights, force),
         Command::Rollout { args, admin } => rollout::run(&admin, &args),
+        Command::Maintenance {
+            state,
+            message,
+            admin,
+        } => client::maintenance(&admin, state, message.as_deref()),
+        Command::Pause { max_hold, admin } => client::pause(&admin, max_hold.as_deref()),
+        Command::Resume { admin } => client::resume(&admin),
         Command::Fleet { command } => fleet::run(command),
     }
 }

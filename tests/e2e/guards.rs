@@ -195,3 +195,151 @@ async fn an_app_restart_under_hold_when_unavailable_costs_no_request() {
         "some requests were held through the restart: slowest {slowest:?}"
     );
 }
+
+/// Runs the `turnout` CLI against `bg`'s admin API: the exit code and stdout.
+fn cli(bg: &BlueGreen, args: &[&str]) -> (Option<i32>, String) {
+    let admin = bg.admin_base();
+    let out = bg
+        .sandbox
+        .command(&[args, &["--admin", &admin]].concat())
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Sends `raw` from 127.0.0.2 (an address `allow_ips` may list) and reads the whole answer.
+async fn from_second_address(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind");
+    let mut conn = sock.connect(addr).await.expect("connect");
+    conn.write_all(raw).await.expect("write");
+    read_all(&mut conn).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_mode_serves_the_page_lets_the_allowed_through_and_survives_a_restart() {
+    let pages = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        pages.path().join("maintenance.html"),
+        "<h1>Custom maintenance</h1><p>{{message}}</p>",
+    )
+    .expect("write");
+    std::fs::write(pages.path().join("502.html"), "<h1>Our own 502</h1>").expect("write");
+    let mut bg = BlueGreen::start_full(
+        &format!(
+            "\n[maintenance]\nallow_paths = [\"/headers\"]\nallow_ips = [\"127.0.0.2\"]\nretry_after = \"2m\"\n\
+             [errors]\ndir = {:?}\n",
+            pages.path().display().to_string()
+        ),
+        "preview_header = \"x-preview\"\n",
+    )
+    .await;
+    let client = http_client();
+    let (code, out) = cli(&bg, &["maintenance", "on", "--message", "Back at 5 <soon>"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("maintenance ON"), "{out}");
+
+    let a = get(&client, &bg.turnout.url("/")).await.expect("answer");
+    assert_eq!(a.status, 503);
+    assert_eq!(a.headers["retry-after"], "120");
+    assert!(a.headers["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/html"));
+    assert!(
+        a.body.contains("Custom maintenance") && a.body.contains("Back at 5 &lt;soon&gt;"),
+        "{}",
+        a.body
+    );
+    assert!(a.headers.contains_key("x-request-id"));
+    let req = Request::get(bg.turnout.url("/"))
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let a = send(&client, req).await.expect("answer");
+    let j: serde_json::Value = serde_json::from_str(&a.body).expect("json");
+    assert_eq!(
+        (a.status.as_u16(), j["message"].as_str()),
+        (503, Some("Back at 5 <soon>"))
+    );
+
+    // Through: the health path, an allowed path, an allowed client, a preview request.
+    let health = get(&client, &bg.turnout.url("/health-check"))
+        .await
+        .expect("answer");
+    assert_eq!(health.status, 200, "the load balancer keeps the instance");
+    assert_eq!(
+        get(&client, &bg.turnout.url("/headers"))
+            .await
+            .expect("answer")
+            .status,
+        200
+    );
+    let answer = from_second_address(
+        bg.turnout.proxy,
+        b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let req = Request::get(bg.turnout.url("/"))
+        .header("x-preview", "green")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let a = send(&client, req).await.expect("answer");
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "green\n"));
+    let status = bg.status().await;
+    assert_eq!(
+        status["maintenance"]["message"], "Back at 5 <soon>",
+        "{status}"
+    );
+
+    // Kept across a restart (the state file).
+    bg.turnout.signal("TERM");
+    assert!(bg.turnout.wait_exit(20).await.success());
+    bg.turnout = bg.sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 503, "still in maintenance after the restart");
+
+    let (code, out) = cli(&bg, &["maintenance", "off"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("serving"), "{out}");
+    assert_eq!(bg.body("/").await, "blue\n");
+
+    // turnout's own errors use the directory's pages too.
+    bg.blue.kill();
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert_eq!(a.body, "<h1>Our own 502</h1>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_can_fail_the_health_path_when_asked() {
+    let bg = BlueGreen::start_with("\n[maintenance]\nhealth = \"fail\"\n").await;
+    let health = bg.turnout.url("/health-check");
+    assert_eq!(
+        get(&http_client(), &health).await.expect("answer").status,
+        200
+    );
+    let (s, j) = bg.post("/v1/maintenance", "{}").await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(
+        get(&http_client(), &health).await.expect("answer").status,
+        503
+    );
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert!(
+        a.body.contains("Down for maintenance"),
+        "the built-in page: {}",
+        a.body
+    );
+}

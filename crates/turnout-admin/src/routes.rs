@@ -137,6 +137,12 @@ pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
             post(hold_rollout).delete(release_rollout_hold),
         )
         .route("/v1/rollout/sample", get(rollout_sample))
+        .route(
+            "/v1/maintenance",
+            post(maintenance_on).delete(maintenance_off),
+        )
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
         .route("/v1/cache", axum::routing::delete(purge_cache))
         .route("/v1/tls/reload", post(reload_tls))
         .route("/v1/rules", put(put_rules).get(get_rules))
@@ -636,6 +642,74 @@ struct SplitBody {
     /// Skip the health gate for the pools that gain share.
     #[serde(default)]
     force: bool,
+}
+
+/// An optional JSON body: empty (or blank) is `T::default()`.
+fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    /// Shown on the page; `[maintenance] message` unless given.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /v1/maintenance`: every request but the health path and `[maintenance]`'s allow-lists
+/// gets 503 and the maintenance page. Persisted: a restart keeps it on.
+async fn maintenance_on(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<Status>, ApiError> {
+    let body: MaintenanceBody = optional_json(&body)?;
+    let command = Command::Maintenance {
+        on: Some(turnout_core::MaintenanceSpec {
+            message: body.message,
+        }),
+    };
+    let after = state.control.apply(command, true).await?;
+    Ok(Json(Status::from(&*after)))
+}
+
+/// `DELETE /v1/maintenance`: requests reach the apps again.
+async fn maintenance_off(State(state): State<AdminState>) -> Result<Json<Status>, ApiError> {
+    let after = state
+        .control
+        .apply(Command::Maintenance { on: None }, true)
+        .await?;
+    Ok(Json(Status::from(&*after)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    /// The longest a request is held: "30s" (`[pause] max_hold` unless given).
+    #[serde(default)]
+    max_hold: Option<String>,
+}
+
+/// `POST /v1/pause`: hold new requests (not the health path) until `POST /v1/resume`; requests
+/// in flight finish.
+async fn pause(State(state): State<AdminState>, body: Bytes) -> Result<Json<Status>, ApiError> {
+    let body: PauseBody = optional_json(&body)?;
+    let max_hold = duration_field("max_hold", body.max_hold.as_deref())?;
+    let after = state
+        .control
+        .apply(Command::Pause { max_hold }, true)
+        .await?;
+    Ok(Json(Status::from(&*after)))
+}
+
+/// `POST /v1/resume`: the held requests go on, in the order they came.
+async fn resume(State(state): State<AdminState>) -> Result<Json<Status>, ApiError> {
+    let after = state.control.apply(Command::Resume, true).await?;
+    Ok(Json(Status::from(&*after)))
 }
 
 /// `PUT /v1/split`: share new clients between pools. Health-gated like a switch.

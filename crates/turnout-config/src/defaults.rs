@@ -123,3 +123,14 @@ pub const UPSTREAM_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a client may upgrade a connection to, unless `server.upgrade_protocols` says more.
 pub const UPGRADE_PROTOCOL: &str = "websocket";
+
+/// What a client is told while maintenance mode is on, unless the call or `[maintenance]` says.
+pub const MAINTENANCE_MESSAGE: &str = "This site is down for maintenance and will be back shortly.";
+/// `Retry-After` of a maintenance answer.
+pub const MAINTENANCE_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest a paused request is held before it gets 503.
+pub const PAUSE_MAX_HOLD: Duration = Duration::from_secs(30);
+/// The most requests a pause holds at once; past it the oldest gets 503.
+pub const PAUSE_MAX_REQUESTS: usize = 10_000;
+/// The most bytes of held requests' heads a pause keeps; past it the oldest gets 503.
+pub const PAUSE_MAX_BYTES: u64 = 64 * 1024 * 1024;

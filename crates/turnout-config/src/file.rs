@@ -29,6 +29,37 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
     /// `[rollout]`: the guarded rollout's default policy.
     pub rollout: Option<crate::rollout::RolloutOverrides>,
+    pub maintenance: Option<FileMaintenance>,
+    pub pause: Option<FilePause>,
+    pub errors: Option<FileErrors>,
+}
+
+/// `[maintenance]`: what passes while maintenance mode is on, and what others are told.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMaintenance {
+    pub message: Option<String>,
+    pub retry_after: Option<HumanDuration>,
+    pub allow_paths: Option<Vec<Spanned<String>>>,
+    pub allow_ips: Option<Vec<Spanned<String>>>,
+    /// What the health path answers during maintenance: "pass" (default) or "fail".
+    pub health: Option<Spanned<String>>,
+}
+
+/// `[pause]`: the bounds of holding requests while paused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePause {
+    pub max_hold: Option<HumanDuration>,
+    pub max_requests: Option<Spanned<usize>>,
+    pub max_bytes: Option<Spanned<String>>,
+}
+
+/// `[errors]`: pages for turnout's own answers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileErrors {
+    pub dir: Option<Spanned<PathBuf>>,
 }
 
 /// `[tls]`: the HTTPS listener.

@@ -51,6 +51,65 @@ pub struct Config {
     pub pool_ca: BTreeMap<PoolName, PathBuf>,
     /// `[rollout]` over the defaults: what a guarded rollout does unless its call says otherwise.
     pub rollout: rollout::RolloutPolicy,
+    pub maintenance: MaintenancePolicy,
+    pub pause: PausePolicy,
+    /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
+    pub error_pages: ErrorPages,
+}
+
+/// `[maintenance]`: who still gets through while maintenance mode is on, and what the others
+/// are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenancePolicy {
+    /// The message when `turnout maintenance on` gives none.
+    pub message: String,
+    pub retry_after: Duration,
+    /// Path prefixes that still reach the app.
+    pub allow_paths: Vec<String>,
+    /// Clients (the address `trusted_proxies` resolves to) that still reach the app.
+    pub allow_ips: TrustedProxies,
+    /// The health path fails during maintenance (the load balancer takes the instance out);
+    /// by default it passes, so the load balancer keeps sending clients to the page.
+    pub health_fails: bool,
+}
+
+impl Default for MaintenancePolicy {
+    fn default() -> Self {
+        MaintenancePolicy {
+            message: defaults::MAINTENANCE_MESSAGE.to_owned(),
+            retry_after: defaults::MAINTENANCE_RETRY_AFTER,
+            allow_paths: Vec::new(),
+            allow_ips: TrustedProxies::default(),
+            health_fails: false,
+        }
+    }
+}
+
+/// `[pause]`: how long and how many requests a pause holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PausePolicy {
+    pub max_hold: Duration,
+    pub max_requests: usize,
+    /// The bound on held requests' heads, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for PausePolicy {
+    fn default() -> Self {
+        PausePolicy {
+            max_hold: defaults::PAUSE_MAX_HOLD,
+            max_requests: defaults::PAUSE_MAX_REQUESTS,
+            max_bytes: defaults::PAUSE_MAX_BYTES,
+        }
+    }
+}
+
+/// Pages read from `[errors] dir` at start-up (a missing file keeps the built-in answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorPages {
+    pub dir: Option<PathBuf>,
+    /// By status (502, 503, 504), and the maintenance page under 0.
+    pub pages: Vec<(u16, String)>,
 }
 
 /// `[tls]`: the HTTPS listener and its certificates.
@@ -713,7 +772,14 @@ impl file::FileConfig {
                 message,
             })?;
 
+        let maintenance = resolve_maintenance(self.maintenance.unwrap_or_default(), text, path)?;
+        let pause = resolve_pause(self.pause.unwrap_or_default(), text, path)?;
+        let error_pages = resolve_errors(self.errors.unwrap_or_default(), text, path)?;
+
         Ok(Config {
+            maintenance,
+            pause,
+            error_pages,
             server: Server {
                 listen,
                 admin,
@@ -788,6 +854,150 @@ impl file::FileConfig {
             rollout,
         })
     }
+}
+
+fn resolve_maintenance(
+    file: file::FileMaintenance,
+    text: &str,
+    path: &Path,
+) -> Result<MaintenancePolicy, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, span.start),
+        key: format!("maintenance.{key}"),
+        message,
+    };
+    let mut policy = MaintenancePolicy::default();
+    if let Some(m) = file.message {
+        policy.message = m;
+    }
+    if let Some(d) = file.retry_after {
+        policy.retry_after = d.0;
+    }
+    for p in file.allow_paths.unwrap_or_default() {
+        if !p.get_ref().starts_with('/') {
+            return Err(invalid(
+                p.span(),
+                "allow_paths",
+                format!("{:?} must start with '/'", p.get_ref()),
+            ));
+        }
+        policy.allow_paths.push(p.into_inner());
+    }
+    if let Some(ips) = file.allow_ips {
+        let span = ips.first().map_or(0..0, toml::Spanned::span);
+        policy.allow_ips = TrustedProxies::parse(ips.iter().map(|s| s.get_ref().as_str()))
+            .map_err(|m| invalid(span, "allow_ips", m))?;
+    }
+    if let Some(h) = file.health {
+        policy.health_fails = match h.get_ref().as_str() {
+            "pass" => false,
+            "fail" => true,
+            other => return Err(invalid(
+                h.span(),
+                "health",
+                format!(
+                    "{other:?}: write \"pass\" (the load balancer keeps the instance) or \"fail\""
+                ),
+            )),
+        };
+    }
+    Ok(policy)
+}
+
+fn resolve_pause(
+    file: file::FilePause,
+    text: &str,
+    path: &Path,
+) -> Result<PausePolicy, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, span.start),
+        key: format!("pause.{key}"),
+        message,
+    };
+    let mut policy = PausePolicy::default();
+    if let Some(d) = file.max_hold {
+        if d.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "max_hold"),
+                key: "pause.max_hold".into(),
+                message: "must be more than zero".into(),
+            });
+        }
+        policy.max_hold = d.0;
+    }
+    if let Some(n) = file.max_requests {
+        if *n.get_ref() == 0 {
+            return Err(invalid(
+                n.span(),
+                "max_requests",
+                "must be at least 1".into(),
+            ));
+        }
+        policy.max_requests = n.into_inner();
+    }
+    if let Some(b) = file.max_bytes {
+        policy.max_bytes = b
+            .get_ref()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .ok()
+            .filter(|b| *b > 0)
+            .ok_or_else(|| {
+                invalid(
+                    b.span(),
+                    "max_bytes",
+                    format!("invalid size {:?}: write it like \"64MiB\"", b.get_ref()),
+                )
+            })?;
+    }
+    Ok(policy)
+}
+
+fn resolve_errors(
+    file: file::FileErrors,
+    text: &str,
+    path: &Path,
+) -> Result<ErrorPages, ConfigError> {
+    let Some(dir) = file.dir else {
+        return Ok(ErrorPages::default());
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, dir.span().start),
+        key: "errors.dir".into(),
+        message,
+    };
+    if !dir.get_ref().is_dir() {
+        return Err(invalid(format!(
+            "{} is not a directory turnout can read",
+            dir.get_ref().display()
+        )));
+    }
+    let mut pages = Vec::new();
+    for (status, name) in [
+        (502, "502.html"),
+        (503, "503.html"),
+        (504, "504.html"),
+        (0, "maintenance.html"),
+    ] {
+        let file = dir.get_ref().join(name);
+        match read_capped(&file, 1024 * 1024) {
+            Ok(bytes) => {
+                let page = String::from_utf8(bytes)
+                    .map_err(|_| invalid(format!("{} is not UTF-8 text", file.display())))?;
+                pages.push((status, page));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(invalid(format!("{}: {e}", file.display()))),
+        }
+    }
+    Ok(ErrorPages {
+        dir: Some(dir.into_inner()),
+        pages,
+    })
 }
 
 fn resolve_tls(

@@ -30,6 +30,22 @@ pub enum Command {
     /// Copy `percent` of the requests with one of `methods` (and a body of at most
     /// `max_body` bytes) to pool `to` as well, its answers thrown away; `None` stops it. Any other command stops it too.
     Mirror { to: Option<MirrorSpec> },
+    /// Maintenance mode on (with its message) or off (`None`).
+    Maintenance { on: Option<MaintenanceSpec> },
+    /// Hold new requests until [`Command::Resume`] (each for at most `max_hold`, or
+    /// `[pause] max_hold`).
+    Pause {
+        max_hold: Option<std::time::Duration>,
+    },
+    /// Release the held requests, in order, and hold no more.
+    Resume,
+}
+
+/// What [`Command::Maintenance`] switches on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MaintenanceSpec {
+    /// `None`: `[maintenance] message`.
+    pub message: Option<String>,
 }
 
 /// What [`Command::Mirror`] copies, and where to.
@@ -67,6 +83,13 @@ impl std::fmt::Display for Command {
             }
             Command::SetRules { rules } => write!(f, "set {} rule(s)", rules.len()),
             Command::Mirror { to: None } => f.write_str("mirror off"),
+            Command::Maintenance { on: None } => f.write_str("maintenance off"),
+            Command::Maintenance { on: Some(_) } => f.write_str("maintenance on"),
+            Command::Pause { max_hold: None } => f.write_str("pause"),
+            Command::Pause { max_hold: Some(d) } => {
+                write!(f, "pause (hold at most {})", humantime::format_duration(*d))
+            }
+            Command::Resume => f.write_str("resume"),
             Command::Mirror { to: Some(m) } => write!(
                 f,
                 "mirror {}% of {} to {}",
@@ -169,6 +192,70 @@ impl Command {
                 let mut next = cur.clone();
                 next.rules = rules.into();
                 next
+            }
+            Command::Maintenance { on } => {
+                let maintenance = match on {
+                    None if cur.maintenance.is_none() => return Ok(None),
+                    None => None,
+                    Some(spec) => {
+                        let message = spec
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| cur.env.maintenance.message.clone());
+                        if message.len() > 4096 {
+                            return Err(CoreError::Invalid(
+                                "maintenance: the message is longer than 4096 bytes".into(),
+                            ));
+                        }
+                        if cur
+                            .maintenance
+                            .as_ref()
+                            .is_some_and(|m| m.message == message)
+                        {
+                            return Ok(None);
+                        }
+                        Some(Arc::new(crate::snapshot::Maintenance {
+                            message,
+                            since: SystemTime::now(),
+                        }))
+                    }
+                };
+                let mut next = cur.clone();
+                next.generation = cur.generation + 1;
+                next.changed_at = SystemTime::now();
+                next.maintenance = maintenance;
+                return Ok(Some(next));
+            }
+            Command::Pause { max_hold } => {
+                if cur.pause.is_some() {
+                    return Ok(None);
+                }
+                if let Some(d) = max_hold {
+                    if d.is_zero() || *d > turnout_config::MAX_DURATION {
+                        return Err(CoreError::Invalid(format!(
+                            "pause: max_hold {} is not between 1ms and 7 days",
+                            humantime::format_duration(*d)
+                        )));
+                    }
+                }
+                let mut next = cur.clone();
+                next.generation = cur.generation + 1;
+                next.changed_at = SystemTime::now();
+                next.pause = Some(Arc::new(crate::pause::Pause::new(
+                    &cur.env.pause,
+                    *max_hold,
+                )));
+                return Ok(Some(next));
+            }
+            Command::Resume => {
+                if cur.pause.is_none() {
+                    return Ok(None);
+                }
+                let mut next = cur.clone();
+                next.generation = cur.generation + 1;
+                next.changed_at = SystemTime::now();
+                next.pause = None;
+                return Ok(Some(next));
             }
             Command::Mirror { to } => {
                 let mirror = match to {

@@ -236,10 +236,19 @@ impl Control {
         }
         let next = Arc::new(next);
         self.inner.router.publish(Arc::clone(&next));
+        // After the publish: a released request routes against the new state.
+        if let (Some(pause), None) = (&current.pause, &next.pause) {
+            pause.release();
+        }
         match command {
             Command::Switch { .. } | Command::Split { .. } => next.env.metrics.switches.inc(),
             Command::Rollback => next.env.metrics.rollbacks.inc(),
-            Command::PutPool { .. } | Command::SetRules { .. } | Command::Mirror { .. } => {}
+            Command::PutPool { .. }
+            | Command::SetRules { .. }
+            | Command::Mirror { .. }
+            | Command::Maintenance { .. }
+            | Command::Pause { .. }
+            | Command::Resume => {}
         }
         tracing::info!(
             target: "turnout::admin",

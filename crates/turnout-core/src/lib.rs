@@ -22,6 +22,7 @@ pub mod decide;
 mod error;
 pub mod health;
 pub mod metrics;
+pub mod pause;
 pub mod pool;
 pub mod rollout;
 pub mod snapshot;
@@ -29,7 +30,7 @@ pub mod split;
 pub mod state;
 pub mod status;
 
-pub use command::{Command, MirrorSpec};
+pub use command::{Command, MaintenanceSpec, MirrorSpec};
 pub use control::{
     CacheAdmin, CacheStats, CertInfo, Control, Handles, Prepared, TlsAdmin, TlsReloadError,
 };

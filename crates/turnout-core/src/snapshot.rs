@@ -39,6 +39,10 @@ pub struct Env {
     /// Stickiness and preview, from `[routing]`.
     pub routing: RouteSettings,
     pub metrics: Metrics,
+    /// `[maintenance]`: who passes while maintenance mode is on.
+    pub maintenance: turnout_config::MaintenancePolicy,
+    /// `[pause]`: the bounds of a pause.
+    pub pause: turnout_config::PausePolicy,
 }
 
 /// The fixed part of `[routing]`, in the form the request path reads.
@@ -99,6 +103,8 @@ impl Env {
             pool_balance: config.pool_balance.clone(),
             routing: RouteSettings::from_config(&config.routing),
             metrics: Metrics::new(),
+            maintenance: config.maintenance.clone(),
+            pause: config.pause,
         }
     }
 
@@ -161,6 +167,47 @@ pub struct RoutingSnapshot {
     /// Shadow traffic (a rollout's mirror phase): a share of requests also sent to a pool, its
     /// answers discarded. Any other change ends it; never persisted.
     pub mirror: Option<Arc<Mirror>>,
+    /// Maintenance mode: requests but the health path and `[maintenance]`'s allow-lists get
+    /// 503 and the page. Persisted; other changes keep it.
+    pub maintenance: Option<Arc<Maintenance>>,
+    /// A pause: new requests are held until the resume. Other changes keep it (pause, switch,
+    /// resume is the point); never persisted (a restart ends it).
+    pub pause: Option<Arc<crate::pause::Pause>>,
+}
+
+/// Maintenance mode, as switched on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    pub message: String,
+    pub since: SystemTime,
+}
+
+impl RoutingSnapshot {
+    /// The maintenance mode a request to `path` from `client` is held to, or `None` when it
+    /// passes: no maintenance, an allowed path prefix or client address, or a preview request
+    /// (`preview`: the decision came from a valid preview header or cookie).
+    #[inline]
+    pub fn maintenance_for(
+        &self,
+        path: &str,
+        client: impl FnOnce() -> std::net::IpAddr,
+        preview: bool,
+    ) -> Option<&Arc<Maintenance>> {
+        let m = self.maintenance.as_ref()?;
+        let policy = &self.env.maintenance;
+        if preview
+            || policy
+                .allow_paths
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+        {
+            return None;
+        }
+        if !policy.allow_ips.is_empty() && policy.allow_ips.contains(&client()) {
+            return None;
+        }
+        Some(m)
+    }
 }
 
 /// Copies of a share of live requests sent to `pool` as well: the client gets only its own
@@ -239,6 +286,10 @@ impl RoutingSnapshot {
     ) -> Result<RoutingSnapshot, CoreError> {
         let mut servers = config.pools.clone();
         let mut rules: Arc<[Rule]> = config.routing.rules.clone().into();
+        let maintenance = saved
+            .as_ref()
+            .and_then(|s| s.maintenance.clone())
+            .map(Arc::new);
         let (weights, previous, generation) = match saved {
             Some(saved) => {
                 servers.extend(saved.pools);
@@ -276,6 +327,8 @@ impl RoutingSnapshot {
             env,
             mark: None,
             mirror: None,
+            maintenance,
+            pause: None,
         };
         snapshot.derive()?;
         Ok(snapshot)

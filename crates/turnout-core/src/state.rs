@@ -35,9 +35,20 @@ struct StateDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rules: Option<Vec<RuleSpec>>,
     pools: BTreeMap<String, StatePool>,
+    /// Maintenance mode, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    maintenance: Option<StateMaintenance>,
     /// For people reading the file; ignored when loading.
     #[serde(default)]
     updated_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateMaintenance {
+    message: String,
+    /// RFC 3339.
+    since: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +66,8 @@ pub struct SavedState {
     pub pools: BTreeMap<PoolName, Vec<Backend>>,
     /// `None` when the file predates rules.
     pub rules: Option<Vec<Rule>>,
+    /// Maintenance mode was on.
+    pub maintenance: Option<crate::snapshot::Maintenance>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,12 +162,24 @@ impl StateFile {
         for rule in rules.iter().flatten() {
             known(rule.to.as_str(), "a rule's")?;
         }
+        let maintenance = doc
+            .maintenance
+            .map(|m| {
+                let since = humantime::parse_rfc3339(&m.since)
+                    .map_err(|e| corrupt(format!("maintenance.since {:?}: {e}", m.since)))?;
+                Ok::<_, StateError>(crate::snapshot::Maintenance {
+                    message: m.message,
+                    since,
+                })
+            })
+            .transpose()?;
         Ok(Some(SavedState {
             generation: doc.generation,
             weights,
             previous,
             pools,
             rules,
+            maintenance,
         }))
     }
 
@@ -183,6 +208,10 @@ impl StateFile {
                     (name.to_string(), StatePool { servers })
                 })
                 .collect(),
+            maintenance: snapshot.maintenance.as_ref().map(|m| StateMaintenance {
+                message: m.message.clone(),
+                since: humantime::format_rfc3339_seconds(m.since).to_string(),
+            }),
             updated_at: Some(humantime::format_rfc3339_seconds(snapshot.changed_at).to_string()),
         };
         let mut bytes = serde_json::to_vec_pretty(&doc).expect("a StateDoc always serializes");

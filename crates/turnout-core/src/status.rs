@@ -37,6 +37,28 @@ pub struct Status {
     /// The guarded rollout under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::RolloutReport>,
+    /// Maintenance mode, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
+    /// A pause, when on: how many requests it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MaintenanceStatus {
+    pub message: String,
+    /// RFC 3339.
+    pub since: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PauseStatus {
+    /// RFC 3339.
+    pub since: String,
+    pub max_hold_ms: u64,
+    #[serde(flatten)]
+    pub stats: crate::pause::PauseStats,
 }
 
 /// What `prepared` shows: never the token, which is for the fleet command that asked.
@@ -161,6 +183,15 @@ impl From<&RoutingSnapshot> for Status {
             }),
             cache: None,
             tls: None,
+            maintenance: s.maintenance.as_ref().map(|m| MaintenanceStatus {
+                message: m.message.clone(),
+                since: humantime::format_rfc3339_seconds(m.since).to_string(),
+            }),
+            paused: s.pause.as_ref().map(|p| PauseStatus {
+                since: humantime::format_rfc3339_seconds(p.since).to_string(),
+                max_hold_ms: u64::try_from(p.max_hold.as_millis()).unwrap_or(u64::MAX),
+                stats: p.stats(),
+            }),
         }
     }
 }

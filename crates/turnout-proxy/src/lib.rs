@@ -85,6 +85,8 @@ pub struct ProxySettings {
     pub request_id: bool,
     /// A request whose pool has no server able to take it waits this long for one.
     pub hold_when_unavailable: Option<Duration>,
+    /// `[errors] dir`'s pages.
+    pub error_pages: turnout_config::ErrorPages,
 }
 
 impl ProxySettings {
@@ -119,6 +121,7 @@ impl ProxySettings {
             max_request_body: config.server.max_request_body,
             request_id: config.server.request_id,
             hold_when_unavailable: config.upstream.hold_when_unavailable,
+            error_pages: config.error_pages.clone(),
         })
     }
 }
@@ -147,6 +150,8 @@ struct Shared {
     /// Upstream assets and static files, in memory.
     cache: Arc<cache::Cache>,
     files: local::files::StaticFiles,
+    /// The pages of turnout's own answers (`[errors] dir`, maintenance).
+    pages: local::pages::Pages,
 }
 
 impl DataPlane {
@@ -172,6 +177,7 @@ impl DataPlane {
         let files = local::files::StaticFiles::new(&settings.statics, Arc::clone(&cache));
         DataPlane {
             shared: Arc::new(Shared {
+                pages: local::pages::Pages::new(&settings.error_pages),
                 cache,
                 files,
                 env: Arc::clone(&router.snapshot().env),

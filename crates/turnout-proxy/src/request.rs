@@ -12,8 +12,10 @@ use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody};
 use crate::error::{text_response, ProxyError};
 use crate::headers::is_upgrade_request;
+use crate::route::Gate;
 use crate::serve::Downstream;
 use crate::Shared;
+use turnout_core::pause::{Held, Pause, Release};
 
 impl Shared {
     pub(crate) async fn handle(
@@ -41,11 +43,40 @@ impl Shared {
             access.route = "refused";
             return access.answer(resp);
         }
+        let json = crate::local::pages::wants_json(req.headers());
+        let (mut routed, mut gate) = self.route(&req, down);
+        // Maintenance answers; a pause holds the request (its body unread) until the resume,
+        // then routes it against the state of that moment.
+        let mut holds = 0;
+        loop {
+            match gate {
+                Gate::Open => break,
+                Gate::Maintenance(m) => {
+                    access.route = "maintenance";
+                    let mut resp =
+                        self.pages
+                            .maintenance(&m, self.env.maintenance.retry_after, json);
+                    close_if_unread(&mut resp, h1, &req);
+                    return access.answer(resp);
+                }
+                Gate::Paused(pause) => {
+                    holds += 1;
+                    // Boxed: only a held request pays for the wait's state.
+                    if holds > 3 || !Box::pin(hold(&pause, &req)).await {
+                        access.route = "shed";
+                        let mut resp = self.pages.shed(json);
+                        close_if_unread(&mut resp, h1, &req);
+                        return access.answer(resp);
+                    }
+                    (routed, gate) = self.route(&req, down);
+                }
+            }
+        }
         if let Some(resp) = self.local(&req, down, &mut access).await {
             return access.answer(resp);
         }
 
-        let route = match self.route(&req, down) {
+        let route = match routed {
             Ok(route) => route,
             Err(refusal) => {
                 access.route = "preview";
@@ -95,6 +126,8 @@ impl Shared {
         // A failed forward sets no cookie: the client is to come back as if it never had.
         if access.error.is_none() {
             route.set_cookies(&mut resp, down);
+        } else {
+            self.pages.restyle(&mut resp, json);
         }
         access.answer(resp)
     }
@@ -114,6 +147,38 @@ impl Shared {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         Some(resp)
+    }
+}
+
+/// `Connection: close` on an HTTP/1 answer given while the request's body is still unread.
+fn close_if_unread(resp: &mut Response<ProxyBody>, h1: bool, req: &Request<Incoming>) {
+    if h1 && !req.body().is_end_stream() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// Holds a request while `pause` is on: true when the resume released it, false when it is to
+/// be shed (held past `max_hold`, or the oldest past the pause's bounds).
+async fn hold(pause: &Pause, req: &Request<Incoming>) -> bool {
+    // What a held request costs, roughly: its head.
+    let bytes = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    let rx = match pause.hold(bytes as u64) {
+        Held::Released => return true,
+        Held::Waiting(rx) => rx,
+    };
+    match tokio::time::timeout(pause.max_hold, rx).await {
+        Ok(Ok(Release::Go) | Err(_)) => true,
+        Ok(Ok(Release::Shed)) => false,
+        Err(_) => {
+            pause.forget_gone();
+            false
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use turnout_core::snapshot::Mirror;
+use turnout_core::pause::Pause;
+use turnout_core::snapshot::{Maintenance, Mirror};
+use turnout_core::RoutingSnapshot;
 use turnout_core::{Pool, Reason, Refusal, RequestInfo};
 
 use crate::body::ProxyBody;
@@ -23,15 +25,53 @@ pub(crate) struct Route {
     pub mirror: Option<Arc<Mirror>>,
 }
 
+/// What stands between a request and its pool, from the same snapshot as its route.
+pub(crate) enum Gate {
+    Open,
+    /// Maintenance mode is on, and the request is not on an allow-list.
+    Maintenance(Arc<Maintenance>),
+    /// A pause holds new requests.
+    Paused(Arc<Pause>),
+}
+
 impl Shared {
-    pub(crate) fn route<B>(&self, req: &Request<B>, down: &Downstream) -> Result<Route, Refusal> {
+    /// One snapshot load: the route (or why the request is refused), and what holds it first.
+    pub(crate) fn route<B>(
+        &self,
+        req: &Request<B>,
+        down: &Downstream,
+    ) -> (Result<Route, Refusal>, Gate) {
         let snapshot = self.router.load();
         let info = RequestInfo {
             headers: req.headers(),
             query: req.uri().query(),
             peer: down.peer.ip(),
         };
-        let decision = snapshot.decide(&info, fastrand::u64(..))?;
+        let route = self.decide(&snapshot, req, &info);
+        let gate = if snapshot.maintenance.is_some() {
+            let preview = matches!(&route, Ok(r) if matches!(r.reason, Reason::Preview));
+            match snapshot.maintenance_for(req.uri().path(), || snapshot.client_ip(&info), preview)
+            {
+                Some(m) => Gate::Maintenance(Arc::clone(m)),
+                None => Gate::Open,
+            }
+        } else {
+            Gate::Open
+        };
+        let gate = match (&snapshot.pause, gate) {
+            (Some(pause), Gate::Open) => Gate::Paused(Arc::clone(pause)),
+            (_, gate) => gate,
+        };
+        (route, gate)
+    }
+
+    fn decide<B>(
+        &self,
+        snapshot: &RoutingSnapshot,
+        req: &Request<B>,
+        info: &RequestInfo<'_>,
+    ) -> Result<Route, Refusal> {
+        let decision = snapshot.decide(info, fastrand::u64(..))?;
         let mirror = snapshot
             .mirror
             .as_ref()

@@ -100,6 +100,27 @@ pub enum FleetCommand {
         #[command(flatten)]
         phase: PhaseArgs,
     },
+    /// Maintenance mode on every instance at once. `on` is all or none: if an instance refuses,
+    /// the others are turned back off.
+    Maintenance {
+        state: crate::client::OnOff,
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// Pause every instance at once (all or none: if one refuses, the others resume).
+    Pause {
+        #[arg(long, value_name = "DURATION")]
+        max_hold: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// Resume every instance at once.
+    Resume {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
     /// One line per instance: active pool, generation, healthy servers, in flight. Exit 1 when
     /// the instances disagree on the active pool, 2 when one cannot be reached.
     Status {
@@ -154,6 +175,31 @@ pub fn run(command: FleetCommand) -> ExitCode {
                     f.rollout(&to, &policy, &phase, hold).await
                 }
                 (Err(e), _) | (_, Err(e)) => usage(&e),
+            },
+            FleetCommand::Maintenance {
+                state,
+                message,
+                fleet,
+            } => match Fleet::new(&fleet) {
+                Ok(f) => {
+                    let (method, body) = crate::client::maintenance_call(state, message.as_deref());
+                    let undo = (state == crate::client::OnOff::On)
+                        .then_some((Method::DELETE, "/v1/maintenance"));
+                    f.together(method, "/v1/maintenance", body, undo).await
+                }
+                Err(e) => usage(&e),
+            },
+            FleetCommand::Pause { max_hold, fleet } => match Fleet::new(&fleet) {
+                Ok(f) => {
+                    let body = max_hold.map(|d| json!({ "max_hold": d }));
+                    f.together(Method::POST, "/v1/pause", body, Some((Method::POST, "/v1/resume")))
+                        .await
+                }
+                Err(e) => usage(&e),
+            },
+            FleetCommand::Resume { fleet } => match Fleet::new(&fleet) {
+                Ok(f) => f.together(Method::POST, "/v1/resume", None, None).await,
+                Err(e) => usage(&e),
             },
             FleetCommand::Status { fleet } => match Fleet::new(&fleet) {
                 Ok(f) => f.status().await,
@@ -257,6 +303,64 @@ impl Fleet {
             }
         });
         futures_util::future::join_all(calls).await
+    }
+
+    /// One call on every instance at once; with `undo`, all or none: when an instance refuses
+    /// or cannot be reached, `undo` is called on the ones that took it. Exit 0 all took it,
+    /// 1 refused (undone), 4 an undo failed (the fleet is mixed).
+    async fn together(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        undo: Option<(Method, &str)>,
+    ) -> ExitCode {
+        let answers = self.all(method, path, |_| body.clone()).await;
+        let ok: Vec<bool> = answers
+            .iter()
+            .map(|(o, _)| matches!(o, Outcome::Ok(_)))
+            .collect();
+        let all_ok = ok.iter().all(|&b| b);
+        let has_undo = undo.is_some();
+        let undone = match undo.filter(|_| !all_ok) {
+            Some((m, p)) => Some(self.all(m, p, |i| ok[i].then(|| json!({}))).await),
+            None => None,
+        };
+        let mut mixed = false;
+        let rows = self
+            .instances
+            .iter()
+            .enumerate()
+            .zip(answers)
+            .map(|((i, instance), (answer, _))| {
+                let why = match (answer, undone.as_ref().map(|u| &u[i].0)) {
+                    (Outcome::Ok(v), None) => ("done".into(), crate::client::gates_text(&v)),
+                    (Outcome::Ok(_), Some(Outcome::Ok(v))) => {
+                        ("done, undone".into(), crate::client::gates_text(v))
+                    }
+                    (Outcome::Ok(_), Some(other)) => {
+                        mixed = true;
+                        let (r, d) = failure(other.clone());
+                        (format!("DONE, undo {r}"), d)
+                    }
+                    (other, _) => failure(other),
+                };
+                Row::new(instance, why)
+            })
+            .collect::<Vec<_>>();
+        print_table(&rows);
+        if all_ok {
+            ExitCode::SUCCESS
+        } else if mixed {
+            eprintln!("turnout fleet: the fleet is MIXED: fix the instances marked DONE by hand");
+            ExitCode::from(4)
+        } else if has_undo {
+            eprintln!("turnout fleet: not every instance took it; the others were undone");
+            ExitCode::from(1)
+        } else {
+            eprintln!("turnout fleet: not every instance took it");
+            ExitCode::from(1)
+        }
     }
 
     async fn rollback(&self, phase: &PhaseArgs) -> ExitCode {

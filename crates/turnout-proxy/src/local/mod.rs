@@ -2,6 +2,7 @@
 //! plain requests to https, and `[[static]]` files ([`files`]).
 
 pub mod files;
+pub mod pages;
 
 use std::sync::atomic::Ordering;
 
@@ -30,6 +31,8 @@ impl Shared {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
+        } else if self.env.maintenance.health_fails && self.router.load().maintenance.is_some() {
+            text_response(StatusCode::SERVICE_UNAVAILABLE, "down for maintenance\n")
         } else if self.settings.health_reflects_pool && self.router.active().available() == 0 {
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
