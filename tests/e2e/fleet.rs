@@ -209,3 +209,47 @@ async fn a_fleet_split_sets_the_same_canary_everywhere_and_rolls_back_together()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_maintenance_and_pause_reach_every_instance_or_none() {
+    let mut fleet = three().await;
+    let (out, stdout, stderr) = fleet_cmd(
+        &fleet,
+        &["maintenance", "on", "--message", "upgrading the database"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("maintenance ON").count(), 3, "{stdout}");
+    for bg in &fleet {
+        let a = turnout_testkit::client::get(
+            &turnout_testkit::client::http_client(),
+            &bg.turnout.url("/"),
+        )
+        .await
+        .expect("answer");
+        assert_eq!(a.status, 503);
+        assert!(a.body.contains("upgrading the database"), "{}", a.body);
+    }
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["maintenance", "off"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["pause", "--max-hold", "20s"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("PAUSED").count(), 3, "{stdout}");
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["resume"]).await;
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+
+    // One instance gone: the pause is undone on the others (all or none).
+    fleet[2].turnout.signal("KILL");
+    let _ = fleet[2].turnout.wait_exit(10).await;
+    let (out, stdout, stderr) = fleet_cmd(&fleet, &["pause"]).await;
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("done, undone").count(), 2, "{stdout}");
+    assert!(stdout.contains("unreachable"), "{stdout}");
+    for bg in &fleet[..2] {
+        assert!(bg.status().await.get("paused").is_none());
+        assert_eq!(bg.body("/").await, "blue\n");
+    }
+}

@@ -343,3 +343,129 @@ async fn maintenance_can_fail_the_health_path_when_asked() {
         a.body
     );
 }
+
+/// A GET of `path` sent in the background: its status and body (status 0 if it failed).
+fn spawn_get(url: String) -> tokio::task::JoinHandle<(u16, String, std::time::Instant)> {
+    tokio::spawn(async move {
+        let a = get(&http_client(), &url).await;
+        let done = std::time::Instant::now();
+        a.map_or((0, String::new(), done), |a| {
+            (a.status.as_u16(), a.body, done)
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_holds_requests_through_an_app_restart_and_a_switch_and_loses_none() {
+    let bg = BlueGreen::start_with(crate::FAST_CHECKS).await;
+    // In flight when the pause begins: it finishes where it started.
+    let slow = spawn_get(bg.turnout.url("/slow?ms=800"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (code, out) = cli(&bg, &["pause"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("PAUSED"), "{out}");
+
+    let held: Vec<_> = (0..20).map(|_| spawn_get(bg.turnout.url("/"))).collect();
+    eventually(10, "20 requests held", || async {
+        bg.status().await["paused"]["held"] == 20
+    })
+    .await;
+    // The health path is never held.
+    let health = get(&http_client(), &bg.turnout.url("/health-check"))
+        .await
+        .expect("health");
+    assert_eq!(health.status, 200);
+    let (status, body, _) = slow.await.expect("slow");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "blue\n"),
+        "the request in flight finished"
+    );
+
+    // While they wait: the old app goes away and the switch to green is made.
+    let before = bg.green.requests();
+    bg.blue.kill();
+    bg.switch("green").await;
+    assert_eq!(bg.green.requests(), before, "nothing was sent while paused");
+    let (code, out) = cli(&bg, &["resume"]);
+    assert_eq!(code, Some(0), "{out}");
+    for h in held {
+        let (status, body, _) = turnout_testkit::within(10, "a held request", h)
+            .await
+            .expect("task");
+        assert_eq!((status, body.as_str()), (200, "green\n"));
+    }
+    let status = bg.status().await;
+    assert!(status.get("paused").is_none(), "{status}");
+    assert_eq!(bg.body("/").await, "green\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_sheds_the_oldest_past_its_bounds_and_each_request_after_max_hold() {
+    let bg = BlueGreen::start_with("\n[pause]\nmax_requests = 3\n").await;
+    let (s, j) = bg.post("/v1/pause", "{}").await;
+    assert_eq!(s, 200, "{j}");
+    let mut reqs = Vec::new();
+    for n in 1..=5u64 {
+        reqs.push(spawn_get(bg.turnout.url(&format!("/?n={n}"))));
+        // One at a time, so their order is known.
+        eventually(10, "the request queued", || async {
+            bg.status().await["paused"]["held_total"] == n
+        })
+        .await;
+    }
+    let mut reqs = reqs.into_iter();
+    let (first, second) = (reqs.next().expect("1"), reqs.next().expect("2"));
+    let (s1, _, t1) = turnout_testkit::within(10, "the oldest shed", first)
+        .await
+        .expect("1");
+    let (s2, _, t2) = turnout_testkit::within(10, "the next shed", second)
+        .await
+        .expect("2");
+    assert_eq!((s1, s2), (503, 503), "past 3 held, the oldest are shed");
+    assert!(t1 <= t2, "oldest first");
+    let (s, j) = bg.post("/v1/resume", "{}").await;
+    assert_eq!(s, 200, "{j}");
+    for r in reqs {
+        let (status, body, _) = turnout_testkit::within(10, "released", r).await.expect("r");
+        assert_eq!((status, body.as_str()), (200, "blue\n"));
+    }
+    let m = bg.status().await;
+    assert!(m.get("paused").is_none());
+
+    // max_hold: a request held longer gets 503 with Retry-After.
+    let (s, j) = bg.post("/v1/pause", r#"{"max_hold":"300ms"}"#).await;
+    assert_eq!(
+        (s, j["paused"]["max_hold_ms"].as_u64()),
+        (200, Some(300)),
+        "{j}"
+    );
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.headers["retry-after"], "1");
+    let metrics = bg.turnout.metrics().await;
+    for line in [
+        "turnout_paused 1",
+        "turnout_pause_shed_requests 1",
+        "turnout_held_requests 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+    let (s, j) = bg.post("/v1/pause", r#"{"max_hold":"soon"}"#).await;
+    assert_eq!(s, 400, "{j}");
+    assert!(
+        j["error"].as_str().expect("error").contains("max_hold"),
+        "{j}"
+    );
+    let (s, j) = bg.post("/v1/pause", r#"{"max_hold":"5s"}"#).await;
+    assert_eq!(
+        (s, j["paused"]["max_hold_ms"].as_u64()),
+        (200, Some(300)),
+        "a second pause changes nothing: {j}"
+    );
+    let (s, _) = bg.post("/v1/resume", "").await;
+    assert_eq!(s, 200);
+    assert_eq!(bg.body("/").await, "blue\n");
+}

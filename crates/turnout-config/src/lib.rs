@@ -893,13 +893,15 @@ fn resolve_maintenance(
         policy.health_fails = match h.get_ref().as_str() {
             "pass" => false,
             "fail" => true,
-            other => return Err(invalid(
-                h.span(),
-                "health",
-                format!(
+            other => {
+                return Err(invalid(
+                    h.span(),
+                    "health",
+                    format!(
                     "{other:?}: write \"pass\" (the load balancer keeps the instance) or \"fail\""
                 ),
-            )),
+                ))
+            }
         };
     }
     Ok(policy)

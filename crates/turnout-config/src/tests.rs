@@ -485,3 +485,60 @@ fn health_checks_take_a_host_headers_a_port_and_a_gate() {
     let e = err(&format!("{MINIMAL}[health]\nport = 0\n"));
     assert!(e.contains("health.port"), "{e}");
 }
+
+#[test]
+fn maintenance_pause_and_error_pages_are_validated() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("503.html"), "<p>{{message}}</p>").expect("write");
+    let c = parse(&format!(
+        "{MINIMAL}[maintenance]\nmessage = \"m\"\nretry_after = \"5m\"\nallow_paths = [\"/ops/\"]\nallow_ips = [\"10.0.0.0/8\"]\nhealth = \"fail\"\n\
+         [pause]\nmax_hold = \"10s\"\nmax_requests = 50\nmax_bytes = \"1MiB\"\n[errors]\ndir = {:?}\n",
+        dir.path().display().to_string()
+    ))
+    .expect("valid");
+    assert_eq!(c.maintenance.message, "m");
+    assert_eq!(c.maintenance.retry_after, Duration::from_secs(300));
+    assert!(c.maintenance.health_fails);
+    assert!(c
+        .maintenance
+        .allow_ips
+        .contains(&"10.1.2.3".parse().expect("ip")));
+    assert_eq!(c.pause.max_requests, 50);
+    assert_eq!(c.pause.max_bytes, 1024 * 1024);
+    assert_eq!(
+        c.error_pages.pages,
+        vec![(503, "<p>{{message}}</p>".to_owned())]
+    );
+    let d = parse(MINIMAL).expect("valid");
+    assert_eq!(d.pause, PausePolicy::default());
+    assert!(!d.maintenance.health_fails && d.server.request_id);
+    assert_eq!(d.upstream.hold_when_unavailable, None);
+
+    for (extra, key) in [
+        ("[maintenance]\nhealth = \"maybe\"\n", "maintenance.health"),
+        (
+            "[maintenance]\nallow_paths = [\"ops\"]\n",
+            "maintenance.allow_paths",
+        ),
+        (
+            "[maintenance]\nallow_ips = [\"ten\"]\n",
+            "maintenance.allow_ips",
+        ),
+        ("[pause]\nmax_requests = 0\n", "pause.max_requests"),
+        ("[pause]\nmax_hold = \"0s\"\n", "pause.max_hold"),
+        ("[pause]\nmax_bytes = \"lots\"\n", "pause.max_bytes"),
+        ("[errors]\ndir = \"/no/such/dir\"\n", "errors.dir"),
+        (
+            "[server]\nmax_request_body = \"big\"\n",
+            "server.max_request_body",
+        ),
+    ] {
+        let text = if extra.starts_with("[server]") {
+            MINIMAL.replace("[state]", &format!("{}\n[state]", &extra[9..]))
+        } else {
+            format!("{MINIMAL}{extra}")
+        };
+        let e = err(&text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}

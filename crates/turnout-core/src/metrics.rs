@@ -36,6 +36,11 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
     generation: IntGauge,
+    maintenance: IntGauge,
+    paused: IntGauge,
+    held: IntGauge,
+    held_total: IntGauge,
+    shed_total: IntGauge,
     tls_not_after: IntGaugeVec,
     cutoffs: IntCounterVec,
 }
@@ -232,6 +237,37 @@ impl Metrics {
                 IntGauge::new("turnout_generation", "The routing state's generation.")
                     .expect("valid metric"),
             ),
+            maintenance: register(
+                &r,
+                IntGauge::new("turnout_maintenance", "1 while maintenance mode is on.")
+                    .expect("valid metric"),
+            ),
+            paused: register(
+                &r,
+                IntGauge::new("turnout_paused", "1 while a pause holds new requests.")
+                    .expect("valid metric"),
+            ),
+            held: register(
+                &r,
+                IntGauge::new("turnout_held_requests", "Requests the current pause holds now.")
+                    .expect("valid metric"),
+            ),
+            held_total: register(
+                &r,
+                IntGauge::new(
+                    "turnout_pause_held_requests",
+                    "Requests the current (or last) pause has held in all.",
+                )
+                .expect("valid metric"),
+            ),
+            shed_total: register(
+                &r,
+                IntGauge::new(
+                    "turnout_pause_shed_requests",
+                    "Requests the current (or last) pause answered 503 (held past max_hold, or shed past its bounds).",
+                )
+                .expect("valid metric"),
+            ),
             tls_not_after: register(
                 &r,
                 IntGaugeVec::new(
@@ -278,6 +314,18 @@ impl Metrics {
         certs: &[crate::CertInfo],
     ) -> String {
         self.generation.set(snapshot.generation as i64);
+        self.maintenance
+            .set(i64::from(snapshot.maintenance.is_some()));
+        self.paused.set(i64::from(snapshot.pause.is_some()));
+        match &snapshot.pause {
+            Some(pause) => {
+                let stats = pause.stats();
+                self.held.set(stats.held as i64);
+                self.held_total.set(stats.held_total as i64);
+                self.shed_total.set(stats.shed_total as i64);
+            }
+            None => self.held.set(0),
+        }
         self.tls_not_after.reset();
         for cert in certs {
             let name = cert.names.first().map_or("", String::as_str);

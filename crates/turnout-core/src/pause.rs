@@ -96,13 +96,14 @@ impl Pause {
         Held::Waiting(rx)
     }
 
-    /// A held request gave up (its `max_hold` passed, or its client left): its bytes no longer
-    /// count. Senders whose receiver is gone are dropped.
-    pub fn forget_gone(&self) {
+    /// A held request's `max_hold` passed (it is answered 503): counted as shed, and the
+    /// requests no longer waiting (this one, and any whose client left) stop counting.
+    pub fn gave_up(&self) {
         let mut q = self
             .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.shed_total += 1;
         let mut bytes = q.bytes;
         q.waiting.retain(|(b, tx)| {
             let keep = !tx.is_closed();
@@ -196,8 +197,8 @@ mod tests {
         let a = waiting(pause.hold(100));
         let _b = waiting(pause.hold(50));
         drop(a);
-        pause.forget_gone();
+        pause.gave_up();
         let s = pause.stats();
-        assert_eq!((s.held, s.held_bytes), (1, 50));
+        assert_eq!((s.held, s.held_bytes, s.shed_total), (1, 50, 1));
     }
 }

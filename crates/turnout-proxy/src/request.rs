@@ -176,7 +176,7 @@ async fn hold(pause: &Pause, req: &Request<Incoming>) -> bool {
         Ok(Ok(Release::Go) | Err(_)) => true,
         Ok(Ok(Release::Shed)) => false,
         Err(_) => {
-            pause.forget_gone();
+            pause.gave_up();
             false
         }
     }
