@@ -41,6 +41,11 @@ pub struct SwitchArgs {
     /// this long has passed ("30s"); exit 3 if it had not drained by then.
     #[arg(long, value_name = "DURATION")]
     wait_drained: Option<String>,
+    /// Close the WebSockets still open on the pool switched away from after this long ("60s"):
+    /// each side gets a close frame 1001 (Going Away). With --wait-drained longer than it, the
+    /// command returns once they are closed and the old app can stop.
+    #[arg(long, value_name = "DURATION")]
+    close_tunnels_after: Option<String>,
 }
 
 /// `turnout switch POOL` (with `pool`) or `turnout rollback` (without).
@@ -54,6 +59,9 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
     }
     if let Some(wait) = &options.wait_drained {
         body.insert("wait_drained".into(), wait.as_str().into());
+    }
+    if let Some(after) = &options.close_tunnels_after {
+        body.insert("close_tunnels_after".into(), after.as_str().into());
     }
     let path = if pool.is_some() {
         "/v1/switch"

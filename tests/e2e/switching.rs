@@ -225,3 +225,73 @@ async fn replacing_the_active_pools_servers_moves_new_requests_only() {
     );
     assert_eq!(bg.blue.requests(), 1);
 }
+
+/// `close_tunnels_after` on a switch: the old pool's WebSockets get a close frame 1001 (Going
+/// Away) each way at the deadline, and `wait_drained` returns once they are gone; the new
+/// pool's stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_closes_the_old_pools_websockets_with_1001_at_its_deadline() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let bg = BlueGreen::start().await;
+    let ws_url = format!("ws://{}/ws", bg.turnout.proxy);
+    let (mut old, _) = within(5, "ws connect", tokio_tungstenite::connect_async(&ws_url))
+        .await
+        .expect("websocket through turnout");
+    // A message larger than one read, so frames cross reads.
+    let big = "x".repeat(100_000);
+    old.send(Message::text(big.clone())).await.expect("send");
+    assert_eq!(
+        within(5, "echo", old.next())
+            .await
+            .expect("msg")
+            .expect("ok"),
+        Message::text(format!("blue:{big}"))
+    );
+    let (s, j) = bg
+        .post(
+            "/v1/switch",
+            r#"{"to":"green","close_tunnels_after":"300ms","wait_drained":"10s"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(
+        j["drained"], true,
+        "wait_drained saw the tunnel closed: {j}"
+    );
+    let (mut new, _) = within(5, "ws connect", tokio_tungstenite::connect_async(&ws_url))
+        .await
+        .expect("second websocket");
+
+    match within(5, "the close frame", old.next()).await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a close frame 1001, got {other:?}"),
+    }
+    eventually(5, "the app got its close frame", || async {
+        bg.blue.ws_close_code() == 1001
+    })
+    .await;
+    assert_eq!(bg.status().await["pools"]["blue"]["tunnels"], 0);
+
+    new.send(Message::text("still here")).await.expect("send");
+    assert_eq!(
+        within(5, "echo", new.next())
+            .await
+            .expect("msg")
+            .expect("ok"),
+        Message::text("green:still here")
+    );
+    let (s, j) = bg
+        .post(
+            "/v1/switch",
+            r#"{"to":"blue","close_tunnels_after":"soon"}"#,
+        )
+        .await;
+    assert_eq!(s, 400, "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .expect("error")
+            .contains("close_tunnels_after"),
+        "{j}"
+    );
+}

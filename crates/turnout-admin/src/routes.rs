@@ -264,6 +264,8 @@ struct SwitchBody {
     force: bool,
     #[serde(default)]
     wait_drained: Option<String>,
+    #[serde(default)]
+    close_tunnels_after: Option<String>,
 }
 
 /// What a switch and a rollback both accept. (The bodies spell the fields out rather than
@@ -278,6 +280,10 @@ struct SwitchOptions {
     /// passed: "30s".
     #[serde(default)]
     wait_drained: Option<String>,
+    /// Close the tunnels (WebSockets) still open on the pool switched away from after this
+    /// long: "60s". With `wait_drained` longer than it, the call returns once they are closed.
+    #[serde(default)]
+    close_tunnels_after: Option<String>,
 }
 
 /// The answer to a switch or rollback: the new status, and with `wait_drained`, whether the
@@ -301,6 +307,7 @@ async fn switch(
     let options = SwitchOptions {
         force: body.force,
         wait_drained: body.wait_drained,
+        close_tunnels_after: body.close_tunnels_after,
     };
     change_active(&state, Command::Switch { to: body.to }, options).await
 }
@@ -569,8 +576,22 @@ async fn change_active(
                 .map_err(|e| ApiError::BadRequest(format!("wait_drained: {e}")))
         })
         .transpose()?;
+    let close_after = duration_field(
+        "close_tunnels_after",
+        options.close_tunnels_after.as_deref(),
+    )?;
     let before = state.control.router().snapshot();
     let after = state.control.apply(command, options.force).await?;
+    if let Some(close_after) = close_after {
+        // The pools this call took every new client from.
+        let losing: Vec<_> = before
+            .weights
+            .iter()
+            .filter(|(name, _)| after.weights.get(name.as_str()) == 0)
+            .filter_map(|(name, _)| after.pools.get(name).cloned())
+            .collect();
+        state.control.close_tunnels_after(losing, close_after);
+    }
     let mut answer = SwitchAnswer {
         status: Status::from(&*after),
         drained: None,

@@ -572,6 +572,27 @@ impl Control {
         Err(err)
     }
 
+    /// After `after`, closes the tunnels of every pool in `pools` that still takes no new
+    /// clients then (a switch's `close_tunnels_after`: a deploy script knows when the old
+    /// container can stop while WebSockets stay open). In the background.
+    pub fn close_tunnels_after(&self, pools: Vec<Arc<Pool>>, after: Duration) {
+        let router = self.inner.router.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let now = router.snapshot();
+            for pool in pools {
+                if now.weights.get(pool.name().as_str()) > 0
+                    || now.rules.iter().any(|r| r.to == *pool.name())
+                {
+                    tracing::info!(pool = %pool.name(), "tunnels left open: the pool takes new clients again");
+                    continue;
+                }
+                let open = pool.close_tunnels();
+                tracing::info!(target: "turnout::admin", pool = %pool.name(), tunnels = open, "closing the old pool's tunnels (close_tunnels_after)");
+            }
+        });
+    }
+
     /// Waits until `pool` has no request or tunnel in flight, or `limit` has passed; true when
     /// drained. Polls every 10 ms: the request path pays nothing for it.
     pub async fn wait_drained(&self, pool: &Pool, limit: Duration) -> bool {

@@ -69,11 +69,25 @@ pub struct PoolSettings {
 }
 
 /// Live counters of one pool, shared across every version of the pool with the same name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PoolStats {
     in_flight: AtomicUsize,
     tunnels: AtomicUsize,
     requests: AtomicU64,
+    /// Bumped to close the pool's open tunnels (a switch's `close_tunnels_after`); each
+    /// tunnel watches it from its start.
+    close_tunnels: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for PoolStats {
+    fn default() -> Self {
+        PoolStats {
+            in_flight: AtomicUsize::new(0),
+            tunnels: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            close_tunnels: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl PoolStats {
@@ -426,6 +440,22 @@ pub struct TunnelGuard {
 impl TunnelGuard {
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// Resolves once the pool's tunnels are asked to close ([`Pool::close_tunnels`]) after
+    /// this call; a request made before it does not count.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pool.stats.close_tunnels.subscribe()
+    }
+}
+
+impl Pool {
+    /// Asks every tunnel open on this pool (any version of it) to close: a WebSocket gets a
+    /// close frame 1001 (Going Away) each way between two frames, another protocol is cut.
+    /// Answers how many tunnels were open.
+    pub fn close_tunnels(&self) -> usize {
+        self.stats.close_tunnels.send_modify(|epoch| *epoch += 1);
+        self.stats.tunnels()
     }
 }
 

@@ -68,6 +68,8 @@ struct Counters {
     /// Added before every answer but health checks'.
     delay_ms: AtomicU64,
     healthy: std::sync::atomic::AtomicBool,
+    /// The status code of the last WebSocket close frame `/ws` received (0: none yet).
+    ws_close: Arc<AtomicU64>,
 }
 
 impl TestUpstream {
@@ -101,6 +103,7 @@ impl TestUpstream {
             fail_percent: AtomicU64::new(0),
             delay_ms: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
+            ws_close: Arc::new(AtomicU64::new(0)),
         });
         let (kill, killed) = tokio::sync::watch::channel(false);
         let shared = Arc::clone(&counters);
@@ -139,6 +142,7 @@ impl TestUpstream {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                     let healthy = counters.healthy.load(Ordering::Relaxed);
+                    let ws_close = Arc::clone(&counters.ws_close);
                     async move {
                         // `/flaky?on=NAME`: the server called NAME drops the connection without
                         // answering (a service error makes hyper close it); the others answer.
@@ -155,7 +159,9 @@ impl TestUpstream {
                             *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                             return Ok(resp);
                         }
-                        handle(name, healthy, req).await.map_err(|e| match e {})
+                        handle(name, healthy, ws_close, req)
+                            .await
+                            .map_err(|e| match e {})
                     }
                 });
                 let mut killed = killed.clone();
@@ -205,6 +211,12 @@ impl TestUpstream {
     /// Delays every answer (health checks aside) by `ms`.
     pub fn set_delay_ms(&self, ms: u64) {
         self.counters.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The status code of the last WebSocket close frame this server's `/ws` received (0 if
+    /// none).
+    pub fn ws_close_code(&self) -> u64 {
+        self.counters.ws_close.load(Ordering::Relaxed)
     }
 
     /// Health checks this server has received.
@@ -264,6 +276,7 @@ fn text(name: &str, body: impl Into<Bytes>) -> Response<Body> {
 async fn handle(
     name: &'static str,
     healthy: bool,
+    ws_close: Arc<AtomicU64>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let resp = match req.uri().path() {
@@ -378,6 +391,7 @@ async fn handle(
                     .expect("response"));
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
+            let ws_close = Arc::clone(&ws_close);
             tokio::spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
@@ -388,7 +402,11 @@ async fn handle(
                 while let Some(Ok(msg)) = ws.next().await {
                     let reply = match msg {
                         Message::Text(t) => Message::text(format!("{name}:{t}")),
-                        Message::Close(_) => break,
+                        Message::Close(frame) => {
+                            let code = frame.map_or(0, |f| u16::from(f.code));
+                            ws_close.store(u64::from(code), Ordering::Relaxed);
+                            break;
+                        }
                         _ => continue,
                     };
                     if ws.send(reply).await.is_err() {

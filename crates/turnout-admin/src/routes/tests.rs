@@ -240,6 +240,9 @@ mod fuzz {
                     Just("steps"),
                     Just("bake"),
                     Just("max_error_rate"),
+                    Just("message"),
+                    Just("max_hold"),
+                    Just("close_tunnels_after"),
                     Just("x"),
                 ],
                 prop_oneof![
@@ -276,6 +279,10 @@ mod fuzz {
             Just(("DELETE", "/v1/cache")),
             Just(("POST", "/v1/rollout")),
             Just(("POST", "/v1/rollout/abort")),
+            Just(("POST", "/v1/maintenance")),
+            Just(("DELETE", "/v1/maintenance")),
+            Just(("POST", "/v1/pause")),
+            Just(("POST", "/v1/resume")),
         ]
     }
 

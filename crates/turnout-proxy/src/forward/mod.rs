@@ -447,6 +447,10 @@ impl Shared {
             (resp.status(), client_upgrade)
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let websocket = resp
+                .headers()
+                .get(http::header::UPGRADE)
+                .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
             let (mut parts, _empty) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             upgrade::spawn_tunnel(
@@ -454,6 +458,7 @@ impl Shared {
                 client_upgrade,
                 upstream_upgrade,
                 guard.into_tunnel(),
+                websocket,
             );
             return Response::from_parts(parts, ProxyBody::empty());
         }
