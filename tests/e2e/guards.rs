@@ -469,3 +469,78 @@ async fn a_pause_sheds_the_oldest_past_its_bounds_and_each_request_after_max_hol
     assert_eq!(s, 200);
     assert_eq!(bg.body("/").await, "blue\n");
 }
+
+/// A GET with `cookie` (if any): status, body, and the `turnout-version` cookie it set.
+async fn get_with_cookie(url: &str, cookie: Option<&str>) -> (u16, String, Option<String>) {
+    let mut req = Request::get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let a = send(
+        &http_client(),
+        req.body(Full::new(Bytes::new())).expect("request"),
+    )
+    .await
+    .expect("answer");
+    let version = a
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("turnout-version="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+    (a.status.as_u16(), a.body, version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_blue_keeps_its_assets_after_the_switch_while_blue_is_up() {
+    let bg = BlueGreen::start_full(
+        &format!(
+            "\n[cache]\nprefixes = [\"/assets/\"]\n{}",
+            crate::FAST_CHECKS
+        ),
+        "skew_protection = \"1h\"\n",
+    )
+    .await;
+    let url = |p: &str| bg.turnout.url(p);
+    // The page load names its version.
+    let (s, body, cookie) = get_with_cookie(&url("/page"), None).await;
+    assert_eq!((s, body.as_str()), (200, "<html>blue</html>\n"));
+    let cookie = cookie.expect("a version cookie on the page");
+    assert_eq!(cookie, "turnout-version=blue.0");
+    // Assets do not set it; a page with the same version does not set it again.
+    assert_eq!(
+        get_with_cookie(&url("/assets/a.js"), Some(&cookie)).await.2,
+        None
+    );
+    assert_eq!(get_with_cookie(&url("/page"), Some(&cookie)).await.2, None);
+
+    bg.switch("green").await;
+    // The old page's chunks: from blue, even the ones green has too.
+    let (s, body, _) = get_with_cookie(&url("/assets/chunk-1.js?only=blue"), Some(&cookie)).await;
+    assert_eq!((s, body.as_str()), (200, "blue /assets/chunk-1.js\n"));
+    let (s, body, _) = get_with_cookie(&url("/assets/common.js"), Some(&cookie)).await;
+    assert_eq!((s, body.as_str()), (200, "blue /assets/common.js\n"));
+    // Without the cookie, a chunk only blue's build has: green's 404, then blue's copy.
+    let (s, body, _) = get_with_cookie(&url("/assets/chunk-2.js?only=blue"), None).await;
+    assert_eq!((s, body.as_str()), (200, "blue /assets/chunk-2.js\n"));
+    // A new page load is green's, and says so.
+    let (s, body, green) = get_with_cookie(&url("/page"), Some(&cookie)).await;
+    assert_eq!((s, body.as_str()), (200, "<html>green</html>\n"));
+    assert_eq!(green.as_deref(), Some("turnout-version=green.0"));
+    let green = green.expect("cookie");
+    let (_, body, _) = get_with_cookie(&url("/assets/common.js"), Some(&green)).await;
+    assert_eq!(body, "green /assets/common.js\n");
+
+    // Blue gone: the old page's requests get green's answers, its 404 included.
+    bg.blue.kill();
+    eventually(10, "blue seen down", || async {
+        bg.status().await["pools"]["blue"]["healthy_servers"] == 0
+    })
+    .await;
+    let (s, body, _) = get_with_cookie(&url("/assets/chunk-3.js?only=blue"), Some(&cookie)).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(body.starts_with("green:"), "{body}");
+    let (s, body, _) = get_with_cookie(&url("/assets/other.js"), Some(&cookie)).await;
+    assert_eq!((s, body.as_str()), (200, "green /assets/other.js\n"));
+}

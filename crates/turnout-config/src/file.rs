@@ -253,6 +253,10 @@ pub struct FileRouting {
     pub preview_cookie: Option<Spanned<String>>,
     #[serde(default)]
     pub rules: Vec<Spanned<crate::routing::RuleSpec>>,
+    /// Version-skew protection: how long a page's assets keep coming from its version.
+    pub skew_protection: Option<HumanDuration>,
+    /// The asset prefixes it covers (`[cache] prefixes` unless given).
+    pub skew_prefixes: Option<Vec<Spanned<String>>>,
 }
 
 /// A listen address, `IP:PORT`; a bad one is reported by toml with its line.

@@ -403,6 +403,10 @@ pub struct Routing {
     pub preview: Option<Preview>,
     /// A/B rules, in order; the first match wins.
     pub rules: Vec<Rule>,
+    /// Version-skew protection, on for this long after a page load (`None`: off).
+    pub skew_protection: Option<Duration>,
+    /// The asset prefixes skew protection covers; empty: `[cache] prefixes`.
+    pub skew_prefixes: Vec<String>,
 }
 
 impl Default for Routing {
@@ -414,6 +418,8 @@ impl Default for Routing {
             trusted_proxies: TrustedProxies::default(),
             preview: None,
             rules: Vec::new(),
+            skew_protection: None,
+            skew_prefixes: Vec::new(),
         }
     }
 }
@@ -772,6 +778,17 @@ impl file::FileConfig {
                 message,
             })?;
 
+        if routing.skew_protection.is_some()
+            && routing.skew_prefixes.is_empty()
+            && cache.prefixes.is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "skew_protection"),
+                key: "routing.skew_protection".into(),
+                message: "covers asset paths, and none is named: set [routing] skew_prefixes (or [cache] prefixes), e.g. [\"/_next/static/\"]".into(),
+            });
+        }
         let maintenance = resolve_maintenance(self.maintenance.unwrap_or_default(), text, path)?;
         let pause = resolve_pause(self.pause.unwrap_or_default(), text, path)?;
         let error_pages = resolve_errors(self.errors.unwrap_or_default(), text, path)?;
@@ -1304,6 +1321,12 @@ fn resolve_routing(
             Some(_) => rules.push(rule),
         }
     }
+    let mut skew_prefixes = Vec::new();
+    for p in file.skew_prefixes.unwrap_or_default() {
+        check_prefix(p.get_ref()).map_err(|m| invalid(p.span(), "skew_prefixes", m))?;
+        skew_prefixes.push(p.into_inner());
+    }
+    let skew_protection = file.skew_protection.map(|d| d.0).filter(|d| !d.is_zero());
     Ok(Routing {
         active,
         sticky,
@@ -1311,6 +1334,8 @@ fn resolve_routing(
         trusted_proxies,
         preview,
         rules,
+        skew_protection,
+        skew_prefixes,
     })
 }
 

@@ -542,3 +542,32 @@ fn maintenance_pause_and_error_pages_are_validated() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn skew_protection_needs_asset_prefixes() {
+    let on = MINIMAL.replace(
+        "active = \"blue\"",
+        "active = \"blue\"\nskew_protection = \"6h\"",
+    );
+    let e = err(&on);
+    assert!(
+        e.contains("routing.skew_protection") && e.contains("skew_prefixes"),
+        "{e}"
+    );
+    let c = parse(&format!("{on}[cache]\nprefixes = [\"/assets/\"]\n")).expect("valid");
+    assert_eq!(
+        c.routing.skew_protection,
+        Some(Duration::from_secs(6 * 3600))
+    );
+    let c = parse(&on.replace(
+        "skew_protection",
+        "skew_prefixes = [\"/_next/static/\"]\nskew_protection",
+    ))
+    .expect("valid");
+    assert_eq!(c.routing.skew_prefixes, ["/_next/static/"]);
+    let e = err(&on.replace(
+        "skew_protection",
+        "skew_prefixes = [\"_next\"]\nskew_protection",
+    ));
+    assert!(e.contains("routing.skew_prefixes"), "{e}");
+}

@@ -104,6 +104,8 @@ pub enum Reason {
     Sticky,
     /// The weighted draw.
     Split,
+    /// Version-skew protection: an asset of a page loaded from this pool's version.
+    Skew,
 }
 
 impl Reason {
@@ -114,6 +116,7 @@ impl Reason {
             Reason::Mark => "mark",
             Reason::Sticky => "sticky",
             Reason::Split => "split",
+            Reason::Skew => "skew",
         }
     }
 }

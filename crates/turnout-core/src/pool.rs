@@ -114,6 +114,9 @@ pub struct PoolCookies {
     pub sticky: HeaderValue,
     /// `Set-Cookie` that keeps a browser previewing this pool (when preview routing is on).
     pub preview: Option<HeaderValue>,
+    /// `Set-Cookie` naming this version of the pool (`pool.generation`) on page loads, when
+    /// version-skew protection is on; and its value alone, to compare with a request's.
+    pub version: Option<(HeaderValue, String)>,
 }
 
 /// A balancer's precomputed state.
@@ -492,6 +495,7 @@ mod tests {
             PoolCookies {
                 sticky: HeaderValue::from_static("turnout-pool=blue"),
                 preview: None,
+                version: None,
             },
         ))
     }

@@ -52,7 +52,29 @@ pub struct RouteSettings {
     pub sticky_cookie: String,
     pub trusted_proxies: TrustedProxies,
     pub preview: Option<PreviewSettings>,
+    /// Version-skew protection, when on.
+    pub skew: Option<SkewSettings>,
 }
+
+/// Version-skew protection: a page load's response names its pool's version in
+/// [`VERSION_COOKIE`]; an asset request carrying it goes to that version while it can serve.
+#[derive(Debug)]
+pub struct SkewSettings {
+    /// How long the cookie lives.
+    pub max_age: std::time::Duration,
+    /// The asset paths it covers.
+    pub prefixes: Vec<String>,
+}
+
+impl SkewSettings {
+    #[inline]
+    pub fn covers(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// The cookie that names the version (`pool.generation`) a page was loaded from.
+pub const VERSION_COOKIE: &str = "turnout-version";
 
 /// `Sticky` with its header name parsed once.
 #[derive(Debug, Default)]
@@ -90,6 +112,7 @@ impl RouteSettings {
                 token: p.token.clone(),
                 cookie: p.cookie.clone(),
             }),
+            skew: None,
         }
     }
 }
@@ -101,7 +124,17 @@ impl Env {
             pool_checks: config.pool_health.clone(),
             passive: config.passive.clone(),
             pool_balance: config.pool_balance.clone(),
-            routing: RouteSettings::from_config(&config.routing),
+            routing: RouteSettings {
+                skew: config.routing.skew_protection.map(|max_age| SkewSettings {
+                    max_age,
+                    prefixes: if config.routing.skew_prefixes.is_empty() {
+                        config.cache.prefixes.clone()
+                    } else {
+                        config.routing.skew_prefixes.clone()
+                    },
+                }),
+                ..RouteSettings::from_config(&config.routing)
+            },
             metrics: Metrics::new(),
             maintenance: config.maintenance.clone(),
             pause: config.pause,
@@ -128,7 +161,18 @@ impl Env {
             HeaderValue::try_from(format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax"))
                 .expect("cookie names and pool names are header-safe")
         };
+        let generation = previous.map_or(0, |p| p.generation() + 1);
+        let version = self.routing.skew.as_ref().map(|skew| {
+            let value = format!("{name}.{generation}");
+            let header = HeaderValue::try_from(format!(
+                "{VERSION_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                skew.max_age.as_secs().max(1)
+            ))
+            .expect("pool names are cookie-safe");
+            (header, value)
+        });
         let cookies = PoolCookies {
+            version,
             sticky: cookie(&self.routing.sticky_cookie, name.as_str()),
             preview: self.routing.preview.as_ref().map(|p| match &p.token {
                 None => cookie(&p.cookie, name.as_str()),
@@ -183,6 +227,22 @@ pub struct Maintenance {
 }
 
 impl RoutingSnapshot {
+    /// Version-skew protection: the pool an asset request goes to because the page it came
+    /// from was loaded from that version of it ([`VERSION_COOKIE`]), while that version is
+    /// still here (same pool generation) and has a server to take it. `None`: route as usual.
+    #[inline]
+    pub fn skew_pool(&self, path: &str, headers: &http::HeaderMap) -> Option<&Arc<Pool>> {
+        let skew = self.env.routing.skew.as_ref()?;
+        if !skew.covers(path) {
+            return None;
+        }
+        let value = crate::decide::cookie_value(headers, VERSION_COOKIE)?;
+        let (name, generation) = value.rsplit_once('.')?;
+        let pool = self.pools.get(name)?;
+        (generation.parse::<u64>().ok()? == pool.generation() && pool.available() > 0)
+            .then_some(pool)
+    }
+
     /// The maintenance mode a request to `path` from `client` is held to, or `None` when it
     /// passes: no maintenance, an allowed path prefix or client address, or a preview request
     /// (`preview`: the decision came from a valid preview header or cookie).

@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use std::sync::Arc;
 
 use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody};
@@ -95,7 +96,16 @@ impl Shared {
         let mut resp = if self.cache.takes(&req, upgrade) {
             // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
             let (parts, _empty) = req.into_parts();
-            let (resp, label) = self.cached(parts, &route.pool, down, h1).await;
+            let copy = route.fallback.as_ref().map(|_| copy_head(&parts));
+            let (mut resp, mut label) = self.cached(parts, &route.pool, down, h1).await;
+            // Version-skew protection: an asset the new version lacks, from the previous one.
+            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+                if resp.status() == StatusCode::NOT_FOUND {
+                    (resp, label) = self.cached(copy, old, down, h1).await;
+                    access.pool = Some(Arc::clone(old));
+                    access.route = "skew";
+                }
+            }
             access.cache = Some(label);
             resp
         } else {
@@ -108,7 +118,12 @@ impl Shared {
             };
             let body = body.map(|b| b.limited(self.settings.max_request_body));
             let close = h1 && body.is_some();
-            let sent = self
+            let copy = route
+                .fallback
+                .as_ref()
+                .filter(|_| body.is_none() && !upgrade)
+                .map(|_| copy_head(&parts));
+            let mut sent = self
                 .forward(
                     &route.pool,
                     parts,
@@ -118,6 +133,17 @@ impl Shared {
                     &mut access.upstream,
                 )
                 .await;
+            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+                if matches!(&sent, Ok((resp, _)) if resp.status() == StatusCode::NOT_FOUND) {
+                    drop(sent);
+                    // Boxed: only this rare path pays for a second forward's state.
+                    sent =
+                        Box::pin(self.forward(old, copy, None, false, down, &mut access.upstream))
+                            .await;
+                    access.pool = Some(Arc::clone(old));
+                    access.route = "skew";
+                }
+            }
             match sent {
                 Ok((resp, guard)) => self.respond(resp, guard, client_upgrade, h1),
                 Err(err) => self.failed(err, close, &mut access),
@@ -148,6 +174,16 @@ impl Shared {
         }
         Some(resp)
     }
+}
+
+/// A body-less request's head again, for a second pool (version-skew protection's fallback).
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
 }
 
 /// `Connection: close` on an HTTP/1 answer given while the request's body is still unread.

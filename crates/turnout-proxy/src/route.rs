@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use turnout_core::pause::Pause;
-use turnout_core::snapshot::{Maintenance, Mirror};
+use turnout_core::snapshot::{Maintenance, Mirror, VERSION_COOKIE};
 use turnout_core::RoutingSnapshot;
 use turnout_core::{Pool, Reason, Refusal, RequestInfo};
 
@@ -23,6 +23,11 @@ pub(crate) struct Route {
     cookies: [Option<HeaderValue>; 2],
     /// A rollout's mirror phase copies this request to its pool too.
     pub mirror: Option<Arc<Mirror>>,
+    /// Version-skew protection: an asset this pool answers 404 is asked of this one (the
+    /// previous version, while it can serve).
+    pub fallback: Option<Arc<Pool>>,
+    /// Version-skew protection: a page load whose response is to name its pool's version.
+    pub set_version: bool,
 }
 
 /// What stands between a request and its pool, from the same snapshot as its route.
@@ -71,7 +76,36 @@ impl Shared {
         req: &Request<B>,
         info: &RequestInfo<'_>,
     ) -> Result<Route, Refusal> {
-        let decision = snapshot.decide(info, fastrand::u64(..))?;
+        let mut decision = snapshot.decide(info, fastrand::u64(..))?;
+        let (mut fallback, mut set_version) = (None, false);
+        if let Some(skew) = &snapshot.env.routing.skew {
+            let path = req.uri().path();
+            if !skew.covers(path) {
+                set_version = decision
+                    .pool
+                    .cookies()
+                    .version
+                    .as_ref()
+                    .is_some_and(|(_, v)| {
+                        turnout_core::decide::cookie_value(req.headers(), VERSION_COOKIE) != Some(v)
+                    });
+            } else if !matches!(decision.reason, Reason::Preview) {
+                if let Some(pool) = snapshot.skew_pool(path, req.headers()) {
+                    if !Arc::ptr_eq(pool, decision.pool) {
+                        decision.pool = pool;
+                        decision.reason = Reason::Skew;
+                        decision.cookies = [None, None];
+                    }
+                }
+                if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+                    fallback = snapshot
+                        .previous_primary()
+                        .and_then(|name| snapshot.pools.get(name))
+                        .filter(|p| !Arc::ptr_eq(p, decision.pool) && p.available() > 0)
+                        .cloned();
+                }
+            }
+        }
         let mirror = snapshot
             .mirror
             .as_ref()
@@ -84,18 +118,33 @@ impl Shared {
             reason: decision.reason,
             cookies: decision.cookies.map(|c| c.cloned()),
             mirror,
+            fallback,
+            set_version,
         })
     }
 }
 
 impl Route {
-    /// Adds the route's cookies to the response.
+    /// Adds the route's cookies to the response (and, for a page load under version-skew
+    /// protection, the cookie naming its pool's version).
     pub fn set_cookies(self, resp: &mut Response<ProxyBody>, down: &Downstream) {
+        if self.set_version && resp.status().is_success() && is_html(resp) {
+            if let Some((cookie, _)) = &self.pool.cookies().version {
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, secure_over_tls(cookie.clone(), down));
+            }
+        }
         for cookie in self.cookies.into_iter().flatten() {
             resp.headers_mut()
                 .append(header::SET_COOKIE, secure_over_tls(cookie, down));
         }
     }
+}
+
+fn is_html(resp: &Response<ProxyBody>) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"))
 }
 
 /// turnout's cookies (sticky, preview, fleet mark) are made once, `HttpOnly; SameSite=Lax`;

@@ -14,6 +14,8 @@
 //! | `/vhost-health?host=H&header=N` | 200 when the Host is H and header N is present, else 421 |
 //! | `/health` | 200, or 503 after [`TestUpstream::set_healthy`]`(false)` |
 //! | `/flaky?on=NAME` | the server named NAME drops the connection unanswered; others: `NAME\n` |
+//! | `/page` | an HTML page, `<html>NAME</html>` |
+//! | `/assets/...?only=NAME` | 404 but on the server called NAME (an asset of one build) |
 //! | `/assets/...?cc=C&bytes=N&ms=M` | `NAME PATH\n` (padded to N bytes), `Cache-Control: C` (default `public, max-age=3600`), an ETag, after M ms |
 //!
 //! Requests from turnout's health checker (its User-Agent) are counted apart from the others,
@@ -425,6 +427,20 @@ async fn handle(
                 .header("x-upstream", name)
                 .body(Full::new(Bytes::new()).boxed())
                 .expect("response")
+        }
+        // A page: HTML naming the server.
+        "/page" => Response::builder()
+            .header("x-upstream", name)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from(format!("<html>{name}</html>\n"))).boxed())
+            .expect("response"),
+        // An asset only the server called NAME has (its build's chunk): 404 elsewhere.
+        p if p.starts_with("/assets/")
+            && query_str(&req, "only").is_some_and(|only| only != name) =>
+        {
+            let mut resp = text(name, format!("{name}: no {p} in this build\n"));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            resp
         }
         p if p.starts_with("/assets/") => {
             if let Some(ms) = query(&req, "ms") {
