@@ -34,6 +34,9 @@ pub struct RolloutArgs {
     /// After the last step, wait this long at most for the baseline to drain ("30s").
     #[arg(long, value_name = "DURATION")]
     wait_drained: Option<String>,
+    /// After the last step, close the baseline's WebSockets after this long (1001 Going Away).
+    #[arg(long, value_name = "DURATION")]
+    close_tunnels_after: Option<String>,
     /// Start it and return at once, without following it.
     #[arg(long)]
     no_follow: bool,
@@ -246,6 +249,9 @@ fn body(args: &RolloutArgs) -> Value {
     args.policy.insert_into(&mut body);
     if let Some(wait) = &args.wait_drained {
         body.insert("wait_drained".into(), wait.as_str().into());
+    }
+    if let Some(after) = &args.close_tunnels_after {
+        body.insert("close_tunnels_after".into(), after.as_str().into());
     }
     if args.force {
         body.insert("force".into(), true.into());

@@ -398,6 +398,34 @@ async fn a_pause_holds_requests_through_an_app_restart_and_a_switch_and_loses_no
     let status = bg.status().await;
     assert!(status.get("paused").is_none(), "{status}");
     assert_eq!(bg.body("/").await, "green\n");
+
+    // The app restarted in place (same pool, same port) during a pause: held, then answered
+    // by the restarted app.
+    let (code, out) = cli(&bg, &["pause"]);
+    assert_eq!(code, Some(0), "{out}");
+    let held: Vec<_> = (0..10).map(|_| spawn_get(bg.turnout.url("/"))).collect();
+    eventually(10, "10 requests held", || async {
+        bg.status().await["paused"]["held"] == 10
+    })
+    .await;
+    let addr = bg.green.addr;
+    bg.green.kill();
+    let restarted = turnout_testkit::upstream::TestUpstream::start_at("green", addr).await;
+    // A check may have seen the app down in between: resume once it is seen up.
+    bg.wait_healthy("green").await;
+    let (code, out) = cli(&bg, &["resume"]);
+    assert_eq!(code, Some(0), "{out}");
+    for h in held {
+        let (status, body, _) = turnout_testkit::within(10, "a held request", h)
+            .await
+            .expect("task");
+        assert_eq!((status, body.as_str()), (200, "green\n"));
+    }
+    assert_eq!(
+        restarted.requests(),
+        10,
+        "all ten reached the restarted app"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -625,3 +625,40 @@ async fn a_mirror_copies_request_bodies_up_to_its_limit() {
     assert_eq!(status, 200);
     assert_eq!(ended(&bg, 5).await["outcome"], "aborted");
 }
+
+/// `close_tunnels_after` on a rollout: once its last step is live, the baseline's WebSockets
+/// get a close frame 1001 after that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_closes_the_baselines_websockets_after_its_last_step() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let bg = BlueGreen::start_with(crate::FAST_CHECKS).await;
+    let (mut ws, _) = turnout_testkit::within(
+        5,
+        "ws connect",
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", bg.turnout.proxy)),
+    )
+    .await
+    .expect("websocket");
+    ws.send(Message::text("a")).await.expect("send");
+    assert_eq!(
+        turnout_testkit::within(5, "echo", ws.next())
+            .await
+            .expect("msg")
+            .expect("ok"),
+        Message::text("blue:a")
+    );
+    start(
+        &bg,
+        r#"{"to":"green","steps":[100],"close_tunnels_after":"200ms","wait_drained":"10s"}"#,
+    )
+    .await;
+    let report = ended(&bg, 20).await;
+    assert_eq!(report["outcome"], "passed", "{report}");
+    assert_eq!(report["drained"], true, "{report}");
+    match turnout_testkit::within(5, "the close frame", ws.next()).await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a close frame 1001, got {other:?}"),
+    }
+}

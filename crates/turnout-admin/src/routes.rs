@@ -413,6 +413,7 @@ struct RolloutBody {
     #[serde(default)]
     force: bool,
     wait_drained: Option<String>,
+    close_tunnels_after: Option<String>,
     steps: Option<Vec<u32>>,
     bake: Option<String>,
     min_requests: Option<u64>,
@@ -475,6 +476,10 @@ async fn start_rollout(
             policy,
             force: body.force,
             wait_drained: duration_field("wait_drained", body.wait_drained.as_deref())?,
+            close_tunnels_after: duration_field(
+                "close_tunnels_after",
+                body.close_tunnels_after.as_deref(),
+            )?,
         })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(report)))

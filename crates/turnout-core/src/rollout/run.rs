@@ -30,6 +30,8 @@ pub struct RolloutRequest {
     pub force: bool,
     /// After the last step (the switch), wait this long at most for the baseline to drain.
     pub wait_drained: Option<Duration>,
+    /// After the last step, close the baseline's tunnels (WebSockets) after this long.
+    pub close_tunnels_after: Option<Duration>,
 }
 
 /// A rollout, under way or ended: what `GET /v1/rollout` and the status show.
@@ -642,6 +644,11 @@ impl Control {
             }
             tracing::info!(target: "turnout::admin", id = report.id, to = %req.to, percent, mirrored, "rollout step");
             if percent == 100 {
+                if let (Some(after), Ok(old)) =
+                    (req.close_tunnels_after, applied.pool(&report.baseline))
+                {
+                    self.close_tunnels_after(vec![Arc::clone(old)], after);
+                }
                 if let Some(limit) = req.wait_drained {
                     if let Ok(old) = applied.pool(&report.baseline) {
                         let old = Arc::clone(old);
