@@ -10,8 +10,10 @@
 //!   the drain's close, cut-off logs.
 //! - `request`: one request's path, phase by phase, top to bottom: start here.
 //! - `local`: what turnout answers itself: the health path, the https redirect, `[[static]]`
-//!   files (`local::files`).
-//! - `route`: one snapshot load, one decision: the pool, and the cookies to set.
+//!   files (`local::files`), the pages of its own answers (`local::pages`: maintenance,
+//!   502/503/504, JSON for clients that ask).
+//! - `route`: one snapshot load, one decision: the pool, the cookies to set, and what holds
+//!   the request first (maintenance mode, a pause); version-skew protection's pool and fallback.
 //! - [`cache`]: the in-memory cache (moka, bounded in bytes) and its lookup: a hit, or one
 //!   coalesced fetch per key.
 //! - `forward`: the one forwarder (and its one retry rule) every path sends through, the upstream

@@ -1,7 +1,9 @@
 //! One request, phase by phase, in the order it meets them: the health path, admission (one
-//! valid Host; no CONNECT), local answers ([`crate::local`]), the route ([`crate::route`]), the
-//! cache ([`crate::cache`]) or the forward ([`crate::forward`]), the route's cookies, and the
-//! access line ([`crate::access`]), written once whatever happened.
+//! valid Host; no CONNECT), its `X-Request-Id`, the body limit, the route ([`crate::route`]:
+//! one snapshot load) and what holds it first (maintenance mode answers, a pause waits), local
+//! answers ([`crate::local`]), the cache ([`crate::cache`]) or the forward ([`crate::forward`])
+//! with version-skew protection's fallback, the route's cookies, and the access line
+//! ([`crate::access`]), written once whatever happened.
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};

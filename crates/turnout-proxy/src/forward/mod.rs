@@ -104,15 +104,6 @@ fn ended_early(e: &hyper::Error) -> bool {
         })
 }
 
-/// The attempt failed before the request reached any app: a refused connect, or a pooled
-/// connection that closed before the request went out.
-fn never_reached(attempt: &Attempt) -> bool {
-    matches!(
-        attempt,
-        Attempt::Failed(Failure::Connect(_) | Failure::NeverSent(_))
-    )
-}
-
 /// How often a held request looks for a server again.
 const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -281,8 +272,10 @@ impl Shared {
             };
             let next = match (other, hold_until) {
                 (Some(next), _) => next,
-                (None, Some(until)) if never_reached(&attempt) => {
-                    self.passive_failure(pool, upstream);
+                // Under a hold, the same rule again once a server can take it: a request that
+                // never reached an app, or an idempotent one whose app went away before its
+                // answer began (an app killed mid-request, as a restart does).
+                (None, Some(until)) => {
                     match self.wait_for_server(pool, down, &copy.headers, until).await {
                         Some(next) => next,
                         None => break,
@@ -293,9 +286,9 @@ impl Shared {
             let Some(again) = copy.take_request(&path) else {
                 break;
             };
-            if !(hold_until.is_some() && never_reached(&attempt)) {
-                self.passive_failure(pool, upstream);
-            }
+            // Counted here, once a retry follows (a failure that ends the request is counted
+            // below).
+            self.passive_failure(pool, upstream);
             if let Attempt::Failed(e) = &attempt {
                 tracing::debug!(pool = %pool.name(), from = %upstream.addr, to = %next.addr, error = ?e, "retrying");
             }
