@@ -98,12 +98,12 @@ impl Shared {
         let mut resp = if self.cache.takes(&req, upgrade) {
             // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
             let (parts, _empty) = req.into_parts();
-            let copy = route.fallback.as_ref().map(|_| copy_head(&parts));
+            let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
             let (mut resp, mut label) = self.cached(parts, &route.pool, down, h1).await;
             // Version-skew protection: an asset the new version lacks, from the previous one.
             if let (Some(old), Some(copy)) = (&route.fallback, copy) {
                 if resp.status() == StatusCode::NOT_FOUND {
-                    (resp, label) = self.cached(copy, old, down, h1).await;
+                    (resp, label) = Box::pin(self.cached(*copy, old, down, h1)).await;
                     access.pool = Some(Arc::clone(old));
                     access.route = "skew";
                 }
@@ -124,7 +124,7 @@ impl Shared {
                 .fallback
                 .as_ref()
                 .filter(|_| body.is_none() && !upgrade)
-                .map(|_| copy_head(&parts));
+                .map(|_| Box::new(copy_head(&parts)));
             let mut sent = self
                 .forward(
                     &route.pool,
@@ -140,7 +140,7 @@ impl Shared {
                     drop(sent);
                     // Boxed: only this rare path pays for a second forward's state.
                     sent =
-                        Box::pin(self.forward(old, copy, None, false, down, &mut access.upstream))
+                        Box::pin(self.forward(old, *copy, None, false, down, &mut access.upstream))
                             .await;
                     access.pool = Some(Arc::clone(old));
                     access.route = "skew";

@@ -276,7 +276,7 @@ impl Shared {
                 // never reached an app, or an idempotent one whose app went away before its
                 // answer began (an app killed mid-request, as a restart does).
                 (None, Some(until)) => {
-                    match self.wait_for_server(pool, down, &copy.headers, until).await {
+                    match Box::pin(self.wait_for_server(pool, down, &copy.headers, until)).await {
                         Some(next) => next,
                         None => break,
                     }
