@@ -356,6 +356,19 @@ fn spawn_get(url: String) -> tokio::task::JoinHandle<(u16, String, std::time::In
     })
 }
 
+/// Every one of `held` ends with a 200 and `body`.
+async fn all_answered(
+    held: Vec<tokio::task::JoinHandle<(u16, String, std::time::Instant)>>,
+    body: &str,
+) {
+    for h in held {
+        let (status, got, _) = turnout_testkit::within(10, "a held request", h)
+            .await
+            .expect("task");
+        assert_eq!((status, got.as_str()), (200, body));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_holds_requests_through_an_app_restart_and_a_switch_and_loses_none() {
     let bg = BlueGreen::start_with(crate::FAST_CHECKS).await;
@@ -390,12 +403,7 @@ async fn a_pause_holds_requests_through_an_app_restart_and_a_switch_and_loses_no
     assert_eq!(bg.green.requests(), before, "nothing was sent while paused");
     let (code, out) = cli(&bg, &["resume"]);
     assert_eq!(code, Some(0), "{out}");
-    for h in held {
-        let (status, body, _) = turnout_testkit::within(10, "a held request", h)
-            .await
-            .expect("task");
-        assert_eq!((status, body.as_str()), (200, "green\n"));
-    }
+    all_answered(held, "green\n").await;
     let status = bg.status().await;
     assert!(status.get("paused").is_none(), "{status}");
     assert_eq!(bg.body("/").await, "green\n");
@@ -416,12 +424,7 @@ async fn a_pause_holds_requests_through_an_app_restart_and_a_switch_and_loses_no
     bg.wait_healthy("green").await;
     let (code, out) = cli(&bg, &["resume"]);
     assert_eq!(code, Some(0), "{out}");
-    for h in held {
-        let (status, body, _) = turnout_testkit::within(10, "a held request", h)
-            .await
-            .expect("task");
-        assert_eq!((status, body.as_str()), (200, "green\n"));
-    }
+    all_answered(held, "green\n").await;
     assert_eq!(
         restarted.requests(),
         10,

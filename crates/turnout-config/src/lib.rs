@@ -878,12 +878,7 @@ fn resolve_maintenance(
     text: &str,
     path: &Path,
 ) -> Result<MaintenancePolicy, ConfigError> {
-    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
-        path: path.to_owned(),
-        line: line_of(text, span.start),
-        key: format!("maintenance.{key}"),
-        message,
-    };
+    let invalid = spanned_error(text, path, "maintenance");
     let mut policy = MaintenancePolicy::default();
     if let Some(m) = file.message {
         policy.message = m;
@@ -929,12 +924,7 @@ fn resolve_pause(
     text: &str,
     path: &Path,
 ) -> Result<PausePolicy, ConfigError> {
-    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
-        path: path.to_owned(),
-        line: line_of(text, span.start),
-        key: format!("pause.{key}"),
-        message,
-    };
+    let invalid = spanned_error(text, path, "pause");
     let mut policy = PausePolicy::default();
     if let Some(d) = file.max_hold {
         if d.0.is_zero() {
@@ -1161,13 +1151,22 @@ fn resolve_statics(
     Ok(dirs)
 }
 
-fn resolve_cache(file: file::FileCache, text: &str, path: &Path) -> Result<Cache, ConfigError> {
-    let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+/// The error for key `TABLE.key` of `path`, at the line of a value's span.
+fn spanned_error<'a>(
+    text: &'a str,
+    path: &'a Path,
+    table: &'a str,
+) -> impl Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a {
+    move |span, key, message| ConfigError::Invalid {
         path: path.to_owned(),
         line: line_of(text, span.start),
-        key: format!("cache.{key}"),
+        key: format!("{table}.{key}"),
         message,
-    };
+    }
+}
+
+fn resolve_cache(file: file::FileCache, text: &str, path: &Path) -> Result<Cache, ConfigError> {
+    let invalid = spanned_error(text, path, "cache");
     let size = |value: &Option<toml::Spanned<String>>, key: &str, default: u64| match value {
         None => Ok(default),
         Some(v) => v
