@@ -23,7 +23,9 @@ done
 drain_and_stop() {
     local live=$1 old=$2 url
     for url in "${instances[@]}"; do
-        if ! "$turnout" switch "$live" --admin "$url" --wait-drained "${DRAIN_TIMEOUT:-60s}"; then
+        close=()
+        [ -z "${CLOSE_TUNNELS_AFTER:-}" ] || close=(--close-tunnels-after "$CLOSE_TUNNELS_AFTER")
+        if ! "$turnout" switch "$live" --admin "$url" --wait-drained "${DRAIN_TIMEOUT:-60s}" "${close[@]}"; then
             echo "$(basename "$0"): $url: $old did not drain; nothing was stopped" >&2
             exit 3
         fi

@@ -22,6 +22,9 @@
 #   SMOKE_CMD             a check of the new version through the load balancer, run by bash
 #                         after the switch (e.g. curl -fsS https://app.example.com/health)
 #   DRAIN_TIMEOUT         how long to wait for the old colour to drain (default 60s)
+#   CLOSE_TUNNELS_AFTER   close the old colour's WebSockets (1001 Going Away) this long after
+#                         the switch, so the drain ends (e.g. 30s, below DRAIN_TIMEOUT); unset:
+#                         WebSockets stay open until they end or DRAIN_TIMEOUT runs out
 #   STOP_CMD              how to stop the old colour's app on one instance, run by bash with
 #                         COLOUR and INSTANCE (its admin URL) set (default: docker rm -f
 #                         app-$COLOUR, which only reaches the local Docker; use ssh for others)

@@ -588,13 +588,24 @@ async fn change_active(
     let before = state.control.router().snapshot();
     let after = state.control.apply(command, options.force).await?;
     if let Some(close_after) = close_after {
-        // The pools this call took every new client from.
-        let losing: Vec<_> = before
-            .weights
-            .iter()
-            .filter(|(name, _)| after.weights.get(name.as_str()) == 0)
-            .filter_map(|(name, _)| after.pools.get(name).cloned())
-            .collect();
+        // The pools this call took every new client from; when the call changed nothing (a
+        // deploy script's repeated switch), the one the last switch left, as for wait_drained.
+        let losing: Vec<_> = if Arc::ptr_eq(&before, &after) {
+            after
+                .previous_primary()
+                .filter(|p| after.weights.get(p.as_str()) == 0)
+                .and_then(|p| after.pools.get(p))
+                .cloned()
+                .into_iter()
+                .collect()
+        } else {
+            before
+                .weights
+                .iter()
+                .filter(|(name, _)| after.weights.get(name.as_str()) == 0)
+                .filter_map(|(name, _)| after.pools.get(name).cloned())
+                .collect()
+        };
         state.control.close_tunnels_after(losing, close_after);
     }
     let mut answer = SwitchAnswer {
