@@ -83,9 +83,14 @@ impl Pause {
         q.waiting.push_back((bytes, tx));
         q.bytes += bytes;
         q.held_total += 1;
-        while q.waiting.len() > self.max_requests
-            || (q.bytes > self.max_bytes && q.waiting.len() > 1)
-        {
+        let over = |q: &Queue| {
+            q.waiting.len() > self.max_requests || (q.bytes > self.max_bytes && q.waiting.len() > 1)
+        };
+        if over(&q) {
+            // Requests whose clients left first (only when over a bound: it walks the queue).
+            forget_closed(&mut q);
+        }
+        while over(&q) {
             let Some((b, oldest)) = q.waiting.pop_front() else {
                 break;
             };
@@ -104,15 +109,7 @@ impl Pause {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         q.shed_total += 1;
-        let mut bytes = q.bytes;
-        q.waiting.retain(|(b, tx)| {
-            let keep = !tx.is_closed();
-            if !keep {
-                bytes -= b;
-            }
-            keep
-        });
-        q.bytes = bytes;
+        forget_closed(&mut q);
     }
 
     /// The resume: every waiting request goes on, in the order it came.
@@ -140,6 +137,20 @@ impl Pause {
             shed_total: q.shed_total,
         }
     }
+}
+
+/// Drops the waiting requests whose receiver is gone (answered, or their client left), and
+/// their bytes.
+fn forget_closed(q: &mut Queue) {
+    let mut bytes = q.bytes;
+    q.waiting.retain(|(b, tx)| {
+        let keep = !tx.is_closed();
+        if !keep {
+            bytes -= b;
+        }
+        keep
+    });
+    q.bytes = bytes;
 }
 
 #[cfg(test)]
@@ -188,6 +199,20 @@ mod tests {
             matches!(pause.hold(10), Held::Released),
             "after the resume, no wait"
         );
+    }
+
+    #[test]
+    fn requests_whose_clients_left_are_not_shed_in_place_of_live_ones() {
+        let pause = Pause::new(&policy(2, 1000), None);
+        let gone = waiting(pause.hold(10));
+        let mut live = waiting(pause.hold(10));
+        drop(gone);
+        let mut newest = waiting(pause.hold(10));
+        assert!(
+            live.try_recv().is_err() && newest.try_recv().is_err(),
+            "the one gone made room"
+        );
+        assert_eq!(pause.stats().shed_total, 0);
     }
 
     #[test]
