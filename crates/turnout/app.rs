@@ -167,17 +167,24 @@ pub async fn run(
         },
     };
 
-    // 4. Bind every port before serving any, so a port in use fails the start cleanly.
+    // 4. Bind every port before serving any, so a port in use fails the start cleanly; or take
+    //    the sockets systemd holds for turnout (socket activation), matched by address.
+    let mut inherited = match Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => return fail(1, &e),
+    };
     let (proxy_listener, admin_listener) = match (
-        bind(config.server.listen, "[server] listen").await,
-        bind(config.server.admin, "[server] admin").await,
+        inherited
+            .bind(config.server.listen, "[server] listen")
+            .await,
+        inherited.bind(config.server.admin, "[server] admin").await,
     ) {
         (Ok(p), Ok(a)) => (p, a),
         (Err(e), _) | (_, Err(e)) => return fail(1, &e),
     };
     let tls_listener = match (&config.tls, &certs) {
         (Some(tls), Some(store)) => {
-            let listener = match bind(tls.listen, "[tls] listen").await {
+            let listener = match inherited.bind(tls.listen, "[tls] listen").await {
                 Ok(l) => l,
                 Err(e) => return fail(1, &e),
             };
@@ -194,6 +201,7 @@ pub async fn run(
         }
         _ => None,
     };
+    inherited.warn_unused();
     if config.server.admin_token.is_none() && !config.server.admin.ip().is_loopback() {
         tracing::warn!(
             admin = %config.server.admin,
@@ -315,10 +323,53 @@ pub async fn run(
     ExitCode::SUCCESS
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))
+/// Listening sockets handed to turnout at start (systemd socket activation: `LISTEN_FDS`, read
+/// by the listenfd crate), each used for the listener configured at its address.
+struct Inherited(Vec<(SocketAddr, std::net::TcpListener)>);
+
+impl Inherited {
+    fn from_env() -> Result<Inherited, String> {
+        let mut fds = listenfd::ListenFd::from_env();
+        let mut sockets = Vec::new();
+        for i in 0..fds.len() {
+            let listener = fds.take_tcp_listener(i).map_err(|e| {
+                format!(
+                    "LISTEN_FDS: socket {} is no TCP listener turnout can use: {e}",
+                    i + 3
+                )
+            })?;
+            if let Some(listener) = listener {
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| format!("LISTEN_FDS: socket {}: {e}", i + 3))?;
+                sockets.push((addr, listener));
+            }
+        }
+        Ok(Inherited(sockets))
+    }
+
+    /// The inherited socket at `addr`, or a new one bound there.
+    async fn bind(&mut self, addr: SocketAddr, key: &str) -> Result<TcpListener, String> {
+        if let Some(at) = self.0.iter().position(|(a, _)| *a == addr) {
+            let (_, listener) = self.0.swap_remove(at);
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("the socket for {addr} ({key}) from LISTEN_FDS: {e}"))?;
+            tracing::info!(%addr, key, "listening on a socket handed over at start (LISTEN_FDS)");
+            return TcpListener::from_std(listener)
+                .map_err(|e| format!("the socket for {addr} ({key}) from LISTEN_FDS: {e}"));
+        }
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} ({key}): {e}"))
+    }
+
+    /// Sockets handed over that no listener is configured at: said, and closed.
+    fn warn_unused(self) {
+        for (addr, _) in self.0 {
+            tracing::warn!(%addr, "a socket from LISTEN_FDS matches no configured listener ([server] listen, admin, [tls] listen); closed");
+        }
+    }
 }
 
 /// SIGHUP reloads the certificates, as `POST /v1/tls/reload` does; a failure is logged and

@@ -344,3 +344,66 @@ async fn the_cli_switches_rolls_back_and_reports() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"));
 }
+
+/// systemd socket activation: the listening socket exists before turnout runs (here,
+/// `systemd-socket-activate` holds it and starts turnout on the first connection, passing it as
+/// `LISTEN_FDS`); turnout serves on it, and the connection that arrived before it ran is
+/// answered, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_socket_activation_hands_turnout_its_listening_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let blue = TestUpstream::start("blue").await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(&[("blue", &[blue.server()])], "blue", "")
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{listen}\""),
+            1,
+        );
+    sandbox.write_config(&config);
+    // The first client: its connection waits in the socket's queue while turnout starts.
+    let early = tokio::spawn({
+        let listen = listen.clone();
+        async move {
+            let mut conn = loop {
+                match tokio::net::TcpStream::connect(&listen).await {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            };
+            conn.write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("write");
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer).await.expect("read");
+            answer
+        }
+    });
+    let turnout = sandbox
+        .start_wrapped(&["systemd-socket-activate", "-l", &listen])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answer = turnout_testkit::within(10, "the early client's answer", early)
+        .await
+        .expect("task");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("blue\n"), "{answer}");
+    assert_eq!(turnout.proxy.to_string(), listen);
+    assert!(
+        turnout
+            .find_log("LISTEN_FDS")
+            .is_some_and(|l| l.contains(&listen)),
+        "{}",
+        turnout.logs()
+    );
+    let a = get(&http_client(), &turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!(a.body, "blue\n");
+}

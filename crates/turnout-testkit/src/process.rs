@@ -85,8 +85,25 @@ impl Sandbox {
     pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Result<Turnout, String> {
         let config = self.config_path();
         let mut cmd = self.command(&["serve", "--config", &config.display().to_string()]);
-        cmd.envs(env.iter().copied())
-            .stdin(Stdio::null())
+        cmd.envs(env.iter().copied());
+        self.start_command(cmd).await
+    }
+
+    /// `turnout serve` run by `wrapper` (a program and its arguments, which then run turnout's
+    /// path and its arguments: `systemd-socket-activate -l ADDR`), with `RUST_LOG=info` passed
+    /// through as `-E`; waits (at most 20 s) until it serves.
+    pub async fn start_wrapped(&self, wrapper: &[&str]) -> Result<Turnout, String> {
+        let config = self.config_path().display().to_string();
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .args(["-E", "RUST_LOG=info"])
+            .arg(&self.bin)
+            .args(["serve", "--config", &config]);
+        self.start_command(cmd).await
+    }
+
+    async fn start_command(&self, mut cmd: Command) -> Result<Turnout, String> {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
