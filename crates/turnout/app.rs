@@ -298,7 +298,7 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = bound.tls.map(tracing::field::display), health = %config.server.health_path, "turnout is serving");
+    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = bound.tls.map(tracing::field::display), health = %config.server.health_path, version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), "turnout is serving");
     on_ready(&bound);
     let drained = plane.serve(proxy_listener, tls_listener, shutdown).await;
 

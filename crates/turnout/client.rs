@@ -358,6 +358,14 @@ fn print_status(v: &Value) {
         summary(v),
         v["changed_at"].as_str().unwrap_or("?")
     );
+    if let Some(p) = v.get("process").filter(|p| p.is_object()) {
+        println!(
+            "turnout {} (pid {}), started {}",
+            p["version"].as_str().unwrap_or("?"),
+            p["pid"],
+            p["started_at"].as_str().unwrap_or("?")
+        );
+    }
     if v.get("maintenance").is_some_and(Value::is_object)
         || v.get("paused").is_some_and(Value::is_object)
     {

@@ -322,11 +322,31 @@ async fn the_cli_switches_rolls_back_and_reports() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("green *"), "{out}");
     assert!(out.contains(&bg.green.server()), "{out}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(out.contains(&format!("turnout {version} (pid ")), "{out}");
 
     let (code, out, _) = tokio::task::block_in_place(|| run(&["status", "--json"]));
     assert_eq!(code, Some(0));
     let j: serde_json::Value = serde_json::from_str(&out).expect("--json prints JSON");
     assert_eq!(j["active"], "green");
+    // Which process serves: its version, pid and start, also in /metrics and the log.
+    assert_eq!(j["process"]["version"], version);
+    let pid = j["process"]["pid"].as_u64().expect("pid");
+    let started = j["process"]["started_at"].as_str().expect("started_at");
+    assert!(humantime::parse_rfc3339(started).is_ok(), "{started}");
+    let metrics = bg.turnout.metrics().await;
+    assert!(
+        metrics.contains(&format!("turnout_build_info{{version=\"{version}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("turnout_start_time_seconds "), "{metrics}");
+    assert!(
+        bg.turnout
+            .find_log("turnout is serving")
+            .is_some_and(|l| l.contains(&format!("pid={pid}"))),
+        "{}",
+        bg.turnout.logs()
+    );
 
     let (code, out, err) = tokio::task::block_in_place(|| run(&["rollback"]));
     assert_eq!(code, Some(0), "{err}");

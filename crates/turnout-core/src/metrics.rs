@@ -38,6 +38,8 @@ pub struct Metrics {
     generation: IntGauge,
     maintenance: IntGauge,
     paused: IntGauge,
+    start_time: IntGauge,
+    build_info: IntGauge,
     held: IntGauge,
     held_total: IntGauge,
     shed_total: IntGauge,
@@ -242,6 +244,22 @@ impl Metrics {
                 IntGauge::new("turnout_maintenance", "1 while maintenance mode is on.")
                     .expect("valid metric"),
             ),
+            build_info: register(
+                &r,
+                IntGauge::with_opts(
+                    Opts::new("turnout_build_info", "1, labelled with the serving binary's version.")
+                        .const_label("version", env!("CARGO_PKG_VERSION")),
+                )
+                .expect("valid metric"),
+            ),
+            start_time: register(
+                &r,
+                IntGauge::new(
+                    "turnout_start_time_seconds",
+                    "When the serving process started, in seconds since the Unix epoch.",
+                )
+                .expect("valid metric"),
+            ),
             paused: register(
                 &r,
                 IntGauge::new("turnout_paused", "1 while a pause holds new requests.")
@@ -317,6 +335,15 @@ impl Metrics {
         self.maintenance
             .set(i64::from(snapshot.maintenance.is_some()));
         self.paused.set(i64::from(snapshot.pause.is_some()));
+        self.build_info.set(1);
+        self.start_time.set(
+            snapshot
+                .env
+                .started_at
+                .0
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
         match &snapshot.pause {
             Some(pause) => {
                 let stats = pause.stats();

@@ -43,6 +43,18 @@ pub struct Env {
     pub maintenance: turnout_config::MaintenancePolicy,
     /// `[pause]`: the bounds of a pause.
     pub pause: turnout_config::PausePolicy,
+    /// When this process started (for the status and `/metrics`).
+    pub started_at: Started,
+}
+
+/// The moment the process built its routing state: "now" by default.
+#[derive(Debug, Clone, Copy)]
+pub struct Started(pub SystemTime);
+
+impl Default for Started {
+    fn default() -> Self {
+        Started(SystemTime::now())
+    }
 }
 
 /// The fixed part of `[routing]`, in the form the request path reads.
@@ -138,6 +150,7 @@ impl Env {
             metrics: Metrics::new(),
             maintenance: config.maintenance.clone(),
             pause: config.pause,
+            started_at: Started::default(),
         }
     }
 

@@ -43,6 +43,16 @@ pub struct Status {
     /// A pause, when on: how many requests it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseStatus>,
+    /// The process serving: its version, pid and start.
+    pub process: ProcessStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessStatus {
+    pub version: &'static str,
+    pub pid: u32,
+    /// RFC 3339.
+    pub started_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,6 +197,11 @@ impl From<&RoutingSnapshot> for Status {
                 message: m.message.clone(),
                 since: humantime::format_rfc3339_seconds(m.since).to_string(),
             }),
+            process: ProcessStatus {
+                version: env!("CARGO_PKG_VERSION"),
+                pid: std::process::id(),
+                started_at: humantime::format_rfc3339_seconds(s.env.started_at.0).to_string(),
+            },
             paused: s.pause.as_ref().map(|p| PauseStatus {
                 since: humantime::format_rfc3339_seconds(p.since).to_string(),
                 max_hold_ms: u64::try_from(p.max_hold.as_millis()).unwrap_or(u64::MAX),
