@@ -54,15 +54,12 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
     if let Some(pool) = pool {
         body.insert("to".into(), pool.into());
     }
-    if options.force {
-        body.insert("force".into(), true.into());
-    }
-    if let Some(wait) = &options.wait_drained {
-        body.insert("wait_drained".into(), wait.as_str().into());
-    }
-    if let Some(after) = &options.close_tunnels_after {
-        body.insert("close_tunnels_after".into(), after.as_str().into());
-    }
+    insert_switch_options(
+        &mut body,
+        options.force,
+        options.wait_drained.as_deref(),
+        options.close_tunnels_after.as_deref(),
+    );
     let path = if pool.is_some() {
         "/v1/switch"
     } else {
@@ -87,6 +84,25 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
         return ExitCode::from(3);
     }
     code
+}
+
+/// The options a switch, a rollback and a rollout's last step share, as the admin API takes
+/// them (absent when not given).
+pub fn insert_switch_options(
+    body: &mut serde_json::Map<String, Value>,
+    force: bool,
+    wait_drained: Option<&str>,
+    close_tunnels_after: Option<&str>,
+) {
+    if force {
+        body.insert("force".into(), true.into());
+    }
+    if let Some(wait) = wait_drained {
+        body.insert("wait_drained".into(), wait.into());
+    }
+    if let Some(after) = close_tunnels_after {
+        body.insert("close_tunnels_after".into(), after.into());
+    }
 }
 
 /// `POOL=WEIGHT` from the command line.

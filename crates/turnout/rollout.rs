@@ -247,15 +247,12 @@ fn body(args: &RolloutArgs) -> Value {
     let mut body = Map::new();
     body.insert("to".into(), args.pool.clone().unwrap_or_default().into());
     args.policy.insert_into(&mut body);
-    if let Some(wait) = &args.wait_drained {
-        body.insert("wait_drained".into(), wait.as_str().into());
-    }
-    if let Some(after) = &args.close_tunnels_after {
-        body.insert("close_tunnels_after".into(), after.as_str().into());
-    }
-    if args.force {
-        body.insert("force".into(), true.into());
-    }
+    crate::client::insert_switch_options(
+        &mut body,
+        args.force,
+        args.wait_drained.as_deref(),
+        args.close_tunnels_after.as_deref(),
+    );
     Value::Object(body)
 }
 

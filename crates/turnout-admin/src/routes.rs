@@ -317,11 +317,7 @@ async fn rollback(
     body: Bytes,
 ) -> Result<Json<SwitchAnswer>, ApiError> {
     // The body is optional here: a bare `curl -X POST .../v1/rollback` works.
-    let options = if body.iter().all(u8::is_ascii_whitespace) {
-        SwitchOptions::default()
-    } else {
-        parse_json::<SwitchOptions>(&body)?
-    };
+    let options: SwitchOptions = optional_json(&body)?;
     change_active(&state, Command::Rollback, options).await
 }
 
@@ -573,14 +569,7 @@ async fn change_active(
     command: Command,
     options: SwitchOptions,
 ) -> Result<Json<SwitchAnswer>, ApiError> {
-    let wait = options
-        .wait_drained
-        .as_deref()
-        .map(|w| {
-            turnout_core::parse_duration(w)
-                .map_err(|e| ApiError::BadRequest(format!("wait_drained: {e}")))
-        })
-        .transpose()?;
+    let wait = duration_field("wait_drained", options.wait_drained.as_deref())?;
     let close_after = duration_field(
         "close_tunnels_after",
         options.close_tunnels_after.as_deref(),

@@ -334,8 +334,9 @@ impl Command {
     }
 }
 
-/// Why pool `name` cannot be left without servers, if it cannot.
-fn in_use(cur: &RoutingSnapshot, name: &PoolName) -> Option<String> {
+/// Why pool `name` still serves (the split gives it new clients, or an A/B rule sends to it),
+/// if it does: it cannot be left without servers, and keeps its tunnels.
+pub(crate) fn in_use(cur: &RoutingSnapshot, name: &PoolName) -> Option<String> {
     let weight = cur.weights.get(name.as_str());
     if weight > 0 {
         return Some(format!(

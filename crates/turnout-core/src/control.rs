@@ -581,10 +581,8 @@ impl Control {
             tokio::time::sleep(after).await;
             let now = router.snapshot();
             for pool in pools {
-                if now.weights.get(pool.name().as_str()) > 0
-                    || now.rules.iter().any(|r| r.to == *pool.name())
-                {
-                    tracing::info!(pool = %pool.name(), "tunnels left open: the pool takes new clients again");
+                if let Some(why) = crate::command::in_use(&now, pool.name()) {
+                    tracing::info!(pool = %pool.name(), why, "tunnels left open: the pool serves again");
                     continue;
                 }
                 let open = pool.close_tunnels();

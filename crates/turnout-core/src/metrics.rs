@@ -39,7 +39,6 @@ pub struct Metrics {
     maintenance: IntGauge,
     paused: IntGauge,
     start_time: IntGauge,
-    build_info: IntGauge,
     held: IntGauge,
     held_total: IntGauge,
     shed_total: IntGauge,
@@ -124,6 +123,19 @@ impl Metrics {
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
+        // Fixed for the life of the process: set once, held by the registry alone.
+        register(
+            &r,
+            IntGauge::with_opts(
+                Opts::new(
+                    "turnout_build_info",
+                    "1, labelled with the serving binary's version.",
+                )
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+            )
+            .expect("valid metric"),
+        )
+        .set(1);
         Metrics {
             requests: counter(
                 "turnout_requests_total",
@@ -244,14 +256,6 @@ impl Metrics {
                 IntGauge::new("turnout_maintenance", "1 while maintenance mode is on.")
                     .expect("valid metric"),
             ),
-            build_info: register(
-                &r,
-                IntGauge::with_opts(
-                    Opts::new("turnout_build_info", "1, labelled with the serving binary's version.")
-                        .const_label("version", env!("CARGO_PKG_VERSION")),
-                )
-                .expect("valid metric"),
-            ),
             start_time: register(
                 &r,
                 IntGauge::new(
@@ -335,7 +339,6 @@ impl Metrics {
         self.maintenance
             .set(i64::from(snapshot.maintenance.is_some()));
         self.paused.set(i64::from(snapshot.pause.is_some()));
-        self.build_info.set(1);
         self.start_time.set(
             snapshot
                 .env

@@ -267,10 +267,8 @@ impl ClientBody {
         };
         (
             ClientBody {
-                body,
                 tee: Some(Box::new(tee)),
-                left: u64::MAX,
-                limit: u64::MAX,
+                ..ClientBody::new(body)
             },
             rx,
         )

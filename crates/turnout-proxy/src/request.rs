@@ -169,11 +169,7 @@ impl Shared {
             return None;
         }
         let mut resp = text_response(StatusCode::PAYLOAD_TOO_LARGE, crate::error::TOO_LARGE);
-        if h1 {
-            // The body stays unread: the connection cannot carry another request.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
+        close_if_unread(&mut resp, h1, req);
         Some(resp)
     }
 }

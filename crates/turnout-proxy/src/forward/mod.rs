@@ -197,9 +197,9 @@ impl Shared {
             .map(|d| tokio::time::Instant::now() + d);
         let first = match (first, hold_until) {
             (Some(first), _) => Some(first),
+            // Boxed (here and below): only a request that waits pays for the wait's state.
             (None, Some(until)) => {
-                self.wait_for_server(pool, down, &parts.headers, until)
-                    .await
+                Box::pin(self.wait_for_server(pool, down, &parts.headers, until)).await
             }
             (None, None) => None,
         };
@@ -262,7 +262,7 @@ impl Shared {
             .await;
 
         // One retry on another server; under `hold_when_unavailable`, as many more as the hold
-        // allows for a request that never reached an app (so any method is safe to send again).
+        // allows, each under the same rule (`retryable`).
         let mut retried = false;
         while let Some(copy) = retry.as_mut().filter(|c| retryable(&attempt, c.idempotent)) {
             let other = if retried {
