@@ -91,6 +91,7 @@ fn switch_visible(c: &mut Criterion) {
             admin_listener,
             control,
             turnout_admin::AdminPolicy::default(),
+            None,
             std::future::pending(),
         ));
         ((blue, green), proxy, admin)

@@ -14,6 +14,7 @@
 //! - `rollout`: guarded rollouts judged on turnout's own counters, rolled back by turnout.
 //! - `splitting`: weighted splits, sticky clients, preview, A/B rules, balancers in a pool.
 //! - `tls`: the HTTPS listener (SNI, ALPN, renewal, bounds) and `https://` upstreams.
+//! - `upgrade`: turnout upgrading itself in place under load, with tunnels open, and failing.
 
 #[path = "e2e/caching.rs"]
 mod caching;
@@ -41,6 +42,8 @@ mod switching;
 mod tls;
 #[path = "e2e/two_phase.rs"]
 mod two_phase;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
 
 use turnout_testkit::process::{Sandbox, Turnout};
 use turnout_testkit::upstream::TestUpstream;

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::sync::Arc;
@@ -22,14 +22,32 @@ pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
 pub const EX_CANTCREAT: u8 = 73;
 
-/// `turnout serve --config FILE`.
-pub fn serve(path: &Path) -> ExitCode {
+/// `turnout serve --config FILE [--takeover SOCKET]`.
+pub fn serve(path: &Path, takeover: Option<&Path>) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
-        Err(e) => return fail(EX_USAGE, &e),
+        Err(e) => {
+            if let Some(socket) = takeover {
+                crate::upgrade::report_failure_to(socket, &e.to_string());
+            }
+            return fail(EX_USAGE, &e);
+        }
     };
     let _log = init_logging();
-    run_blocking(config, |_| {})
+    let start = Start {
+        config_path: Some(path.to_path_buf()),
+        takeover: takeover.map(Path::to_path_buf),
+    };
+    run_blocking(config, start, |_| {})
+}
+
+/// How this process came to serve.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// The config file, for a new process started by an upgrade; without it, no upgrades.
+    pub config_path: Option<PathBuf>,
+    /// `--takeover SOCKET`: take the listening sockets over from the turnout there.
+    pub takeover: Option<PathBuf>,
 }
 
 /// `turnout check --config FILE`.
@@ -84,7 +102,7 @@ pub fn check(path: &Path) -> ExitCode {
 }
 
 /// Builds the runtime and serves `config` until a signal; `on_ready` sees the bound addresses.
-pub fn run_blocking(config: Config, on_ready: impl FnOnce(&Bound)) -> ExitCode {
+pub fn run_blocking(config: Config, start: Start, on_ready: impl FnOnce(&Bound)) -> ExitCode {
     // One worker: a current-thread runtime, with no work-stealing machinery at all (the
     // equivalent of nginx's `worker_processes 1`). More: tokio's multi-thread scheduler.
     let mut builder = if config.server.workers == 1 {
@@ -99,7 +117,7 @@ pub fn run_blocking(config: Config, on_ready: impl FnOnce(&Bound)) -> ExitCode {
         .thread_name("turnout")
         .build()
         .expect("the tokio runtime starts");
-    runtime.block_on(run(config, shutdown_signal(), on_ready))
+    runtime.block_on(run_with(config, start, shutdown_signal(), on_ready))
 }
 
 /// The addresses turnout listens on.
@@ -111,9 +129,20 @@ pub struct Bound {
     pub tls: Option<SocketAddr>,
 }
 
-/// Serves until `signal` completes, then drains. The steps are numbered as they happen.
+/// Serves until `signal` completes, then drains (no in-place upgrades: the demo).
 pub async fn run(
+    config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Bound),
+) -> ExitCode {
+    run_with(config, Start::default(), signal, on_ready).await
+}
+
+/// Serves until `signal` completes, or until a new process took over (an in-place upgrade),
+/// then drains. The steps are numbered as they happen.
+pub async fn run_with(
     mut config: Config,
+    start: Start,
     signal: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(&Bound),
 ) -> ExitCode {
@@ -126,6 +155,20 @@ pub async fn run(
         }
         config.server.admin_token = Some(token);
     }
+
+    // 1b. Taking over from a running turnout: its sockets, and from here on it changes no
+    //     routing, so the state file read next is the last it wrote. A failure from here until
+    //     serving is told to it (`Takeover`'s drop), and it serves on.
+    let mut takeover = match &start.takeover {
+        None => None,
+        Some(socket) => match crate::upgrade::Takeover::connect(socket).await {
+            Ok(t) => {
+                turnout_core::process::set_generation(t.generation);
+                Some(t)
+            }
+            Err(e) => return fail(1, &e),
+        },
+    };
 
     // 2. The routing state: the state file wins over [routing] active.
     let state = config.state.file.as_ref().map(StateFile::new);
@@ -152,6 +195,18 @@ pub async fn run(
         "routing state loaded"
     );
     let router = Router::new(snapshot);
+    if let Some(t) = &takeover {
+        // The servers the previous process's checks found down stay down until this one's
+        // checks find them up (rather than each new process starting with all up).
+        let snapshot = router.snapshot();
+        for (name, pool) in &snapshot.pools {
+            for server in pool.servers() {
+                if t.down.contains(&format!("{name} {}", server.addr)) {
+                    server.health.set_up(false);
+                }
+            }
+        }
+    }
     // The CA files of `[pools.NAME.tls]` and the system's roots, for `https://` upstreams.
     let mut settings = match ProxySettings::from_config(&config) {
         Ok(s) => s,
@@ -169,9 +224,18 @@ pub async fn run(
 
     // 4. Bind every port before serving any, so a port in use fails the start cleanly; or take
     //    the sockets systemd holds for turnout (socket activation), matched by address.
-    let mut inherited = match Inherited::from_env() {
-        Ok(i) => i,
-        Err(e) => return fail(1, &e),
+    let mut inherited = match takeover.as_mut() {
+        Some(t) => Inherited {
+            sockets: std::mem::take(&mut t.listeners)
+                .into_iter()
+                .map(|(key, addr, listener)| (addr, Some(key), listener))
+                .collect(),
+            from: "the turnout taken over from",
+        },
+        None => match Inherited::from_env() {
+            Ok(i) => i,
+            Err(e) => return fail(1, &e),
+        },
     };
     let (proxy_listener, admin_listener) = match (
         inherited
@@ -254,17 +318,36 @@ pub async fn run(
     if let Err(e) = control.recover_rollout().await {
         tracing::error!(error = %e, "a rollout was under way when turnout stopped, and going back to its baseline failed; check the routing with turnout status");
     }
-    let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(turnout_admin::serve(
-        admin_listener,
-        control.clone(),
-        turnout_admin::AdminPolicy {
-            token: config.server.admin_token.clone(),
-            hosts: config.server.admin_hosts.clone(),
-            origins: config.server.admin_origins.clone(),
-        },
-        admin_stop.clone().cancelled_owned(),
-    ));
+
+    // 5b. The hand-over socket a later upgrade's new process connects to (with a state file).
+    let handover = match (&config.server.upgrade_socket, &start.config_path) {
+        (Some(socket), Some(config_path)) => {
+            let mut listeners = vec![
+                ("[server] listen", &proxy_listener),
+                ("[server] admin", &admin_listener),
+            ];
+            if let Some(t) = &tls_listener {
+                listeners.push(("[tls] listen", &t.listener));
+            }
+            match crate::upgrade::Handover::start(
+                control.clone(),
+                config_path,
+                socket,
+                takeover.as_mut().and_then(|t| t.unix.take()),
+                crate::upgrade::Sockets { listeners },
+            ) {
+                Ok((handover, unix)) => {
+                    tokio::spawn(Arc::clone(&handover).accept(unix));
+                    Some(handover)
+                }
+                Err(e) => return fail(1, &e),
+            }
+        }
+        _ => None,
+    };
+    let handed = handover
+        .as_ref()
+        .map_or_else(CancellationToken::new, |h| h.handed());
 
     // 6. Active health checks of every pool's servers, following the routing state; and the
     //    certificates' reloads (SIGHUP, and the file watch when asked for).
@@ -285,8 +368,15 @@ pub async fn run(
     let delay = config.server.shutdown_delay;
     let shutdown = {
         let plane = plane.clone();
+        let handed = handed.clone();
         async move {
-            signal.await;
+            tokio::select! {
+                () = signal => {}
+                // Handed over: the new process serves the health path and accepts from the same
+                // sockets, so no delay and no 503; the accept loops end now.
+                () = handed.cancelled() => return,
+            }
+            crate::upgrade::notify_stopping();
             plane.start_draining();
             tracing::info!(
                 ?delay,
@@ -298,18 +388,68 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = bound.tls.map(tracing::field::display), health = %config.server.health_path, version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), "turnout is serving");
+    // 7b. Taking over: say ready, and serve only once the previous process confirms (it stops
+    //     accepting and taking admin calls then). Only now the admin API starts, so a change
+    //     made here is never lost to a hand-over that did not happen.
+    if let Some(t) = takeover.as_mut() {
+        if let Err(e) = t.commit().await {
+            return fail(1, &e);
+        }
+        tracing::info!(
+            from_pid = t.from_pid,
+            generation = t.generation,
+            "took over the sockets and the state file"
+        );
+    }
+    drop(takeover);
+    let admin_stop = CancellationToken::new();
+    let admin_task = {
+        let stop = admin_stop.clone();
+        let handed = handed.clone();
+        tokio::spawn(turnout_admin::serve(
+            admin_listener,
+            control.clone(),
+            turnout_admin::AdminPolicy {
+                token: config.server.admin_token.clone(),
+                hosts: config.server.admin_hosts.clone(),
+                origins: config.server.admin_origins.clone(),
+            },
+            handover.as_ref().map(|h| {
+                Arc::new(crate::upgrade::UpgradeHandle(Arc::clone(h)))
+                    as Arc<dyn turnout_admin::Upgrader>
+            }),
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = handed.cancelled() => {}
+                }
+            },
+        ))
+    };
+    let usr2 = spawn_upgrade_on_sigusr2(handover.clone());
+    tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = bound.tls.map(tracing::field::display), health = %config.server.health_path, version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), generation = turnout_core::process::generation(), "turnout is serving");
+    crate::upgrade::notify_ready();
     on_ready(&bound);
     let drained = plane.serve(proxy_listener, tls_listener, shutdown).await;
 
     // 8. Done: stop the checks and the admin API, and report.
     checks.abort();
+    usr2.abort();
     for task in tls_tasks {
         task.abort();
     }
     admin_stop.cancel();
     if let Ok(Err(e)) = admin_task.await {
         tracing::warn!(error = %e, "admin API ended with an error");
+    }
+    match handover.as_ref().and_then(|h| h.successor()) {
+        Some(pid) => tracing::info!(successor = pid, "handed over to the new process"),
+        None => {
+            if let Some(h) = &handover {
+                // This process's own socket; a later start binds a fresh one.
+                let _ = std::fs::remove_file(h.socket());
+            }
+        }
     }
     if drained.complete {
         tracing::info!("drained; exiting");
@@ -324,8 +464,15 @@ pub async fn run(
 }
 
 /// Listening sockets handed to turnout at start (systemd socket activation: `LISTEN_FDS`, read
-/// by the listenfd crate), each used for the listener configured at its address.
-struct Inherited(Vec<(SocketAddr, std::net::TcpListener)>);
+/// by the listenfd crate; or the turnout it takes over from), each used for the listener
+/// configured at its address. A listener configured at port 0 ("any") takes the socket of the
+/// same key (`[server] listen`...) at the same IP: after an upgrade, the port it had.
+struct Inherited {
+    /// Address, the key it served (sockets from a turnout), socket.
+    sockets: Vec<(SocketAddr, Option<String>, std::net::TcpListener)>,
+    /// Where they came from, for the log.
+    from: &'static str,
+}
 
 impl Inherited {
     fn from_env() -> Result<Inherited, String> {
@@ -342,22 +489,31 @@ impl Inherited {
                 let addr = listener
                     .local_addr()
                     .map_err(|e| format!("LISTEN_FDS: socket {}: {e}", i + 3))?;
-                sockets.push((addr, listener));
+                sockets.push((addr, None, listener));
             }
         }
-        Ok(Inherited(sockets))
+        Ok(Inherited {
+            sockets,
+            from: "LISTEN_FDS",
+        })
     }
 
     /// The inherited socket at `addr`, or a new one bound there.
     async fn bind(&mut self, addr: SocketAddr, key: &str) -> Result<TcpListener, String> {
-        if let Some(at) = self.0.iter().position(|(a, _)| *a == addr) {
-            let (_, listener) = self.0.swap_remove(at);
+        let from = self.from;
+        let same_key = |a: &SocketAddr, k: &Option<String>| {
+            addr.port() == 0 && a.ip() == addr.ip() && k.as_deref() == Some(key)
+        };
+        let at = (self.sockets.iter().position(|(a, _, _)| *a == addr))
+            .or_else(|| self.sockets.iter().position(|(a, k, _)| same_key(a, k)));
+        if let Some(at) = at {
+            let (addr, _, listener) = self.sockets.swap_remove(at);
             listener
                 .set_nonblocking(true)
-                .map_err(|e| format!("the socket for {addr} ({key}) from LISTEN_FDS: {e}"))?;
-            tracing::info!(%addr, key, "listening on a socket handed over at start (LISTEN_FDS)");
+                .map_err(|e| format!("the socket for {addr} ({key}) from {from}: {e}"))?;
+            tracing::info!(%addr, key, from, "listening on a socket handed over at start");
             return TcpListener::from_std(listener)
-                .map_err(|e| format!("the socket for {addr} ({key}) from LISTEN_FDS: {e}"));
+                .map_err(|e| format!("the socket for {addr} ({key}) from {from}: {e}"));
         }
         TcpListener::bind(addr)
             .await
@@ -366,8 +522,8 @@ impl Inherited {
 
     /// Sockets handed over that no listener is configured at: said, and closed.
     fn warn_unused(self) {
-        for (addr, _) in self.0 {
-            tracing::warn!(%addr, "a socket from LISTEN_FDS matches no configured listener ([server] listen, admin, [tls] listen); closed");
+        for (addr, _, _) in self.sockets {
+            tracing::warn!(%addr, from = self.from, "a socket handed over matches no configured listener ([server] listen, admin, [tls] listen); closed");
         }
     }
 }
@@ -398,6 +554,32 @@ fn spawn_reload_on_sighup(store: Arc<CertStore>) -> tokio::task::JoinHandle<()> 
         }
         #[cfg(not(unix))]
         drop(store);
+    })
+}
+
+/// SIGUSR2 starts an in-place upgrade with the binary this process was started from, as
+/// `turnout upgrade` does; the outcome is logged.
+fn spawn_upgrade_on_sigusr2(
+    handover: Option<Arc<crate::upgrade::Handover>>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            tracing::warn!("cannot listen for SIGUSR2; upgrade with turnout upgrade");
+            return;
+        };
+        while usr2.recv().await.is_some() {
+            let Some(handover) = &handover else {
+                tracing::error!("SIGUSR2: no in-place upgrade here: it needs [state] file");
+                continue;
+            };
+            match Arc::clone(handover).upgrade(None).await {
+                Ok(r) => {
+                    tracing::info!(pid = r.pid, version = %r.version, generation = r.generation, "SIGUSR2: upgraded")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGUSR2: not upgraded"),
+            }
+        }
     })
 }
 
@@ -433,8 +615,16 @@ pub fn init_logging() -> crate::logbuf::FlushGuard {
     guard
 }
 
-/// Prints `error` to stderr and returns `code`.
+/// Prints `error` to stderr and returns `code`. The error is kept for [`last_error`].
 pub fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("turnout: error: {error}");
+    *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
     ExitCode::from(code)
+}
+
+static LAST_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The error the start failed with, for the turnout this process was to take over from.
+pub fn last_error() -> Option<String> {
+    LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

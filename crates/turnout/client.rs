@@ -179,6 +179,37 @@ pub fn resume(args: &AdminArgs) -> ExitCode {
     })
 }
 
+/// `turnout upgrade [--binary PATH]`: answered once the new process serves, or failed.
+pub fn upgrade(args: &AdminArgs, binary: Option<&std::path::Path>) -> ExitCode {
+    let body = binary.map(|b| {
+        let absolute = std::path::absolute(b).unwrap_or_else(|_| b.to_path_buf());
+        serde_json::json!({ "binary": absolute })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let outcome = runtime.block_on(request(
+        &admin_client(),
+        &args.admin,
+        args.token.as_deref(),
+        Method::POST,
+        "/v1/upgrade",
+        body,
+        // The new process's start, plus its hand-over.
+        UPGRADE_TIMEOUT,
+    ));
+    finish(outcome, |v| {
+        println!(
+            "upgraded: pid {} handed over to pid {} (turnout {}, process generation {}) in {} ms; pid {} finishes what is in flight and exits",
+            v["from_pid"], v["pid"], v["version"].as_str().unwrap_or("?"), v["generation"], v["took_ms"], v["from_pid"]
+        );
+    })
+}
+
+/// How long `turnout upgrade` waits for its answer.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Maintenance and pause, as one line: "maintenance on since ...", "paused since ... (3 held)",
 /// or "serving".
 pub fn gates_text(v: &Value) -> String {
@@ -295,33 +326,45 @@ pub async fn request(
     if uri.scheme_str() != Some("http") {
         return Outcome::Unreachable(format!("bad admin URL {base:?}: expected http://HOST:PORT"));
     }
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(token) = token.filter(|t| !t.is_empty()) {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-    if !body.is_empty() {
-        req = req.header(header::CONTENT_TYPE, "application/json");
-    }
-    let req = req
-        .body(Full::new(body))
-        .expect("method, URI and headers are valid");
+    let build = || {
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if !body.is_empty() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        req.body(Full::new(body.clone()))
+            .expect("method, URI and headers are valid")
+    };
 
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| {
-            format!(
-                "cannot reach the admin API at {base}: {}",
-                turnout_proxy::DisplayChain(&e)
-            )
-        })?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("the admin API's answer broke off: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, bytes))
+        loop {
+            let resp = client.request(build()).await.map_err(|e| {
+                format!(
+                    "cannot reach the admin API at {base}: {}",
+                    turnout_proxy::DisplayChain(&e)
+                )
+            })?;
+            let status = resp.status();
+            // 409 with Retry-After: turnout is handing over to a new process (an in-place
+            // upgrade), which takes the change in a moment. Sent again until it does, within
+            // the call's timeout.
+            let retry =
+                status == StatusCode::CONFLICT && resp.headers().contains_key(header::RETRY_AFTER);
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("the admin API's answer broke off: {e}"))?
+                .to_bytes();
+            if retry {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            return Ok::<_, String>((status, bytes));
+        }
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Outcome::Unreachable(format!(

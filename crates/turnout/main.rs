@@ -7,6 +7,7 @@ mod demo;
 mod fleet;
 mod logbuf;
 mod rollout;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ enum Command {
         /// The TOML config file (see config/turnout.toml for every key).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Take the listening sockets over from the turnout whose upgrade socket this is, which
+        /// then drains and exits (what `turnout upgrade` runs; by hand: a new container).
+        #[arg(long, value_name = "SOCKET")]
+        takeover: Option<PathBuf>,
     },
     /// Validate a config file (and the state file it names) without starting anything.
     Check {
@@ -109,6 +114,17 @@ enum Command {
         #[command(flatten)]
         admin: client::AdminArgs,
     },
+    /// Upgrade turnout in place: the running turnout starts the new binary (its own path, or
+    /// --binary), hands it the listening sockets and the state file, and drains. No connection
+    /// is refused. Exit 0 once the new process serves; 1 if it failed (the old one serves on).
+    Upgrade {
+        /// The new binary (an absolute path); the one the running turnout was started from
+        /// unless given.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
     /// Act on several instances together: a two-phase switch or rollback (all or none), or
     /// their status side by side.
     Fleet {
@@ -120,7 +136,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => app::serve(&config),
+        Command::Serve { config, takeover } => app::serve(&config, takeover.as_deref()),
         Command::Check { config } => app::check(&config),
         Command::Demo => demo::run(),
         Command::Status { admin, json } => client::status(&admin, json),
@@ -143,6 +159,7 @@ fn main() -> ExitCode {
         } => client::maintenance(&admin, state, message.as_deref()),
         Command::Pause { max_hold, admin } => client::pause(&admin, max_hold.as_deref()),
         Command::Resume { admin } => client::resume(&admin),
+        Command::Upgrade { binary, admin } => client::upgrade(&admin, binary.as_deref()),
         Command::Fleet { command } => fleet::run(command),
     }
 }

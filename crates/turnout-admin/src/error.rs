@@ -28,6 +28,8 @@ pub enum ApiError {
     /// not be read at all. The message names the file either way (the operator put it there).
     #[error("certificates not reloaded, the previous ones are still served: {message}")]
     CertFiles { message: String, io: bool },
+    #[error(transparent)]
+    Upgrade(#[from] crate::UpgradeError),
 }
 
 impl ApiError {
@@ -41,6 +43,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CertFiles { io: true, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::CertFiles { io: false, .. } => StatusCode::BAD_REQUEST,
+            ApiError::Upgrade(crate::UpgradeError::Refused(_)) => StatusCode::CONFLICT,
+            ApiError::Upgrade(crate::UpgradeError::Failed { .. }) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Core(e) => match e {
                 CoreError::UnknownPool { .. } => StatusCode::NOT_FOUND,
                 CoreError::NoPrevious
@@ -51,7 +57,8 @@ impl ApiError {
                 | CoreError::NotPrepared { .. }
                 | CoreError::Moved { .. }
                 | CoreError::AlreadyPrepared { .. }
-                | CoreError::RolloutRunning { .. } => StatusCode::CONFLICT,
+                | CoreError::RolloutRunning { .. }
+                | CoreError::Upgrading { .. } => StatusCode::CONFLICT,
                 CoreError::NoRollout => StatusCode::NOT_FOUND,
                 CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
                 CoreError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -63,7 +70,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() && !matches!(self, ApiError::CertFiles { .. }) {
+        // A failed certificate reload or upgrade names the file or the new process's error:
+        // the operator needs it, and it reveals nothing they did not give.
+        let told = matches!(self, ApiError::CertFiles { .. } | ApiError::Upgrade(_));
+        let message = if status.is_server_error() && !told {
             tracing::error!(target: "turnout::admin", error = %self, "admin call failed");
             "internal error: the change was not made; see turnout's log".to_owned()
         } else {
@@ -73,6 +83,13 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiError::Core(CoreError::Upgrading { .. })) {
+            // Retry in a second, on a new connection: it may reach the new process, which
+            // takes the change (turnout's own client does this by itself).
+            let headers = resp.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -9,29 +9,34 @@
 //! | `POST /v1/commit` `{"token":"..."}` | applies a prepared switch at once |
 //! | `POST /v1/abort` `{"token":"..."}` | drops a prepared switch |
 //! | `PUT /v1/pools/{name}` `{"servers":["127.0.0.1:4001"]}` | creates a pool or replaces its servers |
+//! | `POST /v1/upgrade` `{"binary":"/usr/local/bin/turnout"}` | hands the sockets to a new turnout process (see [`upgrade`]) |
 //!
 //! Every error body is `{"error": "..."}`. The API changes routing only through
 //! [`turnout_core::Control`]; it has no handle on connections.
 
 mod error;
 mod routes;
+pub mod upgrade;
 
 pub use error::ApiError;
 pub use routes::{router, AdminPolicy};
+pub use upgrade::{UpgradeError, UpgradeReport, Upgrader};
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
 use turnout_core::Control;
 
-/// Serves the admin API on `listener` until `shutdown` completes.
+/// Serves the admin API on `listener` until `shutdown` completes; `POST /v1/upgrade` with an
+/// `upgrader`.
 pub async fn serve(
     listener: TcpListener,
     control: Control,
     policy: AdminPolicy,
+    upgrader: Option<std::sync::Arc<dyn Upgrader>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(control, policy))
+    axum::serve(listener, router(control, policy, upgrader))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -22,6 +22,7 @@ use crate::ApiError;
 struct AdminState {
     control: Control,
     policy: Arc<AdminPolicy>,
+    upgrader: Option<Arc<dyn crate::Upgrader>>,
 }
 
 /// Who may call the admin API, beyond the token. A browser is the danger here: any page it
@@ -112,13 +113,19 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The admin API's routes, guarded by `policy` (see [`AdminPolicy`]).
-pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
+/// The admin API's routes, guarded by `policy` (see [`AdminPolicy`]); `POST /v1/upgrade`
+/// answers 404 without an `upgrader`.
+pub fn router(
+    control: Control,
+    mut policy: AdminPolicy,
+    upgrader: Option<Arc<dyn crate::Upgrader>>,
+) -> Router {
     // One notion of "a token is set" for the token check and the Host check alike.
     policy.token = policy.token.filter(|t| !t.is_empty());
     let state = AdminState {
         control,
         policy: Arc::new(policy),
+        upgrader,
     };
     Router::new()
         .route("/v1/status", get(status))
@@ -147,6 +154,7 @@ pub fn router(control: Control, mut policy: AdminPolicy) -> Router {
         .route("/v1/tls/reload", post(reload_tls))
         .route("/v1/rules", put(put_rules).get(get_rules))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
+        .route("/v1/upgrade", post(upgrade))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -718,6 +726,34 @@ struct PauseBody {
     /// The longest a request is held: "30s" (`[pause] max_hold` unless given).
     #[serde(default)]
     max_hold: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeBody {
+    /// The new binary; the one this process was started from unless given.
+    binary: Option<std::path::PathBuf>,
+}
+
+/// `POST /v1/upgrade`: a new turnout takes over the sockets and the state file; answered once
+/// it serves (200) or once it failed (500, naming why; this process serves on).
+async fn upgrade(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<crate::UpgradeReport>, ApiError> {
+    let body: UpgradeBody = optional_json(&body)?;
+    let Some(upgrader) = &state.upgrader else {
+        return Err(ApiError::NotFound(
+            "in-place upgrades are off here: they need [state] file (the new process reads the routing from it)".into(),
+        ));
+    };
+    if let Some(binary) = body.binary.as_ref().filter(|b| !b.is_absolute()) {
+        return Err(ApiError::BadRequest(format!(
+            "binary {binary:?} must be an absolute path (it is run by the turnout process, from its own directory)"
+        )));
+    }
+    let report = upgrader.upgrade(body.binary).await?;
+    Ok(Json(report))
 }
 
 /// `POST /v1/pause`: hold new requests (not the health path) until `POST /v1/resume`; requests

@@ -134,6 +134,8 @@ pub struct FileServer {
     pub max_request_body: Option<Spanned<String>>,
     /// Give every request an `X-Request-Id` (on by default).
     pub request_id: Option<bool>,
+    /// The Unix socket a new turnout takes the listening sockets over from (in-place upgrade).
+    pub upgrade_socket: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

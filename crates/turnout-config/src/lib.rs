@@ -205,6 +205,10 @@ pub struct Server {
     /// `X-Request-Id` on every request (kept from a trusted proxy, made otherwise), returned
     /// to the client and logged.
     pub request_id: bool,
+    /// The Unix socket a new turnout process takes the listening sockets over from (an
+    /// in-place upgrade): `upgrade_socket`, else the state file's path plus `.upgrade.sock`;
+    /// `None` without a state file (the new process reads the routing from it).
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 /// `[upstream]`: how turnout talks to the app servers.
@@ -640,6 +644,41 @@ impl file::FileConfig {
             },
         };
 
+        let state_file = self.state.and_then(|s| s.file);
+        let upgrade_socket = match (&server.upgrade_socket, &state_file) {
+            (Some(p), None) => return Err(invalid(
+                p.span(),
+                "server.upgrade_socket",
+                "an in-place upgrade needs [state] file: the new process reads the routing from it"
+                    .into(),
+            )),
+            (Some(p), Some(_)) => Some(p.get_ref().clone()),
+            (None, Some(state)) => {
+                let mut name = state.as_os_str().to_owned();
+                name.push(".upgrade.sock");
+                Some(PathBuf::from(name))
+            }
+            (None, None) => None,
+        };
+        // sun_path holds 108 bytes with its terminating NUL.
+        if let Some(sock) = upgrade_socket
+            .as_ref()
+            .filter(|p| p.as_os_str().len() > 107)
+        {
+            let (span, how) = match &server.upgrade_socket {
+                Some(p) => (p.span(), "shorten it"),
+                None => (0..0, "set [server] upgrade_socket to a shorter path"),
+            };
+            return Err(invalid(
+                span,
+                "server.upgrade_socket",
+                format!(
+                    "the upgrade socket {} is longer than a Unix socket path may be (107 bytes): {how}",
+                    sock.display()
+                ),
+            ));
+        }
+
         let (global_check, passive) = self.health.unwrap_or_default().split();
         let health = resolve_check(global_check, &HealthCheck::default(), "health", text, path)?;
         let passive = resolve_passive(passive.unwrap_or_default(), text, path)?;
@@ -833,6 +872,7 @@ impl file::FileConfig {
                 admin_origins,
                 max_request_body,
                 request_id: server.request_id.unwrap_or(true),
+                upgrade_socket,
             },
             upstream: Upstream {
                 connect_timeout: upstream
@@ -855,9 +895,7 @@ impl file::FileConfig {
                     .map(|d| d.0)
                     .filter(|d| !d.is_zero()),
             },
-            state: State {
-                file: self.state.and_then(|s| s.file),
-            },
+            state: State { file: state_file },
             pools,
             pool_balance,
             routing,

@@ -101,6 +101,9 @@ struct Inner {
     /// An async mutex because it is held across the state file write (done on the blocking
     /// pool); it only orders writers, never readers.
     writer: tokio::sync::Mutex<()>,
+    /// Set while another process takes this one's place (an in-place upgrade): every change is
+    /// refused, so exactly one process writes the state file. Holds what the refusal says.
+    frozen: std::sync::Mutex<Option<String>>,
 }
 
 /// What `Control` reaches besides the routing state, all given at construction.
@@ -140,6 +143,7 @@ impl Control {
                 rollouts: Default::default(),
                 rollout_policy: rollout,
                 writer: tokio::sync::Mutex::new(()),
+                frozen: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -196,6 +200,7 @@ impl Control {
         live_mark: Option<(&str, Duration)>,
     ) -> Result<Arc<RoutingSnapshot>, CoreError> {
         let _writer = self.inner.writer.lock().await;
+        self.refuse_if_frozen()?;
         let current = self.inner.router.snapshot();
         if let Some((token, prepared)) = expect {
             if current.generation != prepared {
@@ -307,6 +312,7 @@ impl Control {
         ttl: Duration,
         mark: Option<&str>,
     ) -> Result<Prepared, CoreError> {
+        self.refuse_if_frozen()?;
         if let Some(m) = mark.filter(|m| !FleetMark::valid(m)) {
             return Err(CoreError::Invalid(format!(
                 "invalid mark {m:?}: 1 to 64 of A-Z a-z 0-9 . _ -"
@@ -445,6 +451,37 @@ impl Control {
             next.mark = None;
             self.inner.router.publish(Arc::new(next));
         }
+    }
+
+    /// Stops every change from now on (waiting for one under way to be written first), so that
+    /// another process can read the state file and own it: each change is refused with
+    /// [`CoreError::Upgrading`] saying `detail`, until [`Control::thaw`].
+    pub async fn freeze(&self, detail: String) {
+        let _writer = self.inner.writer.lock().await;
+        *self.frozen() = Some(detail);
+    }
+
+    /// Takes changes again (the other process did not take over).
+    pub fn thaw(&self) {
+        *self.frozen() = None;
+    }
+
+    /// `Err(Upgrading)` while frozen.
+    pub fn refuse_if_frozen(&self) -> Result<(), CoreError> {
+        match &*self.frozen() {
+            Some(detail) => Err(CoreError::Upgrading {
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn frozen(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // Only ever replaced whole: a poisoned lock still holds a whole value.
+        self.inner
+            .frozen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The switch prepared here, if one is pending, for the status call.

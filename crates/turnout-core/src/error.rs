@@ -48,6 +48,10 @@ pub enum CoreError {
         change: String,
         expires_in_ms: u64,
     },
+    /// A change while turnout hands its sockets and its state file to a new process: the old
+    /// one writes no more, the new one takes changes as soon as it serves.
+    #[error("turnout is upgrading itself ({detail}): the routing cannot change for a moment; retry, and the new process takes it")]
+    Upgrading { detail: String },
     /// A rollout while another is under way.
     #[error("rollout {id} of pool {target:?} is under way ({percent}% now); abort it first with POST /v1/rollout/abort")]
     RolloutRunning {

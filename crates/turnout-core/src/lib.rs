@@ -11,6 +11,7 @@
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
 //! - [`control`]: the single writer: apply, persist, swap, audit-log.
 //! - [`state`]: the crash-safe state file.
+//! - [`process`]: which generation of the process serves (1, plus one per in-place upgrade).
 //! - [`rollout`]: the guarded rollout: windows of a pool's own counters, the verdict on a step,
 //!   and (`rollout::run`) the steps run through `Control`, rolled back on a failed check.
 //!
@@ -24,6 +25,7 @@ pub mod health;
 pub mod metrics;
 pub mod pause;
 pub mod pool;
+pub mod process;
 pub mod rollout;
 pub mod snapshot;
 pub mod split;

@@ -39,6 +39,7 @@ pub struct Metrics {
     maintenance: IntGauge,
     paused: IntGauge,
     start_time: IntGauge,
+    process_generation: IntGauge,
     held: IntGauge,
     held_total: IntGauge,
     shed_total: IntGauge,
@@ -256,6 +257,14 @@ impl Metrics {
                 IntGauge::new("turnout_maintenance", "1 while maintenance mode is on.")
                     .expect("valid metric"),
             ),
+            process_generation: register(
+                &r,
+                IntGauge::new(
+                    "turnout_process_generation",
+                    "Which process serves: 1 when turnout started, one more per in-place upgrade.",
+                )
+                .expect("valid metric"),
+            ),
             start_time: register(
                 &r,
                 IntGauge::new(
@@ -339,6 +348,8 @@ impl Metrics {
         self.maintenance
             .set(i64::from(snapshot.maintenance.is_some()));
         self.paused.set(i64::from(snapshot.pause.is_some()));
+        self.process_generation
+            .set(crate::process::generation() as i64);
         self.start_time.set(
             snapshot
                 .env

@@ -53,6 +53,8 @@ pub struct ProcessStatus {
     pub pid: u32,
     /// RFC 3339.
     pub started_at: String,
+    /// 1, plus one per in-place upgrade since turnout was started.
+    pub generation: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +203,7 @@ impl From<&RoutingSnapshot> for Status {
                 version: env!("CARGO_PKG_VERSION"),
                 pid: std::process::id(),
                 started_at: humantime::format_rfc3339_seconds(s.env.started_at.0).to_string(),
+                generation: crate::process::generation(),
             },
             paused: s.pause.as_ref().map(|p| PauseStatus {
                 since: humantime::format_rfc3339_seconds(p.since).to_string(),

@@ -137,6 +137,7 @@ impl Sandbox {
             proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             logs,
+            successors: Mutex::new(Vec::new()),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -171,13 +172,16 @@ fn field(line: &str, key: &str) -> Option<SocketAddr> {
     line[at..].split_whitespace().next()?.parse().ok()
 }
 
-/// A running turnout process; killed when dropped.
+/// A running turnout process; killed when dropped, with every process that took over from it
+/// through [`Turnout::upgrade`].
 #[derive(Debug)]
 pub struct Turnout {
     child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The pids of the processes that took over (in-place upgrades), newest last.
+    successors: Mutex<Vec<u32>>,
 }
 
 impl Turnout {
@@ -237,6 +241,43 @@ impl Turnout {
             .cloned()
     }
 
+    /// `POST /v1/upgrade` (with `body`, JSON): a new turnout takes over. The answer, as it came;
+    /// on success the new process is killed with this handle.
+    pub async fn upgrade(&self, body: Option<&str>) -> (http::StatusCode, serde_json::Value) {
+        let (status, json) = crate::client::admin(
+            &format!("http://{}", self.admin),
+            http::Method::POST,
+            "/v1/upgrade",
+            body,
+            None,
+        )
+        .await;
+        if let Some(pid) = json["pid"].as_u64().filter(|_| status.is_success()) {
+            self.adopt(u32::try_from(pid).expect("a pid"));
+        }
+        (status, json)
+    }
+
+    /// Kills process `pid` (one that took over from this one) with this handle.
+    pub fn adopt(&self, pid: u32) {
+        self.successors.lock().expect("pid lock").push(pid);
+    }
+
+    /// The pid of the process this handle started.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pid of the process serving now: the last to take over, or the first.
+    pub fn serving_pid(&self) -> u32 {
+        self.successors
+            .lock()
+            .expect("pid lock")
+            .last()
+            .copied()
+            .unwrap_or_else(|| self.child.id())
+    }
+
     /// Sends a signal by name (TERM, INT) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -286,5 +327,16 @@ impl Drop for Turnout {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let pids = self
+            .successors
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        for pid in pids {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }

@@ -23,6 +23,7 @@ fn app(token: Option<&str>) -> (Router, Control) {
         router(
             control.clone(),
             AdminPolicy::with_token(token.map(String::from)),
+            None,
         ),
         control,
     )
@@ -302,4 +303,55 @@ mod fuzz {
             }
         }
     }
+}
+
+/// While another process takes over (an in-place upgrade) every change is refused with 409, a
+/// `Retry-After` and `Connection: close` (so the retry may reach the new process); reads still
+/// answer; after a thaw the change lands. Without an upgrader, `POST /v1/upgrade` is a 404.
+#[tokio::test]
+async fn a_frozen_control_refuses_changes_until_thawed() {
+    let (app, control) = app(None);
+    control.freeze("hand-over to pid 42".into()).await;
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/v1/switch")
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"to":"green","force":true}"#))
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["connection"], "close");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("upgrading") && text.contains("pid 42"),
+        "{text}"
+    );
+    let (s, j) = call(&app, "GET", "/v1/status", "", None).await;
+    assert_eq!((s, j["active"].as_str()), (StatusCode::OK, Some("blue")));
+    let (s, j) = call(&app, "POST", "/v1/rollout", r#"{"to":"green"}"#, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{j}");
+
+    control.thaw();
+    let (s, j) = call(
+        &app,
+        "POST",
+        "/v1/switch",
+        r#"{"to":"green","force":true}"#,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, j["active"].as_str()),
+        (StatusCode::OK, Some("green")),
+        "{j}"
+    );
+    let (s, j) = call(&app, "POST", "/v1/upgrade", "", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{j}");
 }

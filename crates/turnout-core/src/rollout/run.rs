@@ -222,6 +222,7 @@ impl Control {
     /// pool, for the pool already active, and (unless forced) when a fresh probe finds no
     /// healthy server in it.
     pub async fn start_rollout(&self, req: RolloutRequest) -> Result<RolloutReport, CoreError> {
+        self.refuse_if_frozen()?;
         let snapshot = self.router().snapshot();
         let target = snapshot.pool(&req.to)?;
         if target.servers().is_empty() {

@@ -1,0 +1,44 @@
+//! `POST /v1/upgrade`: this turnout hands its listening sockets and its state file to a new
+//! turnout process and drains. The binary owns processes, so it does the work behind
+//! [`Upgrader`]; this crate only takes the call and answers it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+/// Starts a new turnout (this binary, or `binary`), hands it the sockets and answers once it
+/// serves, or once it failed (this process serving on as before).
+pub trait Upgrader: Send + Sync + std::fmt::Debug + 'static {
+    fn upgrade(
+        &self,
+        binary: Option<PathBuf>,
+    ) -> Pin<Box<dyn Future<Output = Result<UpgradeReport, UpgradeError>> + Send + 'static>>;
+}
+
+/// What the new process is.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeReport {
+    /// The process that handed over (this one, draining now).
+    pub from_pid: u32,
+    /// The process serving now.
+    pub pid: u32,
+    pub version: String,
+    /// Its process generation (this one's plus one).
+    pub generation: u64,
+    pub binary: String,
+    pub took_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// Not now, or not here: another upgrade is under way, a pause or a rollout would be cut in
+    /// two, there is no state file to hand over (409).
+    #[error("{0}")]
+    Refused(String),
+    /// The new process did not take over (bad binary, bad config, a state file it refused): it
+    /// is gone and this one serves on. The message is the new process's own error (500).
+    #[error("the upgrade failed and this turnout (pid {pid}) serves on: {message}")]
+    Failed { pid: u32, message: String },
+}

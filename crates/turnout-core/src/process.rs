@@ -1,0 +1,17 @@
+//! Which generation of the turnout process this is: 1 when started, one more than the process
+//! it took over from after an in-place upgrade. Like the pid, a fact of the whole process, set
+//! once at start before anything reads it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// This process's generation.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Set at start by a process that took over from generation `n - 1`.
+pub fn set_generation(n: u64) {
+    GENERATION.store(n, Ordering::Relaxed);
+}

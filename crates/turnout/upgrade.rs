@@ -1,0 +1,739 @@
+//! The in-place upgrade of turnout itself. The running process ([`Handover`]) listens on a Unix
+//! socket; a new turnout (`turnout serve --takeover SOCKET`, started by `turnout upgrade`,
+//! SIGUSR2 or `POST /v1/upgrade`, or by hand) connects, and receives every listening socket
+//! (proxy, HTTPS, admin, and the hand-over socket itself) as file descriptors (SCM_RIGHTS).
+//! No socket is ever closed, so no connection is refused and no accept queue is lost.
+//!
+//! The conversation, one JSON line each way (the sockets ride on the second):
+//! 1. new -> old `hello` (or `failed`, when it could not even read its config);
+//! 2. old: refuses (`refused`: a pause, a rollout, a prepared switch, an upgrade under way), or
+//!    stops changing the state file (every admin change gets 409 from now) and sends
+//!    `sockets`: their addresses, the servers its checks found down, the next generation;
+//! 3. new: reads the state file, binds (taking the handed sockets by address), starts its
+//!    checks, then `ready` (or `failed` with its error, or it dies: the old serves on);
+//! 4. old -> new `done`: the old has stopped taking admin calls and stops accepting; the new
+//!    serves from here (a new process that never gets `done` exits without serving);
+//! 5. the old finishes what is in flight (up to `shutdown_timeout`) and exits 0.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use turnout_admin::{UpgradeError, UpgradeReport};
+use turnout_core::{Control, Router};
+
+/// How long the new process has, from its start to `ready` (it reads its config and state,
+/// binds, and starts its checks: well under a second normally).
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long either side waits for the other's next line, outside the new process's start.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most sockets handed over: proxy, HTTPS, admin, hand-over.
+const MAX_FDS: usize = 8;
+
+/// One line of the conversation.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+enum Msg {
+    Hello {
+        pid: u32,
+        version: String,
+    },
+    Sockets {
+        from_pid: u32,
+        /// The generation the new process is.
+        generation: u64,
+        /// The TCP listeners, in the order of the descriptors; the hand-over socket is last.
+        listeners: Vec<Listener>,
+        /// `POOL SERVER` of each server the old process's checks found down.
+        down: Vec<String>,
+    },
+    Refused {
+        error: String,
+    },
+    Ready {
+        pid: u32,
+        version: String,
+        generation: u64,
+    },
+    Failed {
+        error: String,
+    },
+    Done,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Listener {
+    /// `[server] listen`, `[server] admin`, `[tls] listen`.
+    key: String,
+    addr: SocketAddr,
+}
+
+/// A hand-over connection: JSON lines, descriptors alongside.
+struct Channel {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Channel {
+    fn new(stream: UnixStream) -> Channel {
+        Channel {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, msg: &Msg, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(msg).expect("a message serializes");
+        line.push(b'\n');
+        let mut sent = 0;
+        if !fds.is_empty() {
+            // The descriptors go with the first bytes; the rest of the line follows plainly.
+            sent = self
+                .stream
+                .async_io(Interest::WRITABLE, || {
+                    let mut space =
+                        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+                    let mut control = SendAncillaryBuffer::new(&mut space);
+                    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                        return Err(std::io::Error::other("too many sockets to hand over"));
+                    }
+                    rustix::net::sendmsg(
+                        &self.stream,
+                        &[IoSlice::new(&line)],
+                        &mut control,
+                        SendFlags::NOSIGNAL,
+                    )
+                    .map_err(std::io::Error::from)
+                })
+                .await?;
+        }
+        self.stream.write_all(&line[sent..]).await
+    }
+
+    /// The next line, and any descriptors that came with it.
+    async fn recv(&mut self) -> std::io::Result<(Msg, Vec<OwnedFd>)> {
+        let mut fds = Vec::new();
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                let msg = serde_json::from_slice(&line).map_err(|e| {
+                    std::io::Error::other(format!(
+                        "a hand-over message turnout cannot read ({e}): {}",
+                        String::from_utf8_lossy(&line).trim_end()
+                    ))
+                })?;
+                return Ok((msg, fds));
+            }
+            let mut chunk = [0u8; 4096];
+            let (n, got) = self
+                .stream
+                .async_io(Interest::READABLE, || {
+                    let mut space =
+                        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+                    let mut control = RecvAncillaryBuffer::new(&mut space);
+                    let got = rustix::net::recvmsg(
+                        &self.stream,
+                        &mut [IoSliceMut::new(&mut chunk)],
+                        &mut control,
+                        RecvFlags::CMSG_CLOEXEC,
+                    )
+                    .map_err(std::io::Error::from)?;
+                    if got.flags.contains(ReturnFlags::CTRUNC) {
+                        return Err(std::io::Error::other(
+                            "more sockets were handed over than turnout takes",
+                        ));
+                    }
+                    let mut received = Vec::new();
+                    for message in control.drain() {
+                        if let RecvAncillaryMessage::ScmRights(rights) = message {
+                            received.extend(rights);
+                        }
+                    }
+                    Ok((got.bytes, received))
+                })
+                .await?;
+            fds.extend(got);
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the other turnout closed the hand-over connection",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn recv_within(&mut self, limit: Duration) -> std::io::Result<(Msg, Vec<OwnedFd>)> {
+        tokio::time::timeout(limit, self.recv())
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {}", humantime::format_duration(limit)),
+                ))
+            })
+    }
+}
+
+// ---- The running process -------------------------------------------------------------------
+
+/// The running process's side: the hand-over socket, the sockets it would hand over, and the
+/// upgrade it may start itself.
+#[derive(Debug)]
+pub struct Handover {
+    control: Control,
+    router: Router,
+    config: PathBuf,
+    /// The binary this process was started from, resolved at start (a binary replaced on disk
+    /// since is found at the same path).
+    binary: PathBuf,
+    socket: PathBuf,
+    /// Copies of the listening sockets (the same sockets, not new ones), with their keys.
+    listeners: Vec<(Listener, OwnedFd)>,
+    /// A copy of the hand-over socket, handed over last.
+    unix: OwnedFd,
+    /// One upgrade started from here at a time.
+    starting: tokio::sync::Mutex<()>,
+    /// One conversation at a time.
+    talking: tokio::sync::Mutex<()>,
+    /// The upgrade started from here, waiting for the conversation's outcome.
+    waiter: Mutex<Option<tokio::sync::oneshot::Sender<Result<Ready, String>>>>,
+    /// Cancelled once a new process serves: this one stops accepting and drains.
+    handed: CancellationToken,
+    /// The pid it handed over to.
+    successor: Mutex<Option<u32>>,
+}
+
+/// What a new process said when it took over.
+#[derive(Debug, Clone)]
+struct Ready {
+    pid: u32,
+    version: String,
+    generation: u64,
+}
+
+/// The process's listening sockets, by the key that configures each.
+pub struct Sockets<'a> {
+    pub listeners: Vec<(&'static str, &'a tokio::net::TcpListener)>,
+}
+
+impl Handover {
+    /// Listens on `socket` (or takes the hand-over socket a previous process handed over),
+    /// keeping copies of `sockets` to hand over later.
+    pub fn start(
+        control: Control,
+        config: &Path,
+        socket: &Path,
+        inherited: Option<std::os::unix::net::UnixListener>,
+        sockets: Sockets<'_>,
+    ) -> Result<(Arc<Handover>, UnixListener), String> {
+        let listener = match inherited {
+            Some(l) => l,
+            None => bind_socket(socket)?,
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
+        let mut listeners = Vec::new();
+        for (key, l) in sockets.listeners {
+            let addr = l.local_addr().map_err(|e| format!("{key}: {e}"))?;
+            let fd = l
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("{key}: cannot keep a copy of the socket: {e}"))?;
+            listeners.push((
+                Listener {
+                    key: key.to_string(),
+                    addr,
+                },
+                fd,
+            ));
+        }
+        let unix = listener
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
+        let binary = std::env::current_exe()
+            .map_err(|e| format!("cannot tell which binary this turnout runs: {e}"))?;
+        // A config path the new process finds whatever its working directory.
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+        let router = control.router().clone();
+        let handover = Arc::new(Handover {
+            control,
+            router,
+            config,
+            binary,
+            socket: socket.to_path_buf(),
+            listeners,
+            unix,
+            starting: tokio::sync::Mutex::new(()),
+            talking: tokio::sync::Mutex::new(()),
+            waiter: Mutex::new(None),
+            handed: CancellationToken::new(),
+            successor: Mutex::new(None),
+        });
+        let listener = UnixListener::from_std(listener)
+            .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
+        Ok((handover, listener))
+    }
+
+    /// Cancelled once a new process serves.
+    pub fn handed(&self) -> CancellationToken {
+        self.handed.clone()
+    }
+
+    pub fn successor(&self) -> Option<u32> {
+        *self.successor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Takes hand-over connections until a new process serves.
+    pub async fn accept(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let stream = tokio::select! {
+                () = self.handed.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upgrade socket: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let this = Arc::clone(&self);
+            tokio::spawn(async move { this.talk(Channel::new(stream)).await });
+        }
+    }
+
+    /// Why a hand-over cannot happen now, if it cannot.
+    fn refusal(&self) -> Option<String> {
+        if let Some(pid) = self.successor() {
+            return Some(format!("this turnout has already handed over to pid {pid}"));
+        }
+        let snapshot = self.router.snapshot();
+        if let Some(pause) = &snapshot.pause {
+            return Some(format!(
+                "a pause holds {} request(s) here, which cannot move to another process: resume first (turnout resume)",
+                pause.stats().held
+            ));
+        }
+        if let Some(r) = self.control.rollout().filter(|r| r.finished_at.is_none()) {
+            return Some(format!(
+                "rollout {} of pool {:?} is under way: let it finish or abort it first",
+                r.id, r.target
+            ));
+        }
+        if self.control.prepared().is_some() {
+            return Some(
+                "a prepared switch waits for its commit here (a fleet switch): commit or abort it first"
+                    .into(),
+            );
+        }
+        None
+    }
+
+    /// One conversation with a process that wants to take over.
+    async fn talk(&self, mut channel: Channel) {
+        let outcome = match self.talking.try_lock() {
+            Ok(_one) => self.converse(&mut channel).await,
+            Err(_) => {
+                let error = "another turnout is taking over right now".to_string();
+                let _ = channel
+                    .send(
+                        &Msg::Refused {
+                            error: error.clone(),
+                        },
+                        &[],
+                    )
+                    .await;
+                Err(error)
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "upgrade: the new process did not take over; this one serves on");
+        }
+        let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(outcome);
+        }
+    }
+
+    async fn converse(&self, channel: &mut Channel) -> Result<Ready, String> {
+        let (pid, version) = match channel.recv_within(STEP_TIMEOUT).await {
+            Ok((Msg::Hello { pid, version }, _)) => (pid, version),
+            Ok((Msg::Failed { error }, _)) => return Err(error),
+            Ok((other, _)) => return Err(format!("unexpected hand-over message {other:?}")),
+            Err(e) => return Err(format!("the hand-over broke off: {e}")),
+        };
+        if let Some(error) = self.refusal() {
+            let _ = channel
+                .send(
+                    &Msg::Refused {
+                        error: error.clone(),
+                    },
+                    &[],
+                )
+                .await;
+            return Err(format!("refused: {error}"));
+        }
+        tracing::info!(pid, %version, "upgrade: a new turnout is taking over; routing changes are refused until it serves");
+        self.control
+            .freeze(format!("handing over to pid {pid}"))
+            .await;
+        let result = self.hand(channel, pid).await;
+        match &result {
+            Ok(ready) => {
+                *self.successor.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.pid);
+                self.handed.cancel();
+                // The new process serves once it reads this; a failure here is its to report.
+                let _ = channel.send(&Msg::Done, &[]).await;
+                tracing::info!(pid = ready.pid, version = %ready.version, generation = ready.generation, "upgrade: handed over; no longer accepting; finishing what is in flight");
+            }
+            Err(_) => self.control.thaw(),
+        }
+        result
+    }
+
+    async fn hand(&self, channel: &mut Channel, pid: u32) -> Result<Ready, String> {
+        let snapshot = self.router.snapshot();
+        let mut down = Vec::new();
+        for (name, pool) in &snapshot.pools {
+            for server in pool.servers() {
+                if !server.health.is_up() {
+                    down.push(format!("{name} {}", server.addr));
+                }
+            }
+        }
+        let generation = turnout_core::process::generation() + 1;
+        let mut fds: Vec<BorrowedFd<'_>> =
+            self.listeners.iter().map(|(_, fd)| fd.as_fd()).collect();
+        fds.push(self.unix.as_fd());
+        let msg = Msg::Sockets {
+            from_pid: std::process::id(),
+            generation,
+            listeners: self
+                .listeners
+                .iter()
+                .map(|(l, _)| Listener {
+                    key: l.key.clone(),
+                    addr: l.addr,
+                })
+                .collect(),
+            down,
+        };
+        channel
+            .send(&msg, &fds)
+            .await
+            .map_err(|e| format!("cannot hand the sockets to pid {pid}: {e}"))?;
+        match channel.recv_within(HANDOVER_TIMEOUT).await {
+            Ok((
+                Msg::Ready {
+                    pid,
+                    version,
+                    generation,
+                },
+                _,
+            )) => Ok(Ready {
+                pid,
+                version,
+                generation,
+            }),
+            Ok((Msg::Failed { error }, _)) => Err(error),
+            Ok((other, _)) => Err(format!("unexpected hand-over message {other:?}")),
+            Err(e) => Err(format!("pid {pid} stopped before serving: {e}")),
+        }
+    }
+
+    /// Starts `binary` (this process's own unless given) as a new turnout taking over, and
+    /// answers once it serves or failed.
+    pub async fn upgrade(
+        self: Arc<Self>,
+        binary: Option<PathBuf>,
+    ) -> Result<UpgradeReport, UpgradeError> {
+        let refused = UpgradeError::Refused;
+        let Ok(_one) = self.starting.try_lock() else {
+            return Err(refused("an upgrade is already under way".into()));
+        };
+        if let Some(why) = self.refusal() {
+            return Err(refused(why));
+        }
+        let failed = |message: String| UpgradeError::Failed {
+            pid: std::process::id(),
+            message,
+        };
+        let binary = binary.unwrap_or_else(|| self.binary.clone());
+        let started = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        tracing::info!(binary = %binary.display(), "upgrade: starting a new turnout to take over");
+        let mut cmd = tokio::process::Command::new(&binary);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--takeover")
+            .arg(&self.socket)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            .stdin(std::process::Stdio::null());
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
+                return Err(failed(format!("cannot run {}: {e}", binary.display())));
+            }
+        };
+        let child_pid = child.id().unwrap_or(0);
+        tokio::pin!(rx);
+        let outcome = tokio::select! {
+            outcome = &mut rx => outcome.unwrap_or_else(|_| Err("the hand-over ended without an outcome".into())),
+            status = child.wait() => {
+                // Its last words (a config error, say) may still be on their way.
+                let said = match tokio::time::timeout(Duration::from_secs(2), &mut rx).await {
+                    Ok(Ok(outcome)) => Some(outcome),
+                    _ => None,
+                };
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                match said {
+                    Some(Ok(ready)) => Ok(ready),
+                    Some(Err(error)) => Err(format!("{error} (the new process, pid {child_pid}, exited with {status})")),
+                    None => Err(format!("the new process ({}, pid {child_pid}) exited with {status} before taking over; its output is in this turnout's log", binary.display())),
+                }
+            }
+            () = tokio::time::sleep(HANDOVER_TIMEOUT + STEP_TIMEOUT) => {
+                Err(format!("the new process (pid {child_pid}) did not take over within {}", humantime::format_duration(HANDOVER_TIMEOUT)))
+            }
+        };
+        self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match outcome {
+            Ok(ready) => Ok(UpgradeReport {
+                from_pid: std::process::id(),
+                pid: ready.pid,
+                version: ready.version,
+                generation: ready.generation,
+                binary: binary.display().to_string(),
+                took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(message) => {
+                // It must not linger half-started; it has not served.
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(failed(message))
+            }
+        }
+    }
+}
+
+/// Binds the hand-over socket at `path`, owner-only. A socket file left by a turnout that is
+/// gone is replaced; one a live turnout answers on is not (two turnouts with one state file).
+fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "the upgrade socket {} belongs to a turnout that is running (two turnouts with one state file?); to take over from it, run `turnout serve --takeover {}`",
+                    path.display(),
+                    path.display()
+                ))
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+        format!(
+            "cannot listen on the upgrade socket {} ([server] upgrade_socket): {e}",
+            path.display()
+        )
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("the upgrade socket {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// [`Handover`] as the admin API's `POST /v1/upgrade`.
+#[derive(Debug)]
+pub struct UpgradeHandle(pub Arc<Handover>);
+
+impl turnout_admin::Upgrader for UpgradeHandle {
+    fn upgrade(
+        &self,
+        binary: Option<PathBuf>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<UpgradeReport, UpgradeError>> + Send + 'static>,
+    > {
+        Box::pin(Arc::clone(&self.0).upgrade(binary))
+    }
+}
+
+// ---- The new process -----------------------------------------------------------------------
+
+/// The new process's side, from `hello` until `done`. Dropped before `done`, it tells the old
+/// process why it failed (its last error), so `turnout upgrade` can say it.
+#[derive(Debug)]
+pub struct Takeover {
+    channel: Option<Channel>,
+    pub from_pid: u32,
+    pub generation: u64,
+    /// The TCP listeners handed over: the key each served, its address.
+    pub listeners: Vec<(String, SocketAddr, std::net::TcpListener)>,
+    pub unix: Option<std::os::unix::net::UnixListener>,
+    /// `POOL SERVER` of the servers the old process found down.
+    pub down: Vec<String>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").finish_non_exhaustive()
+    }
+}
+
+impl Takeover {
+    /// Connects to the running turnout at `socket` and receives its sockets; from here on it
+    /// changes no routing until this process serves or gives up.
+    pub async fn connect(socket: &Path) -> Result<Takeover, String> {
+        let stream = UnixStream::connect(socket).await.map_err(|e| {
+            format!(
+                "--takeover: no turnout to take over from at {}: {e}",
+                socket.display()
+            )
+        })?;
+        let mut channel = Channel::new(stream);
+        let hello = Msg::Hello {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let broke = |e: std::io::Error| format!("--takeover: the hand-over broke off: {e}");
+        channel.send(&hello, &[]).await.map_err(broke)?;
+        let (msg, mut fds) = channel.recv_within(STEP_TIMEOUT).await.map_err(broke)?;
+        let (from_pid, generation, listeners, down) = match msg {
+            Msg::Sockets {
+                from_pid,
+                generation,
+                listeners,
+                down,
+            } => (from_pid, generation, listeners, down),
+            Msg::Refused { error } => {
+                return Err(format!("--takeover: the running turnout refused: {error}"))
+            }
+            other => {
+                return Err(format!(
+                    "--takeover: unexpected hand-over message {other:?}"
+                ))
+            }
+        };
+        if fds.len() != listeners.len() + 1 {
+            return Err(format!(
+                "--takeover: {} sockets announced, {} received",
+                listeners.len() + 1,
+                fds.len()
+            ));
+        }
+        let unix = std::os::unix::net::UnixListener::from(fds.pop().expect("counted above"));
+        let listeners = listeners
+            .into_iter()
+            .zip(fds)
+            .map(|(l, fd)| (l.key, l.addr, std::net::TcpListener::from(fd)))
+            .collect();
+        Ok(Takeover {
+            channel: Some(channel),
+            from_pid,
+            generation,
+            listeners,
+            unix: Some(unix),
+            down,
+        })
+    }
+
+    /// Tells the old process this one is ready, and waits for its `done`: only then may this
+    /// process serve (without it, the old one gave up and serves on).
+    pub async fn commit(&mut self) -> Result<(), String> {
+        let mut channel = self.channel.take().expect("committed once");
+        let ready = Msg::Ready {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            generation: self.generation,
+        };
+        let broke = |e: std::io::Error| {
+            format!(
+                "--takeover: pid {} did not confirm the hand-over, so it serves on: {e}",
+                self.from_pid
+            )
+        };
+        channel.send(&ready, &[]).await.map_err(broke)?;
+        match channel.recv_within(STEP_TIMEOUT).await.map_err(broke)? {
+            (Msg::Done, _) => Ok(()),
+            (other, _) => Err(format!(
+                "--takeover: unexpected hand-over message {other:?}"
+            )),
+        }
+    }
+}
+
+impl Drop for Takeover {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            let error = crate::app::last_error()
+                .unwrap_or_else(|| "the new process stopped before serving".into());
+            report_failure(channel.stream.into_std().ok(), &error);
+        }
+    }
+}
+
+/// Tells the turnout at `socket` that this process, started to take over, failed with `error`
+/// before it could even connect properly (a config it could not read).
+pub fn report_failure_to(socket: &Path, error: &str) {
+    report_failure(std::os::unix::net::UnixStream::connect(socket).ok(), error);
+}
+
+fn report_failure(stream: Option<std::os::unix::net::UnixStream>, error: &str) {
+    use std::io::Write;
+    let Some(mut stream) = stream else { return };
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut line = serde_json::to_vec(&Msg::Failed {
+        error: error.to_string(),
+    })
+    .expect("a message serializes");
+    line.push(b'\n');
+    let _ = stream.write_all(&line);
+}
+
+/// systemd's readiness protocol (`Type=notify`), a no-op without `NOTIFY_SOCKET`: ready, with
+/// this process as the service's main one (after an upgrade, the new process is).
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::MainPid(std::process::id()),
+            sd_notify::NotifyState::Ready,
+        ],
+    ) {
+        tracing::warn!(error = %e, "cannot tell systemd turnout is ready (NOTIFY_SOCKET)");
+    }
+}
+
+/// Tells systemd this process is stopping (a no-op without `NOTIFY_SOCKET`).
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
