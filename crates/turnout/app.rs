@@ -374,7 +374,10 @@ pub async fn run_with(
                 () = signal => {}
                 // Handed over: the new process serves the health path and accepts from the same
                 // sockets, so no delay and no 503; the accept loops end now.
-                () = handed.cancelled() => return,
+                () = handed.cancelled() => {
+                    plane.handed_over();
+                    return;
+                }
             }
             crate::upgrade::notify_stopping();
             plane.start_draining();

@@ -495,3 +495,64 @@ async fn systemd_hears_ready_and_the_new_main_pid() {
     assert!(said.contains("READY=1"), "{said}");
     assert!(said.contains(&format!("MAINPID={}", json["pid"])), "{said}");
 }
+
+/// An idle keep-alive connection at the upgrade is not closed under its client: it stays open
+/// past the drain's grace, its next request is answered (by the old process) with
+/// `Connection: close`, and only then is it closed, cleanly.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_only_after_its_next_response() {
+    let bg = BlueGreen::start().await;
+    let conn = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    let mut conn = tokio::io::BufReader::new(conn);
+    let request = b"GET / HTTP/1.1\r\nHost: upgrade.test\r\n\r\n";
+    conn.get_mut().write_all(request).await.expect("write");
+    let first = read_response(&mut conn).await;
+    assert!(
+        first.starts_with("http/1.1 200") && !first.contains("connection: close"),
+        "{first}"
+    );
+
+    let (status, json) = bg.turnout.upgrade(None).await;
+    assert_eq!(status, 200, "{json}");
+    // Longer than a shutdown's grace for quiet connections (500 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    conn.get_mut()
+        .write_all(request)
+        .await
+        .expect("write on the kept connection");
+    let second = read_response(&mut conn).await;
+    assert!(second.starts_with("http/1.1 200"), "{second}");
+    assert!(second.contains("\r\nconnection: close\r\n"), "{second}");
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s");
+    assert!(end.is_ok() && rest.is_empty(), "{end:?} {rest:?}");
+}
+
+/// One HTTP/1.1 response with a Content-Length body, lower-cased.
+async fn read_response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
+            .await
+            .expect("a response within 10 s")
+            .expect("read");
+        assert!(n > 0, "closed before a whole response: {head:?}");
+        head.push_str(&line.to_lowercase());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.expect("body");
+    head + &String::from_utf8_lossy(&body)
+}

@@ -147,6 +147,10 @@ struct Shared {
     upstreams: Arc<forward::conns::Upstreams>,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
+    /// Set when another turnout process took over the listening sockets (an in-place
+    /// upgrade): the drain then leaves a quiet keep-alive connection open until its next
+    /// request (answered with `Connection: close`) or its own idle timeout.
+    handed_over: AtomicBool,
     /// Open tunnels, so shutdown can wait for them.
     tunnels: TaskTracker,
     /// Upstream assets and static files, in memory.
@@ -187,6 +191,7 @@ impl DataPlane {
                 settings,
                 upstreams,
                 draining: AtomicBool::new(false),
+                handed_over: AtomicBool::new(false),
                 tunnels: TaskTracker::new(),
             }),
         }
@@ -201,6 +206,15 @@ impl DataPlane {
 
     pub fn start_draining(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Another process took over the listening sockets (call before the serve's shutdown
+    /// completes): the health path keeps answering (the load balancer still reaches this
+    /// instance, through the new process), and the drain closes a quiet HTTP/1 keep-alive
+    /// connection only after a response saying `Connection: close`, or at its idle timeout,
+    /// never while a client may be sending on it; HTTP/2 ones get GOAWAY at once.
+    pub fn handed_over(&self) {
+        self.shared.handed_over.store(true, Ordering::Relaxed);
     }
 }
 

@@ -115,6 +115,9 @@ pub(crate) async fn serve_connection<I>(
 {
     let settings = &shared.settings;
     let peer = down.peer;
+    let plane = Arc::clone(&shared);
+    // Read when the drain begins: after a hand-over, quiet connections wait for their client.
+    let patient = move || plane.handed_over.load(std::sync::atomic::Ordering::Relaxed);
     let activity = Arc::new(Activity::default());
     let env = Arc::clone(&shared.env);
     let mut io = GuardedIo::new(
@@ -138,7 +141,20 @@ pub(crate) async fn serve_connection<I>(
         // costs one allocation instead.
         Box::pin(async move {
             let busy = ctx.activity.begin();
+            let h1 = req.version() < http::Version::HTTP_2;
             let mut resp = ctx.shared.handle(req, &ctx.down).await;
+            if h1
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                && ctx
+                    .shared
+                    .handed_over
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // Another process serves new connections: this one ends after its response,
+                // and says so, so its client sends nothing more on it.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 ctx.activity.upgraded();
             }
@@ -154,10 +170,17 @@ pub(crate) async fn serve_connection<I>(
         tokio::pin!(sniffing);
         tokio::select! {
             sniffed = &mut sniffing => sniffed,
-            () = drain.cancelled() => match tokio::time::timeout(DRAIN_GRACE, sniffing).await {
-                Ok(sniffed) => sniffed,
-                Err(_) => return,
-            },
+            () = drain.cancelled() => {
+                if patient() {
+                    // The header deadline still bounds it.
+                    sniffing.await
+                } else {
+                    match tokio::time::timeout(DRAIN_GRACE, sniffing).await {
+                        Ok(sniffed) => sniffed,
+                        Err(_) => return,
+                    }
+                }
+            }
         }
     };
     let (h2, head) = match sniffed {
@@ -170,12 +193,26 @@ pub(crate) async fn serve_connection<I>(
     // HTTP/1+2 one's), so the connection's task stays small for its whole life.
     let ended = if h2 {
         let mut conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-        drive(conn.as_mut(), |c| c.graceful_shutdown(), &drain, &activity).await
+        // GOAWAY tells an HTTP/2 client which streams were taken: no race to avoid.
+        drive(
+            conn.as_mut(),
+            |c| c.graceful_shutdown(),
+            &drain,
+            &activity,
+            || false,
+        )
+        .await
     } else {
         let mut conn = Box::pin(builders.h1.serve_connection(io, service).with_upgrades());
-        drive(conn.as_mut(), |c| c.graceful_shutdown(), &drain, &activity)
-            .await
-            .map_err(Into::into)
+        drive(
+            conn.as_mut(),
+            |c| c.graceful_shutdown(),
+            &drain,
+            &activity,
+            patient,
+        )
+        .await
+        .map_err(Into::into)
     };
     if let Err(e) = ended {
         log_end(&env, peer, &*e);
@@ -183,12 +220,15 @@ pub(crate) async fn serve_connection<I>(
 }
 
 /// Serves `conn` until it ends, or the drain closes it once nothing is under way on it (see
-/// [`serve_connection`]); an idle HTTP/2 connection is closed with GOAWAY.
+/// [`serve_connection`]); an idle HTTP/2 connection is closed with GOAWAY. When `patient` says
+/// so as the drain begins (a hand-over), a quiet connection is not closed for being quiet: its
+/// next request is answered with `Connection: close`, or its idle timeout ends it.
 async fn drive<C, E>(
     mut conn: std::pin::Pin<&mut C>,
     graceful_shutdown: fn(std::pin::Pin<&mut C>),
     drain: &CancellationToken,
     activity: &Activity,
+    patient: impl FnOnce() -> bool,
 ) -> Result<(), E>
 where
     C: std::future::Future<Output = Result<(), E>>,
@@ -196,13 +236,14 @@ where
     tokio::select! {
         ended = conn.as_mut() => ended,
         () = drain.cancelled() => {
+            let patient = patient();
             let settled = async {
                 let grace = tokio::time::Instant::now() + DRAIN_GRACE;
                 loop {
                     if activity.is_busy() {
                         return;
                     }
-                    if activity.is_quiet() && tokio::time::Instant::now() >= grace {
+                    if !patient && activity.is_quiet() && tokio::time::Instant::now() >= grace {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
