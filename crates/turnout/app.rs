@@ -1,7 +1,9 @@
-//! Serving: config and state in, listeners bound, the data plane and the admin API running,
-//! signals handled, and the drain at the end. Exit codes: 0 after a clean shutdown, 64 for a bad
-//! config (EX_USAGE), 65 for a bad state, certificate, key or CA file (EX_DATAERR), 73 when the state file cannot be
-//! written (EX_CANTCREAT), 1 for anything else (a port in use, say).
+//! Serving: config and state in (or taken over from a running turnout), listeners bound, the
+//! data plane and the admin API running, signals handled, and the drain at the end (or the
+//! hand-over to a new process). Exit codes: 0 after a clean shutdown or a hand-over, 64 for a
+//! bad config (EX_USAGE), 65 for a bad state, certificate, key or CA file (EX_DATAERR), 73 when
+//! the state file or the upgrade socket cannot be written (EX_CANTCREAT), 1 for anything else
+//! (a port in use, a turnout already running with this state file).
 
 use std::future::Future;
 use std::io::IsTerminal;
@@ -170,6 +172,19 @@ pub async fn run_with(
         },
     };
 
+    // 1c. The hand-over socket, bound before the state file is touched: a second turnout
+    //     started with the same state file (and so the same socket) stops here.
+    let mut upgrade_listener = None;
+    if let (Some(socket), Some(_)) = (&config.server.upgrade_socket, &start.config_path) {
+        upgrade_listener = match takeover.as_mut() {
+            Some(t) => t.unix.take(),
+            None => match crate::upgrade::bind_socket(socket) {
+                Ok(l) => Some(l),
+                Err((code, e)) => return fail(code, &e),
+            },
+        };
+    }
+
     // 2. The routing state: the state file wins over [routing] active.
     let state = config.state.file.as_ref().map(StateFile::new);
     let saved = match state.as_ref().map(StateFile::load).transpose() {
@@ -320,8 +335,12 @@ pub async fn run_with(
     }
 
     // 5b. The hand-over socket a later upgrade's new process connects to (with a state file).
-    let handover = match (&config.server.upgrade_socket, &start.config_path) {
-        (Some(socket), Some(config_path)) => {
+    let handover = match (
+        &config.server.upgrade_socket,
+        &start.config_path,
+        upgrade_listener,
+    ) {
+        (Some(socket), Some(config_path), Some(unix)) => {
             let mut listeners = vec![
                 ("[server] listen", &proxy_listener),
                 ("[server] admin", &admin_listener),
@@ -333,7 +352,7 @@ pub async fn run_with(
                 control.clone(),
                 config_path,
                 socket,
-                takeover.as_mut().and_then(|t| t.unix.take()),
+                unix,
                 crate::upgrade::Sockets { listeners },
             ) {
                 Ok((handover, unix)) => {

@@ -419,9 +419,10 @@ fn print_status(v: &Value) {
     );
     if let Some(p) = v.get("process").filter(|p| p.is_object()) {
         println!(
-            "turnout {} (pid {}), started {}",
+            "turnout {} (pid {}, process generation {}), started {}",
             p["version"].as_str().unwrap_or("?"),
             p["pid"],
+            p["generation"],
             p["started_at"].as_str().unwrap_or("?")
         );
     }

@@ -232,19 +232,15 @@ pub struct Sockets<'a> {
 }
 
 impl Handover {
-    /// Listens on `socket` (or takes the hand-over socket a previous process handed over),
-    /// keeping copies of `sockets` to hand over later.
+    /// Takes hand-over connections on `listener` (bound at `socket` by [`bind_socket`], or
+    /// handed over by the previous process), keeping copies of `sockets` to hand over later.
     pub fn start(
         control: Control,
         config: &Path,
         socket: &Path,
-        inherited: Option<std::os::unix::net::UnixListener>,
+        listener: std::os::unix::net::UnixListener,
         sockets: Sockets<'_>,
     ) -> Result<(Arc<Handover>, UnixListener), String> {
-        let listener = match inherited {
-            Some(l) => l,
-            None => bind_socket(socket)?,
-        };
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
@@ -331,7 +327,7 @@ impl Handover {
         let snapshot = self.router.snapshot();
         if let Some(pause) = &snapshot.pause {
             return Some(format!(
-                "a pause holds {} request(s) here, which cannot move to another process: resume first (turnout resume)",
+                "a pause is on here ({} request(s) held), and held requests cannot move to another process: resume first (turnout resume)",
                 pause.stats().held
             ));
         }
@@ -544,30 +540,36 @@ impl Handover {
 
 /// Binds the hand-over socket at `path`, owner-only. A socket file left by a turnout that is
 /// gone is replaced; one a live turnout answers on is not (two turnouts with one state file).
-fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+///
+/// The error comes with the exit code for it: 1 for a turnout running there, 73 (EX_CANTCREAT)
+/// when the socket cannot be made.
+pub fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, (u8, String)> {
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
-                return Err(format!(
+                return Err((1, format!(
                     "the upgrade socket {} belongs to a turnout that is running (two turnouts with one state file?); to take over from it, run `turnout serve --takeover {}`",
                     path.display(),
                     path.display()
-                ))
+                )))
             }
             Err(_) => {
                 let _ = std::fs::remove_file(path);
             }
         }
     }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
-        format!(
-            "cannot listen on the upgrade socket {} ([server] upgrade_socket): {e}",
-            path.display()
+    let cannot = |e: std::io::Error| {
+        (
+            crate::app::EX_CANTCREAT,
+            format!(
+                "cannot listen on the upgrade socket {} ([server] upgrade_socket): {e}",
+                path.display()
+            ),
         )
-    })?;
+    };
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(cannot)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("the upgrade socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(cannot)?;
     Ok(listener)
 }
 

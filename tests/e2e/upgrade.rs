@@ -556,3 +556,58 @@ async fn read_response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -
     conn.read_exact(&mut body).await.expect("body");
     head + &String::from_utf8_lossy(&body)
 }
+
+/// A new turnout started by hand (as a new container would be) with `--takeover SOCKET` takes
+/// the same ports over from the running one, which exits 0; the routing comes with the state
+/// file.
+#[tokio::test]
+async fn a_turnout_started_by_hand_with_takeover_takes_over() {
+    let mut bg = BlueGreen::start().await;
+    bg.switch("green").await;
+    let mut socket = bg.sandbox.state_path().into_os_string();
+    socket.push(".upgrade.sock");
+    let socket = socket.into_string().expect("a UTF-8 path");
+    let new = bg
+        .sandbox
+        .start_with_args(&["--takeover", &socket])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((new.proxy, new.admin), (bg.turnout.proxy, bg.turnout.admin));
+    let exit = bg.turnout.wait_exit(20).await;
+    assert!(exit.success(), "{exit}\n{}", bg.turnout.logs());
+    let s = new.status().await;
+    assert_eq!(s["process"]["pid"], new.pid(), "{s}");
+    assert_eq!(
+        (s["process"]["generation"].as_u64(), s["active"].as_str()),
+        (Some(2), Some("green"))
+    );
+    let a = get(&http_client(), &new.url("/")).await.expect("answer");
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "green\n"));
+
+    // A second one, while that one serves and nothing is there to take over from, is refused.
+    let missing = bg.sandbox.state_path().with_extension("nothing.sock");
+    let out = bg
+        .sandbox
+        .command(&[
+            "serve",
+            "--config",
+            bg.sandbox.config_path().to_str().expect("path"),
+            "--takeover",
+            missing.to_str().expect("path"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no turnout to take over from"), "{err}");
+
+    // A plain start with the same state file, while that one serves, is refused too: two
+    // processes would write one state file.
+    let out = bg.sandbox.serve_to_exit();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("belongs to a turnout that is running"),
+        "{err}"
+    );
+}

@@ -89,6 +89,14 @@ impl Sandbox {
         self.start_command(cmd).await
     }
 
+    /// `turnout serve --config FILE` followed by `args`; waits (at most 20 s) until it serves.
+    pub async fn start_with_args(&self, args: &[&str]) -> Result<Turnout, String> {
+        let config = self.config_path().display().to_string();
+        let mut cmd = self.command(&["serve", "--config", &config]);
+        cmd.args(args);
+        self.start_command(cmd).await
+    }
+
     /// `turnout serve` run by `wrapper` (a program and its arguments, which then run turnout's
     /// path and its arguments: `systemd-socket-activate -l ADDR`), with `RUST_LOG=info` passed
     /// through as `-E`; waits (at most 20 s) until it serves.
