@@ -289,7 +289,8 @@ async fn cli(bg: &BlueGreen, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-/// A new process that fails to start (a binary that is no turnout, a config it refuses) leaves
+/// A new process that fails to start (a binary that is no turnout, a config it refuses, a port
+/// it cannot bind, a state file it cannot read) leaves
 /// the old one serving, untouched, and `turnout upgrade` exits 1 saying why; so does an upgrade
 /// refused while a pause holds requests. Fixed, the upgrade goes through.
 #[tokio::test]
@@ -323,6 +324,33 @@ async fn a_new_process_that_fails_leaves_the_old_one_serving() {
     // Routing changes were refused only while the new process tried; they land again.
     bg.switch("green").await;
     bg.switch("blue").await;
+
+    // A port the new config asks for that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    bg.sandbox.write_config(&good.replace(
+        "admin = \"127.0.0.1:0\"",
+        &format!("admin = \"127.0.0.1:{port}\""),
+    ));
+    let (code, out) = cli(&bg, &["upgrade"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} ([server] admin)"
+        )),
+        "{out}"
+    );
+    still_serving().await;
+    bg.sandbox.write_config(&good);
+
+    // A state file the new process cannot read.
+    let state = std::fs::read_to_string(bg.sandbox.state_path()).expect("state");
+    std::fs::write(bg.sandbox.state_path(), "{ not json").expect("write");
+    let (code, out) = cli(&bg, &["upgrade"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("state.json"), "{out}");
+    still_serving().await;
+    std::fs::write(bg.sandbox.state_path(), state).expect("write");
 
     let (status, _) = bg.post("/v1/pause", "{}").await;
     assert_eq!(status, 200);
