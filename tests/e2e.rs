@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `turnout` binary against real HTTP and WebSocket upstreams, all
 //! on 127.0.0.1 with ephemeral ports; every wait and every load loop is bounded.
 //!
+//! - `dashboard`: the page on the admin port in headless Chromium, and the API that feeds it.
 //! - `switching`: the blue/green switch under load, and what stays on the old pool.
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
 //! - `guards`: request ids, the body limit, maintenance mode, pause and hold.
@@ -18,6 +19,8 @@
 
 #[path = "e2e/caching.rs"]
 mod caching;
+#[path = "e2e/dashboard.rs"]
+mod dashboard;
 #[path = "e2e/deploy_kit.rs"]
 mod deploy_kit;
 #[path = "e2e/fleet.rs"]

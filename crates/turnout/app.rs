@@ -371,6 +371,7 @@ pub async fn run_with(
     // 6. Active health checks of every pool's servers, following the routing state; and the
     //    certificates' reloads (SIGHUP, and the file watch when asked for).
     let checks = turnout_proxy::spawn_health_checks(router.clone(), &checks_tls);
+    let sampler = turnout_core::stats::spawn_sampler(router.clone());
     let mut tls_tasks = Vec::new();
     if let Some(store) = &certs {
         tls_tasks.push(spawn_reload_on_sighup(Arc::clone(store)));
@@ -422,6 +423,16 @@ pub async fn run_with(
             generation = t.generation,
             "took over the sockets and the state file"
         );
+        router.snapshot().env.events.push(
+            "upgrade",
+            format!(
+                "turnout {} (pid {}, process generation {}) took over from pid {}",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id(),
+                t.generation,
+                t.from_pid
+            ),
+        );
     }
     drop(takeover);
     let admin_stop = CancellationToken::new();
@@ -456,6 +467,7 @@ pub async fn run_with(
 
     // 8. Done: stop the checks and the admin API, and report.
     checks.abort();
+    sampler.abort();
     usr2.abort();
     for task in tls_tasks {
         task.abort();

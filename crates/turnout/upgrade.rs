@@ -365,6 +365,10 @@ impl Handover {
         };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "upgrade: the new process did not take over; this one serves on");
+            self.router.snapshot().env.events.push(
+                "upgrade",
+                format!("an upgrade failed and this turnout serves on: {e}"),
+            );
         }
         let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(waiter) = waiter {

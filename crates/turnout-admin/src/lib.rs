@@ -9,6 +9,7 @@
 //! | `POST /v1/commit` `{"token":"..."}` | applies a prepared switch at once |
 //! | `POST /v1/abort` `{"token":"..."}` | drops a prepared switch |
 //! | `PUT /v1/pools/{name}` `{"servers":["127.0.0.1:4001"]}` | creates a pool or replaces its servers |
+//! | `GET /` | the dashboard (the `ui` module); `GET /v1/stats` and `GET /v1/events` feed it |
 //! | `POST /v1/upgrade` `{"binary":"/usr/local/bin/turnout"}` | hands the sockets to a new turnout process (see [`upgrade`]) |
 //!
 //! Every error body is `{"error": "..."}`. The API changes routing only through
@@ -16,6 +17,7 @@
 
 mod error;
 mod routes;
+mod ui;
 pub mod upgrade;
 
 pub use error::ApiError;

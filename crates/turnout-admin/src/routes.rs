@@ -61,7 +61,18 @@ impl AdminPolicy {
                 .origins
                 .iter()
                 .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')));
-            if !listed {
+            // The dashboard's own calls: a browser sends its page's origin, which is this
+            // API's. (A page elsewhere whose name points here passes this too, and then meets
+            // the Host check below, or the token.)
+            let own = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|host| {
+                    origin
+                        .strip_prefix("http://")
+                        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+                });
+            if !listed && !own {
                 return Some(ApiError::Forbidden(format!(
                     "requests from origin {origin:?} are refused; list it in [server] admin_origins to allow it"
                 )));
@@ -155,6 +166,8 @@ pub fn router(
         .route("/v1/rules", put(put_rules).get(get_rules))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
         .route("/v1/upgrade", post(upgrade))
+        .route("/v1/events", get(events))
+        .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -162,6 +175,9 @@ pub fn router(
             state.clone(),
             enforce_policy,
         ))
+        // The dashboard's files hold no data: served without the token (a browser cannot send
+        // one to open a page); every call the page makes carries it.
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 
@@ -726,6 +742,47 @@ struct PauseBody {
     /// The longest a request is held: "30s" (`[pause] max_hold` unless given).
     #[serde(default)]
     max_hold: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only the events numbered above this.
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /v1/events?after=N`: the recent routing and health changes, oldest first.
+async fn events(
+    State(state): State<AdminState>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let events = state.control.router().snapshot().env.events.since(q.after);
+    Ok(Json(serde_json::json!({ "events": events })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    /// Only the points taken after this (milliseconds since the Unix epoch).
+    #[serde(default)]
+    since: u64,
+}
+
+/// `GET /v1/stats?since=T`: each pool's last minutes, a point a second (requests per second,
+/// 5xx rate, p95 latency, in flight), from turnout's own counters.
+async fn stats(
+    State(state): State<AdminState>,
+    query: Result<axum::extract::Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let pools = state.control.router().snapshot().env.stats.since(q.since);
+    Ok(Json(serde_json::json!({
+        "interval_ms": turnout_core::stats::INTERVAL.as_millis() as u64,
+        "points": turnout_core::stats::POINTS,
+        "pools": pools,
+    })))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -255,6 +255,25 @@ impl Control {
             | Command::Pause { .. }
             | Command::Resume => {}
         }
+        let kind = match command {
+            Command::Switch { .. } => "switch",
+            Command::Split { .. } => "split",
+            Command::Rollback => "rollback",
+            Command::PutPool { .. } => "pool",
+            Command::SetRules { .. } => "rules",
+            Command::Mirror { .. } => "mirror",
+            Command::Maintenance { .. } => "maintenance",
+            Command::Pause { .. } => "pause",
+            Command::Resume => "resume",
+        };
+        next.env.events.push(
+            kind,
+            format!(
+                "{command}: {} live (generation {})",
+                next.active.name(),
+                next.generation
+            ),
+        );
         tracing::info!(
             target: "turnout::admin",
             %command,

@@ -11,6 +11,8 @@
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
 //! - [`control`]: the single writer: apply, persist, swap, audit-log.
 //! - [`state`]: the crash-safe state file.
+//! - [`events`]: the recent events (routing and health changes) the dashboard lists.
+//! - [`stats`]: each pool's last minutes, a point a second, for the dashboard.
 //! - [`process`]: which generation of the process serves (1, plus one per in-place upgrade).
 //! - [`rollout`]: the guarded rollout: windows of a pool's own counters, the verdict on a step,
 //!   and (`rollout::run`) the steps run through `Control`, rolled back on a failed check.
@@ -21,6 +23,7 @@ pub mod command;
 pub mod control;
 pub mod decide;
 mod error;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod pause;
@@ -30,6 +33,7 @@ pub mod rollout;
 pub mod snapshot;
 pub mod split;
 pub mod state;
+pub mod stats;
 pub mod status;
 
 pub use command::{Command, MaintenanceSpec, MirrorSpec};

@@ -406,3 +406,108 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use turnout_config::Config;
+
+    use crate::snapshot::RoutingSnapshot;
+
+    /// Every `turnout_*` name in `text` (the queries of a dashboard).
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("turnout_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+        names
+    }
+
+    fn exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match v {
+                        serde_json::Value::String(s) if k == "expr" => out.push(s.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// `docker/grafana/turnout.json` is valid JSON whose queries name only metrics turnout
+    /// exports: every family of the real registry touched once and rendered, each name the
+    /// dashboard uses found among them (a histogram by its `_bucket`, `_sum`, `_count`).
+    #[test]
+    fn the_grafana_dashboard_names_only_metrics_turnout_exports() {
+        let config = Config::parse(
+            "[pools.blue]\nservers = [\"127.0.0.1:3000\"]\n[routing]\nactive = \"blue\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("config");
+        let snapshot = RoutingSnapshot::bootstrap(&config, None).expect("snapshot");
+        let m = &snapshot.env.metrics;
+        m.pool("blue").observe(200, 0.01);
+        m.ejected("blue", "127.0.0.1:3000");
+        m.client_cutoff("header_timeout");
+        m.rollouts.with_label_values(&["passed"]).inc();
+        m.rollout_steps.with_label_values(&["pass"]).inc();
+        let cert = crate::CertInfo {
+            names: vec!["example.test".into()],
+            ..Default::default()
+        };
+        let text = m.render(&snapshot, Some(crate::CacheStats::default()), &[cert]);
+        let mut exported = BTreeSet::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+                (words.next(), words.next(), words.next(), words.next())
+            {
+                exported.insert(name.to_string());
+                if kind == "histogram" {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        exported.insert(format!("{name}{suffix}"));
+                    }
+                }
+            }
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docker/grafana/turnout.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("read the dashboard"))
+                .expect("the Grafana dashboard is valid JSON");
+        let mut queries = Vec::new();
+        exprs(&dashboard, &mut queries);
+        assert!(queries.len() >= 10, "{queries:?}");
+        let used: BTreeSet<String> = queries.iter().flat_map(|q| names_in(q)).collect();
+        let unknown: Vec<&String> = used.difference(&exported).collect();
+        assert!(unknown.is_empty(), "not exported by turnout: {unknown:?}");
+        // And the dashboard shows the families an operator needs.
+        for needed in [
+            "turnout_requests_total",
+            "turnout_request_duration_seconds_bucket",
+            "turnout_active_pool",
+            "turnout_upstream_healthy",
+            "turnout_switches_total",
+            "turnout_cache_hits_total",
+            "turnout_tls_cert_not_after_seconds",
+        ] {
+            assert!(
+                used.contains(needed),
+                "the dashboard does not show {needed}"
+            );
+        }
+    }
+}

@@ -45,6 +45,10 @@ pub struct Env {
     pub pause: turnout_config::PausePolicy,
     /// When this process started (for the status and `/metrics`).
     pub started_at: Started,
+    /// The recent events, for the dashboard.
+    pub events: crate::events::Events,
+    /// Each pool's last minutes, for the dashboard.
+    pub stats: crate::stats::Stats,
 }
 
 /// The moment the process built its routing state: "now" by default.
@@ -151,6 +155,8 @@ impl Env {
             maintenance: config.maintenance.clone(),
             pause: config.pause,
             started_at: Started::default(),
+            events: Default::default(),
+            stats: Default::default(),
         }
     }
 

@@ -122,6 +122,7 @@ async fn supervise(router: Router, clients: ProbeClients) {
                     name.clone(),
                     server.clone(),
                     check.clone(),
+                    Arc::clone(&snapshot.env),
                 ));
                 if let Some((_, old)) =
                     running.insert(key, (Arc::clone(&server.health), task.abort_handle()))
@@ -146,7 +147,13 @@ async fn supervise(router: Router, clients: ProbeClients) {
     }
 }
 
-async fn check_loop(client: ProbeClient, pool: PoolName, server: Upstream, check: HealthCheck) {
+async fn check_loop(
+    client: ProbeClient,
+    pool: PoolName,
+    server: Upstream,
+    check: HealthCheck,
+    env: Arc<turnout_core::Env>,
+) {
     let (mut passes, mut fails) = (0u32, 0u32);
     loop {
         let result = probe_once(&client, &server, &check).await;
@@ -161,6 +168,8 @@ async fn check_loop(client: ProbeClient, pool: PoolName, server: Upstream, check
                 if !server.health.is_up() && passes >= check.healthy_threshold {
                     server.health.set_up(true);
                     tracing::info!(%pool, server = %server.addr, passes, "server healthy");
+                    env.events
+                        .push("health", format!("{pool} {} is up again", server.addr));
                 }
             }
             Err(why) => {
@@ -169,6 +178,8 @@ async fn check_loop(client: ProbeClient, pool: PoolName, server: Upstream, check
                 if server.health.is_up() && fails >= check.unhealthy_threshold {
                     server.health.set_up(false);
                     tracing::warn!(%pool, server = %server.addr, fails, error = %why, "server unhealthy");
+                    env.events
+                        .push("health", format!("{pool} {} is down: {why}", server.addr));
                 }
             }
         }

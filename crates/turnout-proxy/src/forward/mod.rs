@@ -398,6 +398,15 @@ impl Shared {
         self.env
             .metrics
             .ejected(pool.name().as_str(), server.addr.as_str());
+        self.env.events.push(
+            "ejected",
+            format!(
+                "{} {} ejected for {} after failing requests in a row",
+                pool.name(),
+                server.addr,
+                humantime::format_duration(length)
+            ),
+        );
         let health = Arc::clone(&server.health);
         let (pool, addr) = (pool.name().clone(), server.addr.clone());
         tokio::spawn(async move {

@@ -1,0 +1,331 @@
+//! The dashboard on the admin port: its API (`/v1/events`, `/v1/stats`) over HTTP, and the page
+//! itself in real headless Chromium driven over WebDriver (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them). Screenshots go to `target/dashboard*.png`.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use http::Method;
+use turnout_testkit::client::{admin, get, http_client};
+use turnout_testkit::eventually;
+
+use crate::BlueGreen;
+
+const TOKEN: &str = "dashboard-test-token";
+
+/// `/v1/stats` has a point a second per pool, from turnout's own counters; `/v1/events` lists
+/// routing changes in order, numbered, and answers only the newer ones after `after`; both
+/// refuse a malformed query with 400; the page and its files are served without the token
+/// (they hold no data) under a strict Content-Security-Policy, the data with it only.
+#[tokio::test]
+async fn stats_and_events_feed_the_dashboard() {
+    let bg = BlueGreen::start_with(&format!("admin_token = \"{TOKEN}\"\n")).await;
+    let base = bg.admin_base();
+    for _ in 0..20 {
+        let a = get(&http_client(), &bg.turnout.url("/"))
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 200);
+    }
+    eventually(10, "a stats point with the 20 requests", || async {
+        let (s, j) = admin(&base, Method::GET, "/v1/stats", None, Some(TOKEN)).await;
+        assert_eq!(s, 200, "{j}");
+        let points = j["pools"]["blue"].as_array().cloned().unwrap_or_default();
+        let served: f64 = points
+            .iter()
+            .map(|p| p["rps"].as_f64().unwrap_or(0.0) * f64::from(1))
+            .sum();
+        j["interval_ms"] == 1000 && served >= 19.0 && j["pools"]["green"].is_array()
+    })
+    .await;
+    let (_, j) = admin(&base, Method::GET, "/v1/stats", None, Some(TOKEN)).await;
+    let last_t = j["pools"]["blue"]
+        .as_array()
+        .and_then(|p| p.last())
+        .and_then(|p| p["t"].as_u64())
+        .expect("a point");
+    let (_, newer) = admin(
+        &base,
+        Method::GET,
+        &format!("/v1/stats?since={last_t}"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert!(newer["pools"]["blue"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .all(|p| p["t"].as_u64() > Some(last_t)));
+
+    let body = r#"{"to":"green"}"#;
+    let (s, _) = admin(&base, Method::POST, "/v1/switch", Some(body), Some(TOKEN)).await;
+    assert_eq!(s, 200);
+    let (s, _) = admin(&base, Method::POST, "/v1/rollback", None, Some(TOKEN)).await;
+    assert_eq!(s, 200);
+    let (s, j) = admin(&base, Method::GET, "/v1/events", None, Some(TOKEN)).await;
+    assert_eq!(s, 200, "{j}");
+    let events = j["events"].as_array().expect("events").clone();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["switch", "rollback"], "{j}");
+    assert!(events[0]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("green live")));
+    let first = events[0]["id"].as_u64().expect("id");
+    let (_, j) = admin(
+        &base,
+        Method::GET,
+        &format!("/v1/events?after={first}"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(j["events"].as_array().map(Vec::len), Some(1), "{j}");
+
+    let (s, j) = admin(&base, Method::GET, "/v1/events?after=x", None, Some(TOKEN)).await;
+    assert_eq!(s, 400, "{j}");
+    let (s, _) = admin(&base, Method::GET, "/v1/stats", None, None).await;
+    assert_eq!(s, 401);
+
+    let client = http_client();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let a = get(&client, &format!("{base}{path}"))
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 200, "{path}");
+        let headers = &a.headers;
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .is_ok_and(|t| t.starts_with(kind)),
+            "{path}: {headers:?}"
+        );
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .is_ok_and(|c| c.contains("script-src 'self'")),
+            "{path}"
+        );
+    }
+}
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver (apt-get install chromium chromium-driver; .ci/run does)");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let status = format!("{}/status", driver.url);
+    eventually(20, "chromedriver answers", || async {
+        get(&http_client(), &status).await.is_ok()
+    })
+    .await;
+    driver
+}
+
+async fn browser(driver: &Driver, width: u32, height: u32) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                format!("--window-size={width},{height}"),
+            ]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+/// Waits (at most `within`) until element `id` reads `want`; how long it took.
+async fn until_text(
+    c: &fantoccini::Client,
+    id: &str,
+    within: Duration,
+    want: impl Fn(&str) -> bool,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < within {
+        if let Ok(e) = c.find(Locator::Id(id)).await {
+            last = e.text().await.unwrap_or_default();
+            if want(&last) {
+                return Ok(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("#{id} still reads {last:?} after {within:?}"))
+}
+
+/// The page in Chromium: it loads with no script error, asks for the token, shows the API's
+/// 401 for a wrong one, shows blue live, shows a switch made with curl within 2 s, and its own
+/// switch button (with the token, after the confirmation) moves the traffic. Also laid out on
+/// a phone's width without sideways scrolling. Screenshots: target/dashboard.png and
+/// target/dashboard-phone.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_chromium_shows_the_state_and_switches() {
+    let bg = BlueGreen::start_with(&format!("admin_token = \"{TOKEN}\"\n")).await;
+    let base = bg.admin_base();
+    let driver = chromedriver().await;
+    let c = browser(&driver, 1280, 1100).await;
+    c.goto(&format!("{base}/")).await.expect("open the page");
+    until_text(&c, "conn", Duration::from_secs(10), |t| {
+        t.contains("needs a token")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // A wrong token: the action shows the API's own 401 message.
+    let token = c.find(Locator::Id("token")).await.expect("token field");
+    token.send_keys("wrong").await.expect("type");
+    c.find(Locator::Id("switch"))
+        .await
+        .expect("switch button")
+        .click()
+        .await
+        .expect("click");
+    c.accept_alert().await.expect("the confirmation");
+    until_text(&c, "message", Duration::from_secs(10), |t| {
+        t.starts_with("401: missing or wrong admin token")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The right one: blue is live.
+    token.clear().await.expect("clear");
+    token.send_keys(TOKEN).await.expect("type");
+    until_text(&c, "active", Duration::from_secs(10), |t| t == "blue")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A switch made with curl shows within 2 s (the page polls every second).
+    let (s, j) = admin(
+        &base,
+        Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, 200, "{j}");
+    let shown = until_text(&c, "active", Duration::from_secs(2), |t| t == "green")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("a switch made with curl showed on the page after {shown:?}");
+    until_text(&c, "events", Duration::from_secs(5), |t| {
+        t.contains("green live")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The page's own switch, back to blue: confirmed, then the traffic moves.
+    c.find(Locator::Id("switch-to"))
+        .await
+        .expect("pool select")
+        .select_by_value("blue")
+        .await
+        .expect("choose blue");
+    c.find(Locator::Id("switch"))
+        .await
+        .expect("switch button")
+        .click()
+        .await
+        .expect("click");
+    c.accept_alert().await.expect("the confirmation");
+    until_text(&c, "message", Duration::from_secs(10), |t| {
+        t.starts_with("switched: blue is live")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = get(&http_client(), &bg.turnout.url("/"))
+        .await
+        .expect("answer");
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "blue\n"));
+    until_text(&c, "active", Duration::from_secs(5), |t| t == "blue")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A canary with some traffic for the picture: the split bar and the charts move.
+    let (s, j) = admin(
+        &base,
+        Method::PUT,
+        "/v1/split",
+        Some(r#"{"weights":{"blue":80,"green":20}}"#),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, 200, "{j}");
+    let client = http_client();
+    for _ in 0..60 {
+        let a = get(&client, &bg.turnout.url("/")).await.expect("answer");
+        assert_eq!(a.status, 200);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    until_text(&c, "split", Duration::from_secs(5), |t| {
+        t.contains("green 20%")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let errors = c
+        .execute("return window.turnoutErrors;", vec![])
+        .await
+        .expect("read the page's errors");
+    assert_eq!(errors, serde_json::json!([]), "script errors on the page");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).expect("target/");
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(target.join("dashboard.png"), png).expect("write the screenshot");
+
+    // A phone's width: no sideways scrolling.
+    c.set_window_size(390, 844).await.expect("resize");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fits = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .expect("measure");
+    assert_eq!(
+        fits,
+        serde_json::json!(true),
+        "the page scrolls sideways on a phone"
+    );
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(target.join("dashboard-phone.png"), png).expect("write the screenshot");
+    c.close().await.expect("close the session");
+}
