@@ -389,9 +389,14 @@ pub async fn run_with(
     let shutdown = {
         let plane = plane.clone();
         let handed = handed.clone();
+        let handover = handover.clone();
         async move {
             tokio::select! {
-                () = signal => {}
+                () = signal => {
+                    if let Some(h) = &handover {
+                        h.release();
+                    }
+                }
                 // Handed over: the new process serves the health path and accepts from the same
                 // sockets, so no delay and no 503; the accept loops end now.
                 () = handed.cancelled() => {

@@ -202,10 +202,10 @@ pub struct Handover {
     /// since is found at the same path).
     binary: PathBuf,
     socket: PathBuf,
-    /// Copies of the listening sockets (the same sockets, not new ones), with their keys.
-    listeners: Vec<(Listener, OwnedFd)>,
-    /// A copy of the hand-over socket, handed over last.
-    unix: OwnedFd,
+    /// Copies of the listening sockets (the same sockets, not new ones), with their keys, and
+    /// of the hand-over socket (handed over last). Emptied by [`Handover::release`] at a
+    /// shutdown: a copy kept would hold a port open that nothing accepts on any more.
+    sockets: Mutex<Option<(Vec<(Listener, OwnedFd)>, OwnedFd)>>,
     /// One upgrade started from here at a time.
     starting: tokio::sync::Mutex<()>,
     /// One conversation at a time.
@@ -274,8 +274,7 @@ impl Handover {
             config,
             binary,
             socket: socket.to_path_buf(),
-            listeners,
-            unix,
+            sockets: Mutex::new(Some((listeners, unix))),
             starting: tokio::sync::Mutex::new(()),
             talking: tokio::sync::Mutex::new(()),
             waiter: Mutex::new(None),
@@ -319,10 +318,28 @@ impl Handover {
         }
     }
 
+    /// At a shutdown: closes the copies of the sockets (so each closes with the listener that
+    /// uses it, and a port is refused rather than left accepting into a queue nobody reads),
+    /// and refuses hand-overs from now on.
+    pub fn release(&self) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// Why a hand-over cannot happen now, if it cannot.
     fn refusal(&self) -> Option<String> {
         if let Some(pid) = self.successor() {
             return Some(format!("this turnout has already handed over to pid {pid}"));
+        }
+        if self
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return Some("this turnout is shutting down".into());
         }
         let snapshot = self.router.snapshot();
         if let Some(pause) = &snapshot.pause {
@@ -423,20 +440,33 @@ impl Handover {
             }
         }
         let generation = turnout_core::process::generation() + 1;
-        let mut fds: Vec<BorrowedFd<'_>> =
-            self.listeners.iter().map(|(_, fd)| fd.as_fd()).collect();
-        fds.push(self.unix.as_fd());
-        let msg = Msg::Sockets {
-            from_pid: std::process::id(),
-            generation,
-            listeners: self
-                .listeners
+        // Copies of the copies, so no lock is held while they are sent.
+        let (listeners, owned) = {
+            let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((listeners, unix)) = sockets.as_ref() else {
+                return Err("this turnout is shutting down".into());
+            };
+            let mut owned = Vec::new();
+            for fd in listeners.iter().map(|(_, fd)| fd).chain([unix]) {
+                owned.push(
+                    fd.try_clone()
+                        .map_err(|e| format!("cannot hand the sockets over: {e}"))?,
+                );
+            }
+            let listeners: Vec<Listener> = listeners
                 .iter()
                 .map(|(l, _)| Listener {
                     key: l.key.clone(),
                     addr: l.addr,
                 })
-                .collect(),
+                .collect();
+            (listeners, owned)
+        };
+        let fds: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
+        let msg = Msg::Sockets {
+            from_pid: std::process::id(),
+            generation,
+            listeners,
             down,
         };
         channel
