@@ -205,7 +205,7 @@ pub struct Handover {
     /// Copies of the listening sockets (the same sockets, not new ones), with their keys, and
     /// of the hand-over socket (handed over last). Emptied by [`Handover::release`] at a
     /// shutdown: a copy kept would hold a port open that nothing accepts on any more.
-    sockets: Mutex<Option<(Vec<(Listener, OwnedFd)>, OwnedFd)>>,
+    sockets: Mutex<Option<Copies>>,
     /// One upgrade started from here at a time.
     starting: tokio::sync::Mutex<()>,
     /// One conversation at a time.
@@ -216,6 +216,13 @@ pub struct Handover {
     handed: CancellationToken,
     /// The pid it handed over to.
     successor: Mutex<Option<u32>>,
+}
+
+/// Copies of the sockets a hand-over hands over.
+#[derive(Debug)]
+struct Copies {
+    listeners: Vec<(Listener, OwnedFd)>,
+    unix: OwnedFd,
 }
 
 /// What a new process said when it took over.
@@ -274,7 +281,7 @@ impl Handover {
             config,
             binary,
             socket: socket.to_path_buf(),
-            sockets: Mutex::new(Some((listeners, unix))),
+            sockets: Mutex::new(Some(Copies { listeners, unix })),
             starting: tokio::sync::Mutex::new(()),
             talking: tokio::sync::Mutex::new(()),
             waiter: Mutex::new(None),
@@ -443,7 +450,7 @@ impl Handover {
         // Copies of the copies, so no lock is held while they are sent.
         let (listeners, owned) = {
             let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            let Some((listeners, unix)) = sockets.as_ref() else {
+            let Some(Copies { listeners, unix }) = sockets.as_ref() else {
                 return Err("this turnout is shutting down".into());
             };
             let mut owned = Vec::new();
