@@ -150,19 +150,70 @@ async fn chromedriver() -> Driver {
     driver
 }
 
+/// chromedriver's log call (beyond W3C WebDriver; chromedriver keeps Selenium's): the browser
+/// console's messages since the last call, each with its level.
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+/// The console's errors since the last look (`SEVERE`: script errors, failed loads, refused
+/// by the Content-Security-Policy).
+async fn console_errors(c: &fantoccini::Client) -> Vec<String> {
+    let log = c
+        .issue_cmd(ConsoleLog)
+        .await
+        .expect("the browser's console log");
+    log.as_array()
+        .expect("log entries")
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
 async fn browser(driver: &Driver, width: u32, height: u32) -> fantoccini::Client {
+    browser_with(driver, width, height, &[]).await
+}
+
+/// A headless Chromium session with `extra` command-line switches.
+async fn browser_with(
+    driver: &Driver,
+    width: u32,
+    height: u32,
+    extra: &[&str],
+) -> fantoccini::Client {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .map(String::from)
+    .collect();
+    args.push(format!("--window-size={width},{height}"));
     let mut caps = serde_json::Map::new();
     caps.insert(
+        "goog:loggingPrefs".into(),
+        serde_json::json!({ "browser": "ALL" }),
+    );
+    caps.insert(
         "goog:chromeOptions".into(),
-        serde_json::json!({
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                format!("--window-size={width},{height}"),
-            ]
-        }),
+        serde_json::json!({ "args": args }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -195,8 +246,8 @@ async fn until_text(
 /// The page in Chromium: it loads with no script error, asks for the token, shows the API's
 /// 401 for a wrong one, shows blue live, shows a switch made with curl within 2 s, and its own
 /// switch button (with the token, after the confirmation) moves the traffic. Also laid out on
-/// a phone's width without sideways scrolling. Screenshots: target/dashboard.png and
-/// target/dashboard-phone.png.
+/// a phone's width without sideways scrolling, and dark when the system is. Screenshots:
+/// target/dashboard.png, dashboard-phone.png and dashboard-dark.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_in_chromium_shows_the_state_and_switches() {
     let bg = BlueGreen::start_with(&format!("admin_token = \"{TOKEN}\"\n")).await;
@@ -226,9 +277,17 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 
-    // The right one: blue is live.
+    // The right one: blue is live. Loaded afresh with it (the tab keeps it), the page makes
+    // no console error from here on (the 401s above were logged as failed loads).
     token.clear().await.expect("clear");
     token.send_keys(TOKEN).await.expect("type");
+    until_text(&c, "active", Duration::from_secs(10), |t| t == "blue")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The console check sees errors: the 401s so far are there.
+    let before = console_errors(&c).await;
+    assert!(before.iter().any(|m| m.contains("401")), "{before:?}");
+    c.refresh().await.expect("reload the page");
     until_text(&c, "active", Duration::from_secs(10), |t| t == "blue")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -305,6 +364,8 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
         .await
         .expect("read the page's errors");
     assert_eq!(errors, serde_json::json!([]), "script errors on the page");
+    let console = console_errors(&c).await;
+    assert!(console.is_empty(), "console errors: {console:?}");
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&target).expect("target/");
     let png = c.screenshot().await.expect("screenshot");
@@ -327,5 +388,35 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
     );
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(target.join("dashboard-phone.png"), png).expect("write the screenshot");
+    let light = c
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .expect("read the background");
     c.close().await.expect("close the session");
+
+    // The system's dark setting gives the dark colours.
+    let dark = browser_with(&driver, 1280, 1100, &["--force-dark-mode"]).await;
+    dark.goto(&format!("{base}/")).await.expect("open the page");
+    let (prefers, background) = (
+        dark.execute(
+            "return matchMedia('(prefers-color-scheme: dark)').matches;",
+            vec![],
+        )
+        .await
+        .expect("media query"),
+        dark.execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .expect("read the background"),
+    );
+    assert_eq!(prefers, serde_json::json!(true));
+    assert_ne!(background, light, "the same background in dark mode");
+    let png = dark.screenshot().await.expect("screenshot");
+    std::fs::write(target.join("dashboard-dark.png"), png).expect("write the screenshot");
+    dark.close().await.expect("close the session");
 }

@@ -6,6 +6,7 @@
 window.turnoutErrors = [];
 window.addEventListener('error', (e) => window.turnoutErrors.push(String(e.message)));
 window.addEventListener('unhandledrejection', (e) => window.turnoutErrors.push(String(e.reason)));
+document.addEventListener('securitypolicyviolation', (e) => window.turnoutErrors.push(`CSP: ${e.violatedDirective} ${e.blockedURI}`));
 
 const POLL_MS = 1000;
 const CHART_POINTS = 120;
