@@ -177,6 +177,14 @@ impl Channel {
         }
     }
 
+    /// Tells the other side no, and why (it may be gone already: nothing to do then).
+    async fn refuse(&mut self, error: &str) {
+        let msg = Msg::Refused {
+            error: error.to_string(),
+        };
+        let _ = self.send(&msg, &[]).await;
+    }
+
     async fn recv_within(&mut self, limit: Duration) -> std::io::Result<(Msg, Vec<OwnedFd>)> {
         tokio::time::timeout(limit, self.recv())
             .await
@@ -376,14 +384,7 @@ impl Handover {
             Ok(_one) => self.converse(&mut channel).await,
             Err(_) => {
                 let error = "another turnout is taking over right now".to_string();
-                let _ = channel
-                    .send(
-                        &Msg::Refused {
-                            error: error.clone(),
-                        },
-                        &[],
-                    )
-                    .await;
+                channel.refuse(&error).await;
                 Err(error)
             }
         };
@@ -408,14 +409,7 @@ impl Handover {
             Err(e) => return Err(format!("the hand-over broke off: {e}")),
         };
         if let Some(error) = self.refusal() {
-            let _ = channel
-                .send(
-                    &Msg::Refused {
-                        error: error.clone(),
-                    },
-                    &[],
-                )
-                .await;
+            channel.refuse(&error).await;
             return Err(format!("refused: {error}"));
         }
         tracing::info!(pid, %version, "upgrade: a new turnout is taking over; routing changes are refused until it serves");

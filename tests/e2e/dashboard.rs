@@ -222,6 +222,17 @@ async fn browser_with(
         .expect("a Chromium session")
 }
 
+/// Clicks button `id` and accepts the confirmation it asks for.
+async fn click_and_confirm(c: &fantoccini::Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("click");
+    c.accept_alert().await.expect("the confirmation");
+}
+
 /// Waits (at most `within`) until element `id` reads `want`; how long it took.
 async fn until_text(
     c: &fantoccini::Client,
@@ -264,13 +275,7 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
     // A wrong token: the action shows the API's own 401 message.
     let token = c.find(Locator::Id("token")).await.expect("token field");
     token.send_keys("wrong").await.expect("type");
-    c.find(Locator::Id("switch"))
-        .await
-        .expect("switch button")
-        .click()
-        .await
-        .expect("click");
-    c.accept_alert().await.expect("the confirmation");
+    click_and_confirm(&c, "switch").await;
     until_text(&c, "message", Duration::from_secs(10), |t| {
         t.starts_with("401: missing or wrong admin token")
     })
@@ -319,13 +324,7 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
         .select_by_value("blue")
         .await
         .expect("choose blue");
-    c.find(Locator::Id("switch"))
-        .await
-        .expect("switch button")
-        .click()
-        .await
-        .expect("click");
-    c.accept_alert().await.expect("the confirmation");
+    click_and_confirm(&c, "switch").await;
     until_text(&c, "message", Duration::from_secs(10), |t| {
         t.starts_with("switched: blue is live")
     })

@@ -501,12 +501,15 @@ async fn systemd_hears_ready_and_the_new_main_pid() {
         .start_with_env(&[("NOTIFY_SOCKET", path.to_str().expect("path"))])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut buf = [0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), notify.recv(&mut buf))
-        .await
-        .expect("a notification")
-        .expect("recv");
-    let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let next = || async {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), notify.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .expect("recv");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let said = next().await;
     assert!(said.contains("READY=1"), "{said}");
     assert!(
         said.contains(&format!("MAINPID={}", turnout.pid())),
@@ -515,11 +518,7 @@ async fn systemd_hears_ready_and_the_new_main_pid() {
 
     let (status, json) = turnout.upgrade(None).await;
     assert_eq!(status, 200, "{json}");
-    let n = tokio::time::timeout(Duration::from_secs(10), notify.recv(&mut buf))
-        .await
-        .expect("a notification")
-        .expect("recv");
-    let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let said = next().await;
     assert!(said.contains("READY=1"), "{said}");
     assert!(said.contains(&format!("MAINPID={}", json["pid"])), "{said}");
 }

@@ -744,6 +744,16 @@ struct PauseBody {
     max_hold: Option<String>,
 }
 
+/// A query string, or why it could not be read.
+type QueryOr400<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The query, or a 400 that says what was wrong with it.
+fn query_or_400<T>(query: QueryOr400<T>) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
@@ -755,9 +765,9 @@ struct EventsQuery {
 /// `GET /v1/events?after=N`: the recent routing and health changes, oldest first.
 async fn events(
     State(state): State<AdminState>,
-    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOr400<EventsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = query_or_400(query)?;
     let events = state.control.router().snapshot().env.events.since(q.after);
     Ok(Json(serde_json::json!({ "events": events })))
 }
@@ -774,9 +784,9 @@ struct StatsQuery {
 /// 5xx rate, p95 latency, in flight), from turnout's own counters.
 async fn stats(
     State(state): State<AdminState>,
-    query: Result<axum::extract::Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOr400<StatsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let q = query_or_400(query)?;
     let pools = state.control.router().snapshot().env.stats.since(q.since);
     Ok(Json(serde_json::json!({
         "interval_ms": turnout_core::stats::INTERVAL.as_millis() as u64,
