@@ -82,6 +82,7 @@ In another terminal:
   curl http://{proxy}/health-check                           # what the load balancer sees
 
 or with the CLI:  turnout status | turnout switch green | turnout rollback
+or in a browser:  http://{admin}/   (the dashboard)
 "#
     );
 }
