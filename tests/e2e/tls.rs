@@ -741,3 +741,47 @@ async fn cookies_are_secure_over_tls() {
         "{cookie}"
     );
 }
+
+/// An in-place upgrade hands the HTTPS listener over too: the new process serves HTTPS on the
+/// same port with the same certificate, and a TLS keep-alive connection opened before the
+/// upgrade gets its next answer (from the old process) with `Connection: close`.
+#[tokio::test]
+async fn an_upgrade_hands_the_https_listener_over() {
+    let ca = Ca::new("test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, der) = app_test_files(&ca, dir.path(), 20);
+    let bg = BlueGreen::start_with(&tls_lines(&[(&cert, &key)], "")).await;
+    let https = https_addr(&bg.turnout);
+    let tls = connector(&[ca.der()], &[b"http/1.1"]);
+    let mut before = h1(handshake(&tls, https, "app.test").await).await;
+    assert_eq!(
+        get_h1(&mut before, "app.test", "/").await,
+        (200, "blue\n".into())
+    );
+
+    let (status, json) = bg.turnout.upgrade(None).await;
+    assert_eq!(status, 200, "{json}");
+    let new_pid = json["pid"].as_u64().expect("pid");
+
+    let req = Request::get("/")
+        .header("host", "app.test")
+        .body(Empty::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), before.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("answer on the connection opened before");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["connection"], "close");
+
+    let stream = handshake(&tls, https, "app.test").await;
+    assert_eq!(peer_leaf(&stream), der);
+    let mut after = h1(stream).await;
+    assert_eq!(
+        get_h1(&mut after, "app.test", "/").await,
+        (200, "blue\n".into())
+    );
+    let s = bg.turnout.status().await;
+    assert_eq!(s["process"]["pid"], new_pid, "{s}");
+    assert_eq!(s["tls"][0]["names"][0], "app.test", "{s}");
+}
