@@ -174,15 +174,16 @@ pub async fn run_with(
 
     // 1c. The hand-over socket, bound before the state file is touched: a second turnout
     //     started with the same state file (and so the same socket) stops here.
-    let mut upgrade_listener = None;
-    if let (Some(socket), Some(_)) = (&config.server.upgrade_socket, &start.config_path) {
-        upgrade_listener = match takeover.as_mut() {
+    let mut upgrades = None;
+    if let (Some(socket), Some(config_path)) = (&config.server.upgrade_socket, &start.config_path) {
+        let listener = match takeover.as_mut() {
             Some(t) => t.unix.take(),
             None => match crate::upgrade::bind_socket(socket) {
                 Ok(l) => Some(l),
                 Err((code, e)) => return fail(code, &e),
             },
         };
+        upgrades = listener.map(|l| (socket, config_path, l));
     }
 
     // 2. The routing state: the state file wins over [routing] active.
@@ -211,16 +212,7 @@ pub async fn run_with(
     );
     let router = Router::new(snapshot);
     if let Some(t) = &takeover {
-        // The servers the previous process's checks found down stay down until this one's
-        // checks find them up (rather than each new process starting with all up).
-        let snapshot = router.snapshot();
-        for (name, pool) in &snapshot.pools {
-            for server in pool.servers() {
-                if t.down.contains(&format!("{name} {}", server.addr)) {
-                    server.health.set_up(false);
-                }
-            }
-        }
+        t.mark_down(&router);
     }
     // The CA files of `[pools.NAME.tls]` and the system's roots, for `https://` upstreams.
     let mut settings = match ProxySettings::from_config(&config) {
@@ -335,12 +327,8 @@ pub async fn run_with(
     }
 
     // 5b. The hand-over socket a later upgrade's new process connects to (with a state file).
-    let handover = match (
-        &config.server.upgrade_socket,
-        &start.config_path,
-        upgrade_listener,
-    ) {
-        (Some(socket), Some(config_path), Some(unix)) => {
+    let handover = match upgrades {
+        Some((socket, config_path, unix)) => {
             let mut listeners = vec![
                 ("[server] listen", &proxy_listener),
                 ("[server] admin", &admin_listener),
@@ -353,7 +341,7 @@ pub async fn run_with(
                 config_path,
                 socket,
                 unix,
-                crate::upgrade::Sockets { listeners },
+                &listeners,
             ) {
                 Ok((handover, unix)) => {
                     tokio::spawn(Arc::clone(&handover).accept(unix));
@@ -362,7 +350,7 @@ pub async fn run_with(
                 Err(e) => return fail(1, &e),
             }
         }
-        _ => None,
+        None => None,
     };
     let handed = handover
         .as_ref()

@@ -185,20 +185,8 @@ pub fn upgrade(args: &AdminArgs, binary: Option<&std::path::Path>) -> ExitCode {
         let absolute = std::path::absolute(b).unwrap_or_else(|_| b.to_path_buf());
         serde_json::json!({ "binary": absolute })
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
-    let outcome = runtime.block_on(request(
-        &admin_client(),
-        &args.admin,
-        args.token.as_deref(),
-        Method::POST,
-        "/v1/upgrade",
-        body,
-        // The new process's start, plus its hand-over.
-        UPGRADE_TIMEOUT,
-    ));
+    // The new process's start, plus its hand-over.
+    let outcome = call_within(args, Method::POST, "/v1/upgrade", body, UPGRADE_TIMEOUT);
     finish(outcome, |v| {
         println!(
             "upgraded: pid {} handed over to pid {} (turnout {}, process generation {}) in {} ms; pid {} finishes what is in flight and exits",
@@ -272,11 +260,30 @@ pub fn report_failure(outcome: Outcome) -> ExitCode {
 }
 
 fn call(args: &AdminArgs, method: Method, path: &str, body: Option<Value>) -> Outcome {
+    call_within(args, method, path, body, ADMIN_TIMEOUT)
+}
+
+/// [`call`], bounded by `timeout` instead of [`ADMIN_TIMEOUT`].
+fn call_within(
+    args: &AdminArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Outcome {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    runtime.block_on(call_async(args, method, path, body))
+    runtime.block_on(request(
+        &admin_client(),
+        &args.admin,
+        args.token.as_deref(),
+        method,
+        path,
+        body,
+        timeout,
+    ))
 }
 
 /// One call to the admin API that `args` names, on the caller's runtime.

@@ -20,7 +20,7 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::net::{
@@ -75,11 +75,23 @@ enum Msg {
     Done,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Listener {
     /// `[server] listen`, `[server] admin`, `[tls] listen`.
     key: String,
     addr: SocketAddr,
+}
+
+/// `msg` as it goes on the wire: one JSON line.
+fn line(msg: &Msg) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).expect("a message serializes");
+    line.push(b'\n');
+    line
+}
+
+/// How a server goes in `Msg::Sockets::down`.
+fn down_key(pool: &str, server: &str) -> String {
+    format!("{pool} {server}")
 }
 
 /// A hand-over connection: JSON lines, descriptors alongside.
@@ -97,8 +109,7 @@ impl Channel {
     }
 
     async fn send(&mut self, msg: &Msg, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(msg).expect("a message serializes");
-        line.push(b'\n');
+        let line = line(msg);
         let mut sent = 0;
         if !fds.is_empty() {
             // The descriptors go with the first bytes; the rest of the line follows plainly.
@@ -204,7 +215,6 @@ impl Channel {
 #[derive(Debug)]
 pub struct Handover {
     control: Control,
-    router: Router,
     config: PathBuf,
     /// The binary this process was started from, resolved at start (a binary replaced on disk
     /// since is found at the same path).
@@ -223,7 +233,7 @@ pub struct Handover {
     /// Cancelled once a new process serves: this one stops accepting and drains.
     handed: CancellationToken,
     /// The pid it handed over to.
-    successor: Mutex<Option<u32>>,
+    successor: OnceLock<u32>,
 }
 
 /// Copies of the sockets a hand-over hands over.
@@ -241,26 +251,22 @@ struct Ready {
     generation: u64,
 }
 
-/// The process's listening sockets, by the key that configures each.
-pub struct Sockets<'a> {
-    pub listeners: Vec<(&'static str, &'a tokio::net::TcpListener)>,
-}
-
 impl Handover {
     /// Takes hand-over connections on `listener` (bound at `socket` by [`bind_socket`], or
-    /// handed over by the previous process), keeping copies of `sockets` to hand over later.
+    /// handed over by the previous process), keeping copies of the listening `sockets` (each
+    /// with the key that configures it) to hand over later.
     pub fn start(
         control: Control,
         config: &Path,
         socket: &Path,
         listener: std::os::unix::net::UnixListener,
-        sockets: Sockets<'_>,
+        sockets: &[(&'static str, &tokio::net::TcpListener)],
     ) -> Result<(Arc<Handover>, UnixListener), String> {
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
         let mut listeners = Vec::new();
-        for (key, l) in sockets.listeners {
+        for &(key, l) in sockets {
             let addr = l.local_addr().map_err(|e| format!("{key}: {e}"))?;
             let fd = l
                 .as_fd()
@@ -282,10 +288,8 @@ impl Handover {
             .map_err(|e| format!("cannot tell which binary this turnout runs: {e}"))?;
         // A config path the new process finds whatever its working directory.
         let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
-        let router = control.router().clone();
         let handover = Arc::new(Handover {
             control,
-            router,
             config,
             binary,
             socket: socket.to_path_buf(),
@@ -294,7 +298,7 @@ impl Handover {
             talking: tokio::sync::Mutex::new(()),
             waiter: Mutex::new(None),
             handed: CancellationToken::new(),
-            successor: Mutex::new(None),
+            successor: OnceLock::new(),
         });
         let listener = UnixListener::from_std(listener)
             .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
@@ -307,7 +311,7 @@ impl Handover {
     }
 
     pub fn successor(&self) -> Option<u32> {
-        *self.successor.lock().unwrap_or_else(|e| e.into_inner())
+        self.successor.get().copied()
     }
 
     pub fn socket(&self) -> &Path {
@@ -356,7 +360,7 @@ impl Handover {
         {
             return Some("this turnout is shutting down".into());
         }
-        let snapshot = self.router.snapshot();
+        let snapshot = self.control.router().snapshot();
         if let Some(pause) = &snapshot.pause {
             return Some(format!(
                 "a pause is on here ({} request(s) held), and held requests cannot move to another process: resume first (turnout resume)",
@@ -390,7 +394,7 @@ impl Handover {
         };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "upgrade: the new process did not take over; this one serves on");
-            self.router.snapshot().env.events.push(
+            self.control.router().snapshot().env.events.push(
                 "upgrade",
                 format!("an upgrade failed and this turnout serves on: {e}"),
             );
@@ -419,7 +423,7 @@ impl Handover {
         let result = self.hand(channel, pid).await;
         match &result {
             Ok(ready) => {
-                *self.successor.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.pid);
+                let _ = self.successor.set(ready.pid);
                 self.handed.cancel();
                 // The new process serves once it reads this; a failure here is its to report.
                 let _ = channel.send(&Msg::Done, &[]).await;
@@ -431,12 +435,12 @@ impl Handover {
     }
 
     async fn hand(&self, channel: &mut Channel, pid: u32) -> Result<Ready, String> {
-        let snapshot = self.router.snapshot();
+        let snapshot = self.control.router().snapshot();
         let mut down = Vec::new();
         for (name, pool) in &snapshot.pools {
             for server in pool.servers() {
                 if !server.health.is_up() {
-                    down.push(format!("{name} {}", server.addr));
+                    down.push(down_key(name.as_str(), server.addr.as_str()));
                 }
             }
         }
@@ -454,13 +458,7 @@ impl Handover {
                         .map_err(|e| format!("cannot hand the sockets over: {e}"))?,
                 );
             }
-            let listeners: Vec<Listener> = listeners
-                .iter()
-                .map(|(l, _)| Listener {
-                    key: l.key.clone(),
-                    addr: l.addr,
-                })
-                .collect();
+            let listeners: Vec<Listener> = listeners.iter().map(|(l, _)| l.clone()).collect();
             (listeners, owned)
         };
         let fds: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
@@ -636,7 +634,7 @@ pub struct Takeover {
     pub listeners: Vec<(String, SocketAddr, std::net::TcpListener)>,
     pub unix: Option<std::os::unix::net::UnixListener>,
     /// `POOL SERVER` of the servers the old process found down.
-    pub down: Vec<String>,
+    down: Vec<String>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -702,6 +700,23 @@ impl Takeover {
         })
     }
 
+    /// Marks down, in `router`'s pools, the servers the previous process's checks found down:
+    /// they stay down until this process's checks find them up (rather than each new process
+    /// starting with every server up).
+    pub fn mark_down(&self, router: &Router) {
+        let snapshot = router.snapshot();
+        for (name, pool) in &snapshot.pools {
+            for server in pool.servers() {
+                if self
+                    .down
+                    .contains(&down_key(name.as_str(), server.addr.as_str()))
+                {
+                    server.health.set_up(false);
+                }
+            }
+        }
+    }
+
     /// Tells the old process this one is ready, and waits for its `done`: only then may this
     /// process serve (without it, the old one gave up and serves on).
     pub async fn commit(&mut self) -> Result<(), String> {
@@ -748,12 +763,9 @@ fn report_failure(stream: Option<std::os::unix::net::UnixStream>, error: &str) {
     let Some(mut stream) = stream else { return };
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let mut line = serde_json::to_vec(&Msg::Failed {
+    let _ = stream.write_all(&line(&Msg::Failed {
         error: error.to_string(),
-    })
-    .expect("a message serializes");
-    line.push(b'\n');
-    let _ = stream.write_all(&line);
+    }));
 }
 
 /// systemd's readiness protocol (`Type=notify`), a no-op without `NOTIFY_SOCKET`: ready, with

@@ -143,8 +143,9 @@ pub(crate) async fn serve_connection<I>(
             let busy = ctx.activity.begin();
             let h1 = req.version() < http::Version::HTTP_2;
             let mut resp = ctx.shared.handle(req, &ctx.down).await;
-            if h1
-                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                ctx.activity.upgraded();
+            } else if h1
                 && ctx
                     .shared
                     .handed_over
@@ -154,9 +155,6 @@ pub(crate) async fn serve_connection<I>(
                 // and says so, so its client sends nothing more on it.
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                ctx.activity.upgraded();
             }
             resp.body_mut().hold_connection(busy);
             Ok::<_, Infallible>(resp)
