@@ -71,10 +71,7 @@ impl Sandbox {
 
     /// Runs `turnout serve` with this config to its end (for configs that must be refused).
     pub fn serve_to_exit(&self) -> std::process::Output {
-        let config = self.config_path().display().to_string();
-        self.command(&["serve", "--config", &config])
-            .output()
-            .expect("run turnout serve")
+        self.serve_command().output().expect("run turnout serve")
     }
 
     /// Starts `turnout serve` and waits (at most 20 s) until it serves.
@@ -83,18 +80,22 @@ impl Sandbox {
     }
 
     pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Result<Turnout, String> {
-        let config = self.config_path();
-        let mut cmd = self.command(&["serve", "--config", &config.display().to_string()]);
+        let mut cmd = self.serve_command();
         cmd.envs(env.iter().copied());
         self.start_command(cmd).await
     }
 
     /// `turnout serve --config FILE` followed by `args`; waits (at most 20 s) until it serves.
     pub async fn start_with_args(&self, args: &[&str]) -> Result<Turnout, String> {
-        let config = self.config_path().display().to_string();
-        let mut cmd = self.command(&["serve", "--config", &config]);
+        let mut cmd = self.serve_command();
         cmd.args(args);
         self.start_command(cmd).await
+    }
+
+    /// `turnout serve --config FILE` with this sandbox's config.
+    fn serve_command(&self) -> Command {
+        let config = self.config_path().display().to_string();
+        self.command(&["serve", "--config", &config])
     }
 
     /// `turnout serve` run by `wrapper` (a program and its arguments, which then run turnout's
@@ -253,7 +254,7 @@ impl Turnout {
     /// on success the new process is killed with this handle.
     pub async fn upgrade(&self, body: Option<&str>) -> (http::StatusCode, serde_json::Value) {
         let (status, json) = crate::client::admin(
-            &format!("http://{}", self.admin),
+            &self.admin_url(""),
             http::Method::POST,
             "/v1/upgrade",
             body,
