@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::rollout::Sample;
-use crate::snapshot::Router;
+use crate::snapshot::{Router, RoutingSnapshot};
 
 /// Points kept per pool: five minutes at one a second.
 pub const POINTS: usize = 300;
@@ -43,9 +43,8 @@ pub struct Point {
 }
 
 impl Stats {
-    /// Takes one point per pool of `router`'s current state, `elapsed` after the last.
-    pub fn sample(&self, router: &Router, elapsed: Duration) {
-        let snapshot = router.snapshot();
+    /// Takes one point per pool of `snapshot`, `elapsed` after the last.
+    pub fn sample(&self, snapshot: &RoutingSnapshot, elapsed: Duration) {
         let t = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -96,8 +95,8 @@ pub fn spawn_sampler(router: Router) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let now = tokio::time::Instant::now();
-            let env = std::sync::Arc::clone(&router.snapshot().env);
-            env.stats.sample(&router, now - last);
+            let snapshot = router.snapshot();
+            snapshot.env.stats.sample(&snapshot, now - last);
             last = now;
         }
     })
