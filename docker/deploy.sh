@@ -13,19 +13,17 @@
 #   DEPLOY_START_CMD      how to start the app, run by bash with COLOUR, PORT, VERSION and IMAGE
 #                         set (default: docker run -d --name app-$COLOUR -p 127.0.0.1:$PORT:8080
 #                         $IMAGE:$VERSION); any command works, Docker is not required
-#   DEPLOY_STOP_CMD       how to stop it again (default: docker rm -f app-$COLOUR)
+#   DEPLOY_STOP_CMD       how to remove it (default: docker rm -f app-$COLOUR); also run first,
+#                         to clear what an earlier deploy of the same colour left
 #   DEPLOY_HEALTH_TIMEOUT seconds to wait for it to become healthy (default 60)
 set -euo pipefail
 version=${1:?usage: deploy.sh VERSION}
-admin=${TURNOUT_ADMIN:-http://127.0.0.1:9901}
+export TURNOUT_ADMIN=${TURNOUT_ADMIN:-http://127.0.0.1:9901}
 turnout=${TURNOUT:-turnout}
 timeout=${DEPLOY_HEALTH_TIMEOUT:-60}
-auth=()
-if [ -n "${TURNOUT_ADMIN_TOKEN:-}" ]; then
-    auth=(-H "Authorization: Bearer $TURNOUT_ADMIN_TOKEN")
-fi
 
-active=$("$turnout" status --json --admin "$admin" | jq -r .active)
+status=$("$turnout" status --json)
+active=$(jq -r .active <<<"$status")
 case $active in
     blue) colour=green port=${GREEN_PORT:-4000} ;;
     green) colour=blue port=${BLUE_PORT:-3000} ;;
@@ -34,38 +32,45 @@ case $active in
         exit 1
         ;;
 esac
+# The idle colour must be idle: no share of new clients (a split or rollout under way) and
+# nothing in flight (the last switch still draining). Else replacing it would cut live users.
+weight=$(jq -r --arg c "$colour" '.weights[$c] // 0' <<<"$status")
+busy=$(jq -r --arg c "$colour" '(.pools[$c].in_flight // 0) + (.pools[$c].tunnels // 0)' <<<"$status")
+if [ "$weight" != 0 ] || [ "$busy" != 0 ]; then
+    echo "deploy.sh: $colour is not idle (weight $weight, $busy request(s) or WebSocket(s) in flight); finish or roll back the last deploy first" >&2
+    exit 1
+fi
 export COLOUR=$colour PORT=$port VERSION=$version IMAGE=${IMAGE:-myapp}
 # Single quotes on purpose: the commands expand COLOUR, PORT, ... when bash -c runs them.
 # shellcheck disable=SC2016
 start=${DEPLOY_START_CMD:-'docker run -d --name "app-$COLOUR" -p "127.0.0.1:$PORT:8080" "$IMAGE:$VERSION"'}
 # shellcheck disable=SC2016
-stop=${DEPLOY_STOP_CMD:-'docker rm -f "app-$COLOUR"'}
+stop=${DEPLOY_STOP_CMD:-'docker rm -f "app-$COLOUR" >/dev/null 2>&1 || true'}
 
+# What an earlier deploy of this colour left (a stopped container keeps its name, and the
+# start below would fail on it): it is not live, so it goes.
+bash -c "$stop"
 echo "deploy.sh: $active is live; starting $VERSION as $colour on 127.0.0.1:$port"
-bash -c "$start"
-curl -fsS --max-time 10 "${auth[@]}" -H 'Content-Type: application/json' -X PUT "$admin/v1/pools/$colour" \
-    -d "{\"servers\":[\"127.0.0.1:$port\"]}" >/dev/null
+if ! bash -c "$start"; then
+    echo "deploy.sh: starting $VERSION failed; $active still serves" >&2
+    bash -c "$stop" || true
+    exit 1
+fi
+if ! "$turnout" pool set "$colour" "127.0.0.1:$port" >/dev/null; then
+    echo "deploy.sh: registering $colour failed; stopping what was started; $active still serves" >&2
+    bash -c "$stop" || true
+    exit 1
+fi
 
-# turnout's prepare probes every server of the pool now, as the switch will: 200 means healthy.
-# The prepared switch is dropped at once; nothing changes.
+# turnout probes every server of the pool now, as the switch will. Nothing changes.
 deadline=$((SECONDS + timeout))
-while :; do
-    answer=$(curl -sS --max-time 10 "${auth[@]}" -H 'Content-Type: application/json' -X POST "$admin/v1/prepare" \
-        -d "{\"to\":\"$colour\",\"ttl\":\"5s\"}" -w '\n%{http_code}' || true)
-    code=${answer##*$'\n'}
-    body=${answer%$'\n'*}
-    if [ "$code" = 200 ]; then
-        token=$(jq -r .token <<<"$body")
-        curl -fsS --max-time 10 "${auth[@]}" -H 'Content-Type: application/json' -X POST "$admin/v1/abort" \
-            -d "{\"token\":\"$token\"}" >/dev/null
-        echo "deploy.sh: $colour ($VERSION) is healthy; switch with switch.sh"
-        exit 0
-    fi
+until answer=$("$turnout" pool probe "$colour" 2>&1); do
     if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "deploy.sh: $colour did not become healthy within ${timeout}s: $body" >&2
-        echo "deploy.sh: stopping what was started" >&2
+        echo "deploy.sh: $colour did not become healthy within ${timeout}s: $answer" >&2
+        echo "deploy.sh: stopping what was started; $active still serves" >&2
         bash -c "$stop" || true
         exit 1
     fi
     sleep 1
 done
+echo "deploy.sh: $colour ($VERSION) is healthy; switch with switch.sh"

@@ -8,6 +8,7 @@
 //! - `hardening`: what one client must not do to others, the app servers or the admin API.
 //! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
+//! - `defects`: the defects found by outside testing and a new user (issue 25), one test each.
 //! - `deploy_kit`: docker/deploy.sh, switch.sh and rollback.sh end to end, no Docker needed.
 //! - `fleet`: `turnout fleet` over three instances: all switch, or none.
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
@@ -21,6 +22,8 @@
 mod caching;
 #[path = "e2e/dashboard.rs"]
 mod dashboard;
+#[path = "e2e/defects.rs"]
+mod defects;
 #[path = "e2e/deploy_kit.rs"]
 mod deploy_kit;
 #[path = "e2e/fleet.rs"]

@@ -58,6 +58,9 @@ pub fn check(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EX_USAGE, &e),
     };
+    if let Some(problem) = state_dir_problem(&config) {
+        return fail(EX_CANTCREAT, &problem);
+    }
     let state = config.state.file.as_ref().map(StateFile::new);
     let saved = match state.as_ref().map(StateFile::load).transpose() {
         Ok(saved) => saved.flatten(),
@@ -101,6 +104,45 @@ pub fn check(path: &Path) -> ExitCode {
         }
     );
     ExitCode::SUCCESS
+}
+
+/// Why the directories turnout writes into (the state file's, the upgrade socket's) cannot
+/// be used, naming the directory and the key: missing, not a directory, or not writable by
+/// this process. `check` and `serve` both ask, so `check` never says ok to a config that
+/// `serve` then refuses.
+fn state_dir_problem(config: &Config) -> Option<String> {
+    let dirs = [
+        ("[state] file", config.state.file.as_deref()),
+        (
+            "[server] upgrade_socket",
+            config.server.upgrade_socket.as_deref(),
+        ),
+    ];
+    for (key, file) in dirs {
+        let Some(file) = file else { continue };
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let problem = match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            Err(_) => "cannot be read",
+            Ok(m) if !m.is_dir() => "is not a directory",
+            Ok(_) => match rustix::fs::access(
+                dir,
+                rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+            ) {
+                Ok(()) => continue,
+                Err(_) => "is not writable by turnout's user",
+            },
+        };
+        return Some(format!(
+            "the directory {} of {key} ({}) {problem}: create it, owned by the user turnout runs as (under systemd: StateDirectory=turnout makes /var/lib/turnout)",
+            dir.display(),
+            file.display()
+        ));
+    }
+    None
 }
 
 /// Builds the runtime and serves `config` until a signal; `on_ready` sees the bound addresses.
@@ -173,7 +215,11 @@ pub async fn run_with(
     };
 
     // 1c. The hand-over socket, bound before the state file is touched: a second turnout
-    //     started with the same state file (and so the same socket) stops here.
+    //     started with the same state file (and so the same socket) stops here. Its directory
+    //     and the state file's must exist and be writable, said by name.
+    if let Some(problem) = state_dir_problem(&config) {
+        return fail(EX_CANTCREAT, &problem);
+    }
     let mut upgrades = None;
     if let (Some(socket), Some(config_path)) = (&config.server.upgrade_socket, &start.config_path) {
         let listener = match takeover.as_mut() {
@@ -339,6 +385,10 @@ pub async fn run_with(
             match crate::upgrade::Handover::start(
                 control.clone(),
                 config_path,
+                crate::upgrade::Binaries {
+                    allowed: config.server.upgrade_binaries.clone(),
+                    token: config.server.admin_token.is_some(),
+                },
                 socket,
                 unix,
                 &listeners,
@@ -360,9 +410,8 @@ pub async fn run_with(
     //    certificates' reloads (SIGHUP, and the file watch when asked for).
     let checks = turnout_proxy::spawn_health_checks(router.clone(), &checks_tls);
     let sampler = turnout_core::stats::spawn_sampler(router.clone());
-    let mut tls_tasks = Vec::new();
+    let mut tls_tasks = vec![spawn_reload_on_sighup(certs.clone())];
     if let Some(store) = &certs {
-        tls_tasks.push(spawn_reload_on_sighup(Arc::clone(store)));
         if config.tls.as_ref().is_some_and(|t| t.watch) {
             tls_tasks.push(turnout_proxy::tls::spawn_watch(
                 Arc::clone(store),
@@ -453,6 +502,16 @@ pub async fn run_with(
         ))
     };
     let usr2 = spawn_upgrade_on_sigusr2(handover.clone());
+    turnout_core::process::set_instance(turnout_core::process::Instance {
+        name: config.server.name.clone().unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        }),
+        listen: bound.proxy.to_string(),
+        admin: bound.admin.to_string(),
+    });
     tracing::info!(proxy = %bound.proxy, admin = %bound.admin, https = bound.tls.map(tracing::field::display), health = %config.server.health_path, version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), generation = turnout_core::process::generation(), "turnout is serving");
     crate::upgrade::notify_ready();
     on_ready(&bound);
@@ -556,31 +615,35 @@ impl Inherited {
 }
 
 /// SIGHUP reloads the certificates, as `POST /v1/tls/reload` does; a failure is logged and
-/// the previous certificates stay.
-fn spawn_reload_on_sighup(store: Arc<CertStore>) -> tokio::task::JoinHandle<()> {
+/// the previous certificates stay. Without `[tls]` it is logged and ignored: operators and
+/// their tools (logrotate's postrotate, config management) send HUP by habit, and its default
+/// action would end the process and every connection with it. The handler is installed
+/// before this returns, so no HUP from then on falls to the default action.
+fn spawn_reload_on_sighup(store: Option<Arc<CertStore>>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hup = signal(SignalKind::hangup());
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot listen for SIGHUP; reload certificates over the admin API");
-                return;
+        let Ok(mut hup) = hup else {
+            tracing::warn!("cannot listen for SIGHUP; reload certificates over the admin API");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(store) = store.clone() else {
+                tracing::info!(
+                    "SIGHUP: nothing to reload (no [tls] certificates); turnout serves on"
+                );
+                continue;
             };
-            while hup.recv().await.is_some() {
-                let store = Arc::clone(&store);
-                match tokio::task::spawn_blocking(move || store.reload()).await {
-                    Ok(Ok(certs)) => {
-                        tracing::info!(certs = certs.len(), "SIGHUP: certificates reloaded")
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the previous ones are still served")
-                    }
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: the reload did not finish"),
+            match tokio::task::spawn_blocking(move || store.reload()).await {
+                Ok(Ok(certs)) => {
+                    tracing::info!(certs = certs.len(), "SIGHUP: certificates reloaded")
                 }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the previous ones are still served")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the reload did not finish"),
             }
         }
-        #[cfg(not(unix))]
-        drop(store);
     })
 }
 

@@ -48,7 +48,9 @@ pub struct SwitchArgs {
     close_tunnels_after: Option<String>,
 }
 
-/// `turnout switch POOL` (with `pool`) or `turnout rollback` (without).
+/// `turnout switch POOL` (with `pool`) or `turnout rollback` (without). With --wait-drained
+/// the call lasts as long as the wait it asks for (plus the usual bound), and says meanwhile
+/// what is still in flight on the pool being drained.
 pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> ExitCode {
     let mut body = serde_json::Map::new();
     if let Some(pool) = pool {
@@ -65,8 +67,59 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
     } else {
         "/v1/rollback"
     };
+    // A wait the server would refuse is its to refuse (400, naming the field).
+    let wait = options
+        .wait_drained
+        .as_deref()
+        .and_then(|w| turnout_core::parse_duration(w).ok());
+    let timeout = ADMIN_TIMEOUT + wait.unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let outcome = runtime.block_on(async {
+        let client = admin_client();
+        let call = request(
+            &client,
+            &args.admin,
+            args.token.as_deref(),
+            Method::POST,
+            path,
+            Some(body.into()),
+            timeout,
+        );
+        let Some(wait) = wait else {
+            return call.await;
+        };
+        // The pool being drained is the one live before the call.
+        let before = request(
+            &client,
+            &args.admin,
+            args.token.as_deref(),
+            Method::GET,
+            "/v1/status",
+            None,
+            ADMIN_TIMEOUT,
+        )
+        .await;
+        let old = match &before {
+            Outcome::Ok(v) => v["active"].as_str().map(str::to_owned),
+            _ => None,
+        };
+        tokio::pin!(call);
+        let progress = drain_progress(&client, args, old, pool.map(str::to_owned), wait);
+        let outcome = tokio::select! {
+            outcome = &mut call => outcome,
+            () = progress => call.await,
+        };
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            // The progress line, rubbed out.
+            eprint!("\r\x1b[2K");
+        }
+        outcome
+    });
     let mut drained = true;
-    let code = finish(call(args, Method::POST, path, Some(body.into())), |v| {
+    let code = finish(outcome, |v| {
         println!("{}", summary(v));
         match v["drained"].as_bool() {
             Some(true) => println!(
@@ -84,6 +137,63 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
         return ExitCode::from(3);
     }
     code
+}
+
+/// While a switch waits for `old` to drain: what is still in flight there, on stderr: every
+/// second on one rewritten line at a terminal, a line every 10 s otherwise (a CI log). Never
+/// ends on its own (the call it accompanies does).
+async fn drain_progress(
+    client: &AdminClient,
+    args: &AdminArgs,
+    old: Option<String>,
+    to: Option<String>,
+    wait: Duration,
+) {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let Outcome::Ok(v) = request(
+            client,
+            &args.admin,
+            args.token.as_deref(),
+            Method::GET,
+            "/v1/status",
+            None,
+            ADMIN_TIMEOUT,
+        )
+        .await
+        else {
+            continue;
+        };
+        // A rollback drains the pool that was live; a switch to the live pool drains the one
+        // before it.
+        let pool = match (&old, &to) {
+            (Some(o), Some(t)) if o != t => o.clone(),
+            _ => v["previous"].as_str().unwrap_or("?").to_owned(),
+        };
+        let p = &v["pools"][&pool];
+        let line = format!(
+            "waiting for {pool} to drain: {} request(s) and {} WebSocket(s) in flight ({}s of {}s)",
+            p["in_flight"],
+            p["tunnels"],
+            started.elapsed().as_secs(),
+            wait.as_secs()
+        );
+        let mut err = std::io::stderr().lock();
+        if tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
 }
 
 /// The options a switch, a rollback and a rollout's last step share, as the admin API takes
@@ -177,6 +287,97 @@ pub fn resume(args: &AdminArgs) -> ExitCode {
     finish(call(args, Method::POST, "/v1/resume", None), |v| {
         println!("{}", gates_text(v));
     })
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PoolCommand {
+    /// Replace NAME's servers (HOST:PORT, optionally `HOST:PORT weight=N`, or https://HOST:PORT);
+    /// turnout starts checking them at once. Refused for the live pool if none of them is up.
+    Set {
+        name: String,
+        #[arg(required = true, value_name = "SERVER")]
+        servers: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show NAME's servers and their health.
+    Show {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Check NAME's servers now, as a switch to it would (nothing changes): exit 0 when it
+    /// could take the traffic, 1 with the reason when not.
+    Probe {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// `turnout pool set|show|probe`.
+pub fn pool(command: &PoolCommand) -> ExitCode {
+    match command {
+        PoolCommand::Set {
+            name,
+            servers,
+            admin: args,
+        } => {
+            let body = serde_json::json!({ "servers": servers });
+            let path = format!("/v1/pools/{}", encode_segment(name));
+            finish(call(args, Method::PUT, &path, Some(body)), |v| {
+                println!("{}", summary(v));
+                print_pool(name, &v["pools"][name]);
+            })
+        }
+        PoolCommand::Show { name, admin: args } => {
+            let path = format!("/v1/pools/{}", encode_segment(name));
+            finish(call(args, Method::GET, &path, None), |v| {
+                print_pool(name, &v["pool"])
+            })
+        }
+        PoolCommand::Probe { name, admin: args } => {
+            // A prepared switch probes every server of the pool, as the switch itself would;
+            // it is dropped at once, so nothing changes.
+            let body = serde_json::json!({ "to": name, "ttl": "5s" });
+            match call(args, Method::POST, "/v1/prepare", Some(body)) {
+                Outcome::Ok(v) => {
+                    let token = v["token"].as_str().unwrap_or_default().to_owned();
+                    let _ = call(
+                        args,
+                        Method::POST,
+                        "/v1/abort",
+                        Some(serde_json::json!({ "token": token })),
+                    );
+                    println!("{name}: healthy; a switch to it would be taken");
+                    ExitCode::SUCCESS
+                }
+                other => report_failure(other),
+            }
+        }
+    }
+}
+
+/// A pool name as one path segment (names are `[a-z0-9_-]`, but a typo must not make a path).
+fn encode_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn print_pool(name: &str, pool: &Value) {
+    let servers = pool["servers"].as_array().cloned().unwrap_or_default();
+    println!("{name}: {} server(s)", servers.len());
+    for s in servers {
+        let state = match (s["healthy"].as_bool(), s["ejected"].as_bool()) {
+            (_, Some(true)) => "ejected".to_owned(),
+            (Some(true), _) => "up".to_owned(),
+            (Some(false), _) => format!(
+                "down: {}",
+                s["last_error"].as_str().unwrap_or("failing its checks")
+            ),
+            _ => "unknown".to_owned(),
+        };
+        println!("  {}  {state}", s["addr"].as_str().unwrap_or("?"));
+    }
 }
 
 /// `turnout upgrade [--binary PATH]`: answered once the new process serves, or failed.
@@ -306,6 +507,19 @@ pub async fn call_async(
     .await
 }
 
+/// Who calls, for the instance's events: `turnout-cli` unless the fleet coordinator says
+/// `turnout-fleet` (set once, at its start).
+pub static AGENT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Once per process: a token was given (`--token`, `TURNOUT_ADMIN_TOKEN`) to an instance that
+/// has none, which may mean this is not the instance the operator meant.
+fn warn_token_unused(base: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!("turnout: warning: a token was given, but the instance at {base} has no admin token (is it the one you meant?)");
+    });
+}
+
 /// How long one admin call may take before it counts as unreachable.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -334,8 +548,16 @@ pub async fn request(
         return Outcome::Unreachable(format!("bad admin URL {base:?}: expected http://HOST:PORT"));
     }
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    let agent = format!(
+        "{}/{}",
+        AGENT.get().copied().unwrap_or("turnout-cli"),
+        env!("CARGO_PKG_VERSION")
+    );
     let build = || {
-        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
+            .header(header::USER_AGENT, agent.as_str());
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -355,6 +577,9 @@ pub async fn request(
                 )
             })?;
             let status = resp.status();
+            if resp.headers().contains_key("x-turnout-token-unused") {
+                warn_token_unused(base);
+            }
             // 409 with Retry-After: turnout is handing over to a new process (an in-place
             // upgrade), which takes the change in a moment. Sent again until it does, within
             // the call's timeout.
@@ -425,6 +650,14 @@ fn print_status(v: &Value) {
         v["changed_at"].as_str().unwrap_or("?")
     );
     if let Some(p) = v.get("process").filter(|p| p.is_object()) {
+        if let Some(i) = p.get("instance").filter(|i| i.is_object()) {
+            println!(
+                "instance {}: proxy on {}, admin on {}",
+                i["name"].as_str().unwrap_or("?"),
+                i["listen"].as_str().unwrap_or("?"),
+                i["admin"].as_str().unwrap_or("?")
+            );
+        }
         println!(
             "turnout {} (pid {}, process generation {}), started {}",
             p["version"].as_str().unwrap_or("?"),

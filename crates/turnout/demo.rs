@@ -67,6 +67,7 @@ pub fn run() -> ExitCode {
 }
 
 fn print_tour(proxy: SocketAddr, admin: SocketAddr) {
+    let cli = cli_command();
     println!(
         r#"
 turnout demo: blue app on 127.0.0.1:3000, green app on 127.0.0.1:4000,
@@ -81,10 +82,41 @@ In another terminal:
   curl http://{admin}/v1/status
   curl http://{proxy}/health-check                           # what the load balancer sees
 
-or with the CLI:  turnout status | turnout switch green | turnout rollback
+or with the CLI:
+  {cli} status
+  {cli} switch green
+  {cli} rollback
 or in a browser:  http://{admin}/   (the dashboard)
 "#
     );
+}
+
+/// How to run this very binary from another terminal: `turnout` when the one on PATH is this
+/// one, else its full path (after `cargo run`, `target/debug/turnout`, which is on no PATH).
+fn cli_command() -> String {
+    let me = std::env::current_exe().and_then(std::fs::canonicalize).ok();
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("turnout"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+    });
+    match (me, on_path) {
+        (Some(me), Some(found)) if me == found => "turnout".to_owned(),
+        (Some(me), _) => shell_quote(&me.display().to_string()),
+        (None, _) => "turnout".to_owned(),
+    }
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// A demo app: answers every request with its colour.

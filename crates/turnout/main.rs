@@ -125,6 +125,13 @@ enum Command {
         #[command(flatten)]
         admin: client::AdminArgs,
     },
+    /// A pool's servers: `turnout pool set green 127.0.0.1:4000` registers the new version's
+    /// servers (as PUT /v1/pools/NAME does); `turnout pool show green`; `turnout pool probe
+    /// green` checks them now as a switch would (exit 0 healthy, 1 not, with the reason).
+    Pool {
+        #[command(subcommand)]
+        command: client::PoolCommand,
+    },
     /// Act on several instances together: a two-phase switch or rollback (all or none), or
     /// their status side by side.
     Fleet {
@@ -160,6 +167,7 @@ fn main() -> ExitCode {
         Command::Pause { max_hold, admin } => client::pause(&admin, max_hold.as_deref()),
         Command::Resume { admin } => client::resume(&admin),
         Command::Upgrade { binary, admin } => client::upgrade(&admin, binary.as_deref()),
+        Command::Pool { command } => client::pool(&command),
         Command::Fleet { command } => fleet::run(command),
     }
 }

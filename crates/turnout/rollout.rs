@@ -61,9 +61,19 @@ pub struct PolicyArgs {
     /// The target's 5xx rate that fails a step whatever the baseline's (0.05 = 5%).
     #[arg(long, value_name = "RATE")]
     max_error_rate: Option<f64>,
+    /// A step fails when the target's 5xx rate is above this many times the baseline's
+    /// (above --error-floor).
+    #[arg(long, value_name = "RATIO")]
+    max_error_ratio: Option<f64>,
+    /// 5xx rates under this are never judged against the baseline's (0.01 = 1%).
+    #[arg(long, value_name = "RATE")]
+    error_floor: Option<f64>,
     /// A step fails when the target's p95 latency is above this many times the baseline's.
     #[arg(long, value_name = "RATIO")]
     max_p95_ratio: Option<f64>,
+    /// A step fails when the target's p99 latency is above this many times the baseline's.
+    #[arg(long, value_name = "RATIO")]
+    max_p99_ratio: Option<f64>,
     /// Latencies under this are never judged slow ("50ms").
     #[arg(long, value_name = "DURATION")]
     latency_floor: Option<String>,
@@ -96,7 +106,10 @@ impl PolicyArgs {
         }
         for (key, value) in [
             ("max_error_rate", self.max_error_rate),
+            ("max_error_ratio", self.max_error_ratio),
+            ("error_floor", self.error_floor),
             ("max_p95_ratio", self.max_p95_ratio),
+            ("max_p99_ratio", self.max_p99_ratio),
         ] {
             if let Some(v) = value {
                 body.insert(key.into(), v.into());
@@ -121,7 +134,10 @@ impl PolicyArgs {
             min_requests: self.min_requests,
             max_wait: duration("max-wait", &self.max_wait)?,
             max_error_rate: self.max_error_rate,
+            max_error_ratio: self.max_error_ratio,
+            error_floor: self.error_floor,
             max_p95_ratio: self.max_p95_ratio,
+            max_p99_ratio: self.max_p99_ratio,
             latency_floor: duration("latency-floor", &self.latency_floor)?,
             mirror_percent: self.mirror,
             ..Default::default()
@@ -192,6 +208,7 @@ pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let mut printed = 0;
+        let mut progress = Progress::new();
         loop {
             tokio::time::sleep(POLL).await;
             let v = match client::call_async(admin, Method::GET, "/v1/rollout", None).await {
@@ -211,10 +228,19 @@ pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
                 return ExitCode::from(1);
             };
             let steps = report["steps"].as_array().cloned().unwrap_or_default();
+            if steps.len() > printed {
+                progress.clear();
+            }
             for step in steps.iter().skip(printed) {
                 println!("{}", step_line(step));
             }
             printed = steps.len();
+            if let Some(baking) = report.get("baking").filter(|b| b.is_object()) {
+                progress.show(&baking_line(baking, &report["policy"]));
+            }
+            if report["outcome"].as_str() != Some("running") {
+                progress.clear();
+            }
             match report["outcome"].as_str() {
                 Some("running") => continue,
                 Some("passed") => {
@@ -241,6 +267,57 @@ pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The step baking, on stderr: at a terminal one line rewritten at each poll, elsewhere (a CI
+/// log) a line every 10 s, so a 60 s bake is never silent.
+struct Progress {
+    tty: bool,
+    drawn: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            drawn: false,
+            last: None,
+        }
+    }
+
+    fn show(&mut self, line: &str) {
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            self.drawn = true;
+        } else if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            eprintln!("{line}");
+            self.last = Some(std::time::Instant::now());
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// "step 25%: baking 12 s of 60 s: target 41 requests, 0.0% 5xx, p95 2.1 ms | baseline ...".
+fn baking_line(step: &Value, policy: &Value) -> String {
+    let line = step_line(step);
+    let rest = line.split_once(": ").map_or(line.as_str(), |(_, r)| r);
+    let rest = rest.split_once(": ").map_or(rest, |(_, r)| r);
+    format!(
+        "step {}%: baking {} s of {} s: {rest}",
+        step["percent"],
+        step["ran_ms"].as_u64().unwrap_or(0) / 1000,
+        policy["bake"].as_u64().unwrap_or(0) / 1000
+    )
 }
 
 fn body(args: &RolloutArgs) -> Value {

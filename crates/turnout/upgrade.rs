@@ -219,6 +219,10 @@ pub struct Handover {
     /// The binary this process was started from, resolved at start (a binary replaced on disk
     /// since is found at the same path).
     binary: PathBuf,
+    /// `[server] upgrade_binaries`: what else an upgrade may start.
+    allowed: Vec<PathBuf>,
+    /// Whether the admin API asks for a token: naming a binary needs one.
+    token: bool,
     socket: PathBuf,
     /// Copies of the listening sockets (the same sockets, not new ones), with their keys, and
     /// of the hand-over socket (handed over last). Emptied by [`Handover::release`] at a
@@ -258,6 +262,7 @@ impl Handover {
     pub fn start(
         control: Control,
         config: &Path,
+        binaries: Binaries,
         socket: &Path,
         listener: std::os::unix::net::UnixListener,
         sockets: &[(&'static str, &tokio::net::TcpListener)],
@@ -285,6 +290,7 @@ impl Handover {
             .try_clone_to_owned()
             .map_err(|e| format!("the upgrade socket {}: {e}", socket.display()))?;
         let binary = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
             .map_err(|e| format!("cannot tell which binary this turnout runs: {e}"))?;
         // A config path the new process finds whatever its working directory.
         let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
@@ -292,6 +298,8 @@ impl Handover {
             control,
             config,
             binary,
+            allowed: binaries.allowed,
+            token: binaries.token,
             socket: socket.to_path_buf(),
             sockets: Mutex::new(Some(Copies { listeners, unix })),
             starting: tokio::sync::Mutex::new(()),
@@ -332,6 +340,23 @@ impl Handover {
                     }
                 },
             };
+            // The socket is owner-only, but it is bound before its mode is set: a process of
+            // another user that connected in that moment is still turned away here.
+            let me = rustix::process::geteuid().as_raw();
+            match stream.peer_cred() {
+                Ok(c) if c.uid() == me || c.uid() == 0 => {}
+                Ok(c) => {
+                    tracing::warn!(
+                        uid = c.uid(),
+                        "upgrade socket: refused a process of another user"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade socket: cannot tell who connected; refused");
+                    continue;
+                }
+            }
             let this = Arc::clone(&self);
             tokio::spawn(async move { this.talk(Channel::new(stream)).await });
         }
@@ -491,6 +516,41 @@ impl Handover {
         }
     }
 
+    /// The file to run for a `binary` named by the caller, or why it may not run. Only this
+    /// process's own executable (resolved at start; what is at that path now is what runs) or
+    /// a path in `[server] upgrade_binaries` may be named, only with an admin token (it starts
+    /// a program as turnout's user, often root), and only a file that no one but its owner
+    /// (root or turnout's user) can change. The path returned is the resolved one, so a
+    /// symbolic link swapped after this check does not change what runs.
+    fn permit(&self, named: &Path) -> Result<PathBuf, String> {
+        let key = "[server] upgrade_binaries";
+        if !named.is_absolute() {
+            return Err(format!(
+                "binary {} must be an absolute path listed in {key}",
+                named.display()
+            ));
+        }
+        let real = std::fs::canonicalize(named).ok();
+        let listed = |p: &PathBuf| std::fs::canonicalize(p).ok() == real;
+        let own = real.as_ref() == Some(&self.binary);
+        if real.is_none() || !(own || self.allowed.iter().any(listed)) {
+            return Err(format!(
+                "binary {} may not be started: an upgrade runs this turnout's own executable ({}) or a path listed in {key}, and nothing else; nothing was run",
+                named.display(),
+                self.binary.display()
+            ));
+        }
+        if !own && !self.token {
+            return Err(format!(
+                "naming binary {} needs [server] admin_token (or TURNOUT_ADMIN_TOKEN), even on loopback: without one, any local user could start it; nothing was run",
+                named.display()
+            ));
+        }
+        let real = real.expect("checked above");
+        check_owner(&real)?;
+        Ok(real)
+    }
+
     /// Starts `binary` (this process's own unless given) as a new turnout taking over, and
     /// answers once it serves or failed.
     pub async fn upgrade(
@@ -508,7 +568,10 @@ impl Handover {
             pid: std::process::id(),
             message,
         };
-        let binary = binary.unwrap_or_else(|| self.binary.clone());
+        let binary = match binary {
+            None => self.binary.clone(),
+            Some(named) => self.permit(&named).map_err(UpgradeError::Forbidden)?,
+        };
         let started = Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
         *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
@@ -569,6 +632,42 @@ impl Handover {
             }
         }
     }
+}
+
+/// What an upgrade may start besides this process's own executable.
+#[derive(Debug, Default)]
+pub struct Binaries {
+    /// `[server] upgrade_binaries`.
+    pub allowed: Vec<PathBuf>,
+    /// The admin API asks for a token.
+    pub token: bool,
+}
+
+/// A binary turnout would start must be a regular file that only root or turnout's own user
+/// can change: one that anyone else can write to (or whose owner is someone else) could be
+/// replaced with any program between an operator's listing and an upgrade.
+fn check_owner(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("binary {}: {e}", path.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() {
+        return Err(format!("binary {} is not a file", path.display()));
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "binary {} belongs to uid {}, neither root nor turnout's user (uid {me}): refused, nothing was run",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "binary {} can be changed by its group or by others (mode {:o}): refused, nothing was run",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Binds the hand-over socket at `path`, owner-only. A socket file left by a turnout that is

@@ -337,6 +337,70 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    // A rollout under way: the card shows its bake with the figures so far; the page's Abort
+    // button ends it; the card stays with the outcome and why, and the events say who.
+    let (s, j) = admin(
+        &base,
+        Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to":"green","steps":[50,100],"bake":"60s","min_requests":0}"#),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, 202, "{j}");
+    until_text(&c, "rollout", Duration::from_secs(10), |t| {
+        t.contains("step 50% baking") && t.contains("target:") && t.contains("baseline:")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    click_and_confirm(&c, "rollout-abort").await;
+    until_text(&c, "rollout", Duration::from_secs(10), |t| {
+        t.contains("aborted") && t.contains("why: aborted at 50% by an admin call")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    until_text(&c, "events", Duration::from_secs(5), |t| {
+        t.contains("started by API") && t.contains("aborted") && t.contains("by dashboard")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Maintenance on and off from the page.
+    click_and_confirm(&c, "maintenance").await;
+    until_text(&c, "banners", Duration::from_secs(5), |t| {
+        t.contains("Maintenance mode")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    click_and_confirm(&c, "maintenance").await;
+    until_text(&c, "banners", Duration::from_secs(5), |t| {
+        !t.contains("Maintenance mode")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Nothing reads "null" or "undefined"; a server's address and state never break mid-word.
+    let shown = c
+        .execute("return document.body.innerText;", vec![])
+        .await
+        .expect("the page's text");
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(
+        !shown.contains("null") && !shown.contains("undefined"),
+        "{shown}"
+    );
+    let wraps = c
+        .execute(
+            "return [...document.querySelectorAll('.pool td:nth-child(1), .pool td:nth-child(2)')].map((td) => getComputedStyle(td).whiteSpace);",
+            vec![],
+        )
+        .await
+        .expect("the cells' style");
+    assert!(
+        wraps
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|w| w == "nowrap")),
+        "{wraps}"
+    );
+
     // A canary with some traffic for the picture: the split bar and the charts move.
     let (s, j) = admin(
         &base,

@@ -44,6 +44,7 @@ impl ApiError {
             ApiError::CertFiles { io: true, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::CertFiles { io: false, .. } => StatusCode::BAD_REQUEST,
             ApiError::Upgrade(crate::UpgradeError::Refused(_)) => StatusCode::CONFLICT,
+            ApiError::Upgrade(crate::UpgradeError::Forbidden(_)) => StatusCode::FORBIDDEN,
             ApiError::Upgrade(crate::UpgradeError::Failed { .. }) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

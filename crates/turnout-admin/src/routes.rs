@@ -228,7 +228,54 @@ async fn enforce_policy(
             return Err(ApiError::Unauthorized);
         }
     }
-    Ok(next.run(req).await)
+    let token_unused =
+        state.policy.token.is_none() && req.headers().contains_key(header::AUTHORIZATION);
+    let by = actor(req.headers());
+    let mut resp = turnout_core::events::ACTOR.scope(by, next.run(req)).await;
+    if token_unused {
+        // The caller thinks this instance wants a token: maybe it meant another one.
+        resp.headers_mut().insert(
+            TOKEN_UNUSED.clone(),
+            header::HeaderValue::from_static("this instance has no admin token"),
+        );
+    }
+    Ok(resp)
+}
+
+/// Said on an answer to a call that sent a token to an instance that has none (the CLI warns).
+pub static TOKEN_UNUSED: header::HeaderName =
+    header::HeaderName::from_static("x-turnout-token-unused");
+
+/// Who makes a call, for the events: turnout's CLI and fleet coordinator and the dashboard say
+/// so (`User-Agent: turnout-cli/...`, `turnout-fleet/...`, `X-Turnout-Client: dashboard`);
+/// anything else is the API, with its user agent (printable, at most 60 characters).
+fn actor(headers: &header::HeaderMap) -> String {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if headers
+        .get("x-turnout-client")
+        .is_some_and(|v| v.as_bytes() == b"dashboard")
+    {
+        return "dashboard".into();
+    }
+    if agent.starts_with("turnout-cli/") {
+        return "CLI".into();
+    }
+    if agent.starts_with("turnout-fleet/") {
+        return "fleet".into();
+    }
+    let shown: String = agent
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(60)
+        .collect();
+    if shown.is_empty() {
+        "API".into()
+    } else {
+        format!("API ({shown})")
+    }
 }
 
 /// Compares without an early exit, so response times do not reveal how much of a guess was
@@ -814,11 +861,6 @@ async fn upgrade(
             "in-place upgrades are off here: they need [state] file (the new process reads the routing from it)".into(),
         ));
     };
-    if let Some(binary) = body.binary.as_ref().filter(|b| !b.is_absolute()) {
-        return Err(ApiError::BadRequest(format!(
-            "binary {binary:?} must be an absolute path (it is run by the turnout process, from its own directory)"
-        )));
-    }
     let report = upgrader.upgrade(body.binary).await?;
     Ok(Json(report))
 }

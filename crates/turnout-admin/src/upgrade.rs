@@ -33,6 +33,11 @@ pub struct UpgradeReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
+    /// The binary named may not be started from here (not the running one, not listed in
+    /// `[server] upgrade_binaries`, writable by others, or named without an admin token): 403,
+    /// and nothing ran.
+    #[error("{0}")]
+    Forbidden(String),
     /// Not now, or not here: another upgrade is under way, a pause or a rollout would be cut in
     /// two, there is no state file to hand over (409).
     #[error("{0}")]

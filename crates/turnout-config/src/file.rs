@@ -53,6 +53,8 @@ pub struct FilePause {
     pub max_hold: Option<HumanDuration>,
     pub max_requests: Option<Spanned<usize>>,
     pub max_bytes: Option<Spanned<String>>,
+    /// Held requests one client address may have (default: three quarters of `max_requests`).
+    pub max_per_client: Option<Spanned<usize>>,
 }
 
 /// `[errors]`: pages for turnout's own answers.
@@ -111,6 +113,8 @@ pub struct FileCache {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
+    /// This instance's name in `turnout status` (default: the host name).
+    pub name: Option<Spanned<String>>,
     pub listen: Option<Addr>,
     pub admin: Option<Addr>,
     pub health_path: Option<Spanned<String>>,
@@ -136,6 +140,8 @@ pub struct FileServer {
     pub request_id: Option<bool>,
     /// The Unix socket a new turnout takes the listening sockets over from (in-place upgrade).
     pub upgrade_socket: Option<Spanned<PathBuf>>,
+    /// Binaries (absolute paths) an in-place upgrade may start besides the running one.
+    pub upgrade_binaries: Option<Vec<Spanned<PathBuf>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

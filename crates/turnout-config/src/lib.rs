@@ -92,6 +92,8 @@ pub struct PausePolicy {
     pub max_requests: usize,
     /// The bound on held requests' heads, in bytes.
     pub max_bytes: u64,
+    /// Held requests one client address may have; past it that client's own oldest is shed.
+    pub max_per_client: usize,
 }
 
 impl Default for PausePolicy {
@@ -100,6 +102,7 @@ impl Default for PausePolicy {
             max_hold: defaults::PAUSE_MAX_HOLD,
             max_requests: defaults::PAUSE_MAX_REQUESTS,
             max_bytes: defaults::PAUSE_MAX_BYTES,
+            max_per_client: (defaults::PAUSE_MAX_REQUESTS * 3).div_ceil(4),
         }
     }
 }
@@ -169,6 +172,8 @@ impl Default for Cache {
 /// `[server]`: the listeners and the process lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
+    /// This instance's name, as `turnout status` shows it; `None`: the host name.
+    pub name: Option<String>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub health_path: String,
@@ -209,6 +214,9 @@ pub struct Server {
     /// in-place upgrade): `upgrade_socket`, else the state file's path plus `.upgrade.sock`;
     /// `None` without a state file (the new process reads the routing from it).
     pub upgrade_socket: Option<PathBuf>,
+    /// Binaries an in-place upgrade may start besides the running one (`binary` in
+    /// `POST /v1/upgrade`, `turnout upgrade --binary`): absolute paths, as written.
+    pub upgrade_binaries: Vec<PathBuf>,
 }
 
 /// `[upstream]`: how turnout talks to the app servers.
@@ -679,6 +687,46 @@ impl file::FileConfig {
             ));
         }
 
+        let name = match &server.name {
+            None => None,
+            Some(n) => {
+                let v = n.get_ref().trim();
+                if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(invalid(
+                        n.span(),
+                        "server.name",
+                        format!(
+                            "{:?} is not a name: 1 to 64 visible ASCII characters, no spaces",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+                Some(v.to_owned())
+            }
+        };
+        let mut upgrade_binaries = Vec::new();
+        for b in server.upgrade_binaries.iter().flatten() {
+            if !b.get_ref().is_absolute() {
+                return Err(invalid(
+                    b.span(),
+                    "server.upgrade_binaries",
+                    format!(
+                        "{} is not an absolute path: list each binary an upgrade may start by its full path",
+                        b.get_ref().display()
+                    ),
+                ));
+            }
+            if upgrade_socket.is_none() {
+                return Err(invalid(
+                    b.span(),
+                    "server.upgrade_binaries",
+                    "an in-place upgrade needs [state] file: the new process reads the routing from it"
+                        .into(),
+                ));
+            }
+            upgrade_binaries.push(b.get_ref().clone());
+        }
+
         let (global_check, passive) = self.health.unwrap_or_default().split();
         let health = resolve_check(global_check, &HealthCheck::default(), "health", text, path)?;
         let passive = resolve_passive(passive.unwrap_or_default(), text, path)?;
@@ -873,6 +921,8 @@ impl file::FileConfig {
                 max_request_body,
                 request_id: server.request_id.unwrap_or(true),
                 upgrade_socket,
+                upgrade_binaries,
+                name,
             },
             upstream: Upstream {
                 connect_timeout: upstream
@@ -984,6 +1034,17 @@ fn resolve_pause(
             ));
         }
         policy.max_requests = n.into_inner();
+        policy.max_per_client = (policy.max_requests * 3).div_ceil(4);
+    }
+    if let Some(n) = file.max_per_client {
+        if *n.get_ref() == 0 {
+            return Err(invalid(
+                n.span(),
+                "max_per_client",
+                "must be at least 1".into(),
+            ));
+        }
+        policy.max_per_client = n.into_inner().min(policy.max_requests);
     }
     if let Some(b) = file.max_bytes {
         policy.max_bytes = b

@@ -285,12 +285,12 @@ impl Command {
                                 )
                             })
                             .collect::<Result<Vec<_>, _>>()?;
-                        Some(Arc::new(crate::snapshot::Mirror {
-                            pool: Arc::clone(pool),
-                            percent: spec.percent,
+                        Some(Arc::new(crate::snapshot::Mirror::new(
+                            Arc::clone(pool),
+                            spec.percent,
                             methods,
-                            max_body: spec.max_body,
-                        }))
+                            spec.max_body,
+                        )))
                     }
                 };
                 let mut next = cur.clone();

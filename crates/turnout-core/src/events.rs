@@ -23,6 +23,20 @@ struct Ring {
     next: u64,
 }
 
+tokio::task_local! {
+    /// Who is acting, for the events pushed meanwhile: set by the admin API around each call
+    /// (`CLI`, `fleet`, `dashboard`, `API (curl/8.5.0)`) and by the rollout guard around its
+    /// steps. Events pushed outside any (health checks, ejections) are turnout's own.
+    pub static ACTOR: String;
+}
+
+/// Who acts now (see [`ACTOR`]).
+pub fn actor() -> String {
+    ACTOR
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "turnout".to_owned())
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     /// 1, 2, 3... in this process.
@@ -33,6 +47,9 @@ pub struct Event {
     /// `resume`, `health`, `ejected`, `upgrade`.
     pub kind: &'static str,
     pub message: String,
+    /// Who made it happen: `CLI`, `fleet`, `dashboard`, `API (...)`, `rollout guard`, or
+    /// `turnout` itself (health checks, ejections, upgrades).
+    pub by: String,
 }
 
 impl Events {
@@ -48,6 +65,7 @@ impl Events {
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind,
             message,
+            by: actor(),
         });
     }
 

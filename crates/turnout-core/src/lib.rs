@@ -13,6 +13,7 @@
 //! - [`state`]: the crash-safe state file.
 //! - [`events`]: the recent events (routing and health changes) the dashboard lists.
 //! - [`stats`]: each pool's last minutes, a point a second, for the dashboard.
+//! - [`path`]: request paths normalised for prefix lists, matched on segment boundaries.
 //! - [`process`]: which generation of the process serves (1, plus one per in-place upgrade).
 //! - [`rollout`]: the guarded rollout: windows of a pool's own counters, the verdict on a step,
 //!   and (`rollout::run`) the steps run through `Control`, rolled back on a failed check.
@@ -26,6 +27,7 @@ mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod path;
 pub mod pause;
 pub mod pool;
 pub mod process;

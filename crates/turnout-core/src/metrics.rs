@@ -45,6 +45,7 @@ pub struct Metrics {
     shed_total: IntGauge,
     tls_not_after: IntGaugeVec,
     cutoffs: IntCounterVec,
+    mirror_dropped: IntCounter,
 }
 
 /// The label values of the status classes, by `status / 100`.
@@ -312,11 +313,24 @@ impl Metrics {
             ),
             cutoffs: counter(
                 "turnout_client_cutoffs_total",
-                "Client connections or requests turnout gave up on, by reason (header_timeout, send_timeout, body_timeout, bad_request, client_abort).",
+                "Client connections or requests turnout gave up on, by reason (header_timeout, send_timeout, body_timeout, slow_upload, body_too_large, bad_request, client_abort).",
                 &["reason"],
+            ),
+            mirror_dropped: register(
+                &r,
+                IntCounter::new(
+                    "turnout_mirror_dropped_total",
+                    "Mirrored copies not sent because as many were already in flight (the mirror's bound).",
+                )
+                .expect("valid metric"),
             ),
             registry: r,
         }
+    }
+
+    /// Counts a mirrored copy dropped at the mirror's bound.
+    pub fn mirror_dropped(&self) {
+        self.mirror_dropped.inc();
     }
 
     /// Counts a client cut off (or a request it broke off) for `reason`.

@@ -4,7 +4,7 @@
 //! so requests that started on the old servers are still counted until they finish.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
@@ -148,6 +148,10 @@ pub struct Pool {
     metrics: PoolMetrics,
     picker: Picker,
     cookies: PoolCookies,
+    /// Version-skew protection: this pool (at this generation) has served page loads to
+    /// clients routed to it the ordinary way, so a version cookie naming it was handed out.
+    /// Only then is such a cookie honoured: a staged or dark pool is never reached by one.
+    version_given: AtomicBool,
 }
 
 impl Pool {
@@ -192,7 +196,23 @@ impl Pool {
             metrics,
             picker,
             cookies,
+            version_given: AtomicBool::new(false),
         }
+    }
+
+    /// Marks this pool's version as handed out (a page load was routed here by the split, a
+    /// sticky cookie or a rule). Read first, so that after the first page load it is a read.
+    #[inline]
+    pub fn version_given(&self) {
+        if !self.version_given.load(Ordering::Relaxed) {
+            self.version_given.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A page load was routed here the ordinary way at this generation.
+    #[inline]
+    pub fn has_given_version(&self) -> bool {
+        self.version_given.load(Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &PoolSettings {

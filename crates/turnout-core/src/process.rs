@@ -3,6 +3,7 @@
 //! once at start before anything reads it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -14,4 +15,24 @@ pub fn generation() -> u64 {
 /// Set at start by a process that took over from generation `n - 1`.
 pub fn set_generation(n: u64) {
     GENERATION.store(n, Ordering::Relaxed);
+}
+
+/// Which instance this is, as `turnout status` shows it so an operator can tell instances
+/// apart: `[server] name` (the host name unless set) and the addresses it listens on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Instance {
+    pub name: String,
+    pub listen: String,
+    pub admin: String,
+}
+
+static INSTANCE: OnceLock<Instance> = OnceLock::new();
+
+/// Set once, when the listeners are bound.
+pub fn set_instance(instance: Instance) {
+    let _ = INSTANCE.set(instance);
+}
+
+pub fn instance() -> Option<&'static Instance> {
+    INSTANCE.get()
 }

@@ -85,7 +85,7 @@ pub struct SkewSettings {
 impl SkewSettings {
     #[inline]
     pub fn covers(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        crate::path::under_any(path, &self.prefixes)
     }
 }
 
@@ -248,7 +248,8 @@ pub struct Maintenance {
 impl RoutingSnapshot {
     /// Version-skew protection: the pool an asset request goes to because the page it came
     /// from was loaded from that version of it ([`VERSION_COOKIE`]), while that version is
-    /// still here (same pool generation) and has a server to take it. `None`: route as usual.
+    /// still here (same pool generation), handed that version out to page loads, and has a
+    /// server to take it. `None`: route as usual.
     #[inline]
     pub fn skew_pool(&self, path: &str, headers: &http::HeaderMap) -> Option<&Arc<Pool>> {
         let skew = self.env.routing.skew.as_ref()?;
@@ -258,7 +259,11 @@ impl RoutingSnapshot {
         let value = crate::decide::cookie_value(headers, VERSION_COOKIE)?;
         let (name, generation) = value.rsplit_once('.')?;
         let pool = self.pools.get(name)?;
-        (generation.parse::<u64>().ok()? == pool.generation() && pool.available() > 0)
+        // Only a version this instance handed out (a page load routed to that pool at that
+        // generation the ordinary way): a forged cookie cannot reach a staged or dark pool.
+        (generation.parse::<u64>().ok()? == pool.generation()
+            && pool.has_given_version()
+            && pool.available() > 0)
             .then_some(pool)
     }
 
@@ -274,12 +279,9 @@ impl RoutingSnapshot {
     ) -> Option<&Arc<Maintenance>> {
         let m = self.maintenance.as_ref()?;
         let policy = &self.env.maintenance;
-        if preview
-            || policy
-                .allow_paths
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
-        {
+        // On the normalised path, segment by segment: `/health/../admin` is not under
+        // `/health`, and a path that cannot be normalised is under no prefix.
+        if preview || crate::path::under_any(path, &policy.allow_paths) {
             return None;
         }
         if !policy.allow_ips.is_empty() && policy.allow_ips.contains(&client()) {
@@ -299,9 +301,37 @@ pub struct Mirror {
     pub methods: Vec<http::Method>,
     /// A request whose body is longer (or of unknown length) is not copied.
     pub max_body: u64,
+    /// Copies on their way now; past [`Mirror::MAX_IN_FLIGHT`] a copy is dropped (and
+    /// counted), so a target that never answers cannot pile up sockets.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Dropped with the mirror (the last snapshot holding it): copies still on their way see
+    /// their receivers close and end at once.
+    ended: tokio::sync::watch::Sender<()>,
 }
 
 impl Mirror {
+    /// Copies in flight at most, per mirror.
+    pub const MAX_IN_FLIGHT: usize = 64;
+    /// The most a copy may take, head and body (or the response timeout, if shorter).
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new(pool: Arc<Pool>, percent: u32, methods: Vec<http::Method>, max_body: u64) -> Mirror {
+        Mirror {
+            pool,
+            percent,
+            methods,
+            max_body,
+            in_flight: Arc::default(),
+            ended: tokio::sync::watch::Sender::new(()),
+        }
+    }
+
+    /// Resolves once the mirror has ended (no snapshot holds it any more).
+    pub fn ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.ended.subscribe();
+        async move { while rx.changed().await.is_ok() {} }
+    }
+
     /// Whether a request with `method` is copied this time (`draw`: a random number).
     #[inline]
     pub fn takes(&self, method: &http::Method, draw: u32) -> bool {

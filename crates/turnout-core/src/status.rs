@@ -55,6 +55,9 @@ pub struct ProcessStatus {
     pub started_at: String,
     /// 1, plus one per in-place upgrade since turnout was started.
     pub generation: u64,
+    /// Which instance: its name and addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<&'static crate::process::Instance>,
 }
 
 #[derive(Debug, Serialize)]
@@ -204,6 +207,7 @@ impl From<&RoutingSnapshot> for Status {
                 pid: std::process::id(),
                 started_at: humantime::format_rfc3339_seconds(s.env.started_at.0).to_string(),
                 generation: crate::process::generation(),
+                instance: crate::process::instance(),
             },
             paused: s.pause.as_ref().map(|p| PauseStatus {
                 since: humantime::format_rfc3339_seconds(p.since).to_string(),

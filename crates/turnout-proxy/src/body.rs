@@ -4,6 +4,8 @@
 //! left, and a streaming response keeps its pool alive however many switches happen meanwhile.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -178,6 +180,9 @@ pub struct ClientBody {
     /// [`ClientBodyError::TooLarge`].
     left: u64,
     limit: u64,
+    /// Set once the whole body has been read, for a forward that must tell a slow upload
+    /// from a slow app ([`ClientBody::watch_end`]); `None` unless asked for.
+    ended: Option<Arc<AtomicBool>>,
 }
 
 /// Why a client's request body failed on its way upstream.
@@ -239,7 +244,16 @@ impl ClientBody {
             tee: None,
             left: u64::MAX,
             limit: u64::MAX,
+            ended: None,
         }
+    }
+
+    /// A flag set once the whole body has been read from the client (one allocation, for
+    /// requests that have a body only).
+    pub fn watch_end(&mut self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(self.body.is_end_stream()));
+        self.ended = Some(Arc::clone(&flag));
+        flag
     }
 
     /// Fails the body once more than `limit` bytes have come (`None`: no limit).
@@ -316,6 +330,11 @@ impl Body for ClientBody {
             }
             (None | Some(Err(_)), Some(_)) => this.tee = None,
             _ => {}
+        }
+        if let Some(ended) = &this.ended {
+            if frame.is_none() || (matches!(frame, Some(Ok(_))) && this.body.is_end_stream()) {
+                ended.store(true, Ordering::Relaxed);
+            }
         }
         Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::Read)))
     }

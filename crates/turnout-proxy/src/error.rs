@@ -80,6 +80,14 @@ pub enum ProxyError {
         #[source]
         source: hyper::Error,
     },
+    /// The response timeout ran out while the client was still sending its request body: the
+    /// client's slowness, not the server's (408, never counted against the server).
+    #[error("the request body was still arriving from the client when upstream {upstream} (pool {pool}) had had {after:?} to answer (upstream.response_timeout)")]
+    SlowUpload {
+        pool: String,
+        upstream: String,
+        after: Duration,
+    },
     /// A preview header that cannot be honoured (wrong token, no such pool).
     #[error(transparent)]
     Preview(#[from] turnout_core::Refusal),
@@ -88,12 +96,16 @@ pub enum ProxyError {
 impl ProxyError {
     /// The client caused it, not the upstream: no passive failure, no retry.
     pub fn is_clients_fault(&self) -> bool {
-        matches!(self, ProxyError::ClientBody { .. })
+        matches!(
+            self,
+            ProxyError::ClientBody { .. } | ProxyError::SlowUpload { .. }
+        )
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::ClientBody { why, .. } => why.status(),
+            ProxyError::SlowUpload { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Body { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -116,6 +128,9 @@ impl ProxyError {
             }
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the app server took too long to answer\n"
+            }
+            ProxyError::SlowUpload { .. } => {
+                "408 Request Timeout: the request body was still arriving when the time to answer ran out\n"
             }
             ProxyError::ClientBody {
                 why: ClientFault::Stalled,

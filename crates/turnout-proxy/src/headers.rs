@@ -19,6 +19,8 @@ pub enum BadRequest {
     HostMismatch,
     #[error("Content-Length headers that differ")]
     ContentLength,
+    #[error("a Connection header that names Host")]
+    ConnectionNamesHost,
 }
 
 impl BadRequest {
@@ -32,6 +34,9 @@ impl BadRequest {
                 "400 Bad Request: the Host header differs from :authority\n"
             }
             BadRequest::ContentLength => "400 Bad Request: Content-Length headers that differ\n",
+            BadRequest::ConnectionNamesHost => {
+                "400 Bad Request: the Connection header names Host, which every request needs\n"
+            }
         }
     }
 }
@@ -75,6 +80,11 @@ pub fn normalize_request(
         }
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest::BadHost)?;
         headers.insert(header::HOST, host);
+    }
+    // `Connection: Host` would make a proxy that honours it drop the Host: the app would get
+    // a request without one (and a cache key would differ from what the app saw).
+    if headers.contains_key(header::CONNECTION) && connection_has(headers, "host") {
+        return Err(BadRequest::ConnectionNamesHost);
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
@@ -170,7 +180,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
+                    if !kept_whatever_connection_says(&name) {
+                        named.push(name);
+                    }
                 }
             }
         }
@@ -203,6 +215,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// Headers a `Connection` header may not take away: the ones every request and response needs
+/// (Host, Content-Length) and the ones turnout itself reads or sets on the way (the
+/// `X-Forwarded-*` family, `Forwarded`, `X-Real-IP`, `X-Request-Id`). Naming them there is
+/// never a hop-by-hop header of the client's, only a way to make the app see a different
+/// request than turnout routed and cached.
+fn kept_whatever_connection_says(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::FORWARDED
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+        || name == X_REAL_IP
+        || name == X_REQUEST_ID
 }
 
 fn is_proxy_header(name: &HeaderName) -> bool {

@@ -160,6 +160,14 @@ struct Shared {
     pages: local::pages::Pages,
 }
 
+impl Shared {
+    /// A shutdown's drain or a hand-over is under way: HTTP/1 responses say `Connection: close`.
+    #[inline]
+    pub(crate) fn closing(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) || self.handed_over.load(Ordering::Relaxed)
+    }
+}
+
 impl DataPlane {
     pub fn new(router: Router, settings: ProxySettings) -> DataPlane {
         // hyper grows a connection's read buffer up to ~400 KiB while a body streams, and a

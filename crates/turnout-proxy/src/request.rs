@@ -65,7 +65,12 @@ impl Shared {
                 Gate::Paused(pause) => {
                     holds += 1;
                     // Boxed: only a held request pays for the wait's state.
-                    if holds > 3 || !Box::pin(hold(&pause, &req)).await {
+                    let client = self.env.routing.client_ip(&turnout_core::RequestInfo {
+                        headers: req.headers(),
+                        query: None,
+                        peer: down.peer.ip(),
+                    });
+                    if holds > 3 || !Box::pin(hold(&pause, client, &req)).await {
                         access.route = "shed";
                         let mut resp = self.pages.shed(json);
                         close_if_unread(&mut resp, h1, &req);
@@ -99,16 +104,15 @@ impl Shared {
             // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
             let (parts, _empty) = req.into_parts();
             let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
-            let (mut resp, mut label) = self.cached(parts, &route.pool, down, h1).await;
+            let mut resp = self.cached(parts, &route.pool, down, &mut access).await;
             // Version-skew protection: an asset the new version lacks, from the previous one.
             if let (Some(old), Some(copy)) = (&route.fallback, copy) {
                 if resp.status() == StatusCode::NOT_FOUND {
-                    (resp, label) = Box::pin(self.cached(*copy, old, down, h1)).await;
+                    resp = Box::pin(self.cached(*copy, old, down, &mut access)).await;
                     access.pool = Some(Arc::clone(old));
                     access.route = "skew";
                 }
             }
-            access.cache = Some(label);
             resp
         } else {
             let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -147,7 +151,7 @@ impl Shared {
                 }
             }
             match sent {
-                Ok((resp, guard)) => self.respond(resp, guard, client_upgrade, h1),
+                Ok((resp, guard)) => self.respond(resp, guard, client_upgrade),
                 Err(err) => self.failed(err, close, &mut access),
             }
         };
@@ -194,7 +198,7 @@ fn close_if_unread(resp: &mut Response<ProxyBody>, h1: bool, req: &Request<Incom
 
 /// Holds a request while `pause` is on: true when the resume released it, false when it is to
 /// be shed (held past `max_hold`, or the oldest past the pause's bounds).
-async fn hold(pause: &Pause, req: &Request<Incoming>) -> bool {
+async fn hold(pause: &Pause, client: std::net::IpAddr, req: &Request<Incoming>) -> bool {
     // What a held request costs, roughly: its head.
     let bytes = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
         + req
@@ -202,7 +206,7 @@ async fn hold(pause: &Pause, req: &Request<Incoming>) -> bool {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
-    let rx = match pause.hold(bytes as u64) {
+    let rx = match pause.hold(client, bytes as u64) {
         Held::Released => return true,
         Held::Waiting(rx) => rx,
     };

@@ -81,14 +81,21 @@ impl Shared {
         if let Some(skew) = &snapshot.env.routing.skew {
             let path = req.uri().path();
             if !skew.covers(path) {
-                set_version = decision
-                    .pool
-                    .cookies()
-                    .version
-                    .as_ref()
-                    .is_some_and(|(_, v)| {
-                        turnout_core::decide::cookie_value(req.headers(), VERSION_COOKIE) != Some(v)
-                    });
+                // A page load: its pool's version is one this instance hands out, unless the
+                // page came by a preview (a preview's assets follow the preview itself).
+                if !matches!(decision.reason, Reason::Preview) {
+                    decision.pool.version_given();
+                }
+                set_version = !matches!(decision.reason, Reason::Preview)
+                    && decision
+                        .pool
+                        .cookies()
+                        .version
+                        .as_ref()
+                        .is_some_and(|(_, v)| {
+                            turnout_core::decide::cookie_value(req.headers(), VERSION_COOKIE)
+                                != Some(v)
+                        });
             } else if !matches!(decision.reason, Reason::Preview) {
                 if let Some(pool) = snapshot.skew_pool(path, req.headers()) {
                     if !Arc::ptr_eq(pool, decision.pool) {

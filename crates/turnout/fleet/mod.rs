@@ -85,8 +85,9 @@ pub enum FleetCommand {
         /// The pool to roll out, e.g. green.
         #[arg(long)]
         to: String,
+        // Boxed: the policy flags are most of the size of this variant.
         #[command(flatten)]
-        policy: crate::rollout::PolicyArgs,
+        policy: Box<crate::rollout::PolicyArgs>,
         /// A command (sh -c) run here once a step's checks pass; the step passes only if it
         /// exits 0 (env TURNOUT_ROLLOUT_TARGET, _BASELINE, _PERCENT): a smoke test through the
         /// load balancer, a webhook with curl.
@@ -130,6 +131,7 @@ pub enum FleetCommand {
 }
 
 pub fn run(command: FleetCommand) -> ExitCode {
+    let _ = crate::client::AGENT.set("turnout-fleet");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -32,7 +32,8 @@ function token() {
 
 // One admin call; rejects with the API's own error text and status.
 async function api(method, path, body) {
-  const headers = {};
+  // Says who acts, for the events ("dashboard").
+  const headers = { 'X-Turnout-Client': 'dashboard' };
   if (token()) headers.Authorization = 'Bearer ' + token();
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const resp = await fetch(path, {
@@ -62,6 +63,17 @@ function colour(name) {
 
 function fmt(n, digits) {
   return n === null || n === undefined ? '–' : Number(n).toFixed(digits);
+}
+
+// A value to show: never the words null or undefined.
+function text(v) {
+  return v === null || v === undefined || v === '' ? '–' : String(v);
+}
+
+// "412 requests, 0.5% 5xx, p95 3.1 ms" for one side of a step.
+function side(w) {
+  if (!w) return '–';
+  return `${text(w.requests)} requests, ${fmt(100 * (w.error_rate || 0), 1)}% 5xx, p95 ${fmt(w.p95_ms, 1)} ms`;
 }
 
 function renderSplit(s) {
@@ -134,18 +146,48 @@ function renderPools(s) {
   if (chosen && s.pools[chosen]) select.value = chosen;
 }
 
-function renderRollout(s) {
-  const r = s.rollout;
+// The rollout under way, or else the last one that ended: how far it got, each step's
+// verdict with the figures it judged (target against baseline), and how it ended and why.
+function renderRollout(rollouts) {
+  const r = rollouts.current || (rollouts.history || [])[0];
+  const box = $('rollout');
+  $('rollout-abort').hidden = !rollouts.current;
   if (!r) {
-    $('rollout').replaceChildren('none under way');
+    box.replaceChildren('no rollout yet');
     return;
   }
-  const steps = (r.steps || []).map((st) => el('li', {},
-    `${st.percent}%: ${st.verdict}${st.check ? ` (${st.check})` : ''}`));
-  $('rollout').replaceChildren(
-    el('p', {}, `Rollout ${r.id}: ${r.baseline} → ${r.target}, ${r.percent}% now, ${r.outcome}${r.paused ? ' (paused)' : ''}`),
-    el('ol', {}, ...steps),
-    r.reason ? el('p', {}, r.reason) : null);
+  const running = r.outcome === 'running';
+  const head = running
+    ? `Rollout ${r.id}: ${r.baseline} → ${r.target}, at ${r.percent}%${r.paused ? ' (paused)' : ''}, started ${text(r.started_at)}`
+    : `Rollout ${r.id}: ${r.baseline} → ${r.target} ${r.outcome}, ${text(r.finished_at)}, after ${fmt((r.took_ms || 0) / 1000, 1)} s`;
+  const rows = (r.steps || []).map((st) => el('tr', { class: st.verdict },
+    el('td', {}, st.mirror ? `mirror ${st.mirror}%` : `${st.percent}%`),
+    el('td', { class: st.verdict === 'pass' ? 'up' : 'down' }, `${st.verdict}${st.check ? ` (${st.check})` : ''}`),
+    el('td', {}, side(st.target)),
+    el('td', {}, side(st.baseline))));
+  let bake = null;
+  if (running && r.baking) {
+    const b = r.baking;
+    const total = (r.policy && r.policy.bake) || 1;
+    const pct = Math.min(100, (100 * b.ran_ms) / total);
+    const bar = el('span', {});
+    bar.style.width = pct + '%';
+    bake = el('div', { class: 'bake' },
+      el('div', {}, `step ${b.percent}% baking: ${fmt(b.ran_ms / 1000, 0)} s of ${fmt(total / 1000, 0)} s`),
+      el('div', { class: 'progress', role: 'progressbar', 'aria-valuenow': String(Math.round(pct)) }, bar),
+      el('div', {}, `target: ${side(b.target)}`),
+      el('div', {}, `baseline: ${side(b.baseline)}`));
+  }
+  box.className = '';
+  // replaceChildren would write a null as the text "null": only the parts there are.
+  box.replaceChildren(...[
+    el('p', { class: running ? '' : r.outcome === 'passed' ? 'up' : 'down' }, head),
+    bake,
+    rows.length ? el('table', { class: 'steps' },
+      el('thead', {}, el('tr', {}, el('th', {}, 'step'), el('th', {}, 'verdict'), el('th', {}, 'target'), el('th', {}, 'baseline'))),
+      el('tbody', {}, ...rows)) : null,
+    r.reason ? el('p', { class: 'down' }, `why: ${r.reason}`) : null,
+  ].filter((part) => part !== null));
 }
 
 function renderCache(s) {
@@ -160,17 +202,19 @@ function renderCache(s) {
 function renderEvents(events) {
   const list = $('events');
   for (const e of events) {
-    list.prepend(el('li', { 'data-kind': e.kind }, el('time', {}, e.at.slice(11, 19)), e.message));
+    list.prepend(el('li', { 'data-kind': e.kind }, el('time', {}, e.at.slice(11, 19)),
+      el('span', { class: 'kind' }, e.kind), e.message, el('span', { class: 'by' }, ` by ${text(e.by)}`)));
   }
   while (list.children.length > 100) list.lastChild.remove();
 }
 
 async function poll() {
   try {
-    const [s, stats, events] = await Promise.all([
+    const [s, stats, events, rollouts] = await Promise.all([
       api('GET', '/v1/status'),
       api('GET', `/v1/stats?since=${seen.stats}`),
       api('GET', `/v1/events?after=${seen.events}`),
+      api('GET', '/v1/rollout'),
     ]);
     status = s;
     for (const [pool, points] of Object.entries(stats.pools)) {
@@ -182,10 +226,12 @@ async function poll() {
     $('generation').textContent = `generation ${s.generation}`;
     renderSplit(s);
     renderPools(s);
-    renderRollout(s);
+    renderRollout(rollouts);
+    $('maintenance').textContent = s.maintenance ? 'Maintenance off' : 'Maintenance on';
     renderCache(s);
     renderEvents(events.events);
-    $('process').textContent = `turnout ${s.process.version}, pid ${s.process.pid}, process generation ${s.process.generation}, started ${s.process.started_at}`;
+    const i = s.process.instance;
+    $('process').textContent = `${i ? `instance ${text(i.name)} (proxy ${text(i.listen)}, admin ${text(i.admin)}) · ` : ''}turnout ${text(s.process.version)}, pid ${text(s.process.pid)}, process generation ${text(s.process.generation)}, started ${text(s.process.started_at)}`;
     $('conn').textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     $('conn').textContent = e.status === 401
@@ -242,6 +288,18 @@ function wire() {
     () => 'paused: new requests are held'));
   $('resume').addEventListener('click', () => act('Resume: release the held requests?', 'POST', '/v1/resume', undefined,
     () => 'resumed'));
+  $('maintenance').addEventListener('click', () => {
+    if (status && status.maintenance) {
+      act('End maintenance mode: serve every request again?', 'DELETE', '/v1/maintenance', undefined,
+        () => 'maintenance mode is off');
+    } else {
+      const message = $('maintenance-message').value.trim();
+      act('Maintenance mode: answer every request (but the health path and the allow-lists) with 503 and the maintenance page?',
+        'POST', '/v1/maintenance', message ? { message } : {}, () => 'maintenance mode is on');
+    }
+  });
+  $('rollout-abort').addEventListener('click', () => act('Abort the rollout: every new client back to the baseline?',
+    'POST', '/v1/rollout/abort', undefined, (a) => `rollout ${a.id} aborted; new clients go back to ${a.baseline}`));
   poll();
   setInterval(poll, POLL_MS);
 }

@@ -61,6 +61,10 @@ pub struct RolloutReport {
     pub took_ms: Option<u64>,
     /// Held at its step by `POST /v1/rollout/pause` (a failing check still rolls it back).
     pub paused: bool,
+    /// The step baking now, with its figures so far (verdict "baking"); refreshed at each
+    /// recheck, gone once the step is judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baking: Option<StepReport>,
 }
 
 /// One step, judged.
@@ -265,6 +269,7 @@ impl Control {
                 drained: None,
                 took_ms: None,
                 paused: false,
+                baking: None,
             };
             book.current = Some((report.clone(), Arc::clone(&abort)));
             report
@@ -283,7 +288,23 @@ impl Control {
         let control = self.clone();
         let id = report.id;
         let (first_step, applied) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move { control.run_rollout(report, req, abort, first_step).await });
+        let by = crate::events::actor();
+        self.router().snapshot().env.events.push(
+            "rollout",
+            format!(
+                "rollout {id} of {} started by {by}: steps {:?}, bake {} each; new clients go back to {} on a failed check",
+                req.to,
+                req.policy.steps,
+                humantime::format_duration(req.policy.bake),
+                baseline
+            ),
+        );
+        // The guard's own changes (its steps, a rollback) are the rollout guard's in the events.
+        tokio::spawn(
+            crate::events::ACTOR.scope("rollout guard".to_owned(), async move {
+                control.run_rollout(report, req, abort, first_step).await
+            }),
+        );
         // Answer once the first step is live (or has failed), so the answer and the status
         // agree with what clients get.
         let _ = applied.await;
@@ -314,6 +335,17 @@ impl Control {
         match &self.rollouts().lock().current {
             Some((report, abort)) => {
                 abort.notify_one();
+                self.router().snapshot().env.events.push(
+                    "rollout",
+                    format!(
+                        "rollout {} of {} aborted at {}% by {}; new clients go back to {}",
+                        report.id,
+                        report.target,
+                        report.percent,
+                        crate::events::actor(),
+                        report.baseline
+                    ),
+                );
                 Ok(report.clone())
             }
             None => Err(CoreError::NoRollout),
@@ -441,6 +473,7 @@ impl Control {
             drained: None,
             took_ms: None,
             paused: false,
+            baking: None,
         });
     }
 
@@ -505,6 +538,7 @@ impl Control {
             drained: None,
             took_ms: None,
             paused: false,
+            baking: None,
         });
         self.router()
             .snapshot()
@@ -575,6 +609,37 @@ impl Control {
         report.finished_at = Some(now_rfc3339());
         report.took_ms = Some(started.elapsed().as_millis() as u64);
         self.remove_marker().await;
+        let last = report
+            .steps
+            .last()
+            .map(|s| {
+                format!(
+                    " (target {} requests, {:.1}% 5xx; baseline {} requests, {:.1}% 5xx)",
+                    s.target.requests,
+                    s.target.error_rate * 100.0,
+                    s.baseline.requests,
+                    s.baseline.error_rate * 100.0
+                )
+            })
+            .unwrap_or_default();
+        env.events.push(
+            "rollout",
+            match outcome {
+                "passed" => format!(
+                    "rollout {} passed: {} takes every new client after {} step(s){last}",
+                    report.id,
+                    report.target,
+                    report.steps.len()
+                ),
+                _ => format!(
+                    "rollout {} of {} {outcome}: {}; new clients back on {}{last}",
+                    report.id,
+                    report.target,
+                    report.reason.as_deref().unwrap_or("no reason given"),
+                    report.baseline
+                ),
+            },
+        );
         match outcome {
             "passed" => {
                 tracing::info!(target: "turnout::admin", id = report.id, to = %report.target, took_ms = report.took_ms, "rollout passed")
@@ -703,6 +768,8 @@ impl Control {
                     baseline: baseline.clone(),
                     ran_ms,
                 };
+                self.rollouts()
+                    .update(|r| r.baking = Some(step("baking", None)));
                 let baked = Instant::now() >= bake_end;
                 // Paused: no step passes and none fails for too few requests; a failing check
                 // still rolls back.
@@ -725,9 +792,23 @@ impl Control {
                     Verdict::TooFew if paused => wake = recheck,
                     Verdict::Pass => {
                         metrics.rollout_steps.with_label_values(&["pass"]).inc();
+                        env.events.push(
+                            "rollout",
+                            format!(
+                                "rollout {} {name} passed after {ran_ms} ms: target {} requests, {:.1}% 5xx; baseline {} requests, {:.1}% 5xx",
+                                report.id,
+                                target.requests,
+                                target.error_rate * 100.0,
+                                baseline.requests,
+                                baseline.error_rate * 100.0
+                            ),
+                        );
                         let s = step("pass", None);
                         report.steps.push(s.clone());
-                        self.rollouts().update(|r| r.steps.push(s));
+                        self.rollouts().update(|r| {
+                            r.steps.push(s);
+                            r.baking = None;
+                        });
                         break;
                     }
                     Verdict::Fail { check, detail } => {

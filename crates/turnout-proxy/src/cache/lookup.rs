@@ -12,8 +12,10 @@ use http::uri::PathAndQuery;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use turnout_config::ServerAddr;
 use turnout_core::{InFlight, Pool};
 
+use crate::access::Access;
 use crate::body::ProxyBody;
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
 use crate::error::ProxyError;
@@ -40,7 +42,37 @@ pub(crate) enum NotKept {
         fetched_by: u64,
         response: Mutex<Option<(Response<Incoming>, InFlight)>>,
     },
-    Failed(ProxyError),
+    /// The fetch failed: every request that waited on it is answered as a failed forward,
+    /// with this error and the server it was last sent to.
+    Failed(ProxyError, Option<ServerAddr>),
+}
+
+/// A failure shared by the requests that waited on one fetch, as each one's access record.
+#[derive(Debug)]
+struct SharedFailure(Arc<NotKept>);
+
+impl SharedFailure {
+    fn error(&self) -> Option<&ProxyError> {
+        match &*self.0 {
+            NotKept::Failed(e, _) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.error() {
+            Some(e) => e.fmt(f),
+            None => f.write_str("the fetch failed"),
+        }
+    }
+}
+
+impl std::error::Error for SharedFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error().and_then(std::error::Error::source)
+    }
 }
 
 /// Numbers each cached-path request, so that of the requests waiting on one fetch, the one that
@@ -60,14 +92,15 @@ impl crate::cache::Cache {
 }
 
 impl Shared {
-    /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`.
+    /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`, its
+    /// verdict (`HIT`, `MISS`), server and failure recorded in `access` as a forward's are.
     pub(crate) async fn cached(
         &self,
         parts: Parts,
         pool: &Arc<Pool>,
         down: &Downstream,
-        h1: bool,
-    ) -> (Response<ProxyBody>, &'static str) {
+        access: &mut Access,
+    ) -> Response<ProxyBody> {
         let cache = &self.cache;
         let asset = AssetKey {
             pool: pool.name().clone(),
@@ -91,7 +124,8 @@ impl Shared {
             let now = Instant::now();
             if now < a.expires {
                 cache.hit();
-                return (from_memory(&a, &parts, "HIT", now), "HIT");
+                access.cache = Some("HIT");
+                return from_memory(&a, &parts, "HIT", now);
             }
             // Boxed, as the miss below: expiry is rare, and moka's future is large.
             Box::pin(cache.entries.invalidate(&key)).await;
@@ -99,7 +133,8 @@ impl Shared {
         // Boxed: the miss path (moka's coalescing, the fetch, the hyper client) is a future of
         // several KiB; inline, it would grow every request's future, proxied ones too, by that
         // much. A miss pays one allocation; a hit, and every other request, none.
-        Box::pin(self.miss(key, vary, parts, pool, down, h1)).await
+        access.cache = Some("MISS");
+        Box::pin(self.miss(key, vary, parts, pool, down, access)).await
     }
 
     /// A cache miss: fetched once for every request waiting on `key`, kept if it may be.
@@ -110,8 +145,8 @@ impl Shared {
         parts: Parts,
         pool: &Arc<Pool>,
         down: &Downstream,
-        h1: bool,
-    ) -> (Response<ProxyBody>, &'static str) {
+        access: &mut Access,
+    ) -> Response<ProxyBody> {
         let cache = &self.cache;
         cache.miss();
         let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -120,14 +155,19 @@ impl Shared {
         };
         let fetch = self.fetch_to_keep(id, pool, &parts, down, asset.clone(), vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
-            Ok(Entry::Asset(a)) => {
-                return (from_memory(&a, &parts, "MISS", Instant::now()), "MISS")
-            }
+            Ok(Entry::Asset(a)) => return from_memory(&a, &parts, "MISS", Instant::now()),
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
             Err(not_kept) => not_kept,
         };
         let own = match &*not_kept {
-            NotKept::Failed(e) => return (e.into_response(false), "MISS"),
+            NotKept::Failed(e, upstream) => {
+                // Answered as a failed forward: the same status and page, no cookie, the
+                // error and the server on the access line.
+                let resp = e.into_response(false);
+                access.upstream.clone_from(upstream);
+                access.failed(SharedFailure(Arc::clone(&not_kept)));
+                return resp;
+            }
             NotKept::Small {
                 fetched_by,
                 head,
@@ -146,7 +186,7 @@ impl Shared {
                         *resp.body_mut() = ProxyBody::empty();
                     }
                     mark(&mut resp, "MISS");
-                    return (resp, "MISS");
+                    return resp;
                 }
                 None
             }
@@ -163,17 +203,17 @@ impl Shared {
         let fetched = match own {
             Some(f) => Ok(f),
             None => {
-                self.forward(pool, parts, None, false, down, &mut None)
+                self.forward(pool, parts, None, false, down, &mut access.upstream)
                     .await
             }
         };
         match fetched {
             Ok((resp, guard)) => {
-                let mut resp = self.respond(resp, guard, None, h1);
+                let mut resp = self.respond(resp, guard, None);
                 mark(&mut resp, "MISS");
-                (resp, "MISS")
+                resp
             }
-            Err(e) => (e.into_response(false), "MISS"),
+            Err(e) => self.failed(e, false, access),
         }
     }
 
@@ -200,10 +240,11 @@ impl Shared {
         ] {
             full.headers.remove(name);
         }
-        let (resp, guard) = self
-            .forward(pool, full, None, false, down, &mut None)
-            .await
-            .map_err(NotKept::Failed)?;
+        let mut used = None;
+        let (resp, guard) = match self.forward(pool, full, None, false, down, &mut used).await {
+            Ok(answer) => answer,
+            Err(e) => return Err(NotKept::Failed(e, used)),
+        };
         let length = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -223,10 +264,13 @@ impl Shared {
         let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return Err(NotKept::Failed(ProxyError::Body {
-                    pool: pool.name().to_string(),
-                    source: e,
-                }))
+                return Err(NotKept::Failed(
+                    ProxyError::Body {
+                        pool: pool.name().to_string(),
+                        source: e,
+                    },
+                    used,
+                ))
             }
         };
         drop(guard);

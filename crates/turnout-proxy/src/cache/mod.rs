@@ -126,7 +126,9 @@ impl Cache {
     /// Is a request for `path` one whose upstream response may be cached?
     #[inline]
     pub(crate) fn covers(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        // Normalised, on segment boundaries: `/assets/../api/me` is not an asset, and its
+        // answer must not be kept for everyone.
+        turnout_core::path::under_any(path, &self.prefixes)
     }
 
     pub(crate) fn hit(&self) {

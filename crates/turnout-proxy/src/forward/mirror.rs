@@ -4,6 +4,7 @@
 //! the copy. The client never sees the copy's answer; its status and time to its head are
 //! counted in the target pool's metrics, which is what the rollout's mirror phase judges.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,11 @@ impl Shared {
         copied: Option<tokio::sync::oneshot::Receiver<bytes::Bytes>>,
         down: &Downstream,
     ) {
+        // Bounded: past the bound a copy is dropped and counted, never queued.
+        let Some(slot) = Slot::take(&mirror.in_flight) else {
+            self.env.metrics.mirror_dropped();
+            return;
+        };
         let pool = Arc::clone(&mirror.pool);
         let server = {
             let info = RequestInfo {
@@ -77,18 +83,52 @@ impl Shared {
         *copy.headers_mut() = parts.headers.clone();
         self.outbound_headers(copy.headers_mut(), down, false);
         let upstreams = Arc::clone(&self.upstreams);
-        let timeout = self.settings.response_timeout;
+        // A copy's own, short bound: it is shadow traffic, and no client waits for it.
+        let timeout = self.settings.response_timeout.min(Mirror::TIMEOUT);
+        let ended = mirror.ended();
         tokio::spawn(async move {
-            if let Some(copied) = copied {
-                // The original's body, once it has all passed; none if it broke off.
-                match tokio::time::timeout(timeout, copied).await {
-                    Ok(Ok(bytes)) => *copy.body_mut() = UpstreamBody::Full(Some(bytes)),
-                    _ => return,
+            let _slot = slot;
+            let copied_and_sent = async {
+                if let Some(copied) = copied {
+                    // The original's body, once it has all passed; none if it broke off.
+                    match tokio::time::timeout(timeout, copied).await {
+                        Ok(Ok(bytes)) => *copy.body_mut() = UpstreamBody::Full(Some(bytes)),
+                        _ => return None,
+                    }
+                }
+                Some(send(&upstreams, &pool, &server, copy, timeout).await)
+            };
+            // The mirror's end (a rollout aborted or moved on) ends the copies still out, and
+            // with them their upstream connections.
+            tokio::select! {
+                status = copied_and_sent => {
+                    tracing::debug!(pool = %pool.name(), server = %server.addr, status, "mirrored a request");
+                }
+                () = ended => {
+                    tracing::debug!(pool = %pool.name(), server = %server.addr, "mirror ended; copy dropped");
                 }
             }
-            let status = send(&upstreams, &pool, &server, copy, timeout).await;
-            tracing::debug!(pool = %pool.name(), server = %server.addr, status, "mirrored a request");
         });
+    }
+}
+
+/// One of a mirror's in-flight places, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < Mirror::MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(count)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -12,7 +12,7 @@ mod upgrade;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -116,11 +116,14 @@ enum Attempt {
 
 impl Attempt {
     /// The answer, or the failure as the error that names the pool and the server.
+    /// `uploading`: the client was still sending the request body (a timeout is then its
+    /// slowness, not the server's).
     fn into_result(
         self,
         pool: &Pool,
         upstream: &Upstream,
         timeout: std::time::Duration,
+        uploading: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
         // Named only on failure: an answer pays for no strings.
         let (p, u) = (|| pool.name().to_string(), || upstream.addr.to_string());
@@ -141,6 +144,11 @@ impl Attempt {
                     }),
                 }
             }
+            Attempt::TimedOut if uploading => Err(ProxyError::SlowUpload {
+                pool: p(),
+                upstream: u(),
+                after: timeout,
+            }),
             Attempt::TimedOut => Err(ProxyError::Timeout {
                 pool: p(),
                 upstream: u(),
@@ -175,11 +183,16 @@ impl Shared {
         &self,
         pool: &Arc<Pool>,
         mut parts: Parts,
-        body: Option<ClientBody>,
+        mut body: Option<ClientBody>,
         upgrade: bool,
         down: &Downstream,
         used: &mut Option<ServerAddr>,
     ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+        // Whether the client is still sending its body when the response timeout ends.
+        let body_read = body
+            .as_mut()
+            .filter(|b| !http_body::Body::is_end_stream(*b))
+            .map(ClientBody::watch_end);
         let first = {
             let info = RequestInfo {
                 headers: &parts.headers,
@@ -300,7 +313,8 @@ impl Shared {
             attempt = self.send(pool, next, again, stale).await;
         }
 
-        match attempt.into_result(pool, upstream, self.settings.response_timeout) {
+        let uploading = body_read.is_some_and(|done| !done.load(Ordering::Relaxed));
+        match attempt.into_result(pool, upstream, self.settings.response_timeout, uploading) {
             Ok(resp) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     self.passive_failure(pool, upstream);
@@ -432,6 +446,11 @@ impl Shared {
                 tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
                 err.into_response(true)
             }
+            ProxyError::SlowUpload { .. } => {
+                self.env.metrics.client_cutoff("slow_upload");
+                tracing::info!(error = %DisplayChain(&err), "a slow upload outlasted the response timeout");
+                err.into_response(true)
+            }
             _ => err.into_response(close),
         };
         access.failed(err);
@@ -443,7 +462,6 @@ impl Shared {
         mut resp: Response<Incoming>,
         guard: InFlight,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        h1: bool,
     ) -> Response<ProxyBody> {
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
             (resp.status(), client_upgrade)
@@ -477,11 +495,6 @@ impl Shared {
         // An HTTP/1.0 upstream must not turn the client's keep-alive connection into a
         // one-shot one: the client gets turnout's HTTP version, not the upstream's.
         parts.version = Version::HTTP_11;
-        if h1 && self.draining.load(Ordering::Relaxed) {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         Response::from_parts(
             parts,
             ProxyBody::upstream(body, guard, self.settings.upstream_body_timeout),

@@ -169,8 +169,10 @@ where
     }
 }
 
-/// Sends each side a close frame 1001, then reads (and drops) what each sends back until it
-/// closes, for at most [`CLOSE_GRACE`]. The tunnel stops counting on its pool (`guard`) once
+/// Sends each side a close frame 1001, then reads (and drops) what each sends back until its
+/// own close frame (the close handshake is then complete, RFC 6455 7.1.1: the server closes
+/// the TCP connection first, so turnout does, at once) or the end of its stream, for at most
+/// [`CLOSE_GRACE`]. The tunnel stops counting on its pool (`guard`) once
 /// the app's side has closed: the old app can stop then, whatever the client still does.
 async fn going_away<CR, CW, UR, UW>(
     client_rx: &mut CR,
@@ -201,13 +203,13 @@ async fn going_away<CR, CW, UR, UW>(
             async {
                 let _ = client_tx.write_all(&CLOSE_TO_CLIENT).await;
                 let _ = client_tx.flush().await;
-                drain(client_rx).await;
+                until_close(client_rx).await;
                 let _ = client_tx.shutdown().await;
             },
             async {
                 let _ = upstream_tx.write_all(&to_app).await;
                 let _ = upstream_tx.flush().await;
-                drain(upstream_rx).await;
+                until_close(upstream_rx).await;
                 let _ = upstream_tx.shutdown().await;
                 drop(guard);
             },
@@ -216,10 +218,17 @@ async fn going_away<CR, CW, UR, UW>(
     .await;
 }
 
-/// Reads and drops until the end of the stream (or an error).
-async fn drain<R: AsyncRead + Unpin>(rx: &mut R) {
+/// Reads and drops frames until a whole close frame has come, or the stream ends (or fails).
+/// Called at a frame boundary.
+async fn until_close<R: AsyncRead + Unpin>(rx: &mut R) {
     let mut buf = [0u8; 1024];
-    while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+    let mut frames = Frames::default();
+    while let Ok(n @ 1..) = rx.read(&mut buf).await {
+        frames.feed(&buf[..n]);
+        if frames.closed {
+            return;
+        }
+    }
 }
 
 /// Where a byte stream of WebSocket frames stands: inside a frame's header (the bytes of it
@@ -233,6 +242,10 @@ struct Frames {
     seen: usize,
     /// Payload bytes still to come.
     payload: u64,
+    /// The frame being read is a close frame (opcode 8).
+    closing: bool,
+    /// A whole close frame has passed.
+    closed: bool,
 }
 
 impl Frames {
@@ -246,6 +259,7 @@ impl Frames {
                 let n = (bytes.len() as u64).min(self.payload);
                 self.payload -= n;
                 bytes = &bytes[n as usize..];
+                self.closed |= self.closing && self.payload == 0;
                 continue;
             }
             self.header[self.seen] = bytes[0];
@@ -255,6 +269,8 @@ impl Frames {
                 debug_assert_eq!(len, self.seen);
                 self.seen = 0;
                 self.payload = payload;
+                self.closing = self.header[0] & 0x0F == 0x8;
+                self.closed |= self.closing && payload == 0;
             }
         }
     }
@@ -309,5 +325,28 @@ mod tests {
         let mut f = Frames::default();
         f.feed(&[0x82, 0x7F, 0, 0, 0, 1, 0, 0, 0, 0]);
         assert_eq!(f.payload, 1 << 32, "64-bit lengths");
+    }
+
+    #[test]
+    fn a_close_frame_is_seen_once_whole() {
+        // A masked text frame, then a masked close with status 1001, cut everywhere.
+        let mut stream = vec![0x81, 0x82, 1, 2, 3, 4, b'h', b'i'];
+        let close_at = stream.len() + 8;
+        stream.extend([0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xE9 ^ 9]);
+        for cut in 1..=stream.len() {
+            let mut f = Frames::default();
+            let mut at = 0;
+            for chunk in stream.chunks(cut) {
+                f.feed(chunk);
+                at += chunk.len();
+                assert_eq!(f.closed, at >= close_at, "chunks of {cut}, at {at}");
+            }
+        }
+        let mut f = Frames::default();
+        f.feed(&[0x88, 0x00]);
+        assert!(f.closed, "an empty close frame");
+        let mut f = Frames::default();
+        f.feed(&[0x89, 0x00, 0x8A, 0x00]);
+        assert!(!f.closed, "ping and pong are no close");
     }
 }

@@ -145,14 +145,11 @@ pub(crate) async fn serve_connection<I>(
             let mut resp = ctx.shared.handle(req, &ctx.down).await;
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 ctx.activity.upgraded();
-            } else if h1
-                && ctx
-                    .shared
-                    .handed_over
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                // Another process serves new connections: this one ends after its response,
-                // and says so, so its client sends nothing more on it.
+            } else if h1 && ctx.shared.closing() {
+                // Another process serves new connections, or this one shuts down: the
+                // connection ends after this response, and says so (whatever answered: app,
+                // cache, static file or turnout itself), so its client sends nothing more on
+                // it.
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -197,6 +194,7 @@ pub(crate) async fn serve_connection<I>(
             |c| c.graceful_shutdown(),
             &drain,
             &activity,
+            false,
             || false,
         )
         .await
@@ -207,6 +205,7 @@ pub(crate) async fn serve_connection<I>(
             |c| c.graceful_shutdown(),
             &drain,
             &activity,
+            true,
             patient,
         )
         .await
@@ -218,14 +217,23 @@ pub(crate) async fn serve_connection<I>(
 }
 
 /// Serves `conn` until it ends, or the drain closes it once nothing is under way on it (see
-/// [`serve_connection`]); an idle HTTP/2 connection is closed with GOAWAY. When `patient` says
-/// so as the drain begins (a hand-over), a quiet connection is not closed for being quiet: its
-/// next request is answered with `Connection: close`, or its idle timeout ends it.
+/// [`serve_connection`]); an idle HTTP/2 connection is closed with GOAWAY.
+///
+/// HTTP/1 (`h1`): the drain never closes a connection with a request in flight. hyper, told to
+/// shut down then, would close it after the response without saying so in it (it writes no
+/// `Connection: close`), and a client that sends its next request the moment it has read a
+/// response would have it lost on the closing socket. Instead every response from the drain on
+/// says `Connection: close` (so hyper and the client both end the connection after it), and a
+/// connection is closed only once quiet for [`DRAIN_GRACE`]. When `patient` says so as the
+/// drain begins (a hand-over), a quiet connection is not closed for being quiet either: its
+/// next request is answered with `Connection: close`, or its idle timeout ends it. HTTP/2 gets
+/// GOAWAY at once, which tells the client which streams were taken.
 async fn drive<C, E>(
     mut conn: std::pin::Pin<&mut C>,
     graceful_shutdown: fn(std::pin::Pin<&mut C>),
     drain: &CancellationToken,
     activity: &Activity,
+    h1: bool,
     patient: impl FnOnce() -> bool,
 ) -> Result<(), E>
 where
@@ -236,12 +244,17 @@ where
         () = drain.cancelled() => {
             let patient = patient();
             let settled = async {
-                let grace = tokio::time::Instant::now() + DRAIN_GRACE;
+                let mut grace = tokio::time::Instant::now() + DRAIN_GRACE;
                 loop {
+                    let now = tokio::time::Instant::now();
                     if activity.is_busy() {
-                        return;
-                    }
-                    if !patient && activity.is_quiet() && tokio::time::Instant::now() >= grace {
+                        if !h1 {
+                            return;
+                        }
+                        // Its response will say `Connection: close`; quiet after it, the
+                        // client gets the grace again for a request already sent.
+                        grace = now + DRAIN_GRACE;
+                    } else if !patient && activity.is_quiet() && now >= grace {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
