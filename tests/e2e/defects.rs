@@ -1047,3 +1047,69 @@ async fn events_tell_the_story_of_a_deploy() {
         "the guard's switch back is its own: {json}"
     );
 }
+
+// ---- 19. The demo's tour prints commands that work as printed ------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_cli_commands_that_work_as_printed() {
+    use tokio::io::AsyncBufReadExt;
+    // As after `cargo run -- demo`: no turnout on PATH.
+    let path = "/usr/local/bin:/usr/bin:/bin";
+    let mut demo = tokio::process::Command::new(BIN)
+        .arg("demo")
+        .env("PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnout demo");
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let tour = within(
+        30,
+        "the tour (the demo needs ports 3000, 4000, 8080, 9901)",
+        async {
+            let mut tour = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let done = line.contains("or in a browser");
+                tour.push(line);
+                if done {
+                    break;
+                }
+            }
+            tour
+        },
+    )
+    .await;
+    let printed: Vec<&str> = tour
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.ends_with(" status") || l.ends_with(" switch green"))
+        .collect();
+    assert_eq!(printed.len(), 2, "{tour:#?}");
+    for line in &printed {
+        assert!(!line.starts_with("turnout "), "not on PATH here: {line}");
+    }
+    let run = |line: &str| {
+        let line = line.to_owned();
+        async move {
+            tokio::process::Command::new("sh")
+                .args(["-c", &line])
+                .env("PATH", path)
+                .output()
+                .await
+                .expect("sh")
+        }
+    };
+    let status = run(printed[0]).await;
+    assert!(status.status.success(), "{}: {status:?}", printed[0]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("active: blue"),
+        "{status:?}"
+    );
+    let switch = run(printed[1]).await;
+    assert!(switch.status.success(), "{}: {switch:?}", printed[1]);
+    let a = get(&http_client(), "http://127.0.0.1:8080/")
+        .await
+        .expect("answer");
+    assert_eq!(a.body, "Hello from green\n");
+}

@@ -532,6 +532,13 @@ fn maintenance_pause_and_error_pages_are_validated() {
             "[server]\nmax_request_body = \"big\"\n",
             "server.max_request_body",
         ),
+        ("[pause]\nmax_per_client = 0\n", "pause.max_per_client"),
+        (
+            "[server]\nupgrade_binaries = [\"turnout-next\"]\n",
+            "server.upgrade_binaries",
+        ),
+        ("[server]\nname = \"two words\"\n", "server.name"),
+        ("[server]\nname = \"\"\n", "server.name"),
     ] {
         let text = if extra.starts_with("[server]") {
             MINIMAL.replace("[state]", &format!("{}\n[state]", &extra[9..]))

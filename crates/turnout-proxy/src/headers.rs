@@ -393,6 +393,46 @@ mod tests {
     }
 
     #[test]
+    fn connection_never_takes_away_what_turnout_needs() {
+        let mut h = map(&[
+            (
+                "connection",
+                "Content-Length, X-Forwarded-For, x-request-id, Forwarded, X-Private",
+            ),
+            ("content-length", "3"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-request-id", "abc"),
+            ("forwarded", "for=192.0.2.1"),
+            ("x-private", "secret"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "forwarded",
+                "x-forwarded-for",
+                "x-request-id"
+            ]
+        );
+        for value in ["Host", "close, host", " HOST ,keep-alive"] {
+            let mut h = map(&[("host", "example.com"), ("connection", value)]);
+            assert_eq!(
+                normalize_request(http::Version::HTTP_11, None, &mut h),
+                Err(BadRequest::ConnectionNamesHost),
+                "{value}"
+            );
+        }
+        let mut h = map(&[("host", "example.com"), ("connection", "hostname, x-host")]);
+        assert_eq!(
+            normalize_request(http::Version::HTTP_11, None, &mut h),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn upgrade_keeps_upgrade_and_rewrites_connection() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         let ws = ["websocket".to_owned()];
