@@ -92,16 +92,7 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
             return call.await;
         };
         // The pool being drained is the one live before the call.
-        let before = request(
-            &client,
-            &args.admin,
-            args.token.as_deref(),
-            Method::GET,
-            "/v1/status",
-            None,
-            ADMIN_TIMEOUT,
-        )
-        .await;
+        let before = status_with(&client, args).await;
         let old = match &before {
             Outcome::Ok(v) => v["active"].as_str().map(str::to_owned),
             _ => None,
@@ -139,6 +130,20 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
     code
 }
 
+/// `GET /v1/status` with `client`.
+async fn status_with(client: &AdminClient, args: &AdminArgs) -> Outcome {
+    request(
+        client,
+        &args.admin,
+        args.token.as_deref(),
+        Method::GET,
+        "/v1/status",
+        None,
+        ADMIN_TIMEOUT,
+    )
+    .await
+}
+
 /// While a switch waits for `old` to drain: what is still in flight there, on stderr: every
 /// second on one rewritten line at a terminal, a line every 10 s otherwise (a CI log). Never
 /// ends on its own (the call it accompanies does).
@@ -159,17 +164,7 @@ async fn drain_progress(
     let started = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
-        let Outcome::Ok(v) = request(
-            client,
-            &args.admin,
-            args.token.as_deref(),
-            Method::GET,
-            "/v1/status",
-            None,
-            ADMIN_TIMEOUT,
-        )
-        .await
-        else {
+        let Outcome::Ok(v) = status_with(client, args).await else {
             continue;
         };
         // A rollback drains the pool that was live; a switch to the live pool drains the one

@@ -40,6 +40,18 @@ async fn cli(bg: &BlueGreen, args: &[&str], env: &[(&str, &str)]) -> (Option<i32
     )
 }
 
+/// GETs `url` every `every_ms` for at most 20 s (abort it when done), for a rollout to judge.
+fn load(url: String, every_ms: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = http_client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let _ = get(&client, &url).await;
+            tokio::time::sleep(Duration::from_millis(every_ms)).await;
+        }
+    })
+}
+
 /// A shell script at `path` that, if ever run, leaves `marker` behind.
 fn marker_script(path: &std::path::Path, marker: &std::path::Path, mode: u32) {
     std::fs::write(
@@ -932,17 +944,7 @@ async fn the_cli_registers_servers_follows_a_bake_and_says_which_instance_it_dri
 
     // A rollout with the judging flags the README promises, followed with its bake's progress
     // (a line every 10 s when not at a terminal: the first one at once).
-    let load = {
-        let url = bg.turnout.url("/");
-        tokio::spawn(async move {
-            let client = http_client();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                let _ = get(&client, &url).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let load = load(bg.turnout.url("/"), 20);
     let (code, out, err) = cli(
         &bg,
         &[
@@ -988,17 +990,7 @@ async fn events_tell_the_story_of_a_deploy() {
     bg.switch("blue").await;
     // A rollout whose target fails: rolled back by the guard.
     bg.green.set_fail_percent(100);
-    let load = {
-        let url = bg.turnout.url("/");
-        tokio::spawn(async move {
-            let client = http_client();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                let _ = get(&client, &url).await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let load = load(bg.turnout.url("/"), 5);
     let (code, out, err) = cli(
         &bg,
         &[

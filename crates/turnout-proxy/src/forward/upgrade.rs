@@ -304,6 +304,20 @@ impl Frames {
 mod tests {
     use super::Frames;
 
+    /// Feeds `stream` cut into chunks of every size, calling `check(frames, cut, at)` after each
+    /// chunk (`at`: bytes fed so far).
+    fn each_cut(stream: &[u8], mut check: impl FnMut(&Frames, usize, usize)) {
+        for cut in 1..=stream.len() {
+            let mut f = Frames::default();
+            let mut at = 0;
+            for chunk in stream.chunks(cut) {
+                f.feed(chunk);
+                at += chunk.len();
+                check(&f, cut, at);
+            }
+        }
+    }
+
     #[test]
     fn frame_boundaries_are_found_however_the_bytes_are_cut() {
         // A masked text frame of 5 bytes, a 300-byte binary frame (16-bit length), a close.
@@ -312,16 +326,10 @@ mod tests {
         stream.extend(std::iter::repeat_n(7u8, 300));
         let boundaries = [11usize, 11 + 4 + 300];
         stream.extend([0x88, 0x00]);
-        for cut in 1..=stream.len() {
-            let mut f = Frames::default();
-            let mut at = 0;
-            for chunk in stream.chunks(cut) {
-                f.feed(chunk);
-                at += chunk.len();
-                let expect = boundaries.contains(&at) || at == stream.len();
-                assert_eq!(f.at_boundary(), expect, "chunks of {cut}, at {at}");
-            }
-        }
+        each_cut(&stream, |f, cut, at| {
+            let expect = boundaries.contains(&at) || at == stream.len();
+            assert_eq!(f.at_boundary(), expect, "chunks of {cut}, at {at}");
+        });
         let mut f = Frames::default();
         f.feed(&[0x82, 0x7F, 0, 0, 0, 1, 0, 0, 0, 0]);
         assert_eq!(f.payload, 1 << 32, "64-bit lengths");
@@ -333,15 +341,9 @@ mod tests {
         let mut stream = vec![0x81, 0x82, 1, 2, 3, 4, b'h', b'i'];
         let close_at = stream.len() + 8;
         stream.extend([0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xE9 ^ 9]);
-        for cut in 1..=stream.len() {
-            let mut f = Frames::default();
-            let mut at = 0;
-            for chunk in stream.chunks(cut) {
-                f.feed(chunk);
-                at += chunk.len();
-                assert_eq!(f.closed, at >= close_at, "chunks of {cut}, at {at}");
-            }
-        }
+        each_cut(&stream, |f, cut, at| {
+            assert_eq!(f.closed, at >= close_at, "chunks of {cut}, at {at}");
+        });
         let mut f = Frames::default();
         f.feed(&[0x88, 0x00]);
         assert!(f.closed, "an empty close frame");
