@@ -223,7 +223,8 @@ async fn enforce_policy(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        if !given.is_some_and(|g| turnout_core::decide::same_secret(g.as_bytes(), token.as_bytes()))
+        {
             tracing::warn!(target: "turnout::admin", method = %req.method(), path = %req.uri().path(), "admin call refused: bad or missing token");
             return Err(ApiError::Unauthorized);
         }
@@ -276,12 +277,6 @@ fn actor(headers: &header::HeaderMap) -> String {
     } else {
         format!("API ({shown})")
     }
-}
-
-/// Compares without an early exit, so response times do not reveal how much of a guess was
-/// right. (Three lines; not worth a dependency.)
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status(State(state): State<AdminState>) -> Json<Status> {

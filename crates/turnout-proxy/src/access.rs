@@ -12,14 +12,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use turnout_config::ServerAddr;
 use turnout_core::Pool;
 
-use crate::error::DisplayChain;
+use crate::error::{DisplayChain, CLIENT_CLOSED};
 use crate::serve::Downstream;
-
-/// nginx's "client closed request": logged, never sent.
-pub(crate) const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
-    Ok(s) => s,
-    Err(_) => StatusCode::BAD_REQUEST,
-};
 
 /// One request's access line, written when it is dropped.
 pub(crate) struct Access {

@@ -7,6 +7,12 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
 
+/// nginx's "client closed request": logged, never sent.
+pub(crate) const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 /// How a client broke its own request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFault {
@@ -24,7 +30,7 @@ impl ClientFault {
     pub fn status(self) -> StatusCode {
         match self {
             ClientFault::Malformed => StatusCode::BAD_REQUEST,
-            ClientFault::Gone => crate::access::CLIENT_CLOSED,
+            ClientFault::Gone => CLIENT_CLOSED,
             ClientFault::Stalled => StatusCode::REQUEST_TIMEOUT,
             ClientFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }

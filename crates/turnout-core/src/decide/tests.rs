@@ -310,3 +310,13 @@ fn bad_splits_and_rules_are_refused_by_name() {
         Err(CoreError::PoolInUse { .. })
     ));
 }
+
+#[test]
+fn secrets_compare_whole() {
+    use crate::decide::same_secret;
+    assert!(same_secret(b"s3cret", b"s3cret"));
+    assert!(!same_secret(b"s3cret", b"s3creT"));
+    assert!(!same_secret(b"s3cret", b"s3cre"));
+    assert!(!same_secret(b"", b"x"));
+    assert!(same_secret(b"", b""));
+}

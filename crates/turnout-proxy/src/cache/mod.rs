@@ -261,17 +261,18 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 
 /// Does a request's `If-None-Match` name `etag` (or `*`)?
 pub(crate) fn none_match(req: &HeaderMap, etag: &HeaderValue) -> bool {
-    fn weak(t: &str) -> &str {
-        t.trim().trim_start_matches("W/")
-    }
-    let Ok(etag) = etag.to_str() else {
+    use headers::HeaderMapExt;
+    // hyperium's typed headers: entity-tags are quoted strings that may hold commas, and a
+    // list split on every comma (as this once did) cut such a tag in two.
+    let Some(etag) = etag
+        .to_str()
+        .ok()
+        .and_then(|e| e.parse::<headers::ETag>().ok())
+    else {
         return false;
     };
-    req.get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == "*" || weak(t) == weak(etag))
+    req.typed_get::<headers::IfNoneMatch>()
+        .is_some_and(|inm| !inm.precondition_passes(&etag))
 }
 
 #[cfg(test)]
@@ -331,5 +332,21 @@ mod tests {
             &headers(&[("if-none-match", "\"abcd\"")]),
             &etag
         ));
+        // An entity-tag may hold a comma: it is one tag, not two.
+        let comma = HeaderValue::from_static("\"v1,gzip\"");
+        assert!(none_match(
+            &headers(&[("if-none-match", "W/\"x\", \"v1,gzip\"")]),
+            &comma
+        ));
+        assert!(!none_match(
+            &headers(&[("if-none-match", "\"v1\"")]),
+            &comma
+        ));
+        assert!(!none_match(
+            &headers(&[("if-none-match", "\"gzip\"")]),
+            &comma
+        ));
+        // Unquoted (malformed) tags match nothing.
+        assert!(!none_match(&headers(&[("if-none-match", "abc")]), &etag));
     }
 }

@@ -375,7 +375,9 @@ impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
 
 /// The deadline that ended a connection, if one did (found in hyper's error chain).
 pub(crate) fn deadline_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Deadline> {
-    crate::error::chain(e).find_map(|err| {
+    // The error's chain of sources, walked here rather than with `error::chain`: the socket
+    // layer stays below the error types built on it.
+    std::iter::successors(Some(e), |err| err.source()).find_map(|err| {
         err.downcast_ref::<io::Error>()?
             .get_ref()?
             .downcast_ref::<Deadline>()
