@@ -7,6 +7,7 @@
 pub(crate) mod clients;
 pub(crate) mod conns;
 mod mirror;
+mod retry;
 mod upgrade;
 
 use std::sync::atomic::Ordering;
@@ -20,7 +21,8 @@ use hyper::body::Incoming;
 use turnout_config::ServerAddr;
 use turnout_core::{InFlight, Pool, RequestInfo, Upstream};
 
-use self::conns::{Failure, Stale};
+use self::conns::Stale;
+use self::retry::{retryable, Attempt, RetryCopy};
 use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody, UpstreamBody};
 use crate::error::{text_response, DisplayChain, ProxyError};
@@ -30,147 +32,8 @@ use crate::Shared;
 
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
 
-/// What a retry needs to send the request again: kept only for pools with more than one
-/// server, where a retry is possible at all (a single-server pool pays nothing for it).
-struct RetryCopy {
-    method: Method,
-    headers: http::HeaderMap,
-    idempotent: bool,
-    /// The body comes back here if the first attempt never read it; `None` for a request
-    /// without one.
-    reclaim: Option<tokio::sync::oneshot::Receiver<ClientBody>>,
-}
-
-impl RetryCopy {
-    /// The request again, for `upstream`, if it can still be sent: its body was never read,
-    /// or it had none.
-    fn take_request(&mut self, path: &PathAndQuery) -> Option<Request<UpstreamBody>> {
-        let body = match &mut self.reclaim {
-            Some(reclaim) => {
-                // Reclaimable again: a hold may need it back once more.
-                let (body, rx) = UpstreamBody::reclaimable(reclaim.try_recv().ok()?);
-                *reclaim = rx;
-                body
-            }
-            None => UpstreamBody::Empty,
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = Uri::from(path.clone());
-        // A copy: a hold may send it more than once (retries are rare; the first try moved).
-        *req.headers_mut() = self.headers.clone();
-        Some(req)
-    }
-}
-
-/// The attempt failed because the client's request body did (the client went away mid-upload,
-/// stalled, or sent a malformed chunk), not the upstream: hyper reports that as a "user body"
-/// error whose cause is the error of the body turnout was passing through.
-fn client_body_fault(e: &hyper::Error) -> Option<crate::error::ClientFault> {
-    use crate::body::ClientBodyError;
-    use crate::error::ClientFault;
-    let user = crate::error::chain(e)
-        .filter_map(|err| err.downcast_ref::<hyper::Error>())
-        .find(|h| h.is_user())?;
-    let client = match std::error::Error::source(user)?.downcast_ref::<ClientBodyError>()? {
-        ClientBodyError::TooLarge { .. } => return Some(ClientFault::TooLarge),
-        ClientBodyError::Read(client) => client,
-    };
-    Some(
-        if matches!(
-            crate::serve::deadlines::deadline_of(client),
-            Some(crate::serve::deadlines::Deadline::Body(_))
-        ) {
-            ClientFault::Stalled
-        } else if client.is_incomplete_message() || client.is_closed() || ended_early(client) {
-            ClientFault::Gone
-        } else {
-            ClientFault::Malformed
-        },
-    )
-}
-
-/// The body's connection ended before the body did ("end of file before message length
-/// reached", a reset).
-fn ended_early(e: &hyper::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    crate::error::chain(e)
-        .find_map(|err| err.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| {
-            matches!(
-                io.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            )
-        })
-}
-
 /// How often a held request looks for a server again.
 const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// How one attempt at an upstream ended.
-enum Attempt {
-    Answered(Response<Incoming>),
-    Failed(Failure),
-    TimedOut,
-}
-
-impl Attempt {
-    /// The answer, or the failure as the error that names the pool and the server.
-    /// `uploading`: the client was still sending the request body (a timeout is then its
-    /// slowness, not the server's).
-    fn into_result(
-        self,
-        pool: &Pool,
-        upstream: &Upstream,
-        timeout: std::time::Duration,
-        uploading: bool,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        // Named only on failure: an answer pays for no strings.
-        let (p, u) = (|| pool.name().to_string(), || upstream.addr.to_string());
-        match self {
-            Attempt::Answered(resp) => Ok(resp),
-            Attempt::Failed(Failure::Connect(source)) => Err(ProxyError::Connect {
-                pool: p(),
-                upstream: u(),
-                source,
-            }),
-            Attempt::Failed(Failure::NeverSent(source) | Failure::Exchange(source)) => {
-                match client_body_fault(&source) {
-                    Some(why) => Err(ProxyError::ClientBody { why, source }),
-                    None => Err(ProxyError::Upstream {
-                        pool: p(),
-                        upstream: u(),
-                        source,
-                    }),
-                }
-            }
-            Attempt::TimedOut if uploading => Err(ProxyError::SlowUpload {
-                pool: p(),
-                upstream: u(),
-                after: timeout,
-            }),
-            Attempt::TimedOut => Err(ProxyError::Timeout {
-                pool: p(),
-                upstream: u(),
-                after: timeout,
-            }),
-        }
-    }
-}
-
-/// The one retry rule, for every path: one retry, on another server, after a failed connect
-/// or a request that never went out (its pooled connection had closed first) whatever the
-/// method, and after any other failure before the response began for an idempotent method.
-/// Never after a response timeout (the server may still be working on the request, and the
-/// client has already waited the whole timeout), never for a failure of the client's own body,
-/// and only while the body was not read (checked when the copy is taken).
-fn retryable(attempt: &Attempt, idempotent: bool) -> bool {
-    match attempt {
-        Attempt::Failed(Failure::Connect(_) | Failure::NeverSent(_)) => true,
-        Attempt::Failed(Failure::Exchange(e)) => client_body_fault(e).is_none() && idempotent,
-        Attempt::Answered(_) | Attempt::TimedOut => false,
-    }
-}
 
 impl Shared {
     /// Sends a request to a server of `pool` (the balancer's pick) and, when [`retryable`]
