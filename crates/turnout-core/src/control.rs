@@ -5,7 +5,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so the timed rules here (a prepared switch's expiry, the drain's wait) run
+// under paused time in tests.
+use tokio::time::Instant;
 
 use turnout_config::ServerAddr;
 
@@ -678,6 +682,66 @@ mod tests {
         )
         .expect("config");
         Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prepared_switch_expires_at_its_ttl_and_not_before() {
+        let control = Control::new(router(), None);
+        let switch = || Command::Switch { to: "green".into() };
+        let ttl = Duration::from_secs(10);
+        let p = control.prepare(switch(), ttl, None).await.expect("prepare");
+        tokio::time::advance(Duration::from_millis(9_990)).await;
+        assert!(
+            control.prepared().is_some(),
+            "still pending just before its ttl"
+        );
+        control
+            .commit(&p.token)
+            .await
+            .expect("commit within the ttl");
+        assert_eq!(control.router().active().name().as_str(), "green");
+
+        let back = Command::Switch { to: "blue".into() };
+        let p = control.prepare(back, ttl, None).await.expect("prepare");
+        tokio::time::advance(ttl + Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+        assert!(control.prepared().is_none(), "expired by itself");
+        assert!(matches!(
+            control.commit(&p.token).await,
+            Err(CoreError::NotPrepared { .. })
+        ));
+        assert_eq!(
+            control.router().active().name().as_str(),
+            "green",
+            "nothing changed"
+        );
+        // A new prepare is taken once the old one has expired.
+        control
+            .prepare(switch(), ttl, None)
+            .await
+            .expect("a prepare after the expiry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_drained_waits_for_the_last_request_or_its_limit() {
+        let control = Control::new(router(), None);
+        let blue = control.router().active();
+        let in_flight = blue.begin_request();
+        let started = Instant::now();
+        assert!(!control.wait_drained(&blue, Duration::from_secs(30)).await);
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        let waiter = {
+            let (control, blue) = (control.clone(), Arc::clone(&blue));
+            tokio::spawn(async move { control.wait_drained(&blue, Duration::from_secs(60)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        drop(in_flight);
+        let started = Instant::now();
+        assert!(
+            waiter.await.expect("join"),
+            "drained once the request ended"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]
