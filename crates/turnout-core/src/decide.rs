@@ -130,8 +130,8 @@ pub struct Decision<'s> {
     pub cookies: [Option<&'s HeaderValue>; 2],
 }
 
-/// A preview request that cannot be honoured: answered 403 or 404 rather than silently routed
-/// somewhere the tester did not ask for.
+/// A preview request that cannot be honoured: answered 403 (wrong token) or 400 (no such pool)
+/// rather than silently routed somewhere the tester did not ask for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
     #[error("preview refused: the preview header must be POOL:TOKEN with the configured token")]

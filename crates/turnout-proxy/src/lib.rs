@@ -205,13 +205,13 @@ impl DataPlane {
         }
     }
 
-    /// Starts the shutdown: the health path answers 503 so the load balancer stops sending, and
-    /// HTTP/1 responses carry `Connection: close` so keep-alive clients move elsewhere.
     /// The cache, for the admin API (given to `Control` at its construction).
     pub fn cache(&self) -> Arc<dyn turnout_core::CacheAdmin> {
         Arc::clone(&self.shared.cache) as Arc<dyn turnout_core::CacheAdmin>
     }
 
+    /// Starts the shutdown: the health path answers 503 so the load balancer stops sending, and
+    /// HTTP/1 responses carry `Connection: close` so keep-alive clients move elsewhere.
     pub fn start_draining(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
     }
