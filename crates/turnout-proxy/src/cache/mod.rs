@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -84,9 +84,10 @@ pub struct Cache {
     prefixes: Box<[String]>,
     pub(crate) max_object: u64,
     max_bytes: u64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    metrics: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
+    /// Counted once, in these: the status reads them back, `/metrics` renders them (when
+    /// [`Cache::with_metrics`] gave the registry's own).
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
 }
 
 impl Cache {
@@ -107,19 +108,19 @@ impl Cache {
             prefixes: config.prefixes.clone().into_boxed_slice(),
             max_object: config.max_object,
             max_bytes: config.max_bytes,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            metrics: None,
+            hits: unregistered("turnout_cache_hits_total"),
+            misses: unregistered("turnout_cache_misses_total"),
         }
     }
 
-    /// Counts hits and misses in these Prometheus counters too.
+    /// Counts hits and misses in these Prometheus counters (the registry's).
     pub fn with_metrics(
         mut self,
         hits: prometheus::IntCounter,
         misses: prometheus::IntCounter,
     ) -> Cache {
-        self.metrics = Some((hits, misses));
+        self.hits = hits;
+        self.misses = misses;
         self
     }
 
@@ -132,17 +133,11 @@ impl Cache {
     }
 
     pub(crate) fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-        if let Some((hits, _)) = &self.metrics {
-            hits.inc();
-        }
+        self.hits.inc();
     }
 
     pub(crate) fn miss(&self) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        if let Some((_, misses)) = &self.metrics {
-            misses.inc();
-        }
+        self.misses.inc();
     }
 
     /// The header names `key`'s responses vary on (none until a response said otherwise).
@@ -206,8 +201,8 @@ impl CacheAdmin for Cache {
                 bytes: self.entries.weighted_size(),
                 max_bytes: self.max_bytes,
                 entries: self.entries.entry_count(),
-                hits: self.hits.load(Ordering::Relaxed),
-                misses: self.misses.load(Ordering::Relaxed),
+                hits: self.hits.get(),
+                misses: self.misses.get(),
             }
         })
     }
@@ -273,6 +268,11 @@ pub(crate) fn none_match(req: &HeaderMap, etag: &HeaderValue) -> bool {
     };
     req.typed_get::<headers::IfNoneMatch>()
         .is_some_and(|inm| !inm.precondition_passes(&etag))
+}
+
+/// A counter of no registry, for a cache that was given none.
+fn unregistered(name: &str) -> prometheus::IntCounter {
+    prometheus::IntCounter::new(name, "a cache's count").expect("a valid metric")
 }
 
 #[cfg(test)]
