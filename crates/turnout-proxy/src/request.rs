@@ -15,7 +15,7 @@ use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody};
 use crate::error::{text_response, ProxyError};
 use crate::headers::is_upgrade_request;
-use crate::route::Gate;
+use crate::route::Admission;
 use crate::serve::Downstream;
 use crate::Shared;
 use turnout_core::pause::{Held, Pause, Release};
@@ -47,14 +47,14 @@ impl Shared {
             return access.answer(resp);
         }
         let json = crate::local::pages::wants_json(req.headers());
-        let (mut routed, mut gate) = self.route(&req, down);
+        let (mut routed, mut admission) = self.route(&req, down);
         // Maintenance answers; a pause holds the request (its body unread) until the resume,
         // then routes it against the state of that moment.
         let mut holds = 0;
         loop {
-            match gate {
-                Gate::Open => break,
-                Gate::Maintenance(m) => {
+            match admission {
+                Admission::Open => break,
+                Admission::Maintenance(m) => {
                     access.route = "maintenance";
                     let mut resp =
                         self.pages
@@ -62,7 +62,7 @@ impl Shared {
                     close_if_unread(&mut resp, h1, &req);
                     return access.answer(resp);
                 }
-                Gate::Paused(pause) => {
+                Admission::Paused(pause) => {
                     holds += 1;
                     // Boxed: only a held request pays for the wait's state.
                     let client = self.env.routing.client_ip(&turnout_core::RequestInfo {
@@ -76,7 +76,7 @@ impl Shared {
                         close_if_unread(&mut resp, h1, &req);
                         return access.answer(resp);
                     }
-                    (routed, gate) = self.route(&req, down);
+                    (routed, admission) = self.route(&req, down);
                 }
             }
         }

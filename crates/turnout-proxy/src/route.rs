@@ -31,7 +31,7 @@ pub(crate) struct Route {
 }
 
 /// What stands between a request and its pool, from the same snapshot as its route.
-pub(crate) enum Gate {
+pub(crate) enum Admission {
     Open,
     /// Maintenance mode is on, and the request is not on an allow-list.
     Maintenance(Arc<Maintenance>),
@@ -45,7 +45,7 @@ impl Shared {
         &self,
         req: &Request<B>,
         down: &Downstream,
-    ) -> (Result<Route, Refusal>, Gate) {
+    ) -> (Result<Route, Refusal>, Admission) {
         let snapshot = self.router.load();
         let info = RequestInfo {
             headers: req.headers(),
@@ -53,21 +53,21 @@ impl Shared {
             peer: down.peer.ip(),
         };
         let route = self.decide(&snapshot, req, &info);
-        let gate = if snapshot.maintenance.is_some() {
+        let admission = if snapshot.maintenance.is_some() {
             let preview = matches!(&route, Ok(r) if matches!(r.reason, Reason::Preview));
             match snapshot.maintenance_for(req.uri().path(), || snapshot.client_ip(&info), preview)
             {
-                Some(m) => Gate::Maintenance(Arc::clone(m)),
-                None => Gate::Open,
+                Some(m) => Admission::Maintenance(Arc::clone(m)),
+                None => Admission::Open,
             }
         } else {
-            Gate::Open
+            Admission::Open
         };
-        let gate = match (&snapshot.pause, gate) {
-            (Some(pause), Gate::Open) => Gate::Paused(Arc::clone(pause)),
-            (_, gate) => gate,
+        let admission = match (&snapshot.pause, admission) {
+            (Some(pause), Admission::Open) => Admission::Paused(Arc::clone(pause)),
+            (_, admission) => admission,
         };
-        (route, gate)
+        (route, admission)
     }
 
     fn decide<B>(
