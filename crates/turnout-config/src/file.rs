@@ -3,14 +3,14 @@
 //! the validated [`crate::Config`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
+
+pub use crate::duration::HumanDuration;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,27 +279,5 @@ impl<'de> Deserialize<'de> for Addr {
                 "invalid address {s:?}: expected IP:PORT, such as \"0.0.0.0:8080\" or \"[::1]:9901\""
             ))
         })
-    }
-}
-
-/// A duration written for people: "500ms", "30s", "2m", "1h 30m".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration string such as \"500ms\", \"30s\" or \"2m\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
-                crate::parse_duration(s)
-                    .map(HumanDuration)
-                    .map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
     }
 }

@@ -6,6 +6,7 @@
 //! applied by the binary), this file, then the defaults named in [`defaults`].
 
 pub mod defaults;
+mod duration;
 mod error;
 pub mod file;
 mod names;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use duration::{parse_duration, HumanDuration, MAX_DURATION};
 pub use error::ConfigError;
 pub use names::{PoolName, ServerAddr};
 pub use routing::{
@@ -433,24 +435,6 @@ impl Default for Routing {
             skew_protection: None,
             skew_prefixes: Vec::new(),
         }
-    }
-}
-
-/// The longest duration any setting (or admin call) takes: a week. Longer ones are refused
-/// where they are read, so no timer anywhere is handed a duration that overflows a clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Parses a duration written for people ("500ms", "30s", "2m", "1h 30m"), at most
-/// [`MAX_DURATION`]; the error says what was wrong and how to write it.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d <= MAX_DURATION => Ok(d),
-        Ok(_) => Err(format!(
-            "duration {s:?} is too long: at most 7 days (\"7d\")"
-        )),
-        Err(e) => Err(format!(
-            "invalid duration {s:?} ({e}): write it like \"500ms\", \"30s\" or \"2m\""
-        )),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::file::HumanDuration;
+use crate::duration::HumanDuration;
 
 /// A validated rollout policy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
