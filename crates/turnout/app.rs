@@ -20,9 +20,7 @@ use turnout_core::control::Probe;
 use turnout_core::{Control, Handles, Router, RoutingSnapshot, StateFile};
 use turnout_proxy::{CertStore, DataPlane, HttpProber, ProxySettings, TlsListener};
 
-pub const EX_USAGE: u8 = 64;
-pub const EX_DATAERR: u8 = 65;
-pub const EX_CANTCREAT: u8 = 73;
+use crate::exit::{fail, EX_CANTCREAT, EX_DATAERR, EX_USAGE};
 
 /// `turnout serve --config FILE [--takeover SOCKET]`.
 pub fn serve(path: &Path, takeover: Option<&Path>) -> ExitCode {
@@ -703,18 +701,4 @@ pub fn init_logging() -> crate::logbuf::FlushGuard {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     guard
-}
-
-/// Prints `error` to stderr and returns `code`. The error is kept for [`last_error`].
-pub fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("turnout: error: {error}");
-    *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-    ExitCode::from(code)
-}
-
-static LAST_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-/// The error the start failed with, for the turnout this process was to take over from.
-pub fn last_error() -> Option<String> {
-    LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

@@ -49,7 +49,7 @@ pub fn run() -> ExitCode {
                     tokio::spawn(demo_app(listener, colour));
                 }
                 Err(e) => {
-                    return crate::app::fail(
+                    return crate::exit::fail(
                         1,
                         &format!(
                             "cannot start the {colour} demo app on {addr}: {e}. The demo needs \

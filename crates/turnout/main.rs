@@ -4,6 +4,7 @@
 mod app;
 mod client;
 mod demo;
+mod exit;
 mod fleet;
 mod logbuf;
 mod rollout;

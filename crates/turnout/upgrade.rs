@@ -692,7 +692,7 @@ pub fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, (u8,
     }
     let cannot = |e: std::io::Error| {
         (
-            crate::app::EX_CANTCREAT,
+            crate::exit::EX_CANTCREAT,
             format!(
                 "cannot listen on the upgrade socket {} ([server] upgrade_socket): {e}",
                 path.display()
@@ -844,7 +844,7 @@ impl Takeover {
 impl Drop for Takeover {
     fn drop(&mut self) {
         if let Some(channel) = self.channel.take() {
-            let error = crate::app::last_error()
+            let error = crate::exit::last_error()
                 .unwrap_or_else(|| "the new process stopped before serving".into());
             report_failure(channel.stream.into_std().ok(), &error);
         }
