@@ -7,7 +7,10 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock: the bake, the rechecks and a hold's deadline run under paused time in tests.
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use turnout_config::rollout::RolloutPolicy;
@@ -433,7 +436,7 @@ impl Control {
                 }
             };
             match next {
-                Ok(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                Ok(deadline) => tokio::time::sleep_until(deadline).await,
                 Err(Some(hold)) => return self.hold_expired(hold).await,
                 Err(None) => return,
             }
@@ -741,7 +744,7 @@ impl Control {
             let mut wake = (step_started + RECHECK).min(bake_end);
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep_until(wake.into()) => {}
+                    () = tokio::time::sleep_until(wake) => {}
                     () = abort.notified() => {
                         return ("aborted", Some(format!("aborted at {percent}% by an admin call")));
                     }
@@ -836,5 +839,168 @@ impl Control {
             }
         }
         ("passed", None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The guarded rollout in paused time: a bake of a minute is judged in milliseconds, with
+    //! the pools' own counters fed as the data plane feeds them.
+
+    use std::path::Path;
+
+    use turnout_config::Config;
+
+    use super::*;
+    use crate::{Router, RoutingSnapshot};
+
+    fn control() -> Control {
+        let config = Config::parse(
+            "[pools.blue]\nservers=[\"127.0.0.1:3000\"]\n[pools.green]\nservers=[\"127.0.0.1:4000\"]\n\
+             [routing]\nactive=\"blue\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("config");
+        Control::new(
+            Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot")),
+            None,
+        )
+    }
+
+    fn request(min_requests: u64) -> RolloutRequest {
+        RolloutRequest {
+            to: "green".into(),
+            policy: RolloutPolicy {
+                steps: vec![50, 100],
+                bake: Duration::from_secs(60),
+                min_requests,
+                max_wait: Duration::from_secs(30),
+                ..RolloutPolicy::default()
+            },
+            force: false,
+            wait_drained: None,
+            close_tunnels_after: None,
+        }
+    }
+
+    /// Feeds each pool `per_second` answers a (virtual) second, green's with `green_status`,
+    /// until the rollout ends (at most 10 virtual minutes); the ended report.
+    async fn feed(control: &Control, per_second: u64, green_status: u16) -> RolloutReport {
+        for _ in 0..600 {
+            if control.rollout().is_none() {
+                break;
+            }
+            let snapshot = control.router().snapshot();
+            for (pool, status) in [("blue", 200), ("green", green_status)] {
+                let metrics = snapshot.pool(pool).expect("pool").metrics();
+                for _ in 0..per_second {
+                    metrics.observe(status, 0.002);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        control
+            .rollout_history()
+            .into_iter()
+            .next()
+            .expect("the rollout ended")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_target_takes_every_client_after_the_whole_bake() {
+        let control = control();
+        let started = Instant::now();
+        control.start_rollout(request(20)).await.expect("start");
+        let report = feed(&control, 10, 200).await;
+        assert_eq!(report.outcome, "passed", "{report:?}");
+        assert!(
+            started.elapsed() >= Duration::from_secs(60),
+            "the whole bake ran"
+        );
+        assert_eq!(report.steps.len(), 1, "{report:?}");
+        assert_eq!(
+            (report.steps[0].percent, report.steps[0].verdict),
+            (50, "pass")
+        );
+        assert!(report.baking.is_none());
+        assert_eq!(control.router().active().name().as_str(), "green");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_target_is_rolled_back_at_the_first_recheck_with_enough_requests() {
+        let control = control();
+        let started = Instant::now();
+        control.start_rollout(request(20)).await.expect("start");
+        let report = feed(&control, 10, 500).await;
+        assert_eq!(report.outcome, "failed", "{report:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "failed early, not after the bake: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            report
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("error_rate")),
+            "{report:?}"
+        );
+        assert_eq!(control.router().active().name().as_str(), "blue");
+        assert_eq!(
+            control.router().snapshot().weights.to_map().len(),
+            1,
+            "no split left"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_few_requests_fail_the_step_after_the_bake_and_max_wait() {
+        let control = control();
+        let started = Instant::now();
+        control.start_rollout(request(1_000)).await.expect("start");
+        let report = feed(&control, 1, 200).await;
+        assert_eq!(report.outcome, "failed", "{report:?}");
+        assert_eq!(
+            report.steps.last().and_then(|s| s.check),
+            Some("min_requests")
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(90) && took < Duration::from_secs(95),
+            "bake 60 s + max_wait 30 s: {took:?}"
+        );
+        assert_eq!(control.router().active().name().as_str(), "blue");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abort_sends_every_client_back_and_says_who() {
+        let control = control();
+        crate::events::ACTOR
+            .scope("CLI".to_owned(), control.start_rollout(request(20)))
+            .await
+            .expect("start");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        crate::events::ACTOR
+            .scope("dashboard".to_owned(), async { control.abort_rollout() })
+            .await
+            .expect("abort");
+        let report = feed(&control, 0, 200).await;
+        assert_eq!(report.outcome, "aborted", "{report:?}");
+        assert_eq!(control.router().active().name().as_str(), "blue");
+        let events = control.router().snapshot().env.events.since(0);
+        let said = |needle: &str, by: &str| {
+            events
+                .iter()
+                .any(|e| e.kind == "rollout" && e.message.contains(needle) && e.by == by)
+        };
+        assert!(said("started by CLI", "CLI"), "{events:?}");
+        assert!(
+            said("aborted at 50% by dashboard", "dashboard"),
+            "{events:?}"
+        );
+        assert!(
+            said("aborted: aborted at 50%", "rollout guard"),
+            "{events:?}"
+        );
     }
 }
