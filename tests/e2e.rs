@@ -6,7 +6,10 @@
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
 //! - `guards`: request ids, the body limit, maintenance mode, pause and hold.
 //! - `hardening`: what one client must not do to others, the app servers or the admin API.
-//! - `health`: checks, ejection, retries, the health gate, draining, limits, metrics.
+//! - `health`: active checks, the health gate, the load balancer's endpoint, draining.
+//! - `passive`: a server killed under load, ejection, retries.
+//! - `limits`: slow and oversized request heads, idle keep-alive connections.
+//! - `metrics`: the Prometheus text and what it counts.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
 //! - `defects`: the defects found by outside testing and a new user (issue 25), one test each.
 //! - `deploy_kit`: docker/deploy.sh, switch.sh and rollback.sh end to end, no Docker needed.
@@ -38,6 +41,12 @@ mod hardening;
 mod health;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/limits.rs"]
+mod limits;
+#[path = "e2e/metrics.rs"]
+mod metrics;
+#[path = "e2e/passive.rs"]
+mod passive;
 #[path = "e2e/rollout.rs"]
 mod rollout;
 #[path = "e2e/splitting.rs"]

@@ -1,0 +1,133 @@
+//! Client connection limits: slow heads, oversized heads, and idle keep-alive connections.
+
+use crate::BlueGreen;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turnout_testkit::client::{get, http_client};
+use turnout_testkit::{eventually, within};
+
+#[tokio::test]
+async fn slowloris_clients_are_cut_off_and_oversized_heads_get_431() {
+    let bg =
+        BlueGreen::start_with("client_header_timeout = \"300ms\"\nmax_header_count = 20").await;
+    let mut slow = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = within(10, "the connection is closed", slow.read_to_end(&mut rest)).await;
+    let read = read.map_err(|e| e.to_string());
+    assert!(
+        read.as_ref().is_ok_and(|n| *n == 0) || rest.is_empty(),
+        "got {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // Bounded, and on failure shows what turnout did log (a CI run once missed this line).
+    let logged = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !bg
+            .turnout
+            .find_log("408")
+            .is_some_and(|l| l.contains("request head"))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        logged.is_ok(),
+        "no 408 line within 10 s; read: {read:?}; turnout logged:\n{}",
+        bg.turnout.logs()
+    );
+
+    let mut big = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..30 {
+        head.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    head.push_str("\r\n");
+    big.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    within(10, "the 431", big.read_to_string(&mut answer))
+        .await
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    eventually(5, "the 431 is logged", || async {
+        bg.turnout.find_log("status=431").is_some()
+    })
+    .await;
+
+    let mut bad = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    bad.write_all(b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    within(10, "the 400", bad.read_to_string(&mut answer))
+        .await
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    eventually(5, "the 400 is logged", || async {
+        bg.turnout.find_log("status=400").is_some()
+    })
+    .await;
+    assert_eq!(bg.blue.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_outlives_the_header_timeout_but_not_the_idle_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    let bg = BlueGreen::start_with(
+        "client_header_timeout = \"300ms\"\nclient_idle_timeout = \"1500ms\"",
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(bg.turnout.proxy)
+        .await
+        .expect("connect");
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    for round in 0..2 {
+        conn.write_all(request).await.expect("write");
+        let n = within(5, "an answer", conn.read(&mut buf))
+            .await
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("blue\n"),
+            "round {round}: {text}"
+        );
+        // Idle for longer than the header timeout, shorter than the idle timeout.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    // Now idle past the idle timeout: turnout closes the connection.
+    let n = within(10, "the idle close", conn.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+
+    // A response that streams for longer than the idle timeout is not cut.
+    let a = get(&http_client(), &bg.turnout.url("/stream?chunks=4&ms=700"))
+        .await
+        .expect("stream");
+    assert_eq!(a.body, "blue 0\nblue 1\nblue 2\nblue 3\n");
+
+    // Nor is a WebSocket that stays quiet for longer.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", bg.turnout.proxy))
+        .await
+        .expect("websocket");
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    ws.send(tokio_tungstenite::tungstenite::Message::text("late"))
+        .await
+        .expect("send");
+    let echo = within(5, "echo", ws.next())
+        .await
+        .expect("message")
+        .expect("ok");
+    assert_eq!(
+        echo,
+        tokio_tungstenite::tungstenite::Message::text("blue:late")
+    );
+}
