@@ -243,7 +243,7 @@ pub async fn run_with(
     };
     // Write it now: a state directory that is not writable fails here, not at the first switch.
     if let Some(state) = &state {
-        if let Err(e) = state.write(&StateFile::render(&snapshot)) {
+        if let Err(e) = state.write(&StateFile::render(&snapshot.saved(), snapshot.changed_at)) {
             return fail(EX_CANTCREAT, &e);
         }
     }
@@ -407,7 +407,7 @@ pub async fn run_with(
     // 6. Active health checks of every pool's servers, following the routing state; and the
     //    certificates' reloads (SIGHUP, and the file watch when asked for).
     let checks = turnout_proxy::spawn_health_checks(router.clone(), &checks_tls);
-    let sampler = turnout_core::stats::spawn_sampler(router.clone());
+    let sampler = router.spawn_stats_sampler();
     let mut tls_tasks = vec![spawn_reload_on_sighup(certs.clone())];
     if let Some(store) = &certs {
         if config.tls.as_ref().is_some_and(|t| t.watch) {

@@ -712,7 +712,7 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         snapshot.env.metrics.render(
-            &snapshot,
+            &snapshot.gauges(),
             cache,
             &state.control.tls().map(|t| t.certs()).unwrap_or_default(),
         ),

@@ -228,7 +228,7 @@ impl Control {
             )));
         }
         if let Some(state) = &self.inner.state {
-            let bytes = StateFile::render(&next);
+            let bytes = StateFile::render(&next.saved(), next.changed_at);
             let state = state.clone();
             tokio::task::spawn_blocking(move || state.write(&bytes))
                 .await

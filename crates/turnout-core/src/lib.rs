@@ -7,7 +7,8 @@
 //! - [`snapshot`]: the immutable [`RoutingSnapshot`] and the [`Router`] that holds the one
 //!   `ArcSwap` the data plane loads once per request.
 //! - [`split`]: the weights that share new clients between pools.
-//! - [`decide`]: the routing decision: preview, rules, fleet mark, stickiness, weighted draw.
+//! - [`decide`]: the routing decision's parts: settings, rules, shares, the answer; `routing.rs`
+//!   puts them to work on a snapshot (preview, rules, fleet mark, stickiness, weighted draw).
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
 //! - [`control`]: the single writer: apply, persist, swap, audit-log.
 //! - [`state`]: the crash-safe state file.
@@ -32,6 +33,7 @@ pub mod pause;
 pub mod pool;
 pub mod process;
 pub mod rollout;
+mod routing;
 pub mod snapshot;
 pub mod split;
 pub mod state;

@@ -2,14 +2,10 @@
 //! built (a [`PoolMetrics`] of plain atomic handles), so a request never looks a label up; the
 //! gauges (in flight, health, active pool) are read from the snapshot when `/metrics` is scraped.
 
-use std::sync::Arc;
-
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::snapshot::RoutingSnapshot;
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -351,30 +347,27 @@ impl Metrics {
         self.ejections.with_label_values(&[pool, server]).inc();
     }
 
-    /// The Prometheus text format, with the gauges read from `snapshot` now.
+    /// The Prometheus text format, with the gauges set from `gauges` (read from the routing
+    /// snapshot now: [`crate::RoutingSnapshot::gauges`]).
     pub fn render(
         &self,
-        snapshot: &RoutingSnapshot,
+        gauges: &Gauges<'_>,
         cache: Option<crate::CacheStats>,
         certs: &[crate::CertInfo],
     ) -> String {
-        self.generation.set(snapshot.generation as i64);
-        self.maintenance
-            .set(i64::from(snapshot.maintenance.is_some()));
-        self.paused.set(i64::from(snapshot.pause.is_some()));
+        self.generation.set(gauges.generation as i64);
+        self.maintenance.set(i64::from(gauges.maintenance));
+        self.paused.set(i64::from(gauges.pause.is_some()));
         self.process_generation
             .set(crate::process::generation() as i64);
         self.start_time.set(
-            snapshot
-                .env
+            gauges
                 .started_at
-                .0
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
         );
-        match &snapshot.pause {
-            Some(pause) => {
-                let stats = pause.stats();
+        match &gauges.pause {
+            Some(stats) => {
                 self.held.set(stats.held as i64);
                 self.held_total.set(stats.held_total as i64);
                 self.shed_total.set(stats.shed_total as i64);
@@ -393,24 +386,22 @@ impl Metrics {
             self.cache_entries.set(c.entries as i64);
         }
         self.healthy.reset();
-        for (name, pool) in &snapshot.pools {
-            let name = name.as_str();
+        for pool in &gauges.pools {
+            let name = pool.name;
             self.in_flight
                 .with_label_values(&[name])
-                .set(pool.stats().in_flight() as i64);
+                .set(pool.in_flight as i64);
             self.tunnels
                 .with_label_values(&[name])
-                .set(pool.stats().tunnels() as i64);
+                .set(pool.tunnels as i64);
             self.active
                 .with_label_values(&[name])
-                .set(i64::from(Arc::ptr_eq(pool, &snapshot.active)));
-            self.weight
-                .with_label_values(&[name])
-                .set(i64::from(snapshot.weights.get(name)));
-            for server in pool.servers() {
+                .set(i64::from(pool.active));
+            self.weight.with_label_values(&[name]).set(pool.weight);
+            for &(server, up) in &pool.servers {
                 self.healthy
-                    .with_label_values(&[name, server.addr.as_str()])
-                    .set(i64::from(server.health.available()));
+                    .with_label_values(&[name, server])
+                    .set(i64::from(up));
             }
         }
         let mut out = Vec::new();
@@ -419,6 +410,32 @@ impl Metrics {
             .expect("the text encoder writes to a Vec");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// What `/metrics` reads from the routing state when it is scraped.
+#[derive(Debug)]
+pub struct Gauges<'a> {
+    pub generation: u64,
+    pub maintenance: bool,
+    /// The pause's counters, while one is on.
+    pub pause: Option<crate::pause::PauseStats>,
+    /// When the serving process started.
+    pub started_at: std::time::SystemTime,
+    pub pools: Vec<PoolGauges<'a>>,
+}
+
+/// One pool's gauges.
+#[derive(Debug)]
+pub struct PoolGauges<'a> {
+    pub name: &'a str,
+    pub in_flight: usize,
+    pub tunnels: usize,
+    /// New requests go here.
+    pub active: bool,
+    /// Its weight in the split of new clients.
+    pub weight: i64,
+    /// Each server's address and whether it takes requests.
+    pub servers: Vec<(&'a str, bool)>,
 }
 
 #[cfg(test)]
@@ -480,7 +497,11 @@ mod tests {
             names: vec!["example.test".into()],
             ..Default::default()
         };
-        let text = m.render(&snapshot, Some(crate::CacheStats::default()), &[cert]);
+        let text = m.render(
+            &snapshot.gauges(),
+            Some(crate::CacheStats::default()),
+            &[cert],
+        );
         let mut exported = BTreeSet::new();
         for line in text.lines() {
             let mut words = line.split_whitespace();

@@ -14,11 +14,10 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use turnout_config::{
-    Backend, Balance, Config, HealthCheck, Passive, PoolName, Preview, Rule, Sticky, TrustedProxies,
-};
+use turnout_config::{Backend, Balance, Config, HealthCheck, Passive, PoolName, Rule};
 
 use crate::decide::{CompiledRule, Share};
+pub use crate::decide::{PreviewSettings, RouteSettings, SkewSettings, StickyBy, VERSION_COOKIE};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolCookies, PoolSettings};
 use crate::split::Weights;
@@ -58,78 +57,6 @@ pub struct Started(pub SystemTime);
 impl Default for Started {
     fn default() -> Self {
         Started(SystemTime::now())
-    }
-}
-
-/// The fixed part of `[routing]`, in the form the request path reads.
-#[derive(Debug, Default)]
-pub struct RouteSettings {
-    pub sticky: StickyBy,
-    pub sticky_cookie: String,
-    pub trusted_proxies: TrustedProxies,
-    pub preview: Option<PreviewSettings>,
-    /// Version-skew protection, when on.
-    pub skew: Option<SkewSettings>,
-}
-
-/// Version-skew protection: a page load's response names its pool's version in
-/// [`VERSION_COOKIE`]; an asset request carrying it goes to that version while it can serve.
-#[derive(Debug)]
-pub struct SkewSettings {
-    /// How long the cookie lives.
-    pub max_age: std::time::Duration,
-    /// The asset paths it covers.
-    pub prefixes: Vec<String>,
-}
-
-impl SkewSettings {
-    #[inline]
-    pub fn covers(&self, path: &str) -> bool {
-        crate::path::under_any(path, &self.prefixes)
-    }
-}
-
-/// The cookie that names the version (`pool.generation`) a page was loaded from.
-pub const VERSION_COOKIE: &str = "turnout-version";
-
-/// `Sticky` with its header name parsed once.
-#[derive(Debug, Default)]
-pub enum StickyBy {
-    #[default]
-    Cookie,
-    Header(http::HeaderName),
-    Ip,
-    None,
-}
-
-#[derive(Debug)]
-pub struct PreviewSettings {
-    pub header: http::HeaderName,
-    pub token: Option<String>,
-    pub cookie: String,
-}
-
-impl RouteSettings {
-    pub fn from_config(routing: &turnout_config::Routing) -> RouteSettings {
-        let header = |h: &str| {
-            http::HeaderName::try_from(h).expect("a validated token is a valid header name")
-        };
-        RouteSettings {
-            sticky: match &routing.sticky {
-                Sticky::Cookie => StickyBy::Cookie,
-                Sticky::Header(h) => StickyBy::Header(header(h)),
-                Sticky::Ip => StickyBy::Ip,
-                Sticky::None => StickyBy::None,
-            },
-            sticky_cookie: routing.sticky_cookie.clone(),
-            trusted_proxies: routing.trusted_proxies.clone(),
-            preview: routing.preview.as_ref().map(|p: &Preview| PreviewSettings {
-                header: header(&p.header),
-                token: p.token.clone(),
-                cookie: p.cookie.clone(),
-            }),
-            skew: None,
-        }
     }
 }
 
@@ -238,14 +165,61 @@ pub struct RoutingSnapshot {
     pub pause: Option<Arc<crate::pause::Pause>>,
 }
 
-/// Maintenance mode, as switched on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Maintenance {
-    pub message: String,
-    pub since: SystemTime,
-}
+pub use crate::state::Maintenance;
 
 impl RoutingSnapshot {
+    /// What the state file keeps of this snapshot.
+    pub fn saved(&self) -> SavedState {
+        SavedState {
+            generation: self.generation,
+            weights: self.weights.clone(),
+            previous: self.previous.clone(),
+            pools: self
+                .pools
+                .iter()
+                .map(|(name, pool)| {
+                    let servers = pool
+                        .servers()
+                        .iter()
+                        .map(|u| Backend {
+                            addr: u.addr.clone(),
+                            weight: u.weight,
+                        })
+                        .collect();
+                    (name.clone(), servers)
+                })
+                .collect(),
+            rules: Some(self.rules.to_vec()),
+            maintenance: self.maintenance.as_deref().cloned(),
+        }
+    }
+
+    /// What `/metrics` shows of this state now (in flight, health, the split, the gates).
+    pub fn gauges(&self) -> crate::metrics::Gauges<'_> {
+        crate::metrics::Gauges {
+            generation: self.generation,
+            maintenance: self.maintenance.is_some(),
+            pause: self.pause.as_ref().map(|p| p.stats()),
+            started_at: self.env.started_at.0,
+            pools: self
+                .pools
+                .iter()
+                .map(|(name, pool)| crate::metrics::PoolGauges {
+                    name: name.as_str(),
+                    in_flight: pool.stats().in_flight(),
+                    tunnels: pool.stats().tunnels(),
+                    active: Arc::ptr_eq(pool, &self.active),
+                    weight: i64::from(self.weights.get(name.as_str())),
+                    servers: pool
+                        .servers()
+                        .iter()
+                        .map(|u| (u.addr.as_str(), u.health.available()))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     /// Version-skew protection: the pool an asset request goes to because the page it came
     /// from was loaded from that version of it ([`VERSION_COOKIE`]), while that version is
     /// still here (same pool generation), handed that version out to page loads, and has a
@@ -494,6 +468,24 @@ pub struct Router {
 }
 
 impl Router {
+    /// Samples each pool of the live snapshot every [`crate::stats::INTERVAL`] into its
+    /// [`crate::stats::Stats`] (the dashboard's series), until the task is aborted.
+    pub fn spawn_stats_sampler(&self) -> tokio::task::JoinHandle<()> {
+        let router = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::stats::INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let now = tokio::time::Instant::now();
+                let snapshot = router.snapshot();
+                snapshot.env.stats.sample(&snapshot.pools, now - last);
+                last = now;
+            }
+        })
+    }
+
     pub fn new(snapshot: RoutingSnapshot) -> Router {
         Router {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use turnout_config::routing::parse_rules;
 use turnout_config::{Backend, PoolName, Rule, RuleSpec, ServerEntry};
 
-use crate::snapshot::RoutingSnapshot;
 use crate::split::Weights;
 use crate::StateError;
 
@@ -67,7 +66,14 @@ pub struct SavedState {
     /// `None` when the file predates rules.
     pub rules: Option<Vec<Rule>>,
     /// Maintenance mode was on.
-    pub maintenance: Option<crate::snapshot::Maintenance>,
+    pub maintenance: Option<Maintenance>,
+}
+
+/// Maintenance mode, as switched on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    pub message: String,
+    pub since: std::time::SystemTime,
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +173,7 @@ impl StateFile {
             .map(|m| {
                 let since = humantime::parse_rfc3339(&m.since)
                     .map_err(|e| corrupt(format!("maintenance.since {:?}: {e}", m.since)))?;
-                Ok::<_, StateError>(crate::snapshot::Maintenance {
+                Ok::<_, StateError>(Maintenance {
                     message: m.message,
                     since,
                 })
@@ -183,36 +189,39 @@ impl StateFile {
         }))
     }
 
-    /// The bytes [`StateFile::write`] puts on disk for `snapshot`.
-    pub fn render(snapshot: &RoutingSnapshot) -> Vec<u8> {
+    /// The bytes [`StateFile::write`] puts on disk for `saved` (a snapshot's state:
+    /// `RoutingSnapshot::saved`), changed at `changed_at`.
+    pub fn render(saved: &SavedState, changed_at: std::time::SystemTime) -> Vec<u8> {
         let doc = StateDoc {
             version: VERSION,
-            generation: snapshot.generation,
-            active: snapshot.active.name().to_string(),
-            previous: snapshot.previous_primary().map(ToString::to_string),
-            weights: Some(to_i64(&snapshot.weights)),
-            previous_weights: snapshot.previous.as_ref().map(to_i64),
-            rules: Some(snapshot.rules.iter().map(Rule::spec).collect()),
-            pools: snapshot
+            generation: saved.generation,
+            active: saved.weights.primary().to_string(),
+            previous: saved.previous.as_ref().map(|w| w.primary().to_string()),
+            weights: Some(to_i64(&saved.weights)),
+            previous_weights: saved.previous.as_ref().map(to_i64),
+            rules: saved
+                .rules
+                .as_ref()
+                .map(|rules| rules.iter().map(Rule::spec).collect()),
+            pools: saved
                 .pools
                 .iter()
-                .map(|(name, pool)| {
-                    let servers = pool
-                        .servers()
+                .map(|(name, servers)| {
+                    let servers = servers
                         .iter()
-                        .map(|u| ServerEntry {
-                            addr: u.addr.to_string(),
-                            weight: u.weight,
+                        .map(|b| ServerEntry {
+                            addr: b.addr.to_string(),
+                            weight: b.weight,
                         })
                         .collect();
                     (name.to_string(), StatePool { servers })
                 })
                 .collect(),
-            maintenance: snapshot.maintenance.as_ref().map(|m| StateMaintenance {
+            maintenance: saved.maintenance.as_ref().map(|m| StateMaintenance {
                 message: m.message.clone(),
                 since: humantime::format_rfc3339_seconds(m.since).to_string(),
             }),
-            updated_at: Some(humantime::format_rfc3339_seconds(snapshot.changed_at).to_string()),
+            updated_at: Some(humantime::format_rfc3339_seconds(changed_at).to_string()),
         };
         let mut bytes = serde_json::to_vec_pretty(&doc).expect("a StateDoc always serializes");
         bytes.push(b'\n');
@@ -262,7 +271,7 @@ fn to_i64(weights: &Weights) -> BTreeMap<String, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Command;
+    use crate::{Command, RoutingSnapshot};
     use turnout_config::Config;
     use turnout_config::{RuleSpec, ServerEntry};
 
@@ -285,7 +294,8 @@ mod tests {
             .apply(&snapshot())
             .expect("ok")
             .expect("changed");
-        file.write(&StateFile::render(&s)).expect("write");
+        file.write(&StateFile::render(&s.saved(), s.changed_at))
+            .expect("write");
         let saved = file.load().expect("load").expect("present");
         assert_eq!(saved.weights.to_string(), "green=100");
         assert_eq!(
@@ -330,7 +340,8 @@ mod tests {
         .apply(&s2)
         .expect("ok")
         .expect("changed");
-        file.write(&StateFile::render(&s3)).expect("write");
+        file.write(&StateFile::render(&s3.saved(), s3.changed_at))
+            .expect("write");
         let saved = file.load().expect("load").expect("present");
         assert_eq!(saved.weights.to_string(), "blue=90 green=10");
         assert_eq!(

@@ -4,13 +4,15 @@
 //! [`POINTS`] seconds are kept per pool; a pool that is gone is dropped.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use turnout_config::PoolName;
+
+use crate::pool::Pool;
 use crate::rollout::Sample;
-use crate::snapshot::{Router, RoutingSnapshot};
 
 /// Points kept per pool: five minutes at one a second.
 pub const POINTS: usize = 300;
@@ -43,15 +45,15 @@ pub struct Point {
 }
 
 impl Stats {
-    /// Takes one point per pool of `snapshot`, `elapsed` after the last.
-    pub fn sample(&self, snapshot: &RoutingSnapshot, elapsed: Duration) {
+    /// Takes one point per pool of `pools` (a snapshot's), `elapsed` after the last.
+    pub fn sample(&self, pools: &BTreeMap<PoolName, Arc<Pool>>, elapsed: Duration) {
         let t = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let secs = elapsed.as_secs_f64().max(0.001);
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        series.retain(|name, _| snapshot.pools.keys().any(|p| p.as_str() == name));
-        for (name, pool) in &snapshot.pools {
+        series.retain(|name, _| pools.keys().any(|p| p.as_str() == name));
+        for (name, pool) in pools {
             let now = pool.metrics().sample();
             let s = series.entry(name.to_string()).or_default();
             if let Some(last) = &s.last {
@@ -84,20 +86,4 @@ impl Stats {
             })
             .collect()
     }
-}
-
-/// Samples every [`INTERVAL`] until the task is aborted.
-pub fn spawn_sampler(router: Router) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = tokio::time::Instant::now();
-        loop {
-            tick.tick().await;
-            let now = tokio::time::Instant::now();
-            let snapshot = router.snapshot();
-            snapshot.env.stats.sample(&snapshot, now - last);
-            last = now;
-        }
-    })
 }

@@ -7,6 +7,7 @@ use turnout_config::{Config, RuleSpec};
 
 use super::*;
 use crate::Command;
+use crate::RoutingSnapshot;
 
 fn snapshot(routing: &str) -> RoutingSnapshot {
     let text = format!(
