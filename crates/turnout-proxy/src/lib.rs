@@ -44,7 +44,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::task::TaskTracker;
 use turnout_config::Config;
 use turnout_core::Router;
 
@@ -143,16 +142,14 @@ struct Shared {
     /// The fixed part of the routing state (it never changes after start-up).
     env: Arc<turnout_core::Env>,
     settings: ProxySettings,
-    /// The upstream connections, kept alive per worker thread.
-    upstreams: Arc<forward::conns::Upstreams>,
     /// Set once shutdown begins: the health path answers 503 from then on.
     draining: AtomicBool,
     /// Set when another turnout process took over the listening sockets (an in-place
     /// upgrade): the drain then leaves a quiet keep-alive connection open until its next
     /// request (answered with `Connection: close`) or its own idle timeout.
     handed_over: AtomicBool,
-    /// Open tunnels, so shutdown can wait for them.
-    tunnels: TaskTracker,
+    /// Sends requests upstream; owns the upstream connections and the tunnels.
+    forwarder: forward::Forwarder,
     /// Upstream assets and static files, in memory.
     cache: Arc<cache::Cache>,
     files: local::files::StaticFiles,
@@ -176,31 +173,37 @@ impl DataPlane {
         // response head eight times nginx's default proxy_buffer_size. (32 KiB saved another
         // 50 KiB per slow reader, but split every 60 kB cached asset in two reads, and the
         // copies that joined them raised the cache's peak memory.)
-        let upstreams = Arc::new(forward::conns::Upstreams::new(
+        let upstreams = forward::conns::Upstreams::new(
             &settings.upstream_tls,
             settings.connect_timeout,
             settings.idle_timeout,
             settings.max_idle_per_server,
             UPSTREAM_MAX_BUF,
-        ));
+        );
         let metrics = &router.snapshot().env.metrics;
         let cache = Arc::new(
             cache::Cache::new(&settings.cache)
                 .with_metrics(metrics.cache_hits.clone(), metrics.cache_misses.clone()),
         );
         let files = local::files::StaticFiles::new(&settings.statics, Arc::clone(&cache));
+        let env = Arc::clone(&router.snapshot().env);
         DataPlane {
             shared: Arc::new(Shared {
                 pages: local::pages::Pages::new(&settings.error_pages),
                 cache,
                 files,
-                env: Arc::clone(&router.snapshot().env),
+                forwarder: forward::Forwarder::new(
+                    upstreams,
+                    Arc::clone(&env),
+                    settings.response_timeout,
+                    settings.hold_when_unavailable,
+                    settings.upstream_body_timeout,
+                ),
+                env,
                 router,
                 settings,
-                upstreams,
                 draining: AtomicBool::new(false),
                 handed_over: AtomicBool::new(false),
-                tunnels: TaskTracker::new(),
             }),
         }
     }

@@ -175,13 +175,13 @@ impl DataPlane {
         drop(listener);
         drop(tls_listener);
         let open = connections.len();
-        let tunnels = shared.tunnels.len();
+        let tunnels = shared.forwarder.tunnels.len();
         tracing::info!(connections = open, tunnels, timeout = ?shared.settings.shutdown_timeout, "listener closed; draining");
-        shared.tunnels.close();
+        shared.forwarder.tunnels.close();
         connections.close();
         let drain = async {
             connections.wait().await;
-            shared.tunnels.wait().await;
+            shared.forwarder.tunnels.wait().await;
         };
         let complete = tokio::time::timeout(shared.settings.shutdown_timeout, drain)
             .await
@@ -189,7 +189,7 @@ impl DataPlane {
         Drained {
             complete,
             connections_left: connections.len(),
-            tunnels_left: shared.tunnels.len(),
+            tunnels_left: shared.forwarder.tunnels.len(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody};
-use crate::error::{text_response, ProxyError};
+use crate::error::{text_response, DisplayChain, ProxyError};
 use crate::headers::is_upgrade_request;
 use crate::route::Admission;
 use crate::serve::Downstream;
@@ -119,7 +119,9 @@ impl Shared {
             let (parts, body) = req.into_parts();
             let body = (!body.is_end_stream()).then_some(body);
             let body = match (&route.mirror, body) {
-                (Some(mirror), body) if !upgrade => self.mirror(mirror, &parts, body, down),
+                (Some(mirror), body) if !upgrade => {
+                    self.forwarder.mirror(mirror, &parts, body, down)
+                }
                 (_, body) => body.map(ClientBody::new),
             };
             let body = body.map(|b| b.limited(self.settings.max_request_body));
@@ -130,6 +132,7 @@ impl Shared {
                 .filter(|_| body.is_none() && !upgrade)
                 .map(|_| Box::new(copy_head(&parts)));
             let mut sent = self
+                .forwarder
                 .forward(
                     &route.pool,
                     parts,
@@ -143,15 +146,21 @@ impl Shared {
                 if matches!(&sent, Ok((resp, _)) if resp.status() == StatusCode::NOT_FOUND) {
                     drop(sent);
                     // Boxed: only this rare path pays for a second forward's state.
-                    sent =
-                        Box::pin(self.forward(old, *copy, None, false, down, &mut access.upstream))
-                            .await;
+                    sent = Box::pin(self.forwarder.forward(
+                        old,
+                        *copy,
+                        None,
+                        false,
+                        down,
+                        &mut access.upstream,
+                    ))
+                    .await;
                     access.pool = Some(Arc::clone(old));
                     access.route = "skew";
                 }
             }
             match sent {
-                Ok((resp, guard)) => self.respond(resp, guard, client_upgrade),
+                Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
                 Err(err) => self.failed(err, close, &mut access),
             }
         };
@@ -162,6 +171,32 @@ impl Shared {
             self.pages.restyle(&mut resp, json);
         }
         access.answer(resp)
+    }
+
+    /// The answer to a request that failed (its forward, or its preview header), the failure
+    /// recorded for its access line. `close`: the request body may be left unread.
+    pub(crate) fn failed(
+        &self,
+        err: ProxyError,
+        close: bool,
+        access: &mut Access,
+    ) -> Response<ProxyBody> {
+        let resp = match &err {
+            ProxyError::ClientBody { why, .. } => {
+                // The client broke its own request: the server did nothing wrong.
+                self.env.metrics.client_cutoff(why.label());
+                tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
+                err.into_response(true)
+            }
+            ProxyError::SlowUpload { .. } => {
+                self.env.metrics.client_cutoff("slow_upload");
+                tracing::info!(error = %DisplayChain(&err), "a slow upload outlasted the response timeout");
+                err.into_response(true)
+            }
+            _ => err.into_response(close),
+        };
+        access.failed(err);
+        resp
     }
 
     /// 413 for a request whose declared length is over `[server] max_request_body`, before any

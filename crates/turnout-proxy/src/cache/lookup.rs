@@ -203,13 +203,14 @@ impl Shared {
         let fetched = match own {
             Some(f) => Ok(f),
             None => {
-                self.forward(pool, parts, None, false, down, &mut access.upstream)
+                self.forwarder
+                    .forward(pool, parts, None, false, down, &mut access.upstream)
                     .await
             }
         };
         match fetched {
             Ok((resp, guard)) => {
-                let mut resp = self.respond(resp, guard, None);
+                let mut resp = self.forwarder.respond(resp, guard, None);
                 mark(&mut resp, "MISS");
                 resp
             }
@@ -241,7 +242,11 @@ impl Shared {
             full.headers.remove(name);
         }
         let mut used = None;
-        let (resp, guard) = match self.forward(pool, full, None, false, down, &mut used).await {
+        let (resp, guard) = match self
+            .forwarder
+            .forward(pool, full, None, false, down, &mut used)
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => return Err(NotKept::Failed(e, used)),
         };

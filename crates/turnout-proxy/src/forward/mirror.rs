@@ -20,9 +20,8 @@ use turnout_core::RequestInfo;
 use super::conns::{Stale, Upstreams};
 use crate::body::{ClientBody, UpstreamBody};
 use crate::serve::Downstream;
-use crate::Shared;
 
-impl Shared {
+impl super::Forwarder {
     /// Sends a copy of the request (`parts`, its headers as they go upstream, and `body`) to
     /// the mirror's pool, on a task of its own. Answers the body for the original: the same
     /// bytes, copied for the mirror as they pass. A body too long or of unknown length is not
@@ -84,7 +83,7 @@ impl Shared {
         self.outbound_headers(copy.headers_mut(), down, false);
         let upstreams = Arc::clone(&self.upstreams);
         // A copy's own, short bound: it is shadow traffic, and no client waits for it.
-        let timeout = self.settings.response_timeout.min(Mirror::TIMEOUT);
+        let timeout = self.response_timeout.min(Mirror::TIMEOUT);
         let ended = mirror.ended();
         tokio::spawn(async move {
             let _slot = slot;

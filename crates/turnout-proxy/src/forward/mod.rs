@@ -18,24 +18,61 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use std::time::Duration;
 use turnout_config::ServerAddr;
-use turnout_core::{InFlight, Pool, RequestInfo, Upstream};
+
+use tokio_util::task::TaskTracker;
+use turnout_core::{Env, InFlight, Pool, RequestInfo, Upstream};
 
 use self::conns::Stale;
 use self::retry::{retryable, Attempt, RetryCopy};
-use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody, UpstreamBody};
 use crate::error::{text_response, DisplayChain, ProxyError};
 use crate::headers::{set_forwarded, strip_hop_by_hop};
 use crate::serve::Downstream;
-use crate::Shared;
 
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
 
 /// How often a held request looks for a server again.
 const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
-impl Shared {
+/// The forwarder: sends a request to a server of its pool under the one retry rule, counts
+/// each attempt for or against that server's passive health, and turns the answer into the
+/// client's response (an upgrade into a tunnel). It owns the upstream connections and the open
+/// tunnels; it reads only the fixed part of the routing state.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    /// The upstream connections, kept alive per worker thread.
+    pub(crate) upstreams: Arc<conns::Upstreams>,
+    /// Open tunnels, so shutdown can wait for them.
+    pub(crate) tunnels: TaskTracker,
+    env: Arc<Env>,
+    response_timeout: Duration,
+    hold_when_unavailable: Option<Duration>,
+    body_timeout: Duration,
+}
+
+impl Forwarder {
+    /// `response_timeout` bounds each attempt to its response head, `hold_when_unavailable` is
+    /// how long a request waits for a pool with no server able to take it, `body_timeout` how
+    /// long a response body may stall.
+    pub(crate) fn new(
+        upstreams: conns::Upstreams,
+        env: Arc<Env>,
+        response_timeout: Duration,
+        hold_when_unavailable: Option<Duration>,
+        body_timeout: Duration,
+    ) -> Forwarder {
+        Forwarder {
+            upstreams: Arc::new(upstreams),
+            tunnels: TaskTracker::new(),
+            env,
+            response_timeout,
+            hold_when_unavailable,
+            body_timeout,
+        }
+    }
+
     /// Sends a request to a server of `pool` (the balancer's pick) and, when [`retryable`]
     /// allows, once more to another one. `body` is `None` for a request without one; `upgrade`
     /// keeps the request's `Upgrade` headers (an upgrade is never retried). `used` names the
@@ -67,7 +104,6 @@ impl Shared {
         // `hold_when_unavailable`: a pool with no server able to take the request (an app
         // restarting) is waited for, up to this deadline, instead of answered 503 or 502 at once.
         let hold_until = self
-            .settings
             .hold_when_unavailable
             .filter(|_| !upgrade)
             .map(|d| tokio::time::Instant::now() + d);
@@ -177,7 +213,7 @@ impl Shared {
         }
 
         let uploading = body_read.is_some_and(|done| !done.load(Ordering::Relaxed));
-        match attempt.into_result(pool, upstream, self.settings.response_timeout, uploading) {
+        match attempt.into_result(pool, upstream, self.response_timeout, uploading) {
             Ok(resp) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     self.passive_failure(pool, upstream);
@@ -208,7 +244,7 @@ impl Shared {
         let sent = self
             .upstreams
             .send(pool.name().as_str(), upstream, req, stale);
-        match tokio::time::timeout(self.settings.response_timeout, sent).await {
+        match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(resp)) => Attempt::Answered(resp),
             Ok(Err(e)) => Attempt::Failed(e),
             Err(_) => Attempt::TimedOut,
@@ -294,32 +330,6 @@ impl Shared {
         });
     }
 
-    /// The answer to a request that failed (its forward, or its preview header), the failure
-    /// recorded for its access line. `close`: the request body may be left unread.
-    pub(crate) fn failed(
-        &self,
-        err: ProxyError,
-        close: bool,
-        access: &mut Access,
-    ) -> Response<ProxyBody> {
-        let resp = match &err {
-            ProxyError::ClientBody { why, .. } => {
-                // The client broke its own request: the server did nothing wrong.
-                self.env.metrics.client_cutoff(why.label());
-                tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
-                err.into_response(true)
-            }
-            ProxyError::SlowUpload { .. } => {
-                self.env.metrics.client_cutoff("slow_upload");
-                tracing::info!(error = %DisplayChain(&err), "a slow upload outlasted the response timeout");
-                err.into_response(true)
-            }
-            _ => err.into_response(close),
-        };
-        access.failed(err);
-        resp
-    }
-
     pub(crate) fn respond(
         &self,
         mut resp: Response<Incoming>,
@@ -358,9 +368,6 @@ impl Shared {
         // An HTTP/1.0 upstream must not turn the client's keep-alive connection into a
         // one-shot one: the client gets turnout's HTTP version, not the upstream's.
         parts.version = Version::HTTP_11;
-        Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, guard, self.settings.upstream_body_timeout),
-        )
+        Response::from_parts(parts, ProxyBody::upstream(body, guard, self.body_timeout))
     }
 }
