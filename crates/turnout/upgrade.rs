@@ -437,14 +437,18 @@ impl Handover {
             Ok((other, _)) => return Err(format!("unexpected hand-over message {other:?}")),
             Err(e) => return Err(format!("the hand-over broke off: {e}")),
         };
-        if let Some(error) = self.refusal() {
+        // Checked under the writer lock: a pause, a rollout or a prepared switch that lands
+        // after the check cannot be cut in two by the hand-over (changes after the freeze are
+        // refused with 409).
+        if let Err(error) = self
+            .control
+            .freeze_unless(format!("handing over to pid {pid}"), |_| self.refusal())
+            .await
+        {
             channel.refuse(&error).await;
             return Err(format!("refused: {error}"));
         }
         tracing::info!(pid, %version, "upgrade: a new turnout is taking over; routing changes are refused until it serves");
-        self.control
-            .freeze(format!("handing over to pid {pid}"))
-            .await;
         let result = self.hand(channel, pid).await;
         match &result {
             Ok(ready) => {

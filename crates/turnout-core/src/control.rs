@@ -484,6 +484,21 @@ impl Control {
         *self.frozen() = Some(detail);
     }
 
+    /// [`Control::freeze`], unless `refuse` (run under the writer lock, so no change can slip
+    /// in between the check and the freeze) gives a reason not to, which is answered.
+    pub async fn freeze_unless(
+        &self,
+        detail: String,
+        refuse: impl FnOnce(&Control) -> Option<String>,
+    ) -> Result<(), String> {
+        let _writer = self.inner.writer.lock().await;
+        if let Some(why) = refuse(self) {
+            return Err(why);
+        }
+        *self.frozen() = Some(detail);
+        Ok(())
+    }
+
     /// Takes changes again (the other process did not take over).
     pub fn thaw(&self) {
         *self.frozen() = None;
@@ -682,6 +697,43 @@ mod tests {
         )
         .expect("config");
         Router::new(RoutingSnapshot::bootstrap(&config, None).expect("snapshot"))
+    }
+
+    #[tokio::test]
+    async fn a_freeze_is_refused_by_a_check_made_under_the_writer_lock() {
+        let control = Control::new(router(), None);
+        let paused = |c: &Control| {
+            c.router()
+                .snapshot()
+                .pause
+                .as_ref()
+                .map(|_| "a pause is on".to_owned())
+        };
+        control
+            .apply(Command::Pause { max_hold: None }, false)
+            .await
+            .expect("pause");
+        assert_eq!(
+            control.freeze_unless("upgrading".into(), paused).await,
+            Err("a pause is on".into())
+        );
+        assert!(control.refuse_if_frozen().is_ok(), "not frozen");
+        control.apply(Command::Resume, false).await.expect("resume");
+        control
+            .freeze_unless("upgrading".into(), paused)
+            .await
+            .expect("nothing to refuse it");
+        assert!(matches!(
+            control
+                .apply(Command::Pause { max_hold: None }, false)
+                .await,
+            Err(CoreError::Upgrading { .. })
+        ));
+        control.thaw();
+        control
+            .apply(Command::Switch { to: "green".into() }, false)
+            .await
+            .expect("changes land again");
     }
 
     #[tokio::test(start_paused = true)]
