@@ -889,3 +889,128 @@ pub fn notify_ready() {
 pub fn notify_stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The hand-over's wire, in-process over a socket pair: lines and descriptors both ways,
+    //! a refusal, and what a broken or truncated conversation gives.
+
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn pair() -> (Channel, Channel) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        for s in [&a, &b] {
+            s.set_nonblocking(true).expect("nonblocking");
+        }
+        (
+            Channel::new(UnixStream::from_std(a).expect("tokio")),
+            Channel::new(UnixStream::from_std(b).expect("tokio")),
+        )
+    }
+
+    #[tokio::test]
+    async fn sockets_cross_with_their_line_and_still_listen() {
+        let (mut old, mut new) = pair();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let msg = Msg::Sockets {
+            from_pid: 1,
+            generation: 2,
+            listeners: vec![Listener {
+                key: "[server] listen".into(),
+                addr,
+            }],
+            down: vec![down_key("blue", "127.0.0.1:3000")],
+        };
+        old.send(&msg, &[listener.as_fd()]).await.expect("send");
+        let (got, fds) = new.recv_within(STEP_TIMEOUT).await.expect("recv");
+        let Msg::Sockets {
+            generation,
+            listeners,
+            down,
+            ..
+        } = got
+        else {
+            panic!("not the sockets: {got:?}");
+        };
+        assert_eq!((generation, listeners[0].addr), (2, addr));
+        assert_eq!(down, ["blue 127.0.0.1:3000"]);
+        assert_eq!(fds.len(), 1);
+        // The received descriptor is the same listening socket: a connection to it is
+        // accepted through the copy, after the original is closed.
+        drop(listener);
+        let copy = std::net::TcpListener::from(fds.into_iter().next().expect("fd"));
+        assert_eq!(copy.local_addr().expect("addr"), addr);
+        let _client = std::net::TcpStream::connect(addr).expect("connect through the copy");
+        copy.accept().expect("accepted on the copy");
+
+        // Lines without descriptors, the other way, several in one read.
+        new.send(
+            &Msg::Ready {
+                pid: 7,
+                version: "x".into(),
+                generation: 2,
+            },
+            &[],
+        )
+        .await
+        .expect("send");
+        new.send(&Msg::Done, &[]).await.expect("send");
+        assert!(matches!(old.recv().await, Ok((Msg::Ready { pid: 7, .. }, f)) if f.is_empty()));
+        assert!(matches!(old.recv().await, Ok((Msg::Done, _))));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_why() {
+        let (mut old, mut new) = pair();
+        old.refuse("a pause is on here").await;
+        match new.recv().await {
+            Ok((Msg::Refused { error }, _)) => assert_eq!(error, "a pause is on here"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_or_garbled_line_is_an_error_not_a_message() {
+        let (old, mut new) = pair();
+        // Half a line, then the other side is gone.
+        let mut raw = old.stream;
+        raw.write_all(br#"{"msg":"ready","pid":7"#)
+            .await
+            .expect("write");
+        drop(raw);
+        let e = new.recv().await.expect_err("no whole line came");
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+
+        let (old, mut new) = pair();
+        let mut raw = old.stream;
+        raw.write_all(b"{\"msg\":\"launch_missiles\"}\n")
+            .await
+            .expect("write");
+        let e = new.recv().await.expect_err("no such message");
+        assert!(e.to_string().contains("cannot read"), "{e}");
+
+        // Nothing at all within the limit.
+        let (_old, mut new) = pair();
+        let e = new
+            .recv_within(Duration::from_millis(50))
+            .await
+            .expect_err("silence");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    /// Far more descriptors than the control buffer holds (it is sized for `MAX_FDS`, rounded
+    /// up to the kernel's alignment) are refused before anything is sent.
+    #[tokio::test]
+    async fn more_sockets_than_turnout_takes_are_refused() {
+        let (mut old, _new) = pair();
+        let many: Vec<std::net::TcpListener> = (0..=2 * MAX_FDS)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = many.iter().map(AsFd::as_fd).collect();
+        let e = old.send(&Msg::Done, &fds).await.expect_err("too many");
+        assert!(e.to_string().contains("too many sockets"), "{e}");
+    }
+}
