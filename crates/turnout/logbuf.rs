@@ -27,6 +27,8 @@ const MAX_PENDING: usize = 4 * 1024 * 1024;
 type Buffer = Arc<Mutex<Vec<u8>>>;
 
 struct Shared {
+    /// This writer's number in the process (several may exist: tests start turnout twice).
+    id: u64,
     /// stderr, but in tests.
     sink: Mutex<Box<dyn Write + Send>>,
     /// Every thread's buffer, registered at its first line.
@@ -39,8 +41,12 @@ struct Shared {
 }
 
 thread_local! {
-    static MINE: std::cell::OnceCell<Buffer> = const { std::cell::OnceCell::new() };
+    /// This thread's buffer in each writer it has written to (one, but for tests), by writer.
+    static MINE: std::cell::RefCell<Vec<(u64, Buffer)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Numbers the writers of this process.
+static WRITERS: AtomicU64 = AtomicU64::new(0);
 
 /// The writer given to `tracing_subscriber::fmt`.
 #[derive(Clone)]
@@ -61,6 +67,7 @@ pub fn batched() -> (Batched, FlushGuard) {
 
 fn batched_to(sink: Box<dyn Write + Send>) -> (Batched, FlushGuard) {
     let shared = Arc::new(Shared {
+        id: WRITERS.fetch_add(1, Ordering::Relaxed),
         sink: Mutex::new(sink),
         buffers: Mutex::default(),
         dropped: AtomicU64::new(0),
@@ -159,15 +166,22 @@ pub struct Line<'a> {
 impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         MINE.with(|mine| {
-            let buffer = mine.get_or_init(|| {
-                let buffer = Buffer::default();
-                self.shared
-                    .buffers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Arc::clone(&buffer));
-                buffer
-            });
+            let mut mine = mine.borrow_mut();
+            let buffer = match mine.iter().position(|(id, _)| *id == self.shared.id) {
+                Some(i) => &mine[i].1,
+                None => {
+                    // A writer that is gone holds its buffers no more: forget them here.
+                    mine.retain(|(_, b)| Arc::strong_count(b) > 1);
+                    let buffer = Buffer::default();
+                    self.shared
+                        .buffers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Arc::clone(&buffer));
+                    mine.push((self.shared.id, buffer));
+                    &mine[mine.len() - 1].1
+                }
+            };
             // Uncontended but for the writer thread's swap every FLUSH_EVERY.
             let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.len() + buf.len() > MAX_PENDING {
@@ -259,5 +273,39 @@ mod tests {
             assert_eq!(mine, (0..1000).collect::<Vec<_>>(), "thread {t}");
         }
         assert!(writer.shared.buffers.lock().expect("lock").is_empty());
+    }
+
+    /// Two writers in one process (as when a test starts turnout twice): each thread's lines
+    /// go to the writer they were written to, never to the other's sink.
+    #[test]
+    fn two_writers_in_one_process_keep_their_lines_apart() {
+        let (first_shelf, second_shelf) = (Shelf::default(), Shelf::default());
+        let (first, first_guard) = batched_to(Box::new(first_shelf.clone()));
+        let (second, second_guard) = batched_to(Box::new(second_shelf.clone()));
+        for i in 0..100 {
+            first
+                .make_writer()
+                .write_all(format!("first {i}\n").as_bytes())
+                .expect("write");
+            second
+                .make_writer()
+                .write_all(format!("second {i}\n").as_bytes())
+                .expect("write");
+        }
+        drop(first_guard);
+        drop(first);
+        // A writer made after one is gone: this thread writes to it, not to the old buffer.
+        let third_shelf = Shelf::default();
+        let (third, third_guard) = batched_to(Box::new(third_shelf.clone()));
+        third.make_writer().write_all(b"third\n").expect("write");
+        drop(second_guard);
+        drop(third_guard);
+        let text = |s: &Shelf| String::from_utf8(s.0.lock().expect("lock").clone()).expect("utf-8");
+        let (a, b, c) = (text(&first_shelf), text(&second_shelf), text(&third_shelf));
+        assert_eq!(a.lines().count(), 100);
+        assert!(a.lines().all(|l| l.starts_with("first ")), "{a}");
+        assert_eq!(b.lines().count(), 100);
+        assert!(b.lines().all(|l| l.starts_with("second ")), "{b}");
+        assert_eq!(c, "third\n");
     }
 }
