@@ -164,6 +164,23 @@ impl Pause {
         Held::Waiting(rx)
     }
 
+    /// Holds a request from `client` whose head is `bytes` long: true when the resume released
+    /// it, false when it is to be shed (held past `max_hold`, or shed past the bounds).
+    pub async fn wait(&self, client: IpAddr, bytes: u64) -> bool {
+        let rx = match self.hold(client, bytes) {
+            Held::Released => return true,
+            Held::Waiting(rx) => rx,
+        };
+        match tokio::time::timeout(self.max_hold, rx).await {
+            Ok(Ok(Release::Go) | Err(_)) => true,
+            Ok(Ok(Release::Shed)) => false,
+            Err(_) => {
+                self.gave_up();
+                false
+            }
+        }
+    }
+
     /// A held request's `max_hold` passed (it is answered 503): counted as shed, and the
     /// requests no longer waiting (this one, and any whose client left) stop counting.
     pub fn gave_up(&self) {
@@ -323,5 +340,30 @@ mod tests {
         // 11 > 10: A holds most, so A's oldest goes.
         assert_eq!(a[0].try_recv(), Ok(Release::Shed));
         assert!(b.iter_mut().all(|rx| rx.try_recv().is_err()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_past_max_hold_is_shed_and_one_resumed_in_time_goes() {
+        let pause =
+            std::sync::Arc::new(Pause::new(&policy(10, 1000), Some(Duration::from_secs(30))));
+        let started = tokio::time::Instant::now();
+        let late = {
+            let pause = std::sync::Arc::clone(&pause);
+            tokio::spawn(async move { pause.wait(A, 10).await })
+        };
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let on_time = {
+            let pause = std::sync::Arc::clone(&pause);
+            tokio::spawn(async move { pause.wait(B, 10).await })
+        };
+        // The first has waited its 30 s; the second only 10 of them.
+        tokio::time::sleep(Duration::from_millis(10_001)).await;
+        assert!(!late.await.expect("join"), "shed at max_hold");
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        pause.release();
+        assert!(on_time.await.expect("join"), "released by the resume");
+        let s = pause.stats();
+        assert_eq!((s.held, s.held_total, s.shed_total), (0, 2, 1));
+        assert!(pause.wait(A, 10).await, "after the resume, no wait");
     }
 }

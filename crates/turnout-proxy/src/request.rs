@@ -18,7 +18,7 @@ use crate::headers::is_upgrade_request;
 use crate::route::{Admission, Route};
 use crate::serve::Downstream;
 use crate::Shared;
-use turnout_core::pause::{Held, Pause, Release};
+use turnout_core::pause::Pause;
 
 /// How a pool is asked for a request.
 struct Ask {
@@ -296,8 +296,7 @@ fn close_if_unread(resp: &mut Response<ProxyBody>, h1: bool, req: &Request<Incom
     }
 }
 
-/// Holds a request while `pause` is on: true when the resume released it, false when it is to
-/// be shed (held past `max_hold`, or the oldest past the pause's bounds).
+/// Holds a request while `pause` is on ([`Pause::wait`]), counted by its head's size.
 async fn hold(pause: &Pause, client: std::net::IpAddr, req: &Request<Incoming>) -> bool {
     // What a held request costs, roughly: its head.
     let bytes = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
@@ -306,18 +305,7 @@ async fn hold(pause: &Pause, client: std::net::IpAddr, req: &Request<Incoming>) 
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
-    let rx = match pause.hold(client, bytes as u64) {
-        Held::Released => return true,
-        Held::Waiting(rx) => rx,
-    };
-    match tokio::time::timeout(pause.max_hold, rx).await {
-        Ok(Ok(Release::Go) | Err(_)) => true,
-        Ok(Ok(Release::Shed)) => false,
-        Err(_) => {
-            pause.gave_up();
-            false
-        }
-    }
+    pause.wait(client, bytes as u64).await
 }
 
 /// The answer to a request refused before anything reads it: CONNECT (a reverse proxy has nothing to
