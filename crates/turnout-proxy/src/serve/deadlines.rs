@@ -383,3 +383,126 @@ pub(crate) fn deadline_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> Optio
             .downcast_ref::<Deadline>()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each deadline in paused time, over an in-memory duplex pipe: the client side of the
+    //! pipe is the test, the other is turnout's guarded socket.
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const HEADER: Duration = Duration::from_millis(300);
+    const IDLE: Duration = Duration::from_secs(5);
+    const SEND: Duration = Duration::from_secs(2);
+    const BODY: Duration = Duration::from_secs(60);
+
+    fn guarded(buffer: usize) -> (GuardedIo<DuplexStream>, DuplexStream, Arc<Activity>) {
+        let (server, client) = tokio::io::duplex(buffer);
+        let activity = Arc::new(Activity::default());
+        let io = GuardedIo::new(server, Arc::clone(&activity), HEADER, IDLE, SEND, BODY);
+        (io, client, activity)
+    }
+
+    /// Reads until an error; the deadline it names and how long it took.
+    async fn read_until_cut(io: &mut GuardedIo<DuplexStream>) -> (String, Duration) {
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) => panic!("the pipe ended instead"),
+                Ok(_) => continue,
+                Err(e) => {
+                    let what = deadline_of(&e).map(ToString::to_string);
+                    return (what.unwrap_or_else(|| e.to_string()), started.elapsed());
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_must_send_its_head_within_the_header_timeout() {
+        let (mut io, mut client, _activity) = guarded(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .expect("write");
+        let (why, took) = read_until_cut(&mut io).await;
+        assert_eq!(why, "no complete request head within 300ms");
+        assert_eq!(took, HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_requests_the_idle_timeout_applies_then_the_header_one_again() {
+        let (mut io, client, activity) = guarded(1024);
+        // A request came and went.
+        drop(activity.begin());
+        let (why, took) = read_until_cut(&mut io).await;
+        assert_eq!(why, "idle for 5s", "not the header timeout");
+        assert_eq!(took, IDLE);
+
+        let (mut io, mut client2, activity) = guarded(1024);
+        drop(activity.begin());
+        // Idle for 4 s, then the first bytes of the next request: from them, the head has
+        // the header timeout.
+        let reader = tokio::spawn(async move { read_until_cut(&mut io).await });
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        client2.write_all(b"GET / HT").await.expect("write");
+        let (why, took) = reader.await.expect("join");
+        assert_eq!(why, "no complete request head within 300ms");
+        assert_eq!(took, Duration::from_secs(4) + HEADER);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_body_that_stops_is_cut_after_the_body_timeout_not_before() {
+        let (mut io, mut client, activity) = guarded(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 18];
+        io.read_exact(&mut head).await.expect("the head");
+        // In flight: reads are for the body now, and it must keep coming.
+        let _busy = activity.begin();
+        let reader = tokio::spawn(async move { read_until_cut(&mut io).await });
+        // A byte every 50 s keeps it alive past the body timeout.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            client.write_all(b"x").await.expect("write");
+        }
+        let (why, took) = reader.await.expect("join");
+        assert_eq!(
+            why,
+            "no byte of the request body for 60s (client_body_timeout)"
+        );
+        assert_eq!(took, Duration::from_secs(100) + BODY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_is_cut_after_the_send_timeout() {
+        let (mut io, client, _activity) = guarded(64);
+        let started = Instant::now();
+        let e = io
+            .write_all(&[0u8; 4096])
+            .await
+            .expect_err("the pipe is full and nobody reads");
+        assert_eq!(
+            deadline_of(&e).map(ToString::to_string).as_deref(),
+            Some("the client read nothing of its response for 2s")
+        );
+        assert_eq!(started.elapsed(), SEND);
+        // A client that reads a little at a time keeps it going.
+        let (mut io, mut slow, _activity) = guarded(64);
+        let writer = tokio::spawn(async move { io.write_all(&[0u8; 512]).await });
+        let mut got = 0;
+        let mut buf = [0u8; 64];
+        while got < 512 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            got += slow.read(&mut buf).await.expect("read");
+        }
+        writer.await.expect("join").expect("written in full");
+        drop(client);
+    }
+}
