@@ -10,6 +10,7 @@ mod duration;
 mod error;
 pub mod file;
 mod names;
+mod pools;
 pub mod rollout;
 pub mod routing;
 mod server;
@@ -512,70 +513,12 @@ impl file::FileConfig {
 
         let upstream = self.upstream.unwrap_or_default();
 
-        let mut pools = BTreeMap::new();
-        let mut pool_health = BTreeMap::new();
-        let mut pool_balance = BTreeMap::new();
-        let mut pool_ca = BTreeMap::new();
-        for (name, pool) in self.pools {
-            let key = format!("pools.{name}");
-            let pool_name = PoolName::parse(&name).map_err(|message| ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, &name),
-                key: key.clone(),
-                message,
-            })?;
-            let balance = match &pool.balance {
-                None => Balance::RoundRobin,
-                Some(b) => Balance::parse(b.get_ref())
-                    .map_err(|m| invalid(b.span(), &format!("{key}.balance"), m))?,
-            };
-            let mut servers = Vec::with_capacity(pool.servers.len());
-            for server in pool.servers {
-                let backend = Backend::parse(server.get_ref()).map_err(|message| {
-                    invalid(server.span(), &format!("{key}.servers"), message)
-                })?;
-                if backend.weight != 1 && !balance.weighs() {
-                    return Err(invalid(
-                        server.span(),
-                        &format!("{key}.servers"),
-                        format!(
-                            "server {} has weight {}, but balance = \"round_robin\" does not use weights; \
-                             set balance = \"weighted\" (or least_requests, ip_hash, random_two_choices)",
-                            backend.addr, backend.weight
-                        ),
-                    ));
-                }
-                servers.push(backend);
-            }
-            if pool.balance.is_some() {
-                pool_balance.insert(pool_name.clone(), balance);
-            }
-            if let Some(ca) = pool.tls.and_then(|t| t.ca) {
-                if !ca.get_ref().is_file() {
-                    return Err(invalid(
-                        ca.span(),
-                        &format!("{key}.tls.ca"),
-                        format!("{} is not a file turnout can read", ca.get_ref().display()),
-                    ));
-                }
-                pool_ca.insert(pool_name.clone(), ca.into_inner());
-            }
-            if let Some(check) = pool.health {
-                let check = resolve_check(check, &health, &format!("{key}.health"), text, path)?;
-                pool_health.insert(pool_name.clone(), check);
-            }
-            pools.insert(pool_name, servers);
-        }
-        if pools.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: 1,
-                key: "pools".into(),
-                message:
-                    "no pool is defined: add at least [pools.blue] with servers = [\"HOST:PORT\"]"
-                        .into(),
-            });
-        }
+        let pools::Pools {
+            servers: pools,
+            health: pool_health,
+            balance: pool_balance,
+            ca: pool_ca,
+        } = pools::resolve(self.pools, &health, text, path)?;
 
         let Some(routing) = self.routing else {
             return Err(ConfigError::Invalid {
