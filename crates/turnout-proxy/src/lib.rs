@@ -152,9 +152,8 @@ struct Shared {
     forwarder: forward::Forwarder,
     /// Upstream assets and static files, in memory.
     cache: Arc<cache::Cache>,
-    files: local::files::StaticFiles,
-    /// The pages of turnout's own answers (`[errors] dir`, maintenance).
-    pages: local::pages::Pages,
+    /// What turnout answers itself: the redirect to https, static files, its own pages.
+    local: local::Local,
 }
 
 impl Shared {
@@ -189,9 +188,12 @@ impl DataPlane {
         let env = Arc::clone(&router.snapshot().env);
         DataPlane {
             shared: Arc::new(Shared {
-                pages: local::pages::Pages::new(&settings.error_pages),
+                local: local::Local::new(
+                    files,
+                    local::pages::Pages::new(&settings.error_pages),
+                    settings.redirect_https_port,
+                ),
                 cache,
-                files,
                 forwarder: forward::Forwarder::new(
                     upstreams,
                     Arc::clone(&env),
