@@ -563,12 +563,12 @@ impl file::FileConfig {
             Some(tls) => Some(resolve_tls(tls, [server.listen, server.admin], text, path)?),
         };
         if server.redirect_https && tls.is_none() {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "redirect_https"),
-                key: "server.redirect_https".into(),
-                message: "needs a [tls] listener to redirect to".into(),
-            });
+            return Err(invalid_key(
+                text,
+                path,
+                "server.redirect_https",
+                "needs a [tls] listener to redirect to",
+            ));
         }
 
         let rollout = rollout::RolloutPolicy::default()
@@ -588,12 +588,7 @@ impl file::FileConfig {
             && routing.skew_prefixes.is_empty()
             && cache.prefixes.is_empty()
         {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "skew_protection"),
-                key: "routing.skew_protection".into(),
-                message: "covers asset paths, and none is named: set [routing] skew_prefixes (or [cache] prefixes), e.g. [\"/_next/static/\"]".into(),
-            });
+            return Err(invalid_key(text, path, "routing.skew_protection", "covers asset paths, and none is named: set [routing] skew_prefixes (or [cache] prefixes), e.g. [\"/_next/static/\"]"));
         }
         let maintenance = resolve_maintenance(self.maintenance.unwrap_or_default(), text, path)?;
         let pause = resolve_pause(self.pause.unwrap_or_default(), text, path)?;
@@ -696,12 +691,12 @@ fn resolve_pause(
     let mut policy = PausePolicy::default();
     if let Some(d) = file.max_hold {
         if d.0.is_zero() {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "max_hold"),
-                key: "pause.max_hold".into(),
-                message: "must be more than zero".into(),
-            });
+            return Err(invalid_key(
+                text,
+                path,
+                "pause.max_hold",
+                "must be more than zero",
+            ));
         }
         policy.max_hold = d.0;
     }
@@ -1282,6 +1277,22 @@ fn line_of(text: &str, at: usize) -> usize {
 
 /// The line where `key` first appears, for errors about table keys (serde gives no span for
 /// a map key); 1 when it cannot be found.
+/// A bad value of `key` (`section.name`): the error, on the line where `name` is written.
+pub(crate) fn invalid_key(
+    text: &str,
+    path: &Path,
+    key: &str,
+    message: impl Into<String>,
+) -> ConfigError {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line: find_key_line(text, name),
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
 fn find_key_line(text: &str, key: &str) -> usize {
     text.find(key).map_or(1, |at| line_of(text, at))
 }

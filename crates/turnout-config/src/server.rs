@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::file::FileServer;
-use crate::{defaults, find_key_line, line_of, ConfigError, Server};
+use crate::{defaults, invalid_key, line_of, ConfigError, Server};
 
 impl FileServer {
     /// `[server]` validated. `state_file` is `[state] file`: an in-place upgrade needs it.
@@ -37,23 +37,22 @@ impl FileServer {
         }
         let max_connections = server.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
         if max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "max_connections"),
-                key: "server.max_connections".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(invalid_key(
+                text,
+                path,
+                "server.max_connections",
+                "must be at least 1",
+            ));
         }
         let admin_token = match server.admin_token {
             Some(t) if t.trim().is_empty() => {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    line: find_key_line(text, "admin_token"),
-                    key: "server.admin_token".into(),
-                    message: "is empty: an empty token would mean no authentication; \
-                              remove the key to run without one, or set a secret"
-                        .into(),
-                })
+                return Err(invalid_key(
+                    text,
+                    path,
+                    "server.admin_token",
+                    "is empty: an empty token would mean no authentication; \
+                              remove the key to run without one, or set a secret",
+                ))
             }
             t => t,
         };
@@ -110,34 +109,34 @@ impl FileServer {
         .unwrap_or_default();
         let workers = server.workers.unwrap_or_else(defaults::workers);
         if workers == 0 {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "workers"),
-                key: "server.workers".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(invalid_key(
+                text,
+                path,
+                "server.workers",
+                "must be at least 1",
+            ));
         }
         let max_header_bytes = server
             .max_header_bytes
             .unwrap_or(defaults::MAX_HEADER_BYTES);
         if max_header_bytes < 8192 {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "max_header_bytes"),
-                key: "server.max_header_bytes".into(),
-                message: format!("{max_header_bytes} is too small: at least 8192"),
-            });
+            return Err(invalid_key(
+                text,
+                path,
+                "server.max_header_bytes",
+                format!("{max_header_bytes} is too small: at least 8192"),
+            ));
         }
         let max_header_count = server
             .max_header_count
             .unwrap_or(defaults::MAX_HEADER_COUNT);
         if max_header_count == 0 {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line: find_key_line(text, "max_header_count"),
-                key: "server.max_header_count".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(invalid_key(
+                text,
+                path,
+                "server.max_header_count",
+                "must be at least 1",
+            ));
         }
 
         let max_request_body = match &server.max_request_body {
