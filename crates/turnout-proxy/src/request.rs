@@ -231,10 +231,7 @@ impl Shared {
         access: &mut Access,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if ask.cached {
-            return self
-                .cache
-                .cached(&self.forwarder, parts, pool, down, access)
-                .await;
+            return Ok(self.cached(parts, pool, down, access).await);
         }
         let (resp, guard) = self
             .forwarder

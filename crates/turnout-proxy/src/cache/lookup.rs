@@ -19,9 +19,9 @@ use crate::access::Access;
 use crate::body::ProxyBody;
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
 use crate::error::ProxyError;
-use crate::forward::Forwarder;
 use crate::headers::strip_hop_by_hop;
 use crate::serve::Downstream;
+use crate::Shared;
 
 /// What a fetch that was not kept gives every client that waited on it.
 #[derive(Debug)]
@@ -91,20 +91,17 @@ impl crate::cache::Cache {
     }
 }
 
-impl crate::cache::Cache {
-    /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool` (a miss
-    /// fetched through `fwd`), its verdict (`HIT`, `MISS`) and server recorded in `access`.
-    /// `Err`: this request's own fetch failed, to be answered as a failed forward is; a fetch
-    /// another request made for it that failed is answered here, and recorded.
+impl Shared {
+    /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`, its
+    /// verdict (`HIT`, `MISS`), server and failure recorded in `access` as a forward's are.
     pub(crate) async fn cached(
         &self,
-        fwd: &Forwarder,
         parts: Parts,
         pool: &Arc<Pool>,
         down: &Downstream,
         access: &mut Access,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let cache = self;
+    ) -> Response<ProxyBody> {
+        let cache = &self.cache;
         let asset = AssetKey {
             pool: pool.name().clone(),
             generation: pool.generation(),
@@ -128,7 +125,7 @@ impl crate::cache::Cache {
             if now < a.expires {
                 cache.hit();
                 access.cache = Some("HIT");
-                return Ok(from_memory(&a, &parts, "HIT", now));
+                return from_memory(&a, &parts, "HIT", now);
             }
             // Boxed, as the miss below: expiry is rare, and moka's future is large.
             Box::pin(cache.entries.invalidate(&key)).await;
@@ -137,30 +134,28 @@ impl crate::cache::Cache {
         // several KiB; inline, it would grow every request's future, proxied ones too, by that
         // much. A miss pays one allocation; a hit, and every other request, none.
         access.cache = Some("MISS");
-        Box::pin(self.fetch_missing(fwd, key, vary, parts, pool, down, access)).await
+        Box::pin(self.miss(key, vary, parts, pool, down, access)).await
     }
 
     /// A cache miss: fetched once for every request waiting on `key`, kept if it may be.
-    #[allow(clippy::too_many_arguments)] // The miss's whole context, passed once.
-    async fn fetch_missing(
+    async fn miss(
         &self,
-        fwd: &Forwarder,
         key: Key,
         vary: &[HeaderName],
         parts: Parts,
         pool: &Arc<Pool>,
         down: &Downstream,
         access: &mut Access,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let cache = self;
+    ) -> Response<ProxyBody> {
+        let cache = &self.cache;
         cache.miss();
         let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Key::Asset(asset, _) = &key else {
             unreachable!("built as an asset key above")
         };
-        let fetch = self.fetch_to_keep(fwd, id, pool, &parts, down, asset.clone(), vary);
+        let fetch = self.fetch_to_keep(id, pool, &parts, down, asset.clone(), vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
-            Ok(Entry::Asset(a)) => return Ok(from_memory(&a, &parts, "MISS", Instant::now())),
+            Ok(Entry::Asset(a)) => return from_memory(&a, &parts, "MISS", Instant::now()),
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
             Err(not_kept) => not_kept,
         };
@@ -171,7 +166,7 @@ impl crate::cache::Cache {
                 let resp = e.into_response(false);
                 access.upstream.clone_from(upstream);
                 access.failed(SharedFailure(Arc::clone(&not_kept)));
-                return Ok(resp);
+                return resp;
             }
             NotKept::Small {
                 fetched_by,
@@ -191,7 +186,7 @@ impl crate::cache::Cache {
                         *resp.body_mut() = ProxyBody::empty();
                     }
                     mark(&mut resp, "MISS");
-                    return Ok(resp);
+                    return resp;
                 }
                 None
             }
@@ -208,25 +203,24 @@ impl crate::cache::Cache {
         let fetched = match own {
             Some(f) => Ok(f),
             None => {
-                fwd.forward(pool, parts, None, false, down, &mut access.upstream)
+                self.forwarder
+                    .forward(pool, parts, None, false, down, &mut access.upstream)
                     .await
             }
         };
         match fetched {
             Ok((resp, guard)) => {
-                let mut resp = fwd.respond(resp, guard, None);
+                let mut resp = self.forwarder.respond(resp, guard, None);
                 mark(&mut resp, "MISS");
-                Ok(resp)
+                resp
             }
-            Err(e) => Err(e),
+            Err(e) => self.failed(e, false, access),
         }
     }
 
     /// The fetch behind a miss: the upstream's answer, as an entry to keep, or why not.
-    #[allow(clippy::too_many_arguments)] // The fetch's whole context, passed once.
     async fn fetch_to_keep(
         &self,
-        fwd: &Forwarder,
         id: u64,
         pool: &Arc<Pool>,
         parts: &Parts,
@@ -248,7 +242,11 @@ impl crate::cache::Cache {
             full.headers.remove(name);
         }
         let mut used = None;
-        let (resp, guard) = match fwd.forward(pool, full, None, false, down, &mut used).await {
+        let (resp, guard) = match self
+            .forwarder
+            .forward(pool, full, None, false, down, &mut used)
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => return Err(NotKept::Failed(e, used)),
         };
@@ -257,7 +255,8 @@ impl crate::cache::Cache {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let fits = parts.method == Method::HEAD || length.is_some_and(|l| l <= self.max_object);
+        let fits =
+            parts.method == Method::HEAD || length.is_some_and(|l| l <= self.cache.max_object);
         if !fits {
             return Err(NotKept::Large {
                 fetched_by: id,
@@ -288,7 +287,7 @@ impl crate::cache::Cache {
         let varies = vary_names(&head.headers);
         let same_vary = varies.as_deref() == Some(vary);
         if let (Some(names), false) = (&varies, same_vary) {
-            self.learn_vary(asset, Arc::from(names.as_slice()));
+            self.cache.learn_vary(asset, Arc::from(names.as_slice()));
         }
         match ttl {
             Some(ttl) if same_vary => {
