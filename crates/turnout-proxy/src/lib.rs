@@ -152,8 +152,9 @@ struct Shared {
     forwarder: forward::Forwarder,
     /// Upstream assets and static files, in memory.
     cache: Arc<cache::Cache>,
-    /// What turnout answers itself: the redirect to https, static files, its own pages.
-    local: local::Local,
+    files: local::files::StaticFiles,
+    /// The pages of turnout's own answers (`[errors] dir`, maintenance).
+    pages: local::pages::Pages,
 }
 
 impl Shared {
@@ -188,12 +189,9 @@ impl DataPlane {
         let env = Arc::clone(&router.snapshot().env);
         DataPlane {
             shared: Arc::new(Shared {
-                local: local::Local::new(
-                    files,
-                    local::pages::Pages::new(&settings.error_pages),
-                    settings.redirect_https_port,
-                ),
+                pages: local::pages::Pages::new(&settings.error_pages),
                 cache,
+                files,
                 forwarder: forward::Forwarder::new(
                     upstreams,
                     Arc::clone(&env),

@@ -84,7 +84,7 @@ impl Shared {
                 Outcome::Failed { error, close } => self.failed(error, close, &mut access),
             };
             if access.error.is_some() {
-                self.local.pages.restyle(&mut resp, json);
+                self.pages.restyle(&mut resp, json);
             }
             access.answer(resp)
         }))
@@ -124,11 +124,9 @@ impl Shared {
                     Admission::Open => break,
                     Admission::Maintenance(m) => {
                         access.route = "maintenance";
-                        let mut resp = self.local.pages.maintenance(
-                            &m,
-                            self.env.maintenance.retry_after,
-                            json,
-                        );
+                        let mut resp =
+                            self.pages
+                                .maintenance(&m, self.env.maintenance.retry_after, json);
                         close_if_unread(&mut resp, h1, &req);
                         break 'phases Outcome::Answered(resp, None);
                     }
@@ -142,7 +140,7 @@ impl Shared {
                         });
                         if holds > 3 || !Box::pin(hold(&pause, client, &req)).await {
                             access.route = "shed";
-                            let mut resp = self.local.pages.shed(json);
+                            let mut resp = self.pages.shed(json);
                             close_if_unread(&mut resp, h1, &req);
                             break 'phases Outcome::Answered(resp, None);
                         }
@@ -150,7 +148,7 @@ impl Shared {
                     }
                 }
             }
-            if let Some(resp) = self.local.answer(&req, down, &mut access).await {
+            if let Some(resp) = self.local(&req, down, &mut access).await {
                 break 'phases Outcome::Answered(resp, None);
             }
 

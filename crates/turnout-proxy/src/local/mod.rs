@@ -20,52 +20,6 @@ use crate::Shared;
 /// Where ACME HTTP-01 challenges are asked for; never redirected to https.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// The local answers: the redirect to https, `[[static]]` files, and the pages of turnout's own
-/// answers (maintenance, a shed request, `[errors] dir`).
-#[derive(Debug)]
-pub(crate) struct Local {
-    pub(crate) files: files::StaticFiles,
-    pub(crate) pages: pages::Pages,
-    /// `redirect_https`: the HTTPS listener's port plain requests are sent to.
-    redirect_https_port: Option<u16>,
-}
-
-impl Local {
-    pub(crate) fn new(
-        files: files::StaticFiles,
-        pages: pages::Pages,
-        redirect_https_port: Option<u16>,
-    ) -> Local {
-        Local {
-            files,
-            pages,
-            redirect_https_port,
-        }
-    }
-
-    /// The answer turnout gives itself, if the request gets one: a 308 to https
-    /// (`redirect_https`; never for ACME HTTP-01 challenges, which a renewal needs over plain
-    /// HTTP), or a file of a `[[static]]` directory. `None`: the request goes to a pool.
-    pub(crate) async fn answer(
-        &self,
-        req: &Request<Incoming>,
-        down: &Downstream,
-        access: &mut Access,
-    ) -> Option<Response<ProxyBody>> {
-        if let Some(port) = self.redirect_https_port {
-            if !down.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
-                access.route = "redirect";
-                return Some(redirect_https(req, port));
-            }
-        }
-        let dir = self.files.matches(req.uri().path())?;
-        access.route = "static";
-        // Boxed: the file path's future is over 2 KiB, and inline it would grow the future of
-        // every request, proxied ones too. A static file pays one allocation.
-        Some(Box::pin(self.files.serve(dir, req)).await)
-    }
-}
-
 impl Shared {
     /// The load balancer's health check: 503 while shutting down, and (unless configured off)
     /// while the active pool has no server that can take a request.
@@ -87,6 +41,28 @@ impl Shared {
         } else {
             text_response(StatusCode::OK, "ok\n")
         }
+    }
+
+    /// The answer turnout gives itself, if the request gets one: a 308 to https
+    /// (`redirect_https`; never for ACME HTTP-01 challenges, which a renewal needs over plain
+    /// HTTP), or a file of a `[[static]]` directory. `None`: the request goes to a pool.
+    pub(crate) async fn local(
+        &self,
+        req: &Request<Incoming>,
+        down: &Downstream,
+        access: &mut Access,
+    ) -> Option<Response<ProxyBody>> {
+        if let Some(port) = self.settings.redirect_https_port {
+            if !down.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
+                access.route = "redirect";
+                return Some(redirect_https(req, port));
+            }
+        }
+        let dir = self.files.matches(req.uri().path())?;
+        access.route = "static";
+        // Boxed: the file path's future is over 2 KiB, and inline it would grow the future of
+        // every request, proxied ones too. A static file pays one allocation.
+        Some(Box::pin(self.files.serve(dir, req)).await)
     }
 }
 
