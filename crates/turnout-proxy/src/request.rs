@@ -20,16 +20,6 @@ use crate::serve::Downstream;
 use crate::Shared;
 use turnout_core::pause::Pause;
 
-/// How a pool is asked for a request.
-struct Ask {
-    /// Through the cache.
-    cached: bool,
-    /// The request asks for an allowed protocol upgrade.
-    upgrade: bool,
-    /// The client's side of that upgrade.
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-}
-
 /// How the phases answered a request, before the answer rules: a response, with the route
 /// whose cookies it may set, or a failure to turn into one.
 // Returned once per request and consumed at once: boxing the common variant would cost an
@@ -166,76 +156,75 @@ impl Shared {
             access.pool = Some(route.pool.clone());
 
             let upgrade = is_upgrade_request(req.version(), req.headers(), &self.settings.upgrades);
-            // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept;
-            // anything else is forwarded (a share of it copied to a mirror).
-            let cached = self.cache.takes(&req, upgrade);
-            let client_upgrade = (upgrade && !cached).then(|| hyper::upgrade::on(&mut req));
-            let (parts, body) = req.into_parts();
-            let body = (!cached && !body.is_end_stream()).then_some(body);
-            let body = match (&route.mirror, body) {
-                (Some(mirror), body) if !upgrade && !cached => {
-                    self.forwarder.mirror(mirror, &parts, body, down)
+            if self.cache.takes(&req, upgrade) {
+                // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
+                let (parts, _empty) = req.into_parts();
+                let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
+                let mut resp = self.cached(parts, &route.pool, down, &mut access).await;
+                // Version-skew protection: an asset the new version lacks, from the previous one.
+                if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+                    if resp.status() == StatusCode::NOT_FOUND {
+                        resp = Box::pin(self.cached(*copy, old, down, &mut access)).await;
+                        access.pool = Some(Arc::clone(old));
+                        access.route = "skew";
+                    }
                 }
-                (_, body) => body.map(ClientBody::new),
-            };
-            let body = body.map(|b| b.limited(self.settings.max_request_body));
-            let close = h1 && body.is_some();
-            let copy = route
-                .fallback
-                .as_ref()
-                .filter(|_| body.is_none() && !upgrade)
-                .map(|_| Box::new(copy_head(&parts)));
-            let ask = Ask {
-                cached,
-                upgrade,
-                client_upgrade,
-            };
-            let mut answered = self
-                .ask(&route.pool, parts, body, ask, down, &mut access)
-                .await;
-            // Version-skew protection, whichever path answered: an asset the new version lacks
-            // (404) is asked once of the previous one.
-            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
-                if matches!(&answered, Ok(resp) if resp.status() == StatusCode::NOT_FOUND) {
-                    drop(answered);
-                    let again = Ask {
-                        cached,
-                        upgrade: false,
-                        client_upgrade: None,
-                    };
-                    // Boxed: only this rare path pays for a second fetch's state.
-                    answered = Box::pin(self.ask(old, *copy, None, again, down, &mut access)).await;
-                    access.pool = Some(Arc::clone(old));
-                    access.route = "skew";
+                Outcome::Answered(resp, Some(route))
+            } else {
+                let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+                let (parts, body) = req.into_parts();
+                let body = (!body.is_end_stream()).then_some(body);
+                let body = match (&route.mirror, body) {
+                    (Some(mirror), body) if !upgrade => {
+                        self.forwarder.mirror(mirror, &parts, body, down)
+                    }
+                    (_, body) => body.map(ClientBody::new),
+                };
+                let body = body.map(|b| b.limited(self.settings.max_request_body));
+                let close = h1 && body.is_some();
+                let copy = route
+                    .fallback
+                    .as_ref()
+                    .filter(|_| body.is_none() && !upgrade)
+                    .map(|_| Box::new(copy_head(&parts)));
+                let mut sent = self
+                    .forwarder
+                    .forward(
+                        &route.pool,
+                        parts,
+                        body,
+                        upgrade,
+                        down,
+                        &mut access.upstream,
+                    )
+                    .await;
+                if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+                    if matches!(&sent, Ok((resp, _)) if resp.status() == StatusCode::NOT_FOUND) {
+                        drop(sent);
+                        // Boxed: only this rare path pays for a second forward's state.
+                        sent = Box::pin(self.forwarder.forward(
+                            old,
+                            *copy,
+                            None,
+                            false,
+                            down,
+                            &mut access.upstream,
+                        ))
+                        .await;
+                        access.pool = Some(Arc::clone(old));
+                        access.route = "skew";
+                    }
                 }
-            }
-            match answered {
-                Ok(resp) => Outcome::Answered(resp, Some(route)),
-                Err(error) => Outcome::Failed { error, close },
+                match sent {
+                    Ok((resp, guard)) => Outcome::Answered(
+                        self.forwarder.respond(resp, guard, client_upgrade),
+                        Some(route),
+                    ),
+                    Err(error) => Outcome::Failed { error, close },
+                }
             }
         };
         (outcome, access)
-    }
-
-    /// `pool` asked for the request: through the cache (`ask.cached`), else forwarded, its
-    /// answer turned into the client's response (an upgrade into a tunnel).
-    async fn ask(
-        &self,
-        pool: &Arc<turnout_core::Pool>,
-        parts: http::request::Parts,
-        body: Option<ClientBody>,
-        ask: Ask,
-        down: &Downstream,
-        access: &mut Access,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        if ask.cached {
-            return Ok(self.cached(parts, pool, down, access).await);
-        }
-        let (resp, guard) = self
-            .forwarder
-            .forward(pool, parts, body, ask.upgrade, down, &mut access.upstream)
-            .await?;
-        Ok(self.forwarder.respond(resp, guard, ask.client_upgrade))
     }
 
     /// The answer to a request that failed (its forward, or its preview header), the failure
