@@ -15,216 +15,162 @@ use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody};
 use crate::error::{text_response, DisplayChain, ProxyError};
 use crate::headers::is_upgrade_request;
-use crate::route::{Admission, Route};
+use crate::route::Admission;
 use crate::serve::Downstream;
 use crate::Shared;
 use turnout_core::pause::Pause;
 
-/// How the phases answered a request, before the answer rules: a response, with the route
-/// whose cookies it may set, or a failure to turn into one.
-// Returned once per request and consumed at once: boxing the common variant would cost an
-// allocation per request to save stack space for a moment.
-#[allow(clippy::large_enum_variant)]
-enum Outcome {
-    Answered(Response<ProxyBody>, Option<Route>),
-    /// `close`: the request body may be left unread (HTTP/1).
-    Failed {
-        error: ProxyError,
-        close: bool,
-    },
-}
-
 impl Shared {
-    /// One request: the health path first, then the phases ([`Shared::phases`]), then the
-    /// answer rules, applied once to whatever answered: a failure becomes its answer (and the
-    /// configured error page), a route's cookies go only on an answer that did not fail, and
-    /// the access line is written with the request id.
-    pub(crate) fn handle<'a>(
-        &'a self,
-        req: Request<Incoming>,
-        down: &'a Downstream,
-    ) -> impl std::future::Future<Output = Response<ProxyBody>> + 'a {
-        use futures_util::future::{Either, FutureExt};
+    pub(crate) async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        down: &Downstream,
+    ) -> Response<ProxyBody> {
         // `Connection: close` means something to HTTP/1 clients only; HTTP/2 forbids it.
         let h1 = req.version() < Version::HTTP_2;
         // The load balancer's check: answered first, whatever else is configured; not logged.
         if req.uri().path() == self.settings.health_path {
-            return Either::Left(std::future::ready(self.health(h1)));
+            return self.health(h1);
         }
         // Written when dropped: with the status set below, or as 499 if the client leaves first.
-        let access = Access::begin(&req, down);
+        let mut access = Access::begin(&req, down);
+
+        if let Some(resp) = refused(&mut req, h1, &mut access) {
+            return access.answer(resp);
+        }
+        if self.settings.request_id {
+            let trusted = self.env.routing.trusted_proxies.contains(&down.peer.ip());
+            access.request_id = Some(crate::headers::request_id(req.headers_mut(), trusted));
+        }
+        if let Some(resp) = self.too_large(&req, h1) {
+            access.route = "refused";
+            return access.answer(resp);
+        }
         let json = crate::local::pages::wants_json(req.headers());
-        // Not an `async fn`: its arguments would stay in the future beside the phases' own
-        // copy of the request (rustc keeps an async fn's arguments apart from its other
-        // state), and every request's future would grow by a request's size.
-        let phases = self.phases(req, down, h1, access);
-        // The rules run as a plain function on the phases' output (`map`): an async block
-        // would hold the phases' future twice (once captured, once awaited).
-        Either::Right(phases.map(move |(outcome, mut access)| {
-            let mut resp = match outcome {
-                Outcome::Answered(mut resp, route) => {
-                    match route {
-                        // A failed fetch sets no cookie: the client is to come back as if it
-                        // never had.
-                        Some(route) if access.error.is_none() => route.set_cookies(&mut resp, down),
-                        _ => {}
-                    }
-                    resp
+        let (mut routed, mut admission) = self.route(&req, down);
+        // Maintenance answers; a pause holds the request (its body unread) until the resume,
+        // then routes it against the state of that moment.
+        let mut holds = 0;
+        loop {
+            match admission {
+                Admission::Open => break,
+                Admission::Maintenance(m) => {
+                    access.route = "maintenance";
+                    let mut resp =
+                        self.pages
+                            .maintenance(&m, self.env.maintenance.retry_after, json);
+                    close_if_unread(&mut resp, h1, &req);
+                    return access.answer(resp);
                 }
-                Outcome::Failed { error, close } => self.failed(error, close, &mut access),
-            };
-            if access.error.is_some() {
-                self.pages.restyle(&mut resp, json);
-            }
-            access.answer(resp)
-        }))
-    }
-
-    /// The request's phases, in order: admission (one valid Host, no CONNECT), its id, the
-    /// body limit, the route and what holds it first (maintenance, a pause), local answers,
-    /// then the cache or the forward (with version-skew protection's fallback).
-    ///
-    /// `access` goes in and comes back out with what each phase recorded.
-    async fn phases(
-        &self,
-        mut req: Request<Incoming>,
-        down: &Downstream,
-        h1: bool,
-        mut access: Access,
-    ) -> (Outcome, Access) {
-        let outcome = 'phases: {
-            if let Some(resp) = refused(&mut req, h1, &mut access) {
-                break 'phases Outcome::Answered(resp, None);
-            }
-            if self.settings.request_id {
-                let trusted = self.env.routing.trusted_proxies.contains(&down.peer.ip());
-                access.request_id = Some(crate::headers::request_id(req.headers_mut(), trusted));
-            }
-            if let Some(resp) = self.too_large(&req, h1) {
-                access.route = "refused";
-                break 'phases Outcome::Answered(resp, None);
-            }
-            let json = crate::local::pages::wants_json(req.headers());
-            let (mut routed, mut admission) = self.route(&req, down);
-            // Maintenance answers; a pause holds the request (its body unread) until the resume,
-            // then routes it against the state of that moment.
-            let mut holds = 0;
-            loop {
-                match admission {
-                    Admission::Open => break,
-                    Admission::Maintenance(m) => {
-                        access.route = "maintenance";
-                        let mut resp =
-                            self.pages
-                                .maintenance(&m, self.env.maintenance.retry_after, json);
+                Admission::Paused(pause) => {
+                    holds += 1;
+                    // Boxed: only a held request pays for the wait's state.
+                    let client = self.env.routing.client_ip(&turnout_core::RequestInfo {
+                        headers: req.headers(),
+                        query: None,
+                        peer: down.peer.ip(),
+                    });
+                    if holds > 3 || !Box::pin(hold(&pause, client, &req)).await {
+                        access.route = "shed";
+                        let mut resp = self.pages.shed(json);
                         close_if_unread(&mut resp, h1, &req);
-                        break 'phases Outcome::Answered(resp, None);
+                        return access.answer(resp);
                     }
-                    Admission::Paused(pause) => {
-                        holds += 1;
-                        // Boxed: only a held request pays for the wait's state.
-                        let client = self.env.routing.client_ip(&turnout_core::RequestInfo {
-                            headers: req.headers(),
-                            query: None,
-                            peer: down.peer.ip(),
-                        });
-                        if holds > 3 || !Box::pin(hold(&pause, client, &req)).await {
-                            access.route = "shed";
-                            let mut resp = self.pages.shed(json);
-                            close_if_unread(&mut resp, h1, &req);
-                            break 'phases Outcome::Answered(resp, None);
-                        }
-                        (routed, admission) = self.route(&req, down);
-                    }
+                    (routed, admission) = self.route(&req, down);
                 }
             }
-            if let Some(resp) = self.local(&req, down, &mut access).await {
-                break 'phases Outcome::Answered(resp, None);
-            }
+        }
+        if let Some(resp) = self.local(&req, down, &mut access).await {
+            return access.answer(resp);
+        }
 
-            let route = match routed {
-                Ok(route) => route,
-                Err(refusal) => {
-                    access.route = "preview";
-                    break 'phases Outcome::Failed {
-                        error: ProxyError::from(refusal),
-                        close: h1 && !req.body().is_end_stream(),
-                    };
-                }
-            };
-            access.route = route.reason.as_str();
-            access.pool = Some(route.pool.clone());
-
-            let upgrade = is_upgrade_request(req.version(), req.headers(), &self.settings.upgrades);
-            if self.cache.takes(&req, upgrade) {
-                // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
-                let (parts, _empty) = req.into_parts();
-                let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
-                let mut resp = self.cached(parts, &route.pool, down, &mut access).await;
-                // Version-skew protection: an asset the new version lacks, from the previous one.
-                if let (Some(old), Some(copy)) = (&route.fallback, copy) {
-                    if resp.status() == StatusCode::NOT_FOUND {
-                        resp = Box::pin(self.cached(*copy, old, down, &mut access)).await;
-                        access.pool = Some(Arc::clone(old));
-                        access.route = "skew";
-                    }
-                }
-                Outcome::Answered(resp, Some(route))
-            } else {
-                let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-                let (parts, body) = req.into_parts();
-                let body = (!body.is_end_stream()).then_some(body);
-                let body = match (&route.mirror, body) {
-                    (Some(mirror), body) if !upgrade => {
-                        self.forwarder.mirror(mirror, &parts, body, down)
-                    }
-                    (_, body) => body.map(ClientBody::new),
-                };
-                let body = body.map(|b| b.limited(self.settings.max_request_body));
-                let close = h1 && body.is_some();
-                let copy = route
-                    .fallback
-                    .as_ref()
-                    .filter(|_| body.is_none() && !upgrade)
-                    .map(|_| Box::new(copy_head(&parts)));
-                let mut sent = self
-                    .forwarder
-                    .forward(
-                        &route.pool,
-                        parts,
-                        body,
-                        upgrade,
-                        down,
-                        &mut access.upstream,
-                    )
-                    .await;
-                if let (Some(old), Some(copy)) = (&route.fallback, copy) {
-                    if matches!(&sent, Ok((resp, _)) if resp.status() == StatusCode::NOT_FOUND) {
-                        drop(sent);
-                        // Boxed: only this rare path pays for a second forward's state.
-                        sent = Box::pin(self.forwarder.forward(
-                            old,
-                            *copy,
-                            None,
-                            false,
-                            down,
-                            &mut access.upstream,
-                        ))
-                        .await;
-                        access.pool = Some(Arc::clone(old));
-                        access.route = "skew";
-                    }
-                }
-                match sent {
-                    Ok((resp, guard)) => Outcome::Answered(
-                        self.forwarder.respond(resp, guard, client_upgrade),
-                        Some(route),
-                    ),
-                    Err(error) => Outcome::Failed { error, close },
-                }
+        let route = match routed {
+            Ok(route) => route,
+            Err(refusal) => {
+                access.route = "preview";
+                let resp = self.failed(
+                    ProxyError::from(refusal),
+                    h1 && !req.body().is_end_stream(),
+                    &mut access,
+                );
+                return access.answer(resp);
             }
         };
-        (outcome, access)
+        access.route = route.reason.as_str();
+        access.pool = Some(route.pool.clone());
+
+        let upgrade = is_upgrade_request(req.version(), req.headers(), &self.settings.upgrades);
+        let mut resp = if self.cache.takes(&req, upgrade) {
+            // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
+            let (parts, _empty) = req.into_parts();
+            let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
+            let mut resp = self.cached(parts, &route.pool, down, &mut access).await;
+            // Version-skew protection: an asset the new version lacks, from the previous one.
+            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+                if resp.status() == StatusCode::NOT_FOUND {
+                    resp = Box::pin(self.cached(*copy, old, down, &mut access)).await;
+                    access.pool = Some(Arc::clone(old));
+                    access.route = "skew";
+                }
+            }
+            resp
+        } else {
+            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let (parts, body) = req.into_parts();
+            let body = (!body.is_end_stream()).then_some(body);
+            let body = match (&route.mirror, body) {
+                (Some(mirror), body) if !upgrade => {
+                    self.forwarder.mirror(mirror, &parts, body, down)
+                }
+                (_, body) => body.map(ClientBody::new),
+            };
+            let body = body.map(|b| b.limited(self.settings.max_request_body));
+            let close = h1 && body.is_some();
+            let copy = route
+                .fallback
+                .as_ref()
+                .filter(|_| body.is_none() && !upgrade)
+                .map(|_| Box::new(copy_head(&parts)));
+            let mut sent = self
+                .forwarder
+                .forward(
+                    &route.pool,
+                    parts,
+                    body,
+                    upgrade,
+                    down,
+                    &mut access.upstream,
+                )
+                .await;
+            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+                if matches!(&sent, Ok((resp, _)) if resp.status() == StatusCode::NOT_FOUND) {
+                    drop(sent);
+                    // Boxed: only this rare path pays for a second forward's state.
+                    sent = Box::pin(self.forwarder.forward(
+                        old,
+                        *copy,
+                        None,
+                        false,
+                        down,
+                        &mut access.upstream,
+                    ))
+                    .await;
+                    access.pool = Some(Arc::clone(old));
+                    access.route = "skew";
+                }
+            }
+            match sent {
+                Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
+                Err(err) => self.failed(err, close, &mut access),
+            }
+        };
+        // A failed forward sets no cookie: the client is to come back as if it never had.
+        if access.error.is_none() {
+            route.set_cookies(&mut resp, down);
+        } else {
+            self.pages.restyle(&mut resp, json);
+        }
+        access.answer(resp)
     }
 
     /// The answer to a request that failed (its forward, or its preview header), the failure
