@@ -223,13 +223,10 @@ impl RoutingSnapshot {
     /// Version-skew protection: the pool an asset request goes to because the page it came
     /// from was loaded from that version of it ([`VERSION_COOKIE`]), while that version is
     /// still here (same pool generation), handed that version out to page loads, and has a
-    /// server to take it. `None`: route as usual.
+    /// server to take it. `None`: route as usual. For an asset request: the caller has found
+    /// its path under the skew prefixes (normalising a path once per request is enough).
     #[inline]
-    pub fn skew_pool(&self, path: &str, headers: &http::HeaderMap) -> Option<&Arc<Pool>> {
-        let skew = self.env.routing.skew.as_ref()?;
-        if !skew.covers(path) {
-            return None;
-        }
+    pub fn skew_pool(&self, headers: &http::HeaderMap) -> Option<&Arc<Pool>> {
         let value = crate::decide::cookie_value(headers, VERSION_COOKIE)?;
         let (name, generation) = value.rsplit_once('.')?;
         let pool = self.pools.get(name)?;

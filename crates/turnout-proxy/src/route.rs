@@ -80,14 +80,14 @@ impl Shared {
         let (mut fallback, mut set_version) = (None, false);
         if let Some(skew) = &snapshot.env.routing.skew {
             let path = req.uri().path();
+            // A preview's assets follow the preview itself, and a page loaded by one hands
+            // out no version.
+            let preview = matches!(decision.reason, Reason::Preview);
             if !skew.covers(path) {
-                // A page load: its pool's version is one this instance hands out, unless the
-                // page came by a preview (a preview's assets follow the preview itself).
-                if !matches!(decision.reason, Reason::Preview) {
+                // A page load: its pool's version is one this instance hands out.
+                if !preview {
                     decision.pool.version_given();
-                }
-                set_version = !matches!(decision.reason, Reason::Preview)
-                    && decision
+                    set_version = decision
                         .pool
                         .cookies()
                         .version
@@ -96,8 +96,9 @@ impl Shared {
                             turnout_core::decide::cookie_value(req.headers(), VERSION_COOKIE)
                                 != Some(v)
                         });
-            } else if !matches!(decision.reason, Reason::Preview) {
-                if let Some(pool) = snapshot.skew_pool(path, req.headers()) {
+                }
+            } else if !preview {
+                if let Some(pool) = snapshot.skew_pool(req.headers()) {
                     if !Arc::ptr_eq(pool, decision.pool) {
                         decision.pool = pool;
                         decision.reason = Reason::Skew;
