@@ -355,3 +355,40 @@ async fn a_frozen_control_refuses_changes_until_thawed() {
     let (s, j) = call(&app, "POST", "/v1/upgrade", "", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{j}");
 }
+
+/// Who an event names comes from what the caller says of itself: a label, never trusted for
+/// anything else. What a careless or hostile caller sends is bounded and made printable.
+#[test]
+fn the_actor_named_in_events_is_bounded_and_printable() {
+    let with = |pairs: &[(&str, &[u8])]| {
+        let mut h = header::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                header::HeaderValue::from_bytes(v).expect("value"),
+            );
+        }
+        actor(&h)
+    };
+    assert_eq!(with(&[]), "API");
+    assert_eq!(with(&[("user-agent", b"turnout-cli/0.1.0")]), "CLI");
+    assert_eq!(with(&[("user-agent", b"turnout-fleet/0.1.0")]), "fleet");
+    assert_eq!(with(&[("x-turnout-client", b"dashboard")]), "dashboard");
+    // Anything else from the page's header is the API, with its agent.
+    assert_eq!(
+        with(&[
+            ("x-turnout-client", b"dashboard2"),
+            ("user-agent", b"curl/8.5.0")
+        ]),
+        "API (curl/8.5.0)"
+    );
+    // Huge: cut at 60 characters. Control characters are dropped; an agent that is not text
+    // at all is no agent.
+    let huge = vec![b'a'; 10_000];
+    assert_eq!(
+        with(&[("user-agent", &huge)]),
+        format!("API ({})", "a".repeat(60))
+    );
+    assert_eq!(with(&[("user-agent", b"evil\tagent\xff\xfe")]), "API");
+    assert_eq!(with(&[("user-agent", b"curl\t/8")]), "API (curl/8)");
+}
