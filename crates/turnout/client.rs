@@ -16,10 +16,10 @@ use serde_json::Value;
 pub struct AdminArgs {
     /// The admin API's base URL.
     #[arg(long, env = "TURNOUT_ADMIN", default_value = "http://127.0.0.1:9901")]
-    admin: String,
+    pub admin: String,
     /// The admin token, when the server requires one.
     #[arg(long, env = "TURNOUT_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
 }
 
 pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
@@ -36,22 +36,73 @@ pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
 pub struct SwitchArgs {
     /// Switch even if the target pool fails its health probe.
     #[arg(long)]
-    force: bool,
+    pub force: bool,
     /// Return only once the pool switched away from has no request or WebSocket in flight, or
     /// this long has passed ("30s"); exit 3 if it had not drained by then.
     #[arg(long, value_name = "DURATION")]
-    wait_drained: Option<String>,
+    pub wait_drained: Option<String>,
     /// Close the WebSockets still open on the pool switched away from after this long ("60s"):
     /// each side gets a close frame 1001 (Going Away). With --wait-drained longer than it, the
     /// command returns once they are closed and the old app can stop.
     #[arg(long, value_name = "DURATION")]
-    close_tunnels_after: Option<String>,
+    pub close_tunnels_after: Option<String>,
 }
 
 /// `turnout switch POOL` (with `pool`) or `turnout rollback` (without). With --wait-drained
 /// the call lasts as long as the wait it asks for (plus the usual bound), and says meanwhile
 /// what is still in flight on the pool being drained.
 pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let outcome = runtime.block_on(switch_call(args, pool, options, tty, |line| {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        if tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }));
+    if tty {
+        // The progress line, rubbed out.
+        eprint!("\r\x1b[2K");
+    }
+    let mut drained = true;
+    let code = finish(outcome, |v| {
+        println!("{}", summary(v));
+        match v["drained"].as_bool() {
+            Some(true) => println!(
+                "drained: nothing in flight on the old pool ({} ms)",
+                v["waited_ms"]
+            ),
+            Some(false) => {
+                drained = false;
+                println!("not drained: {}", v["message"].as_str().unwrap_or("?"));
+            }
+            None => {}
+        }
+    });
+    if code == ExitCode::SUCCESS && !drained {
+        return ExitCode::from(3);
+    }
+    code
+}
+
+/// The call behind `turnout switch` and `turnout rollback`, on the caller's runtime. With
+/// --wait-drained it is bounded by the wait plus [`ADMIN_TIMEOUT`], and `progress` gets a line
+/// on what is still in flight on the pool being drained: every second when `tty`, every 10 s
+/// otherwise (a CI log).
+pub async fn switch_call(
+    args: &AdminArgs,
+    pool: Option<&str>,
+    options: &SwitchArgs,
+    tty: bool,
+    progress: impl FnMut(&str),
+) -> Outcome {
     let mut body = serde_json::Map::new();
     if let Some(pool) = pool {
         body.insert("to".into(), pool.into());
@@ -73,61 +124,39 @@ pub fn switch(args: &AdminArgs, pool: Option<&str>, options: &SwitchArgs) -> Exi
         .as_deref()
         .and_then(|w| turnout_core::parse_duration(w).ok());
     let timeout = ADMIN_TIMEOUT + wait.unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
-    let outcome = runtime.block_on(async {
-        let client = admin_client();
-        let call = request(
-            &client,
-            &args.admin,
-            args.token.as_deref(),
-            Method::POST,
-            path,
-            Some(body.into()),
-            timeout,
-        );
-        let Some(wait) = wait else {
-            return call.await;
-        };
-        // The pool being drained is the one live before the call.
-        let before = status_with(&client, args).await;
-        let old = match &before {
-            Outcome::Ok(v) => v["active"].as_str().map(str::to_owned),
-            _ => None,
-        };
-        tokio::pin!(call);
-        let progress = drain_progress(&client, args, old, pool.map(str::to_owned), wait);
-        let outcome = tokio::select! {
-            outcome = &mut call => outcome,
-            () = progress => call.await,
-        };
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            // The progress line, rubbed out.
-            eprint!("\r\x1b[2K");
-        }
-        outcome
-    });
-    let mut drained = true;
-    let code = finish(outcome, |v| {
-        println!("{}", summary(v));
-        match v["drained"].as_bool() {
-            Some(true) => println!(
-                "drained: nothing in flight on the old pool ({} ms)",
-                v["waited_ms"]
-            ),
-            Some(false) => {
-                drained = false;
-                println!("not drained: {}", v["message"].as_str().unwrap_or("?"));
-            }
-            None => {}
-        }
-    });
-    if code == ExitCode::SUCCESS && !drained {
-        return ExitCode::from(3);
+    let client = admin_client();
+    let call = request(
+        &client,
+        &args.admin,
+        args.token.as_deref(),
+        Method::POST,
+        path,
+        Some(body.into()),
+        timeout,
+    );
+    let Some(wait) = wait else {
+        return call.await;
+    };
+    // The pool being drained is the one live before the call.
+    let before = status_with(&client, args).await;
+    let old = match &before {
+        Outcome::Ok(v) => v["active"].as_str().map(str::to_owned),
+        _ => None,
+    };
+    tokio::pin!(call);
+    let progress = drain_progress(
+        &client,
+        args,
+        old,
+        pool.map(str::to_owned),
+        wait,
+        tty,
+        progress,
+    );
+    tokio::select! {
+        outcome = &mut call => outcome,
+        () = progress => call.await,
     }
-    code
 }
 
 /// `GET /v1/status` with `client`.
@@ -153,9 +182,9 @@ async fn drain_progress(
     old: Option<String>,
     to: Option<String>,
     wait: Duration,
+    tty: bool,
+    mut out: impl FnMut(&str),
 ) {
-    use std::io::{IsTerminal, Write};
-    let tty = std::io::stderr().is_terminal();
     let every = if tty {
         Duration::from_secs(1)
     } else {
@@ -181,13 +210,7 @@ async fn drain_progress(
             started.elapsed().as_secs(),
             wait.as_secs()
         );
-        let mut err = std::io::stderr().lock();
-        if tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
+        out(&line);
     }
 }
 

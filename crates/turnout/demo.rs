@@ -36,7 +36,7 @@ active = "blue"
 pub fn run() -> ExitCode {
     let config =
         Config::parse(DEMO_CONFIG, Path::new("<demo>")).expect("the built-in demo config is valid");
-    let _log = crate::app::init_logging();
+    let _log = crate::logbuf::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,10 +59,16 @@ pub fn run() -> ExitCode {
                 }
             }
         }
-        crate::app::run(config, crate::app::shutdown_signal(), |bound| {
-            print_tour(bound.proxy, bound.admin);
-        })
-        .await
+        let listeners = match crate::app::Listeners::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => return e.exit(),
+        };
+        let bound = listeners.bound();
+        print_tour(bound.proxy, bound.admin);
+        match crate::app::run(config, listeners, crate::signals::shutdown_signal()).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => e.exit(),
+        }
     })
 }
 

@@ -221,6 +221,41 @@ impl<'a> MakeWriter<'a> for Batched {
     }
 }
 
+/// Logs to stderr through this module's background writer, so a slow terminal or pipe never
+/// stalls a request. Filter with RUST_LOG (default `info`; `RUST_LOG=info,turnout::access=off`
+/// drops the access log). The guard writes the last lines.
+pub fn init() -> FlushGuard {
+    let (writer, guard) = batched();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    guard
+}
+
+impl std::fmt::Debug for Batched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batched").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for FlushGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushGuard").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Line<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Line")
+            .field("urgent", &self.urgent)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

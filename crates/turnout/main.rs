@@ -1,19 +1,11 @@
-//! The `turnout` command: parses the command line and hands off. Serving lives in `app`, the
-//! admin client in `client`, the demo in `demo`.
-
-mod app;
-mod client;
-mod demo;
-mod exit;
-mod fleet;
-mod logbuf;
-mod rollout;
-mod upgrade;
+//! The `turnout` command: parses the command line and hands off to the library (`lib.rs`):
+//! serving to `app`, the admin client to `client`, the demo to `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use turnout::{app, client, demo, fleet, rollout};
 
 /// A reverse proxy for zero-downtime blue/green deploys: one fixed port for the load balancer,
 /// pools behind it, and an admin API that switches the live pool atomically.

@@ -1,0 +1,82 @@
+//! The signals a serving turnout answers besides SIGTERM and SIGINT (the shutdown): SIGHUP
+//! reloads the certificates, SIGUSR2 upgrades in place.
+
+use std::sync::Arc;
+
+use turnout_proxy::CertStore;
+
+/// SIGHUP reloads the certificates, as `POST /v1/tls/reload` does; a failure is logged and
+/// the previous certificates stay. Without `[tls]` it is logged and ignored: operators and
+/// their tools (logrotate's postrotate, config management) send HUP by habit, and its default
+/// action would end the process and every connection with it. The handler is installed
+/// before this returns, so no HUP from then on falls to the default action.
+pub fn spawn_reload_on_sighup(store: Option<Arc<CertStore>>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hup = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let Ok(mut hup) = hup else {
+            tracing::warn!("cannot listen for SIGHUP; reload certificates over the admin API");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(store) = store.clone() else {
+                tracing::info!(
+                    "SIGHUP: nothing to reload (no [tls] certificates); turnout serves on"
+                );
+                continue;
+            };
+            match tokio::task::spawn_blocking(move || store.reload()).await {
+                Ok(Ok(certs)) => {
+                    tracing::info!(certs = certs.len(), "SIGHUP: certificates reloaded")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the previous ones are still served")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the reload did not finish"),
+            }
+        }
+    })
+}
+
+/// SIGUSR2 starts an in-place upgrade with the binary this process was started from, as
+/// `turnout upgrade` does; the outcome is logged.
+pub fn spawn_upgrade_on_sigusr2(
+    handover: Option<Arc<crate::upgrade::Handover>>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            tracing::warn!("cannot listen for SIGUSR2; upgrade with turnout upgrade");
+            return;
+        };
+        while usr2.recv().await.is_some() {
+            let Some(handover) = &handover else {
+                tracing::error!("SIGUSR2: no in-place upgrade here: it needs [state] file");
+                continue;
+            };
+            match Arc::clone(handover).upgrade(None).await {
+                Ok(r) => {
+                    tracing::info!(pid = r.pid, version = %r.version, generation = r.generation, "SIGUSR2: upgraded")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGUSR2: not upgraded"),
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

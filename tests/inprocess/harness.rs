@@ -1,0 +1,107 @@
+//! The whole of turnout in the test's own runtime: [`Running::start`] binds its listeners on
+//! 127.0.0.1:0, starts blue and green test upstreams beside it, and serves through
+//! `turnout::run` until [`Running::stop`]. Nothing is spawned as a process, so a test may run
+//! in paused time (`#[tokio::test(start_paused = true)]`): every timer, turnout's and the
+//! test's, jumps forward whenever all of them wait, and the sockets stay real.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use turnout::{Bound, Listeners, StartError};
+use turnout_config::Config;
+use turnout_proxy::Drained;
+use turnout_testkit::upstream::TestUpstream;
+
+/// Checks of `/health` every 100 ms that flip after one result.
+pub const FAST_CHECKS: &str = "\n[health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+
+/// turnout serving in this runtime, with blue active, in front of two test upstreams.
+#[derive(Debug)]
+pub struct Running {
+    pub bound: Bound,
+    pub blue: TestUpstream,
+    pub green: TestUpstream,
+    stop: CancellationToken,
+    task: JoinHandle<Result<Drained, StartError>>,
+    /// The state file's directory.
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// With `extra` lines at the end of `[server]` (they may open later tables).
+    pub async fn start(extra: &str) -> Running {
+        let blue = TestUpstream::start("blue").await;
+        let green = TestUpstream::start("green").await;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_delay = \"0s\"\n{extra}\n\n\
+             [state]\nfile = {:?}\n\n\
+             [pools.blue]\nservers = [\"{}\"]\n\n[pools.green]\nservers = [\"{}\"]\n\n\
+             [routing]\nactive = \"blue\"\n",
+            dir.path().join("state.json").display().to_string(),
+            blue.server(),
+            green.server(),
+        );
+        let config = Config::parse(&text, Path::new("<in-process test>"))
+            .unwrap_or_else(|e| panic!("the test's config: {e}\n{text}"));
+        let listeners = Listeners::bind(&config).await.expect("bind 127.0.0.1:0");
+        let bound = listeners.bound();
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
+        let task = tokio::spawn(turnout::run(config, listeners, shutdown));
+        Running {
+            bound,
+            blue,
+            green,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.bound.proxy)
+    }
+
+    pub fn admin_base(&self) -> String {
+        format!("http://{}", self.bound.admin)
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> serde_json::Value {
+        let (status, json) = turnout_testkit::client::admin(
+            &self.admin_base(),
+            http::Method::GET,
+            "/v1/status",
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+
+    /// Waits until every server of `pool` shows healthy (at most 10 s of this runtime's time).
+    pub async fn wait_healthy(&self, pool: &str) {
+        for _ in 0..200 {
+            let status = self.status().await;
+            let servers = status["pools"][pool]["servers"].as_array().cloned();
+            if servers.is_some_and(|s| s.iter().all(|s| s["healthy"] == true)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{pool} never turned healthy");
+    }
+
+    /// Shuts down (as a signal would) and waits for the drain's report.
+    pub async fn stop(self) -> Drained {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("turnout's task ends without a panic")
+            .expect("turnout started")
+    }
+}
