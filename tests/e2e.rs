@@ -8,7 +8,7 @@
 //! - `hardening`: what one client must not do to others, the app servers or the admin API.
 //! - `health`: active checks, the health gate, the load balancer's endpoint, draining.
 //! - `passive`: a server killed under load, ejection, retries.
-//! - `limits`: slow and oversized request heads, idle keep-alive connections.
+//! - `limits`: slow and oversized request heads.
 //! - `metrics`: the Prometheus text and what it counts.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
 //! - `defects`: the defects found by outside testing and a new user (issue 25), one test each.

@@ -4,6 +4,7 @@
 //!
 //! - `serving`: start, forward, switch, and the drain `run` reports at shutdown.
 //! - `switching`: the CLI's switch call against waits longer than its own admin timeout.
+//! - `timers`: the client idle timeout, the upstream idle timer, `hold_when_unavailable`.
 
 #[path = "inprocess/harness.rs"]
 mod harness;
@@ -11,3 +12,5 @@ mod harness;
 mod serving;
 #[path = "inprocess/switching.rs"]
 mod switching;
+#[path = "inprocess/timers.rs"]
+mod timers;

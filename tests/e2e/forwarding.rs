@@ -307,57 +307,6 @@ async fn a_timed_out_request_is_not_retried_on_any_path() {
     .await;
 }
 
-/// turnout keeps its connections to an app server alive between requests (one worker here, so
-/// one list of idle connections), closes one idle for `upstream.idle_timeout`, and keeps no
-/// more idle than `upstream.max_idle_per_server`.
-#[tokio::test]
-async fn upstream_connections_are_reused_bounded_and_closed_when_idle() {
-    let blue = TestUpstream::start("blue").await;
-    let sandbox = Sandbox::new(BIN);
-    sandbox.write_config(&sandbox.config(
-        &[("blue", &[blue.server()])],
-        "blue",
-        "workers = 1\n[upstream]\nidle_timeout = \"1s\"\nmax_idle_per_server = 2\n",
-    ));
-    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
-    let client = http_client();
-    for _ in 0..20 {
-        let a = get(&client, &turnout.url("/")).await.expect("answer");
-        assert_eq!(a.status, 200, "{}", a.body);
-    }
-    assert_eq!(blue.requests(), 20);
-    assert_eq!(
-        blue.app_connections(),
-        1,
-        "twenty requests one after another share one upstream connection"
-    );
-    turnout_testkit::eventually(5, "the idle connection is closed after 1s", || async {
-        blue.open_app_connections() == 0
-    })
-    .await;
-
-    // Five at once need five connections; two of them stay idle afterwards.
-    let slow: Vec<_> = (0..5)
-        .map(|_| {
-            let url = turnout.url("/slow?ms=300");
-            tokio::spawn(async move { get(&http_client(), &url).await })
-        })
-        .collect();
-    for task in slow {
-        let a = task.await.expect("task").expect("answer");
-        assert_eq!(a.status, 200, "{}", a.body);
-    }
-    assert_eq!(blue.app_connections(), 1 + 5);
-    turnout_testkit::eventually(5, "all but max_idle_per_server are closed", || async {
-        blue.open_app_connections() == 2
-    })
-    .await;
-    turnout_testkit::eventually(5, "and those after idle_timeout", || async {
-        blue.open_app_connections() == 0
-    })
-    .await;
-}
-
 /// An app server that closes idle keep-alive connections sooner than turnout would (as many
 /// do, after a few seconds) makes no request fail: a connection it closed is never used again.
 #[tokio::test]

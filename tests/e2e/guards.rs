@@ -142,61 +142,6 @@ async fn bodies_over_the_limit_get_413_declared_or_streamed() {
     assert_eq!(bg.body("/").await, "blue\n");
 }
 
-/// `hold_when_unavailable`: while the app restarts (its port refusing connections for a second),
-/// requests wait for it instead of getting 502 or 503; none of them fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_app_restart_under_hold_when_unavailable_costs_no_request() {
-    let bg = BlueGreen::start_with(&format!(
-        "\n[upstream]\nhold_when_unavailable = \"5s\"\n{}",
-        crate::FAST_CHECKS
-    ))
-    .await;
-    let url = bg.turnout.url("/");
-    let started = std::time::Instant::now();
-    let run = std::time::Duration::from_secs(3);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let client = http_client();
-                let (mut statuses, mut slowest) = (Vec::new(), std::time::Duration::ZERO);
-                // Bounded in count and time.
-                for _ in 0..5000 {
-                    if started.elapsed() > run {
-                        break;
-                    }
-                    let t = std::time::Instant::now();
-                    let status = get(&client, &url).await.map_or(0, |a| a.status.as_u16());
-                    slowest = slowest.max(t.elapsed());
-                    statuses.push(status);
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                (statuses, slowest)
-            })
-        })
-        .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let addr = bg.blue.addr;
-    bg.blue.kill();
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    let _restarted = turnout_testkit::upstream::TestUpstream::start_at("blue", addr).await;
-    let (mut total, mut failed, mut slowest) = (0, Vec::<u16>::new(), std::time::Duration::ZERO);
-    for c in clients {
-        let (statuses, slow) = c.await.expect("client");
-        total += statuses.len();
-        failed.extend(statuses.iter().filter(|s| **s != 200));
-        slowest = slowest.max(slow);
-    }
-    eprintln!("{total} requests, failed: {failed:?}, slowest {slowest:?}");
-    let failed = failed.len();
-    assert!(total > 50, "load ran: {total}");
-    assert_eq!(failed, 0, "of {total} requests");
-    assert!(
-        slowest >= std::time::Duration::from_millis(300),
-        "some requests were held through the restart: slowest {slowest:?}"
-    );
-}
-
 /// Runs the `turnout` CLI against `bg`'s admin API: the exit code and stdout.
 fn cli(bg: &BlueGreen, args: &[&str]) -> (Option<i32>, String) {
     let admin = bg.admin_base();

@@ -1,8 +1,8 @@
-//! Client connection limits: slow heads, oversized heads, and idle keep-alive connections.
+//! Client connection limits: slow heads and oversized heads (the idle keep-alive timeout is
+//! tested in paused time, tests/inprocess/timers.rs).
 
 use crate::BlueGreen;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use turnout_testkit::client::{get, http_client};
 use turnout_testkit::{eventually, within};
 
 #[tokio::test]
@@ -75,59 +75,4 @@ async fn slowloris_clients_are_cut_off_and_oversized_heads_get_431() {
     })
     .await;
     assert_eq!(bg.blue.requests(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_keep_alive_outlives_the_header_timeout_but_not_the_idle_timeout() {
-    use futures_util::{SinkExt, StreamExt};
-    let bg = BlueGreen::start_with(
-        "client_header_timeout = \"300ms\"\nclient_idle_timeout = \"1500ms\"",
-    )
-    .await;
-    let mut conn = tokio::net::TcpStream::connect(bg.turnout.proxy)
-        .await
-        .expect("connect");
-    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut buf = vec![0u8; 4096];
-    for round in 0..2 {
-        conn.write_all(request).await.expect("write");
-        let n = within(5, "an answer", conn.read(&mut buf))
-            .await
-            .expect("read");
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(
-            text.starts_with("HTTP/1.1 200") && text.ends_with("blue\n"),
-            "round {round}: {text}"
-        );
-        // Idle for longer than the header timeout, shorter than the idle timeout.
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    }
-    // Now idle past the idle timeout: turnout closes the connection.
-    let n = within(10, "the idle close", conn.read(&mut buf))
-        .await
-        .unwrap_or(0);
-    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
-
-    // A response that streams for longer than the idle timeout is not cut.
-    let a = get(&http_client(), &bg.turnout.url("/stream?chunks=4&ms=700"))
-        .await
-        .expect("stream");
-    assert_eq!(a.body, "blue 0\nblue 1\nblue 2\nblue 3\n");
-
-    // Nor is a WebSocket that stays quiet for longer.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", bg.turnout.proxy))
-        .await
-        .expect("websocket");
-    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    ws.send(tokio_tungstenite::tungstenite::Message::text("late"))
-        .await
-        .expect("send");
-    let echo = within(5, "echo", ws.next())
-        .await
-        .expect("message")
-        .expect("ok");
-    assert_eq!(
-        echo,
-        tokio_tungstenite::tungstenite::Message::text("blue:late")
-    );
 }

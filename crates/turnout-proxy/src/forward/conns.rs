@@ -20,8 +20,8 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::{Scheme, Uri};
 use http::{Request, Response, StatusCode};
@@ -83,20 +83,25 @@ struct Conn {
 }
 
 /// What a connection's task and the request path both know of it: since when it is idle (ms
-/// on [`clock`]), or [`BUSY`], or [`CLOSED`] once its task ended it for being idle too long.
-/// The two compare-and-swap on it so that a connection is never both handed out and closed.
+/// on [`ConnState::clock`]), or [`BUSY`], or [`CLOSED`] once its task ended it for being idle
+/// too long. The two compare-and-swap on it so that a connection is never both handed out and
+/// closed.
 #[derive(Debug)]
 struct ConnState {
     idle_since: AtomicU64,
+    /// When the connection was made: the clock's zero. tokio's clock, so that paused time
+    /// (the in-process tests) moves the idle timer and this alike.
+    born: tokio::time::Instant,
 }
 
 const BUSY: u64 = u64::MAX;
 const CLOSED: u64 = u64::MAX - 1;
 
-/// Milliseconds since the first call: the idle lists' clock.
-fn clock() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+impl ConnState {
+    /// Milliseconds since the connection was made: the idle lists' clock.
+    fn clock(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
 }
 
 impl Upstreams {
@@ -221,6 +226,7 @@ impl Upstreams {
             .map_err(|e| Failure::Connect(e.into()))?;
         let state = Arc::new(ConnState {
             idle_since: AtomicU64::new(BUSY),
+            born: tokio::time::Instant::now(),
         });
         tokio::spawn(drive(conn, Arc::clone(&state), self.idle_timeout));
         Ok(Conn { sender, state })
@@ -265,7 +271,9 @@ fn checkout(key: usize) -> Option<Conn> {
 /// Puts an idle connection on this worker's list for `key`, or closes it when the list holds
 /// `max` already.
 fn checkin(key: usize, conn: Conn, max: usize) {
-    conn.state.idle_since.store(clock(), Ordering::Release);
+    conn.state
+        .idle_since
+        .store(conn.state.clock(), Ordering::Release);
     IDLE.with_borrow_mut(|idle| {
         if idle.len() <= key {
             idle.resize_with(key + 1, Vec::new);
@@ -306,7 +314,7 @@ async fn drive<T>(
             }
             () = &mut timer => {
                 let since = state.idle_since.load(Ordering::Acquire);
-                let idle_for = Duration::from_millis(clock().saturating_sub(since));
+                let idle_for = Duration::from_millis(state.clock().saturating_sub(since));
                 if since != BUSY && idle_for >= idle_timeout {
                     let closed = state
                         .idle_since
