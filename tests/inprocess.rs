@@ -4,7 +4,8 @@
 //!
 //! - `serving`: start, forward, switch, and the drain `run` reports at shutdown.
 //! - `switching`: the CLI's switch call against waits longer than its own admin timeout.
-//! - `timers`: the client idle timeout, the upstream idle timer, `hold_when_unavailable`.
+//! - `timers`: the client idle timeout, the upstream idle timer, `hold_when_unavailable`, the
+//!   passive ejections and their backoff.
 
 #[path = "inprocess/harness.rs"]
 mod harness;

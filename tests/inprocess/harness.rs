@@ -32,16 +32,23 @@ pub struct Running {
 impl Running {
     /// With `extra` lines at the end of `[server]` (they may open later tables).
     pub async fn start(extra: &str) -> Running {
+        Running::start_with(extra, &[]).await
+    }
+
+    /// As [`Running::start`], with `more` servers in blue beside the blue test upstream (an
+    /// address nothing listens on, say).
+    pub async fn start_with(extra: &str, more: &[String]) -> Running {
         let blue = TestUpstream::start("blue").await;
         let green = TestUpstream::start("green").await;
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut blues = vec![blue.server()];
+        blues.extend(more.iter().cloned());
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_delay = \"0s\"\n{extra}\n\n\
              [state]\nfile = {:?}\n\n\
-             [pools.blue]\nservers = [\"{}\"]\n\n[pools.green]\nservers = [\"{}\"]\n\n\
+             [pools.blue]\nservers = {blues:?}\n\n[pools.green]\nservers = [\"{}\"]\n\n\
              [routing]\nactive = \"blue\"\n",
             dir.path().join("state.json").display().to_string(),
-            blue.server(),
             green.server(),
         );
         let config = Config::parse(&text, Path::new("<in-process test>"))

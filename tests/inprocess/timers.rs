@@ -1,6 +1,6 @@
 //! turnout's timing rules in paused time, each to the millisecond of the runtime's clock: the
 //! client idle timeout against the header timeout, the upstream connections' idle timer and
-//! bound, and `hold_when_unavailable` across an app restart.
+//! bound, `hold_when_unavailable` across an app restart, and the passive ejections' backoff.
 
 use std::time::Duration;
 
@@ -188,4 +188,57 @@ async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < until, "not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Passive health: a server that fails `failures` requests in a row is ejected for
+/// `ejection`, twice that the next time, capped at `max_ejection`; each ejection ends at its
+/// length to the millisecond (active checks off, so only the timer ends it).
+#[tokio::test(start_paused = true)]
+async fn ejections_end_at_their_length_which_doubles_up_to_the_cap() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .to_string();
+    let t = Running::start_with(
+        "\n[health]\nenabled = false\n[health.passive]\nfailures = 3\nejection = \"5s\"\nmax_ejection = \"12s\"\n",
+        std::slice::from_ref(&dead),
+    )
+    .await;
+    let client = http_client();
+    for expected in [5, 10, 12] {
+        // Requests until the dead server is ejected: every one answered by the live one.
+        let mut sent = 0;
+        while !ejected(&t, &dead).await {
+            let a = get(&client, &t.url("/")).await.expect("answer");
+            assert_eq!(a.status, 200, "retried on the live server");
+            sent += 1;
+            assert!(sent < 50, "ejected within 50 requests");
+        }
+        let at = Instant::now();
+        tokio::time::sleep(Duration::from_secs(expected) - Duration::from_millis(10)).await;
+        assert!(ejected(&t, &dead).await, "still ejected before {expected}s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !ejected(&t, &dead).await,
+            "back after {expected}s ({:?})",
+            at.elapsed()
+        );
+    }
+    drop(client);
+    t.stop().await;
+}
+
+/// Whether `server` of blue is ejected, as the status says.
+async fn ejected(t: &Running, server: &str) -> bool {
+    let status = t.status().await;
+    let servers = status["pools"]["blue"]["servers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    servers
+        .iter()
+        .find(|s| s["addr"] == server)
+        .unwrap_or_else(|| panic!("{server} listed: {status}"))["ejected"]
+        == true
 }
