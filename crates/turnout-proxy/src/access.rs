@@ -12,8 +12,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use turnout_config::ServerAddr;
 use turnout_core::Pool;
 
-use crate::error::{DisplayChain, CLIENT_CLOSED};
-use crate::serve::Downstream;
+use crate::body::ProxyBody;
+use crate::downstream::Downstream;
+use crate::error::{DisplayChain, ProxyError, CLIENT_CLOSED};
 
 /// One request's access line, written when it is dropped.
 pub(crate) struct Access {
@@ -59,6 +60,34 @@ impl Access {
     /// Records the failure behind the answer.
     pub fn failed(&mut self, error: impl std::error::Error + Send + Sync + 'static) {
         self.error = Some(Box::new(error));
+    }
+
+    /// The answer to a request that failed (its forward, or its preview header), the failure
+    /// recorded for its line. `close`: the request body may be left unread. A failure of the
+    /// client's own (a broken body, an upload slower than the response timeout) is counted as
+    /// the client's cut-off, not the server's.
+    pub fn fail(
+        &mut self,
+        err: ProxyError,
+        close: bool,
+        metrics: &turnout_core::Metrics,
+    ) -> Response<ProxyBody> {
+        let resp = match &err {
+            ProxyError::ClientBody { why, .. } => {
+                // The client broke its own request: the server did nothing wrong.
+                metrics.client_cutoff(why.label());
+                tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
+                err.into_response(true)
+            }
+            ProxyError::SlowUpload { .. } => {
+                metrics.client_cutoff("slow_upload");
+                tracing::info!(error = %DisplayChain(&err), "a slow upload outlasted the response timeout");
+                err.into_response(true)
+            }
+            _ => err.into_response(close),
+        };
+        self.failed(err);
+        resp
     }
 
     /// Writes the line with the status the client is answered with.

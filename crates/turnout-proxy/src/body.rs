@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use turnout_core::InFlight;
 
-use crate::serve::deadlines::{Busy, Stall};
+use crate::deadlines::{Busy, Stall};
 
 pin_project_lite::pin_project! {
     #[derive(Debug)]

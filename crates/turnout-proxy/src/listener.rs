@@ -1,6 +1,6 @@
 //! The accept loop and the drain. The loop is bounded by a semaphore (one permit per open
 //! connection), backs off on accept errors such as EMFILE instead of ending, and hands each
-//! connection to its own task, tracked for the drain: plain ones straight to [`crate::serve`],
+//! connection to its own task, tracked for the drain: plain ones straight to `serve`,
 //! HTTPS ones through the TLS handshake first ([`crate::tls`]).
 
 use std::future::Future;
@@ -15,10 +15,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::downstream::Downstream;
+use crate::plane::DataPlane;
 use crate::serve::serve_connection;
-use crate::serve::Downstream;
 use crate::tls::{handshake, Handshakes};
-use crate::DataPlane;
 
 /// How the drain at shutdown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct Drained {
 #[derive(Debug)]
 pub struct TlsListener {
     pub listener: TcpListener,
-    /// From [`crate::CertStore::server_config`].
+    /// From [`crate::tls::CertStore::server_config`].
     pub config: Arc<rustls::ServerConfig>,
     /// A client must finish its handshake within this (and waits at most this for a slot).
     pub handshake_timeout: Duration,

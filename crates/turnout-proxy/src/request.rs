@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use crate::access::Access;
 use crate::body::{ClientBody, ProxyBody};
-use crate::error::{text_response, DisplayChain, ProxyError};
+use crate::downstream::Downstream;
+use crate::error::{text_response, ProxyError};
 use crate::headers::is_upgrade_request;
+use crate::proxy::Proxy;
 use crate::route::Admission;
-use crate::serve::Downstream;
-use crate::Shared;
 use turnout_core::pause::Pause;
 
-impl Shared {
+impl Proxy {
     pub(crate) async fn handle(
         &self,
         mut req: Request<Incoming>,
@@ -80,7 +80,7 @@ impl Shared {
                 }
             }
         }
-        if let Some(resp) = self.local(&req, down, &mut access).await {
+        if let Some(resp) = self.local.answer(&req, down, &mut access).await {
             return access.answer(resp);
         }
 
@@ -88,10 +88,10 @@ impl Shared {
             Ok(route) => route,
             Err(refusal) => {
                 access.route = "preview";
-                let resp = self.failed(
+                let resp = access.fail(
                     ProxyError::from(refusal),
                     h1 && !req.body().is_end_stream(),
-                    &mut access,
+                    &self.env.metrics,
                 );
                 return access.answer(resp);
             }
@@ -104,11 +104,18 @@ impl Shared {
             // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
             let (parts, _empty) = req.into_parts();
             let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
-            let mut resp = self.cached(parts, &route.pool, down, &mut access).await;
+            let mut resp = (self.cache)
+                .cached(&self.forwarder, parts, &route.pool, down, &mut access)
+                .await;
             // Version-skew protection: an asset the new version lacks, from the previous one.
             if let (Some(old), Some(copy)) = (&route.fallback, copy) {
                 if resp.status() == StatusCode::NOT_FOUND {
-                    resp = Box::pin(self.cached(*copy, old, down, &mut access)).await;
+                    resp =
+                        Box::pin(
+                            self.cache
+                                .cached(&self.forwarder, *copy, old, down, &mut access),
+                        )
+                        .await;
                     access.pool = Some(Arc::clone(old));
                     access.route = "skew";
                 }
@@ -161,7 +168,7 @@ impl Shared {
             }
             match sent {
                 Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
-                Err(err) => self.failed(err, close, &mut access),
+                Err(err) => access.fail(err, close, &self.env.metrics),
             }
         };
         // A failed forward sets no cookie: the client is to come back as if it never had.
@@ -171,32 +178,6 @@ impl Shared {
             self.pages.restyle(&mut resp, json);
         }
         access.answer(resp)
-    }
-
-    /// The answer to a request that failed (its forward, or its preview header), the failure
-    /// recorded for its access line. `close`: the request body may be left unread.
-    pub(crate) fn failed(
-        &self,
-        err: ProxyError,
-        close: bool,
-        access: &mut Access,
-    ) -> Response<ProxyBody> {
-        let resp = match &err {
-            ProxyError::ClientBody { why, .. } => {
-                // The client broke its own request: the server did nothing wrong.
-                self.env.metrics.client_cutoff(why.label());
-                tracing::info!(error = %DisplayChain(&err), "the client's request body failed");
-                err.into_response(true)
-            }
-            ProxyError::SlowUpload { .. } => {
-                self.env.metrics.client_cutoff("slow_upload");
-                tracing::info!(error = %DisplayChain(&err), "a slow upload outlasted the response timeout");
-                err.into_response(true)
-            }
-            _ => err.into_response(close),
-        };
-        access.failed(err);
-        resp
     }
 
     /// 413 for a request whose declared length is over `[server] max_request_body`, before any
@@ -291,11 +272,11 @@ mod tests {
     #[test]
     fn a_request_future_stays_small() {
         let size = future_size(
-            |s: &'static Shared, (req, down): (Request<Incoming>, &'static Downstream)| {
+            |s: &'static Proxy, (req, down): (Request<Incoming>, &'static Downstream)| {
                 s.handle(req, down)
             },
         );
-        assert!(size <= 4096, "Shared::handle's future is {size} bytes");
+        assert!(size <= 4096, "Proxy::handle's future is {size} bytes");
         // 64 bytes until the upstream body's stall deadline (a lazily made timer, its state and
         // its length in milliseconds) added 16; a file's reader stays boxed.
         let body = std::mem::size_of::<ProxyBody>();

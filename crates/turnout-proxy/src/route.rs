@@ -12,8 +12,8 @@ use turnout_core::RoutingSnapshot;
 use turnout_core::{Pool, Reason, Refusal, RequestInfo};
 
 use crate::body::ProxyBody;
-use crate::serve::Downstream;
-use crate::Shared;
+use crate::downstream::Downstream;
+use crate::proxy::Proxy;
 
 /// Where a request goes, and the cookies its response sets.
 pub(crate) struct Route {
@@ -39,7 +39,7 @@ pub(crate) enum Admission {
     Paused(Arc<Pause>),
 }
 
-impl Shared {
+impl Proxy {
     /// One snapshot load: the route (or why the request is refused), and what holds it first.
     pub(crate) fn route<B>(
         &self,

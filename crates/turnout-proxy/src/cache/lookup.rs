@@ -18,10 +18,10 @@ use turnout_core::{InFlight, Pool};
 use crate::access::Access;
 use crate::body::ProxyBody;
 use crate::cache::{lifetime, none_match, vary_names, Asset, AssetKey, Entry, Key};
+use crate::downstream::Downstream;
 use crate::error::ProxyError;
+use crate::forward::Forwarder;
 use crate::headers::strip_hop_by_hop;
-use crate::serve::Downstream;
-use crate::Shared;
 
 /// What a fetch that was not kept gives every client that waited on it.
 #[derive(Debug)]
@@ -91,17 +91,18 @@ impl crate::cache::Cache {
     }
 }
 
-impl Shared {
+impl crate::cache::Cache {
     /// Serves a GET or HEAD (without a body) under a cached prefix from pool `pool`, its
     /// verdict (`HIT`, `MISS`), server and failure recorded in `access` as a forward's are.
     pub(crate) async fn cached(
         &self,
+        forwarder: &Forwarder,
         parts: Parts,
         pool: &Arc<Pool>,
         down: &Downstream,
         access: &mut Access,
     ) -> Response<ProxyBody> {
-        let cache = &self.cache;
+        let cache = self;
         let asset = AssetKey {
             pool: pool.name().clone(),
             generation: pool.generation(),
@@ -134,12 +135,14 @@ impl Shared {
         // several KiB; inline, it would grow every request's future, proxied ones too, by that
         // much. A miss pays one allocation; a hit, and every other request, none.
         access.cache = Some("MISS");
-        Box::pin(self.miss(key, vary, parts, pool, down, access)).await
+        Box::pin(self.fill(forwarder, key, vary, parts, pool, down, access)).await
     }
 
     /// A cache miss: fetched once for every request waiting on `key`, kept if it may be.
-    async fn miss(
+    #[allow(clippy::too_many_arguments)]
+    async fn fill(
         &self,
+        forwarder: &Forwarder,
         key: Key,
         vary: &[HeaderName],
         parts: Parts,
@@ -147,13 +150,13 @@ impl Shared {
         down: &Downstream,
         access: &mut Access,
     ) -> Response<ProxyBody> {
-        let cache = &self.cache;
+        let cache = self;
         cache.miss();
         let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Key::Asset(asset, _) = &key else {
             unreachable!("built as an asset key above")
         };
-        let fetch = self.fetch_to_keep(id, pool, &parts, down, asset.clone(), vary);
+        let fetch = self.fetch_to_keep(forwarder, id, pool, &parts, down, asset.clone(), vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
             Ok(Entry::Asset(a)) => return from_memory(&a, &parts, "MISS", Instant::now()),
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
@@ -203,24 +206,26 @@ impl Shared {
         let fetched = match own {
             Some(f) => Ok(f),
             None => {
-                self.forwarder
+                forwarder
                     .forward(pool, parts, None, false, down, &mut access.upstream)
                     .await
             }
         };
         match fetched {
             Ok((resp, guard)) => {
-                let mut resp = self.forwarder.respond(resp, guard, None);
+                let mut resp = forwarder.respond(resp, guard, None);
                 mark(&mut resp, "MISS");
                 resp
             }
-            Err(e) => self.failed(e, false, access),
+            Err(e) => access.fail(e, false, &forwarder.env().metrics),
         }
     }
 
     /// The fetch behind a miss: the upstream's answer, as an entry to keep, or why not.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_to_keep(
         &self,
+        forwarder: &Forwarder,
         id: u64,
         pool: &Arc<Pool>,
         parts: &Parts,
@@ -242,8 +247,7 @@ impl Shared {
             full.headers.remove(name);
         }
         let mut used = None;
-        let (resp, guard) = match self
-            .forwarder
+        let (resp, guard) = match forwarder
             .forward(pool, full, None, false, down, &mut used)
             .await
         {
@@ -255,8 +259,7 @@ impl Shared {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let fits =
-            parts.method == Method::HEAD || length.is_some_and(|l| l <= self.cache.max_object);
+        let fits = parts.method == Method::HEAD || length.is_some_and(|l| l <= self.max_object);
         if !fits {
             return Err(NotKept::Large {
                 fetched_by: id,
@@ -287,7 +290,7 @@ impl Shared {
         let varies = vary_names(&head.headers);
         let same_vary = varies.as_deref() == Some(vary);
         if let (Some(names), false) = (&varies, same_vary) {
-            self.cache.learn_vary(asset, Arc::from(names.as_slice()));
+            self.learn_vary(asset, Arc::from(names.as_slice()));
         }
         match ttl {
             Some(ttl) if same_vary => {

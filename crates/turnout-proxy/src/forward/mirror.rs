@@ -19,7 +19,7 @@ use turnout_core::RequestInfo;
 
 use super::conns::{Stale, Upstreams};
 use crate::body::{ClientBody, UpstreamBody};
-use crate::serve::Downstream;
+use crate::downstream::Downstream;
 
 impl super::Forwarder {
     /// Sends a copy of the request (`parts`, its headers as they go upstream, and `body`) to

@@ -27,9 +27,9 @@ use turnout_core::{Env, InFlight, Pool, RequestInfo, Upstream};
 use self::conns::Stale;
 use self::retry::{retryable, Attempt, RetryCopy};
 use crate::body::{ClientBody, ProxyBody, UpstreamBody};
+use crate::downstream::Downstream;
 use crate::error::{text_response, DisplayChain, ProxyError};
 use crate::headers::{set_forwarded, strip_hop_by_hop};
-use crate::serve::Downstream;
 
 static SLASH: PathAndQuery = PathAndQuery::from_static("/");
 
@@ -71,6 +71,11 @@ impl Forwarder {
             hold_when_unavailable,
             body_timeout,
         }
+    }
+
+    /// The fixed part of the routing state it reads (the metrics, the events).
+    pub(crate) fn env(&self) -> &Env {
+        &self.env
     }
 
     /// Sends a request to a server of `pool` (the balancer's pick) and, when [`retryable`]

@@ -60,8 +60,8 @@ pub(super) fn client_body_fault(e: &hyper::Error) -> Option<crate::error::Client
     };
     Some(
         if matches!(
-            crate::serve::deadlines::deadline_of(client),
-            Some(crate::serve::deadlines::Deadline::Body(_))
+            crate::deadlines::deadline_of(client),
+            Some(crate::deadlines::Deadline::Body(_))
         ) {
             ClientFault::Stalled
         } else if client.is_incomplete_message() || client.is_closed() || ended_early(client) {

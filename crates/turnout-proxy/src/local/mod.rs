@@ -4,8 +4,6 @@
 pub mod files;
 pub mod pages;
 
-use std::sync::atomic::Ordering;
-
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
@@ -13,46 +11,38 @@ use hyper::body::Incoming;
 
 use crate::access::Access;
 use crate::body::ProxyBody;
+use crate::downstream::Downstream;
 use crate::error::text_response;
-use crate::serve::Downstream;
-use crate::Shared;
 
 /// Where ACME HTTP-01 challenges are asked for; never redirected to https.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-impl Shared {
-    /// The load balancer's health check: 503 while shutting down, and (unless configured off)
-    /// while the active pool has no server that can take a request.
-    pub(crate) fn health(&self, h1: bool) -> Response<ProxyBody> {
-        if self.draining.load(Ordering::Relaxed) {
-            let mut resp = text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
-            if h1 {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            resp
-        } else if self.env.maintenance.health_fails && self.router.load().maintenance.is_some() {
-            text_response(StatusCode::SERVICE_UNAVAILABLE, "down for maintenance\n")
-        } else if self.settings.health_reflects_pool && self.router.active().available() == 0 {
-            text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy server in the active pool\n",
-            )
-        } else {
-            text_response(StatusCode::OK, "ok\n")
+/// The local answers' state: the `[[static]]` directories and where to redirect plain requests.
+#[derive(Debug)]
+pub(crate) struct Local {
+    files: files::StaticFiles,
+    /// The plain listener answers 308 to `https://` on this port (but for the health path).
+    redirect_https_port: Option<u16>,
+}
+
+impl Local {
+    pub(crate) fn new(files: files::StaticFiles, redirect_https_port: Option<u16>) -> Local {
+        Local {
+            files,
+            redirect_https_port,
         }
     }
 
     /// The answer turnout gives itself, if the request gets one: a 308 to https
     /// (`redirect_https`; never for ACME HTTP-01 challenges, which a renewal needs over plain
     /// HTTP), or a file of a `[[static]]` directory. `None`: the request goes to a pool.
-    pub(crate) async fn local(
+    pub(crate) async fn answer(
         &self,
         req: &Request<Incoming>,
         down: &Downstream,
         access: &mut Access,
     ) -> Option<Response<ProxyBody>> {
-        if let Some(port) = self.settings.redirect_https_port {
+        if let Some(port) = self.redirect_https_port {
             if !down.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
                 access.route = "redirect";
                 return Some(redirect_https(req, port));

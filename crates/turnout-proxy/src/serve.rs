@@ -11,49 +11,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) mod deadlines;
-
 use std::net::SocketAddr;
 
 use http::HeaderValue;
 
-use deadlines::{deadline_of, Activity, Deadline, GuardedIo};
+use crate::deadlines::{deadline_of, Activity, Deadline, GuardedIo};
 
-/// What one accepted connection knows about its client.
-#[derive(Debug, Clone)]
-pub(crate) struct Downstream {
-    pub peer: SocketAddr,
-    /// The client's IP, formatted once per connection for `X-Forwarded-For`.
-    pub ip_header: HeaderValue,
-    /// Came in over the HTTPS listener.
-    pub https: bool,
-}
-
-impl Downstream {
-    pub fn new(peer: SocketAddr, https: bool) -> Downstream {
-        let ip_header = HeaderValue::try_from(peer.ip().to_string())
-            .expect("an IP address is a valid header value");
-        Downstream {
-            peer,
-            ip_header,
-            https,
-        }
-    }
-
-    /// `X-Forwarded-Proto`.
-    pub fn proto(&self) -> &'static str {
-        if self.https {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
+use crate::downstream::Downstream;
 
 /// What each request of one connection is handed: the data plane, the client, and what the
 /// connection's socket is told about requests in flight.
 struct Conn {
-    shared: Arc<crate::Shared>,
+    shared: Arc<crate::proxy::Proxy>,
     down: Downstream,
     activity: Arc<Activity>,
 }
@@ -108,7 +77,7 @@ pub(crate) async fn serve_connection<I>(
     builders: &Builders,
     drain: CancellationToken,
     io: I,
-    shared: Arc<crate::Shared>,
+    shared: Arc<crate::proxy::Proxy>,
     down: Downstream,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -381,7 +350,7 @@ mod tests {
             |b: &'static super::Builders,
              d: tokio_util::sync::CancellationToken,
              s: tokio::net::TcpStream,
-             sh: std::sync::Arc<crate::Shared>,
+             sh: std::sync::Arc<crate::proxy::Proxy>,
              down: super::Downstream| super::serve_connection(b, d, s, sh, down);
         fn size<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
             std::mem::size_of::<F>()
