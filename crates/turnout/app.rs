@@ -479,6 +479,7 @@ impl Turnout {
                     .as_ref()
                     .map(|s| Arc::clone(s) as Arc<dyn turnout_core::TlsAdmin>),
                 rollout: config.rollout.clone(),
+                step_check: Some(Arc::new(crate::check_cmd::ShellCheck)),
             },
         );
         Ok(Turnout {
@@ -500,7 +501,7 @@ impl Turnout {
     /// A rollout that was under way when turnout last stopped goes back to its baseline: never
     /// left split.
     pub async fn recover(&self) {
-        if let Err(e) = self.control.recover_rollout().await {
+        if let Err(e) = self.control.rollouts().recover().await {
             tracing::error!(error = %e, "a rollout was under way when turnout stopped, and going back to its baseline failed; check the routing with turnout status");
         }
     }

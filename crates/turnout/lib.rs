@@ -4,6 +4,7 @@
 //! the fleet coordinator, the in-place upgrade), which `main.rs` only dispatches to.
 
 pub mod app;
+pub mod check_cmd;
 pub mod client;
 pub mod demo;
 pub mod exit;

@@ -392,13 +392,18 @@ impl Handover {
                 pause.stats().held
             ));
         }
-        if let Some(r) = self.control.rollout().filter(|r| r.finished_at.is_none()) {
+        if let Some(r) = self
+            .control
+            .rollouts()
+            .current()
+            .filter(|r| r.finished_at.is_none())
+        {
             return Some(format!(
                 "rollout {} of pool {:?} is under way: let it finish or abort it first",
                 r.id, r.target
             ));
         }
-        if self.control.prepared().is_some() {
+        if self.control.two_phase().prepared().is_some() {
             return Some(
                 "a prepared switch waits for its commit here (a fleet switch): commit or abort it first"
                     .into(),

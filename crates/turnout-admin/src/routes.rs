@@ -281,8 +281,8 @@ fn actor(headers: &header::HeaderMap) -> String {
 
 async fn status(State(state): State<AdminState>) -> Json<Status> {
     let mut status = Status::from(&*state.control.router().snapshot());
-    status.prepared = state.control.prepared();
-    status.rollout = state.control.rollout();
+    status.prepared = state.control.two_phase().prepared();
+    status.rollout = state.control.rollouts().current();
     if let Some(cache) = state.control.cache() {
         status.cache = Some(cache.stats().await);
     }
@@ -445,6 +445,7 @@ async fn prepare(
     Ok(Json(
         state
             .control
+            .two_phase()
             .prepare(command, ttl, body.mark.as_deref())
             .await?,
     ))
@@ -454,7 +455,7 @@ async fn commit(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> Result<Json<Status>, ApiError> {
-    let after = state.control.commit(&body.token).await?;
+    let after = state.control.two_phase().commit(&body.token).await?;
     Ok(Json(Status::from(&*after)))
 }
 
@@ -462,7 +463,7 @@ async fn abort(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.control.abort(&body.token).await?;
+    state.control.two_phase().abort(&body.token).await?;
     Ok(Json(serde_json::json!({ "aborted": body.token })))
 }
 
@@ -533,7 +534,8 @@ async fn start_rollout(
         .map_err(|(field, message)| ApiError::BadRequest(format!("{field}: {message}")))?;
     let report = state
         .control
-        .start_rollout(turnout_core::RolloutRequest {
+        .rollouts()
+        .start(turnout_core::RolloutRequest {
             to: body.to,
             policy,
             force: body.force,
@@ -550,8 +552,8 @@ async fn start_rollout(
 /// `GET /v1/rollout`: the rollout under way (or `null`) and the last ones, newest first.
 async fn get_rollout(State(state): State<AdminState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
-        "current": state.control.rollout(),
-        "history": state.control.rollout_history(),
+        "current": state.control.rollouts().current(),
+        "history": state.control.rollouts().history(),
     }))
 }
 
@@ -559,21 +561,21 @@ async fn get_rollout(State(state): State<AdminState>) -> Json<serde_json::Value>
 async fn pause_rollout(
     State(state): State<AdminState>,
 ) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
-    Ok(Json(state.control.pause_rollout(true)?))
+    Ok(Json(state.control.rollouts().pause(true)?))
 }
 
 /// `POST /v1/rollout/resume`: let a paused rollout go on.
 async fn resume_rollout(
     State(state): State<AdminState>,
 ) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
-    Ok(Json(state.control.pause_rollout(false)?))
+    Ok(Json(state.control.rollouts().pause(false)?))
 }
 
 /// `POST /v1/rollout/abort`: every new client back to the baseline now.
 async fn abort_rollout(
     State(state): State<AdminState>,
 ) -> Result<Json<turnout_core::RolloutReport>, ApiError> {
-    Ok(Json(state.control.abort_rollout()?))
+    Ok(Json(state.control.rollouts().abort()?))
 }
 
 /// `POST /v1/rollout/hold` (a fleet rollout's coordinator, renewing every second or so): unless
@@ -595,11 +597,13 @@ async fn hold_rollout(
             "ttl: must be more than 0s and at most 10m".into(),
         ));
     }
-    Ok(Json(state.control.hold(&body.baseline, ttl).await?))
+    Ok(Json(
+        state.control.rollouts().hold(&body.baseline, ttl).await?,
+    ))
 }
 
 async fn release_rollout_hold(State(state): State<AdminState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "released": state.control.release_hold().await }))
+    Json(serde_json::json!({ "released": state.control.rollouts().release_hold().await }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -616,7 +620,7 @@ async fn rollout_sample(
     axum::extract::Query(query): axum::extract::Query<SampleQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let pools: Vec<&str> = query.pools.split(',').map(str::trim).collect();
-    let samples = state.control.samples(&pools)?;
+    let samples = state.control.rollouts().samples(&pools)?;
     Ok(Json(serde_json::Value::Object(
         samples
             .into_iter()

@@ -10,16 +10,20 @@
 //! - [`decide`]: the routing decision's parts: settings, rules, shares, the answer; `routing.rs`
 //!   puts them to work on a snapshot (preview, rules, fleet mark, stickiness, weighted draw).
 //! - [`command`]: the changes an operator can make, applied to a snapshot to build the next one.
-//! - [`control`]: the single writer: apply, persist, swap, audit-log.
+//! - [`control`]: the single writer: apply, persist, swap, audit-log; the freeze an upgrade
+//!   holds. Named services over it: the two-phase switch (`control::two_phase`,
+//!   [`Control::two_phase`]) and the guarded rollouts ([`Control::rollouts`]).
 //! - [`state`]: the crash-safe state file.
 //! - [`events`]: the recent events (routing and health changes) the dashboard lists.
 //! - [`stats`]: each pool's last minutes, a point a second, for the dashboard.
 //! - [`path`]: request paths normalised for prefix lists, matched on segment boundaries.
 //! - [`process`]: which generation of the process serves (1, plus one per in-place upgrade).
 //! - [`rollout`]: the guarded rollout: windows of a pool's own counters, the verdict on a step,
-//!   and (`rollout::run`) the steps run through `Control`, rolled back on a failed check.
+//!   and (`rollout::run`) the steps run through `Control` by [`Rollouts`], which owns the
+//!   marker file and is given the [`StepCheck`] that runs a step's `check_cmd`.
 //!
-//! No hyper and no sockets here: the data plane and the admin API both see only this crate.
+//! No hyper, no sockets and no processes here: the data plane and the admin API both see only
+//! this crate; what starts a process (a step's `check_cmd`) is handed in by the binary.
 
 pub mod command;
 pub mod control;
@@ -49,7 +53,7 @@ pub use error::{CoreError, StateError};
 pub use health::ServerHealth;
 pub use metrics::{Metrics, PoolMetrics};
 pub use pool::{InFlight, Pool, PoolCookies, PoolSettings, PoolStats, TunnelGuard, Upstream};
-pub use rollout::run::{RolloutReport, RolloutRequest, StepReport};
+pub use rollout::run::{RolloutReport, RolloutRequest, Rollouts, StepCheck, StepReport};
 pub use snapshot::{Env, FleetMark, Router, RoutingSnapshot, MARK_COOKIE};
 pub use split::Weights;
 pub use state::StateFile;

@@ -131,7 +131,7 @@ impl Fleet {
                 if verdict == Verdict::Pass && baked {
                     if let Some(cmd) = &policy.check_cmd {
                         if let Err(detail) =
-                            turnout_core::rollout::run::run_check(cmd, to, &baseline, percent).await
+                            crate::check_cmd::run_check(cmd, to, &baseline, percent).await
                         {
                             verdict = Verdict::Fail {
                                 check: "check_cmd",

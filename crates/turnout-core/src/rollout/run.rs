@@ -147,53 +147,17 @@ impl RolloutBook {
     }
 }
 
-/// How long `check_cmd` may run.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn check_cmd(cmd: &str, report: &RolloutReport, percent: u32) -> Result<(), String> {
-    run_check(cmd, &report.target, &report.baseline, percent).await
-}
-
-/// Runs a rollout's `check_cmd` with `sh -c` once a step's own checks passed: exit 0 lets the
-/// step pass. It sees the step in its environment (`TURNOUT_ROLLOUT_TARGET`, `_BASELINE`,
-/// `_PERCENT`). `Err` says why not, with the end of what it wrote to stderr. (Also run by a
-/// fleet rollout's coordinator, on its own machine.)
-pub async fn run_check(
-    cmd: &str,
-    target: &str,
-    baseline: &str,
-    percent: u32,
-) -> Result<(), String> {
-    let run = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("TURNOUT_ROLLOUT_TARGET", target)
-        .env("TURNOUT_ROLLOUT_BASELINE", baseline)
-        .env("TURNOUT_ROLLOUT_PERCENT", percent.to_string())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(CHECK_TIMEOUT, run).await {
-        Err(_) => Err(format!(
-            "check_cmd did not finish within {}s",
-            CHECK_TIMEOUT.as_secs()
-        )),
-        Ok(Err(e)) => Err(format!("check_cmd could not run: {e}")),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr
-                .trim()
-                .chars()
-                .rev()
-                .take(300)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            Err(format!("check_cmd failed ({}): {tail}", out.status))
-        }
-    }
+/// Runs a rollout's `check_cmd` once a step's own checks passed: `Ok` lets the step pass,
+/// `Err` says why not. The binary gives one (`sh -c`, with the step in its environment);
+/// turnout-core starts no process of its own.
+pub trait StepCheck: Send + Sync + std::fmt::Debug + 'static {
+    fn check(
+        &self,
+        cmd: &str,
+        target: &str,
+        baseline: &str,
+        percent: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
 /// The marker a rollout under way leaves beside the state file.
@@ -209,10 +173,28 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The guarded rollouts of one [`Control`] ([`Control::rollouts`]): a named service over its
+/// one writer, owning the rollouts' book, their marker file beside the state file, and the
+/// step check it is given.
+#[derive(Debug, Clone)]
+pub struct Rollouts {
+    control: Control,
+}
+
 impl Control {
+    /// The guarded rollouts over this writer.
+    pub fn rollouts(&self) -> Rollouts {
+        Rollouts {
+            control: self.clone(),
+        }
+    }
+}
+
+impl Rollouts {
     /// The rollout under way, if any.
-    pub fn rollout(&self) -> Option<RolloutReport> {
-        self.rollouts()
+    pub fn current(&self) -> Option<RolloutReport> {
+        self.control
+            .book()
             .lock()
             .current
             .as_ref()
@@ -220,17 +202,17 @@ impl Control {
     }
 
     /// The ended rollouts, newest first.
-    pub fn rollout_history(&self) -> Vec<RolloutReport> {
-        self.rollouts().lock().history.iter().cloned().collect()
+    pub fn history(&self) -> Vec<RolloutReport> {
+        self.control.book().lock().history.iter().cloned().collect()
     }
 
     /// Starts a rollout of `req.to` from the pool now active, and answers its first report; the
     /// steps run on a task of their own. Refused while another runs, for an unknown or empty
     /// pool, for the pool already active, and (unless forced) when a fresh probe finds no
     /// healthy server in it.
-    pub async fn start_rollout(&self, req: RolloutRequest) -> Result<RolloutReport, CoreError> {
-        self.refuse_if_frozen()?;
-        let snapshot = self.router().snapshot();
+    pub async fn start(&self, req: RolloutRequest) -> Result<RolloutReport, CoreError> {
+        self.control.refuse_if_frozen()?;
+        let snapshot = self.control.router().snapshot();
         let target = snapshot.pool(&req.to)?;
         if target.servers().is_empty() {
             return Err(CoreError::EmptyPool {
@@ -245,11 +227,13 @@ impl Control {
             )));
         }
         if !req.force {
-            self.gate(&Command::Switch { to: req.to.clone() }).await?;
+            self.control
+                .gate(&Command::Switch { to: req.to.clone() })
+                .await?;
         }
         let abort = Arc::new(tokio::sync::Notify::new());
         let report = {
-            let mut book = self.rollouts().lock();
+            let mut book = self.control.book().lock();
             if let Some((running, _)) = &book.current {
                 return Err(CoreError::RolloutRunning {
                     id: running.id,
@@ -284,7 +268,7 @@ impl Control {
             started_at: report.started_at.clone(),
         };
         if let Err(e) = self.write_marker(&marker).await {
-            self.rollouts().lock().current = None;
+            self.control.book().lock().current = None;
             return Err(e);
         }
         tracing::info!(target: "turnout::admin", id = report.id, to = %req.to, from = %baseline, steps = ?req.policy.steps, bake = ?req.policy.bake, "rollout started");
@@ -292,7 +276,7 @@ impl Control {
         let id = report.id;
         let (first_step, applied) = tokio::sync::oneshot::channel();
         let by = crate::events::actor();
-        self.router().snapshot().env.events.push(
+        self.control.router().snapshot().env.events.push(
             "rollout",
             format!(
                 "rollout {id} of {} started by {by}: steps {:?}, bake {} each; new clients go back to {} on a failed check",
@@ -312,17 +296,17 @@ impl Control {
         // agree with what clients get.
         let _ = applied.await;
         Ok(self
-            .rollout()
+            .current()
             .filter(|r| r.id == id)
-            .or_else(|| self.rollout_history().into_iter().find(|r| r.id == id))
+            .or_else(|| self.history().into_iter().find(|r| r.id == id))
             .expect("a rollout is under way or in the history"))
     }
 
     /// Holds the rollout under way at its step (`paused`), or lets it go on: while paused a
     /// step neither passes nor fails for too few requests, but a failing check still sends
     /// every new client back to the baseline.
-    pub fn pause_rollout(&self, paused: bool) -> Result<RolloutReport, CoreError> {
-        let mut book = self.rollouts().lock();
+    pub fn pause(&self, paused: bool) -> Result<RolloutReport, CoreError> {
+        let mut book = self.control.book().lock();
         match book.current.as_mut() {
             Some((report, _)) => {
                 report.paused = paused;
@@ -334,11 +318,11 @@ impl Control {
     }
 
     /// Stops the rollout under way and sends every new client back to its baseline.
-    pub fn abort_rollout(&self) -> Result<RolloutReport, CoreError> {
-        match &self.rollouts().lock().current {
+    pub fn abort(&self) -> Result<RolloutReport, CoreError> {
+        match &self.control.book().lock().current {
             Some((report, abort)) => {
                 abort.notify_one();
-                self.router().snapshot().env.events.push(
+                self.control.router().snapshot().env.events.push(
                     "rollout",
                     format!(
                         "rollout {} of {} aborted at {}% by {}; new clients go back to {}",
@@ -359,10 +343,10 @@ impl Control {
     /// goes back to `baseline`. Refused for an unknown pool, and while a hold for another
     /// baseline is in place.
     pub async fn hold(&self, baseline: &str, ttl: Duration) -> Result<HoldReport, CoreError> {
-        self.router().snapshot().pool(baseline)?;
+        self.control.router().snapshot().pool(baseline)?;
         let deadline = Instant::now() + ttl;
         let created = {
-            let mut book = self.rollouts().lock();
+            let mut book = self.control.book().lock();
             match &mut book.hold {
                 Some(hold) if hold.baseline == baseline => {
                     hold.deadline = deadline;
@@ -396,7 +380,7 @@ impl Control {
         };
         if let Some((id, marker)) = created {
             if let Err(e) = self.write_marker(&marker).await {
-                self.rollouts().lock().hold = None;
+                self.control.book().lock().hold = None;
                 return Err(e);
             }
             tracing::info!(target: "turnout::admin", baseline, ttl_ms = ttl.as_millis() as u64, "a fleet rollout holds this instance");
@@ -412,7 +396,7 @@ impl Control {
     /// Ends the fleet rollout's hold (its coordinator is done): the routing stays as it is.
     /// Answers whether there was one.
     pub async fn release_hold(&self) -> bool {
-        let released = self.rollouts().lock().hold.take().is_some();
+        let released = self.control.book().lock().hold.take().is_some();
         if released {
             self.remove_marker().await;
             tracing::info!(target: "turnout::admin", "the fleet rollout released this instance");
@@ -426,7 +410,7 @@ impl Control {
             // `Ok(deadline)`: renewed, sleep on; `Err(Some(hold))`: ran out; `Err(None)`:
             // released, or another hold took its place.
             let next = {
-                let mut book = self.rollouts().lock();
+                let mut book = self.control.book().lock();
                 match &book.hold {
                     Some(hold) if hold.id == id && Instant::now() < hold.deadline => {
                         Ok(hold.deadline)
@@ -446,6 +430,7 @@ impl Control {
     async fn hold_expired(&self, hold: Hold) {
         tracing::warn!(target: "turnout::admin", baseline = %hold.baseline, "the fleet rollout's coordinator stopped renewing its hold; every new client goes back to the baseline");
         if let Err(e) = self
+            .control
             .apply(
                 Command::Switch {
                     to: hold.baseline.clone(),
@@ -457,9 +442,9 @@ impl Control {
             tracing::error!(target: "turnout::admin", error = %e, "could not go back to the baseline");
         }
         self.remove_marker().await;
-        let env = Arc::clone(&self.router().snapshot().env);
+        let env = Arc::clone(&self.control.router().snapshot().env);
         env.metrics.rollouts.with_label_values(&["failed"]).inc();
-        self.rollouts().finish(RolloutReport {
+        self.control.book().finish(RolloutReport {
             id: hold.id,
             target: "(fleet rollout)".into(),
             baseline: hold.baseline.clone(),
@@ -483,7 +468,7 @@ impl Control {
     /// Every pool's counters now, for a fleet rollout's coordinator (which adds them up over
     /// the instances and judges the sum).
     pub fn samples(&self, pools: &[&str]) -> Result<Vec<(String, super::Sample)>, CoreError> {
-        let snapshot = self.router().snapshot();
+        let snapshot = self.control.router().snapshot();
         pools
             .iter()
             .map(|name| {
@@ -502,7 +487,7 @@ impl Control {
     /// At start-up: a rollout marker left by a turnout that stopped half-way sends every new
     /// client back to the baseline it named (and is recorded as a failed rollout). Answers
     /// whether it found one.
-    pub async fn recover_rollout(&self) -> Result<bool, CoreError> {
+    pub async fn recover(&self) -> Result<bool, CoreError> {
         let Some(path) = self.marker_path() else {
             return Ok(false);
         };
@@ -519,15 +504,16 @@ impl Control {
             "turnout stopped during this rollout (started {}); it went back to the baseline {} when it started again",
             marker.started_at, marker.baseline
         );
-        self.apply(
-            Command::Switch {
-                to: marker.baseline.clone(),
-            },
-            true,
-        )
-        .await?;
+        self.control
+            .apply(
+                Command::Switch {
+                    to: marker.baseline.clone(),
+                },
+                true,
+            )
+            .await?;
         let _ = std::fs::remove_file(&path);
-        self.rollouts().finish(RolloutReport {
+        self.control.book().finish(RolloutReport {
             id: marker.id,
             target: marker.target,
             baseline: marker.baseline,
@@ -543,7 +529,8 @@ impl Control {
             paused: false,
             baking: None,
         });
-        self.router()
+        self.control
+            .router()
             .snapshot()
             .env
             .metrics
@@ -554,7 +541,7 @@ impl Control {
     }
 
     fn marker_path(&self) -> Option<PathBuf> {
-        let state = self.state_file()?.path();
+        let state = self.control.state_file()?.path();
         let mut name = state.file_name()?.to_os_string();
         name.push(".rollout");
         Some(state.with_file_name(name))
@@ -583,7 +570,7 @@ impl Control {
         first_step: tokio::sync::oneshot::Sender<()>,
     ) {
         let started = Instant::now();
-        let env = Arc::clone(&self.router().snapshot().env);
+        let env = Arc::clone(&self.control.router().snapshot().env);
         let metrics = &env.metrics;
         let mut first_step = Some(first_step);
         let (outcome, reason) = self.steps(&mut report, &req, &abort, &mut first_step).await;
@@ -591,11 +578,11 @@ impl Control {
         if back {
             // Back to the baseline at once; forced: its servers served until a moment ago.
             let to = report.baseline.clone();
-            if let Err(e) = self.apply(Command::Switch { to }, true).await {
+            if let Err(e) = self.control.apply(Command::Switch { to }, true).await {
                 tracing::error!(target: "turnout::admin", error = %e, "the rollout could not go back to its baseline");
             }
             // A failed mirror phase: the switch above changed nothing, so end the copies.
-            if let Err(e) = self.apply(Command::Mirror { to: None }, true).await {
+            if let Err(e) = self.control.apply(Command::Mirror { to: None }, true).await {
                 tracing::error!(target: "turnout::admin", error = %e, "the rollout could not stop its mirror");
             }
         }
@@ -651,7 +638,7 @@ impl Control {
                 tracing::warn!(target: "turnout::admin", id = report.id, to = %report.target, baseline = %report.baseline, outcome, reason = report.reason.as_deref().unwrap_or(""), took_ms = report.took_ms, "rollout ended; new clients go to the baseline")
             }
         }
-        self.rollouts().finish(report);
+        self.control.book().finish(report);
         // A rollout that failed before its first step was live.
         if let Some(tx) = first_step {
             let _ = tx.send(());
@@ -668,7 +655,7 @@ impl Control {
         first_step: &mut Option<tokio::sync::oneshot::Sender<()>>,
     ) -> (&'static str, Option<String>) {
         let policy = &req.policy;
-        let env = Arc::clone(&self.router().snapshot().env);
+        let env = Arc::clone(&self.control.router().snapshot().env);
         let metrics = &env.metrics;
         // The mirror phase (percent 0: no client goes to the target), then the steps.
         let mirror = (policy.mirror_percent > 0).then_some(0);
@@ -701,13 +688,17 @@ impl Control {
                     ],
                 }
             };
-            let applied = match self.apply(command, req.force || percent < 100).await {
+            let applied = match self
+                .control
+                .apply(command, req.force || percent < 100)
+                .await
+            {
                 Ok(snapshot) => snapshot,
                 Err(e) => return ("failed", Some(format!("{name}: {e}"))),
             };
             report.percent = percent;
             metrics.rollout_percent.set(i64::from(percent));
-            self.rollouts().update(|r| r.percent = percent);
+            self.control.book().update(|r| r.percent = percent);
             if let Some(tx) = first_step.take() {
                 let _ = tx.send(());
             }
@@ -716,12 +707,13 @@ impl Control {
                 if let (Some(after), Ok(old)) =
                     (req.close_tunnels_after, applied.pool(&report.baseline))
                 {
-                    self.close_tunnels_after(vec![Arc::clone(old)], after);
+                    self.control
+                        .close_tunnels_after(vec![Arc::clone(old)], after);
                 }
                 if let Some(limit) = req.wait_drained {
                     if let Ok(old) = applied.pool(&report.baseline) {
                         let old = Arc::clone(old);
-                        let drained = self.wait_drained(&old, limit).await;
+                        let drained = self.control.wait_drained(&old, limit).await;
                         report.drained = Some(drained);
                     }
                 }
@@ -729,7 +721,8 @@ impl Control {
             }
             let generation = applied.generation;
             let sample = |name: &str| {
-                self.router()
+                self.control
+                    .router()
                     .snapshot()
                     .pool(name)
                     .map(|p| p.metrics().sample())
@@ -749,7 +742,7 @@ impl Control {
                         return ("aborted", Some(format!("aborted at {percent}% by an admin call")));
                     }
                 }
-                let now = self.router().snapshot();
+                let now = self.control.router().snapshot();
                 if now.generation != generation {
                     return (
                         "left",
@@ -771,17 +764,18 @@ impl Control {
                     baseline: baseline.clone(),
                     ran_ms,
                 };
-                self.rollouts()
+                self.control
+                    .book()
                     .update(|r| r.baking = Some(step("baking", None)));
                 let baked = Instant::now() >= bake_end;
                 // Paused: no step passes and none fails for too few requests; a failing check
                 // still rolls back.
-                let paused = self.rollouts().paused();
+                let paused = self.control.book().paused();
                 let recheck = Instant::now() + RECHECK;
                 let mut verdict = judge(policy, &target, &baseline);
                 if verdict == Verdict::Pass && baked && !paused {
                     if let Some(cmd) = &policy.check_cmd {
-                        if let Err(detail) = check_cmd(cmd, report, percent).await {
+                        if let Err(detail) = self.check_cmd(cmd, report, percent).await {
                             verdict = Verdict::Fail {
                                 check: "check_cmd",
                                 detail,
@@ -808,7 +802,7 @@ impl Control {
                         );
                         let s = step("pass", None);
                         report.steps.push(s.clone());
-                        self.rollouts().update(|r| {
+                        self.control.book().update(|r| {
                             r.steps.push(s);
                             r.baking = None;
                         });
@@ -839,6 +833,26 @@ impl Control {
             }
         }
         ("passed", None)
+    }
+
+    /// The step's `check_cmd` through the check the binary gave; without one, the step fails
+    /// saying so (a rollout never passes a check nobody ran).
+    async fn check_cmd(
+        &self,
+        cmd: &str,
+        report: &RolloutReport,
+        percent: u32,
+    ) -> Result<(), String> {
+        match self.control.step_check() {
+            Some(check) => {
+                check
+                    .check(cmd, &report.target, &report.baseline, percent)
+                    .await
+            }
+            None => Err(
+                "check_cmd cannot run here: this turnout was given no way to run commands".into(),
+            ),
+        }
     }
 }
 
@@ -887,7 +901,7 @@ mod tests {
     /// until the rollout ends (at most 10 virtual minutes); the ended report.
     async fn feed(control: &Control, per_second: u64, green_status: u16) -> RolloutReport {
         for _ in 0..600 {
-            if control.rollout().is_none() {
+            if control.rollouts().current().is_none() {
                 break;
             }
             let snapshot = control.router().snapshot();
@@ -900,7 +914,8 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         control
-            .rollout_history()
+            .rollouts()
+            .history()
             .into_iter()
             .next()
             .expect("the rollout ended")
@@ -910,7 +925,7 @@ mod tests {
     async fn a_healthy_target_takes_every_client_after_the_whole_bake() {
         let control = control();
         let started = Instant::now();
-        control.start_rollout(request(20)).await.expect("start");
+        control.rollouts().start(request(20)).await.expect("start");
         let report = feed(&control, 10, 200).await;
         assert_eq!(report.outcome, "passed", "{report:?}");
         assert!(
@@ -930,7 +945,7 @@ mod tests {
     async fn a_failing_target_is_rolled_back_at_the_first_recheck_with_enough_requests() {
         let control = control();
         let started = Instant::now();
-        control.start_rollout(request(20)).await.expect("start");
+        control.rollouts().start(request(20)).await.expect("start");
         let report = feed(&control, 10, 500).await;
         assert_eq!(report.outcome, "failed", "{report:?}");
         assert!(
@@ -957,7 +972,11 @@ mod tests {
     async fn too_few_requests_fail_the_step_after_the_bake_and_max_wait() {
         let control = control();
         let started = Instant::now();
-        control.start_rollout(request(1_000)).await.expect("start");
+        control
+            .rollouts()
+            .start(request(1_000))
+            .await
+            .expect("start");
         let report = feed(&control, 1, 200).await;
         assert_eq!(report.outcome, "failed", "{report:?}");
         assert_eq!(
@@ -976,12 +995,12 @@ mod tests {
     async fn an_abort_sends_every_client_back_and_says_who() {
         let control = control();
         crate::events::ACTOR
-            .scope("CLI".to_owned(), control.start_rollout(request(20)))
+            .scope("CLI".to_owned(), control.rollouts().start(request(20)))
             .await
             .expect("start");
         tokio::time::sleep(Duration::from_secs(5)).await;
         crate::events::ACTOR
-            .scope("dashboard".to_owned(), async { control.abort_rollout() })
+            .scope("dashboard".to_owned(), async { control.rollouts().abort() })
             .await
             .expect("abort");
         let report = feed(&control, 0, 200).await;

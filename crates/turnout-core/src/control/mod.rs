@@ -1,6 +1,8 @@
 //! The single writer of the routing state. Every change runs: take the writer lock, load the
 //! current snapshot, build the next one, persist it, publish it (one pointer store), log it.
-//! The data plane never takes this lock; it only loads the snapshot.
+//! The data plane never takes this lock; it only loads the snapshot. The services composed over
+//! this writer live beside it: the two-phase switch (`two_phase.rs`) and the guarded rollouts
+//! (`crate::rollout::run`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +19,10 @@ use crate::pool::Pool;
 use crate::snapshot::{FleetMark, Router, RoutingSnapshot};
 use crate::state::StateFile;
 use crate::{Command, CoreError, StateError};
+
+mod two_phase;
+
+pub use two_phase::{Prepared, TwoPhase};
 
 /// The data plane's cache, as the admin API sees it (the data plane implements it; the admin API
 /// reaches it only through [`Control`]).
@@ -98,10 +104,12 @@ struct Inner {
     /// The HTTPS listener's certificates, when there is such a listener.
     tls: Option<Arc<dyn TlsAdmin>>,
     /// A switch probed by `prepare` and waiting for its `commit` (one at a time).
-    staged: std::sync::Mutex<Option<Staged>>,
+    staged: std::sync::Mutex<Option<two_phase::Staged>>,
     rollout_policy: turnout_config::rollout::RolloutPolicy,
     /// The guarded rollout under way, and the last ones.
     rollouts: crate::rollout::run::RolloutBook,
+    /// Runs a rollout step's `check_cmd` (the binary's `sh -c`).
+    step_check: Option<Arc<dyn crate::rollout::run::StepCheck>>,
     /// An async mutex because it is held across the state file write (done on the blocking
     /// pool); it only orders writers, never readers.
     writer: tokio::sync::Mutex<()>,
@@ -121,6 +129,8 @@ pub struct Handles {
     pub tls: Option<Arc<dyn TlsAdmin>>,
     /// `[rollout]`: what a rollout does unless its call says otherwise.
     pub rollout: turnout_config::rollout::RolloutPolicy,
+    /// Runs a rollout step's `check_cmd`; without it, a rollout with one fails its step.
+    pub step_check: Option<Arc<dyn crate::rollout::run::StepCheck>>,
 }
 
 impl Control {
@@ -135,6 +145,7 @@ impl Control {
             cache,
             tls,
             rollout,
+            step_check,
         } = handles;
         Control {
             inner: Arc::new(Inner {
@@ -146,6 +157,7 @@ impl Control {
                 staged: std::sync::Mutex::new(None),
                 rollouts: Default::default(),
                 rollout_policy: rollout,
+                step_check,
                 writer: tokio::sync::Mutex::new(()),
                 frozen: std::sync::Mutex::new(None),
             }),
@@ -161,8 +173,13 @@ impl Control {
         &self.inner.rollout_policy
     }
 
-    pub(crate) fn rollouts(&self) -> &crate::rollout::run::RolloutBook {
+    pub(crate) fn book(&self) -> &crate::rollout::run::RolloutBook {
         &self.inner.rollouts
+    }
+
+    /// What runs a rollout step's `check_cmd`, if the binary gave one.
+    pub(crate) fn step_check(&self) -> Option<&Arc<dyn crate::rollout::run::StepCheck>> {
+        self.inner.step_check.as_ref()
     }
 
     pub(crate) fn state_file(&self) -> Option<&StateFile> {
@@ -291,191 +308,7 @@ impl Control {
     }
 }
 
-/// A switch that passed its probe and waits for its commit.
-#[derive(Debug, Clone)]
-struct Staged {
-    token: String,
-    /// A `Switch` or a `Split`.
-    command: Command,
-    /// The generation it was probed at: a commit after any other change is refused.
-    generation: u64,
-    expires: Instant,
-    ttl: Duration,
-    /// The fleet switch's mark, if the prepare came with one.
-    mark: Option<String>,
-}
-
-/// The answer to a prepare: what a commit needs.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Prepared {
-    pub token: String,
-    /// The pool a prepared switch goes to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// The weights a prepared split sets.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weights: Option<std::collections::BTreeMap<String, u32>>,
-    pub generation: u64,
-    pub expires_in_ms: u64,
-}
-
-/// The two-phase switch a fleet uses: prepare on every instance, then commit on every one, or
-/// abort on every one. Only the admin API calls these; the data plane sees only the result.
 impl Control {
-    /// Checks that a switch to `to` would be accepted now (the pool exists, has servers, and a
-    /// fresh probe finds a healthy one), and holds it for `ttl` under a new token. Nothing
-    /// changes until the commit. Refused while another prepared switch is pending.
-    ///
-    /// With a `mark` (from a fleet switch), requests carrying that mark's cookie go to `to`
-    /// from now on: a client the new version served on an instance that committed first stays
-    /// on the new version here too.
-    pub async fn prepare(
-        &self,
-        command: Command,
-        ttl: Duration,
-        mark: Option<&str>,
-    ) -> Result<Prepared, CoreError> {
-        self.refuse_if_frozen()?;
-        if let Some(m) = mark.filter(|m| !FleetMark::valid(m)) {
-            return Err(CoreError::Invalid(format!(
-                "invalid mark {m:?}: 1 to 64 of A-Z a-z 0-9 . _ -"
-            )));
-        }
-        let to = match &command {
-            Command::Switch { to } => Some(to.clone()),
-            Command::Split { .. } if mark.is_some() => {
-                return Err(CoreError::Invalid(
-                    "a mark goes with a switch (\"to\"), not with a split".into(),
-                ))
-            }
-            Command::Split { .. } => None,
-            other => {
-                return Err(CoreError::Invalid(format!(
-                    "only a switch or a split can be prepared, not {other}"
-                )))
-            }
-        };
-        let current = self.inner.router.snapshot();
-        let next = command.apply(&current)?;
-        self.gate(&command).await?;
-        let weights = match &command {
-            Command::Split { .. } => Some(
-                next.as_ref()
-                    .map_or_else(|| current.weights.to_map(), |n| n.weights.to_map()),
-            ),
-            _ => None,
-        };
-        let now = Instant::now();
-        let staged = Staged {
-            token: new_token(current.generation),
-            command,
-            generation: current.generation,
-            expires: now + ttl,
-            ttl,
-            mark: mark.map(str::to_owned),
-        };
-        {
-            let mut slot = self.staged();
-            if let Some(pending) = slot.as_ref().filter(|p| p.expires > now) {
-                return Err(CoreError::AlreadyPrepared {
-                    token: pending.token.clone(),
-                    change: pending.command.to_string(),
-                    expires_in_ms: millis(pending.expires - now),
-                });
-            }
-            *slot = Some(staged.clone());
-        }
-        if let (Some(m), Some(to)) = (mark, &to) {
-            self.set_prepared_mark(m, to, ttl).await;
-        }
-        tracing::info!(target: "turnout::admin", change = %staged.command, token = %staged.token, generation = staged.generation, ttl = ?ttl, mark = mark.unwrap_or("-"), "switch prepared");
-        // It expires by itself: the slot empties and the log says so.
-        let control = self.clone();
-        let token = staged.token.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ttl).await;
-            if let Some(staged) = control.take_staged(&token) {
-                control.clear_prepared_mark(staged.mark.as_deref()).await;
-                tracing::warn!(target: "turnout::admin", %token, "prepared switch expired without a commit; nothing was changed");
-            }
-        });
-        Ok(Prepared {
-            token: staged.token,
-            to,
-            weights,
-            generation: staged.generation,
-            expires_in_ms: millis(ttl),
-        })
-    }
-
-    /// Applies the switch prepared under `token`, at once (its probe was the prepare's). Refused
-    /// when the token is unknown or expired, or when anything changed the routing since.
-    pub async fn commit(&self, token: &str) -> Result<Arc<RoutingSnapshot>, CoreError> {
-        let staged = self
-            .take_staged(token)
-            .ok_or_else(|| CoreError::NotPrepared {
-                token: token.to_string(),
-            })?;
-        if staged.expires <= Instant::now() {
-            return Err(CoreError::NotPrepared {
-                token: token.to_string(),
-            });
-        }
-        let command = staged.command;
-        let live_mark = staged.mark.as_deref().map(|m| (m, staged.ttl));
-        let result = self
-            .write(command, Some((token, staged.generation)), live_mark)
-            .await;
-        if result.is_err() {
-            self.clear_prepared_mark(staged.mark.as_deref()).await;
-        }
-        result
-    }
-
-    /// Drops the switch prepared under `token`; nothing changes.
-    pub async fn abort(&self, token: &str) -> Result<(), CoreError> {
-        let staged = self
-            .take_staged(token)
-            .ok_or_else(|| CoreError::NotPrepared {
-                token: token.to_string(),
-            })?;
-        self.clear_prepared_mark(staged.mark.as_deref()).await;
-        tracing::info!(target: "turnout::admin", %token, "prepared switch aborted");
-        Ok(())
-    }
-
-    /// Publishes the current routing plus a prepared mark: same generation, nothing persisted
-    /// (a mark lives no longer than its prepare, which a restart ends anyway).
-    async fn set_prepared_mark(&self, value: &str, to: &str, ttl: Duration) {
-        let _writer = self.inner.writer.lock().await;
-        let current = self.inner.router.snapshot();
-        let Ok(pool) = current.pool(to) else { return };
-        let mut next = (*current).clone();
-        next.mark = Some(Arc::new(FleetMark::new(
-            value,
-            Arc::clone(pool),
-            false,
-            ttl,
-        )));
-        self.inner.router.publish(Arc::new(next));
-    }
-
-    /// Takes back the prepared mark `value`, if the live snapshot still has it.
-    async fn clear_prepared_mark(&self, value: Option<&str>) {
-        let Some(value) = value else { return };
-        let _writer = self.inner.writer.lock().await;
-        let current = self.inner.router.snapshot();
-        if current
-            .mark
-            .as_ref()
-            .is_some_and(|m| !m.live && m.value == value)
-        {
-            let mut next = (*current).clone();
-            next.mark = None;
-            self.inner.router.publish(Arc::new(next));
-        }
-    }
-
     /// Stops every change from now on (waiting for one under way to be written first), so that
     /// another process can read the state file and own it: each change is refused with
     /// [`CoreError::Upgrading`] saying `detail`, until [`Control::thaw`].
@@ -521,55 +354,6 @@ impl Control {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    /// The switch prepared here, if one is pending, for the status call.
-    pub fn prepared(&self) -> Option<crate::status::PreparedStatus> {
-        let now = Instant::now();
-        self.staged()
-            .as_ref()
-            .filter(|s| s.expires > now)
-            .map(|s| crate::status::PreparedStatus {
-                change: s.command.to_string(),
-                expires_in_ms: millis(s.expires - now),
-                mark: s.mark.clone(),
-            })
-    }
-
-    fn staged(&self) -> std::sync::MutexGuard<'_, Option<Staged>> {
-        // Held for a few instructions, never across an await; a panic while held cannot leave
-        // the slot half-written, so a poisoned lock is still usable.
-        self.inner
-            .staged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Empties the slot if it holds `token`.
-    fn take_staged(&self, token: &str) -> Option<Staged> {
-        let mut slot = self.staged();
-        match slot.as_ref() {
-            Some(s) if s.token == token => slot.take(),
-            _ => None,
-        }
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A token nobody can mistake for another prepare's: the generation, the time, and a count.
-/// (An identifier, not a secret: the admin token guards the API.)
-fn new_token(generation: u64) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    format!(
-        "g{generation}-{nanos:x}-{}",
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 impl Control {
@@ -741,25 +525,37 @@ mod tests {
         let control = Control::new(router(), None);
         let switch = || Command::Switch { to: "green".into() };
         let ttl = Duration::from_secs(10);
-        let p = control.prepare(switch(), ttl, None).await.expect("prepare");
+        let p = control
+            .two_phase()
+            .prepare(switch(), ttl, None)
+            .await
+            .expect("prepare");
         tokio::time::advance(Duration::from_millis(9_990)).await;
         assert!(
-            control.prepared().is_some(),
+            control.two_phase().prepared().is_some(),
             "still pending just before its ttl"
         );
         control
+            .two_phase()
             .commit(&p.token)
             .await
             .expect("commit within the ttl");
         assert_eq!(control.router().active().name().as_str(), "green");
 
         let back = Command::Switch { to: "blue".into() };
-        let p = control.prepare(back, ttl, None).await.expect("prepare");
+        let p = control
+            .two_phase()
+            .prepare(back, ttl, None)
+            .await
+            .expect("prepare");
         tokio::time::advance(ttl + Duration::from_millis(1)).await;
         tokio::task::yield_now().await;
-        assert!(control.prepared().is_none(), "expired by itself");
+        assert!(
+            control.two_phase().prepared().is_none(),
+            "expired by itself"
+        );
         assert!(matches!(
-            control.commit(&p.token).await,
+            control.two_phase().commit(&p.token).await,
             Err(CoreError::NotPrepared { .. })
         ));
         assert_eq!(
@@ -769,6 +565,7 @@ mod tests {
         );
         // A new prepare is taken once the old one has expired.
         control
+            .two_phase()
             .prepare(switch(), ttl, None)
             .await
             .expect("a prepare after the expiry");
