@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::file::FilePool;
-use crate::{
-    find_key_line, line_of, resolve_check, Backend, Balance, ConfigError, HealthCheck, PoolName,
-};
+use crate::health::resolve_check;
+use crate::{find_key_line, line_of, Backend, Balance, ConfigError, HealthCheck, PoolName};
 
 /// Every pool, validated: its servers, and what it sets beside the defaults.
 pub(crate) struct Pools {

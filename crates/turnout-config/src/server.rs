@@ -1,10 +1,62 @@
 //! `[server]`: the listeners and the process lifecycle, validated into [`Server`] (each key's
 //! error names the key and its line).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::file::FileServer;
-use crate::{defaults, invalid_key, line_of, ConfigError, Server};
+use crate::{defaults, invalid_key, line_of, ConfigError};
+
+/// `[server]`: the listeners and the process lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// This instance's name, as `turnout status` shows it; `None`: the host name.
+    pub name: Option<String>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub health_path: String,
+    pub admin_token: Option<String>,
+    pub shutdown_delay: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_connections: usize,
+    /// Runtime threads serving traffic; 1 runs everything on one thread (a current-thread
+    /// runtime), as a one-worker nginx does.
+    pub workers: usize,
+    /// The health path answers 503 while the active pool has no healthy server.
+    pub health_reflects_pool: bool,
+    /// A client must send a request's head within this (from its first byte, or from accept).
+    pub client_header_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub client_idle_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    /// The plain listener answers 308 to the https URL (but for the health path).
+    pub redirect_https: bool,
+    /// A client that takes no bytes of its response for this long is cut off.
+    pub client_send_timeout: Duration,
+    /// An HTTP/1 request body with no byte for this long is given up on.
+    pub client_body_timeout: Duration,
+    /// Lower-case protocol names a client may upgrade to (`websocket` by default).
+    pub upgrade_protocols: Vec<String>,
+    /// Without an admin token: host names (beyond IP addresses and `localhost`) that the admin
+    /// API answers to, against DNS rebinding.
+    pub admin_hosts: Vec<String>,
+    /// Browser origins allowed to call the admin API; a request from any other is refused.
+    pub admin_origins: Vec<String>,
+    /// Request bodies longer than this get 413; `None`: no limit.
+    pub max_request_body: Option<u64>,
+    /// `X-Request-Id` on every request (kept from a trusted proxy, made otherwise), returned
+    /// to the client and logged.
+    pub request_id: bool,
+    /// The Unix socket a new turnout process takes the listening sockets over from (an
+    /// in-place upgrade): `upgrade_socket`, else the state file's path plus `.upgrade.sock`;
+    /// `None` without a state file (the new process reads the routing from it).
+    pub upgrade_socket: Option<PathBuf>,
+    /// Binaries an in-place upgrade may start besides the running one (`binary` in
+    /// `POST /v1/upgrade`, `turnout upgrade --binary`): absolute paths, as written.
+    pub upgrade_binaries: Vec<PathBuf>,
+}
 
 impl FileServer {
     /// `[server]` validated. `state_file` is `[state] file`: an in-place upgrade needs it.

@@ -1,6 +1,7 @@
 //! Unit tests of parsing and validation, including the example files in `config/`.
 
 use super::*;
+use std::time::Duration;
 
 const MINIMAL: &str = r#"
 [server]

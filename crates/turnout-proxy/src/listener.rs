@@ -71,8 +71,8 @@ impl DataPlane {
             // client from an idle keep-alive one. `GuardedIo` applies both deadlines.
             .header_read_timeout(None)
             // Too many or too large headers answer 431.
-            .max_headers(settings.max_header_count)
-            .max_buf_size(settings.max_header_bytes)
+            .max_headers(settings.server.max_header_count)
+            .max_buf_size(settings.server.max_header_bytes)
             // A client may shut its sending side once its request is out and still wait for
             // the answer (RFC 9112 9.6 allows it); without this hyper closed such connections
             // unanswered.
@@ -81,12 +81,12 @@ impl DataPlane {
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(None)
-            .max_headers(settings.max_header_count)
-            .max_buf_size(settings.max_header_bytes)
+            .max_headers(settings.server.max_header_count)
+            .max_buf_size(settings.server.max_header_bytes)
             .half_close(true);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        auto.http2().timer(TokioTimer::new()).max_header_list_size(
+            u32::try_from(settings.server.max_header_bytes).unwrap_or(u32::MAX),
+        );
         let builder = Arc::new(crate::serve::Builders { h1, auto });
         let (tls_listener, handshakes) = match tls {
             Some(t) => (
@@ -101,7 +101,7 @@ impl DataPlane {
         };
         let drain = CancellationToken::new();
         let connections = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
+        let permits = Arc::new(Semaphore::new(shared.settings.server.max_connections));
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
 
@@ -176,14 +176,14 @@ impl DataPlane {
         drop(tls_listener);
         let open = connections.len();
         let tunnels = shared.forwarder.tunnels.len();
-        tracing::info!(connections = open, tunnels, timeout = ?shared.settings.shutdown_timeout, "listener closed; draining");
+        tracing::info!(connections = open, tunnels, timeout = ?shared.settings.server.shutdown_timeout, "listener closed; draining");
         shared.forwarder.tunnels.close();
         connections.close();
         let drain = async {
             connections.wait().await;
             shared.forwarder.tunnels.wait().await;
         };
-        let complete = tokio::time::timeout(shared.settings.shutdown_timeout, drain)
+        let complete = tokio::time::timeout(shared.settings.server.shutdown_timeout, drain)
             .await
             .is_ok();
         Drained {

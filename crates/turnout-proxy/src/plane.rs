@@ -34,9 +34,9 @@ impl DataPlane {
         // copies that joined them raised the cache's peak memory.)
         let upstreams = Upstreams::new(
             &settings.upstream_tls,
-            settings.connect_timeout,
-            settings.idle_timeout,
-            settings.max_idle_per_server,
+            settings.upstream.connect_timeout,
+            settings.upstream.idle_timeout,
+            settings.upstream.max_idle_per_server,
             UPSTREAM_MAX_BUF,
         );
         let metrics = &router.snapshot().env.metrics;
@@ -57,9 +57,9 @@ impl DataPlane {
                 forwarder: Forwarder::new(
                     upstreams,
                     Arc::clone(&env),
-                    settings.response_timeout,
-                    settings.hold_when_unavailable,
-                    settings.upstream_body_timeout,
+                    settings.upstream.response_timeout,
+                    settings.upstream.hold_when_unavailable,
+                    settings.upstream.body_timeout,
                 ),
                 env,
                 router,

@@ -59,7 +59,8 @@ impl Proxy {
             resp
         } else if self.env.maintenance.health_fails && self.router.load().maintenance.is_some() {
             text_response(StatusCode::SERVICE_UNAVAILABLE, "down for maintenance\n")
-        } else if self.settings.health_reflects_pool && self.router.active().available() == 0 {
+        } else if self.settings.server.health_reflects_pool && self.router.active().available() == 0
+        {
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy server in the active pool\n",

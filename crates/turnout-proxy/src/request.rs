@@ -29,7 +29,7 @@ impl Proxy {
         // `Connection: close` means something to HTTP/1 clients only; HTTP/2 forbids it.
         let h1 = req.version() < Version::HTTP_2;
         // The load balancer's check: answered first, whatever else is configured; not logged.
-        if req.uri().path() == self.settings.health_path {
+        if req.uri().path() == self.settings.server.health_path {
             return self.health(h1);
         }
         // Written when dropped: with the status set below, or as 499 if the client leaves first.
@@ -38,7 +38,7 @@ impl Proxy {
         if let Some(resp) = refused(&mut req, h1, &mut access) {
             return access.answer(resp);
         }
-        if self.settings.request_id {
+        if self.settings.server.request_id {
             let trusted = self.env.routing.trusted_proxies.contains(&down.peer.ip());
             access.request_id = Some(crate::headers::request_id(req.headers_mut(), trusted));
         }
@@ -99,7 +99,11 @@ impl Proxy {
         access.route = route.reason.as_str();
         access.pool = Some(route.pool.clone());
 
-        let upgrade = is_upgrade_request(req.version(), req.headers(), &self.settings.upgrades);
+        let upgrade = is_upgrade_request(
+            req.version(),
+            req.headers(),
+            &self.settings.server.upgrade_protocols,
+        );
         let mut resp = if self.cache.takes(&req, upgrade) {
             // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
             let (parts, _empty) = req.into_parts();
@@ -131,7 +135,7 @@ impl Proxy {
                 }
                 (_, body) => body.map(ClientBody::new),
             };
-            let body = body.map(|b| b.limited(self.settings.max_request_body));
+            let body = body.map(|b| b.limited(self.settings.server.max_request_body));
             let close = h1 && body.is_some();
             let copy = route
                 .fallback
@@ -183,7 +187,7 @@ impl Proxy {
     /// 413 for a request whose declared length is over `[server] max_request_body`, before any
     /// of its body is read (a body without a length is counted as it streams: `ClientBody`).
     fn too_large(&self, req: &Request<Incoming>, h1: bool) -> Option<Response<ProxyBody>> {
-        let limit = self.settings.max_request_body?;
+        let limit = self.settings.server.max_request_body?;
         let declared = req.body().size_hint().exact()?;
         if declared <= limit {
             return None;

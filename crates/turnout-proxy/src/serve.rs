@@ -92,10 +92,10 @@ pub(crate) async fn serve_connection<I>(
     let mut io = GuardedIo::new(
         io,
         Arc::clone(&activity),
-        settings.client_header_timeout,
-        settings.client_idle_timeout,
-        settings.client_send_timeout,
-        settings.client_body_timeout,
+        settings.server.client_header_timeout,
+        settings.server.client_idle_timeout,
+        settings.server.client_send_timeout,
+        settings.server.client_body_timeout,
     );
     // One Arc per connection; each request clones it once.
     let ctx = Arc::new(Conn {

@@ -1,81 +1,66 @@
 //! The data plane's settings, taken from the validated config once at start.
 
-use std::time::Duration;
-
 use turnout_config::Config;
 
 use crate::tls::{TlsError, UpstreamTls};
 
-/// The data plane's settings, taken from the validated config.
+/// The data plane's settings: the config's sections it reads, held whole (not re-listed field
+/// by field), and what is derived from them at start.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    pub health_path: String,
-    pub max_connections: usize,
-    pub shutdown_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_idle_per_server: usize,
-    pub health_reflects_pool: bool,
-    pub client_header_timeout: Duration,
-    pub client_idle_timeout: Duration,
-    pub client_send_timeout: Duration,
-    pub client_body_timeout: Duration,
-    /// An upstream response body that stalls this long after its head is given up on.
-    pub upstream_body_timeout: Duration,
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
+    /// `[server]`, without the admin token (the data plane never needs it).
+    pub server: turnout_config::Server,
+    /// `[upstream]`.
+    pub upstream: turnout_config::Upstream,
+    /// `[[static]]`.
     pub statics: Vec<turnout_config::StaticDir>,
+    /// `[cache]`.
     pub cache: turnout_config::Cache,
-    /// The plain listener answers 308 to `https://` on this port (but for the health path).
-    pub redirect_https_port: Option<u16>,
-    /// How to trust `https://` upstreams.
-    pub upstream_tls: UpstreamTls,
-    /// The protocols a client may upgrade to (lower case); `websocket` unless configured.
-    pub upgrades: Vec<String>,
-    /// Request bodies longer than this get 413.
-    pub max_request_body: Option<u64>,
-    /// Every request gets an `X-Request-Id`.
-    pub request_id: bool,
-    /// A request whose pool has no server able to take it waits this long for one.
-    pub hold_when_unavailable: Option<Duration>,
     /// `[errors] dir`'s pages.
     pub error_pages: turnout_config::ErrorPages,
+    /// The plain listener answers 308 to `https://` on this port (but for the health path).
+    pub redirect_https_port: Option<u16>,
+    /// How to trust `https://` upstreams (`[pools.NAME.tls] ca`, read at start).
+    pub upstream_tls: UpstreamTls,
 }
 
 impl ProxySettings {
     /// The settings of `config`; reads the CA files of `[pools.NAME.tls]` (the error names one
     /// that cannot be used) and the system's roots.
     pub fn from_config(config: &Config) -> Result<ProxySettings, TlsError> {
+        let mut server = config.server.clone();
+        server.admin_token = None;
         Ok(ProxySettings {
-            health_path: config.server.health_path.clone(),
-            max_connections: config.server.max_connections,
-            shutdown_timeout: config.server.shutdown_timeout,
-            connect_timeout: config.upstream.connect_timeout,
-            response_timeout: config.upstream.response_timeout,
-            idle_timeout: config.upstream.idle_timeout,
-            max_idle_per_server: config.upstream.max_idle_per_server,
-            health_reflects_pool: config.server.health_reflects_pool,
-            client_header_timeout: config.server.client_header_timeout,
-            client_idle_timeout: config.server.client_idle_timeout,
-            client_send_timeout: config.server.client_send_timeout,
-            client_body_timeout: config.server.client_body_timeout,
-            upstream_body_timeout: config.upstream.body_timeout,
-            max_header_count: config.server.max_header_count,
-            max_header_bytes: config.server.max_header_bytes,
+            server,
+            upstream: config.upstream.clone(),
             statics: config.statics.clone(),
             cache: config.cache.clone(),
+            error_pages: config.error_pages.clone(),
             redirect_https_port: config
                 .tls
                 .as_ref()
                 .filter(|_| config.server.redirect_https)
                 .map(|t| t.listen.port()),
             upstream_tls: UpstreamTls::load(&config.pool_ca)?,
-            upgrades: config.server.upgrade_protocols.clone(),
-            max_request_body: config.server.max_request_body,
-            request_id: config.server.request_id,
-            hold_when_unavailable: config.upstream.hold_when_unavailable,
-            error_pages: config.error_pages.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_plane_holds_the_sections_but_never_the_admin_token() {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nadmin_token = \"s3cret-token-value\"\n\n[upstream]\nconnect_timeout = \"7s\"\n\n[pools.blue]\nservers = [\"127.0.0.1:9\"]\n\n[routing]\nactive = \"blue\"\n";
+        let config = Config::parse(text, std::path::Path::new("<test>")).expect("valid");
+        let settings = ProxySettings::from_config(&config).expect("no CA files");
+        assert_eq!(
+            settings.upstream.connect_timeout,
+            std::time::Duration::from_secs(7)
+        );
+        assert_eq!(settings.server.listen, config.server.listen);
+        assert_eq!(settings.server.admin_token, None);
+        assert!(!format!("{settings:?}").contains("s3cret-token-value"));
     }
 }

@@ -1,0 +1,18 @@
+//! `[upstream]`: how turnout talks to the app servers: timeouts, idle connections, and
+//! holding requests while a pool has no server able to take one.
+
+use std::time::Duration;
+
+/// `[upstream]`: how turnout talks to the app servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_server: usize,
+    /// An upstream body with no byte for this long after its head is given up on.
+    pub body_timeout: Duration,
+    /// A request whose pool has no server able to take it (an app restarting) waits up to this
+    /// long for one instead of an immediate 503/502; `None`: no wait.
+    pub hold_when_unavailable: Option<Duration>,
+}
