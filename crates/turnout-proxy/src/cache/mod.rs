@@ -208,45 +208,35 @@ impl CacheAdmin for Cache {
     }
 }
 
-/// How long a response may be served from the cache, by its `Cache-Control`: `s-maxage` or
-/// else `max-age`; `None` for `no-store`, `private`, `no-cache` (which would need revalidation
-/// this cache does not do), a zero lifetime, or no lifetime at all.
+/// How long a response may be served from the cache, by its `Cache-Control` (hyperium's
+/// typed header): `s-maxage` or else `max-age`; `None` for `no-store`, `private`, `no-cache`
+/// (which would need revalidation this cache does not do), a zero lifetime, no lifetime at
+/// all, or a header that does not parse.
 pub(crate) fn lifetime(headers: &HeaderMap) -> Option<Duration> {
-    let mut max_age = None;
-    let mut s_maxage = None;
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        let value = value.to_str().ok()?;
-        for directive in value.split(',') {
-            let directive = directive.trim();
-            let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
-            let arg = arg.trim_matches('"');
-            match name.trim().to_ascii_lowercase().as_str() {
-                "no-store" | "private" | "no-cache" => return None,
-                "max-age" => max_age = arg.parse::<u64>().ok(),
-                "s-maxage" => s_maxage = arg.parse::<u64>().ok(),
-                _ => {}
-            }
-        }
+    use headers::HeaderMapExt;
+    let cc = headers.typed_get::<headers::CacheControl>()?;
+    if cc.no_store() || cc.private() || cc.no_cache() {
+        return None;
     }
-    s_maxage
-        .or(max_age)
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
+    cc.s_max_age().or(cc.max_age()).filter(|d| !d.is_zero())
 }
 
-/// The header names a response's `Vary` lists; `None` for `Vary: *` (never cacheable).
+/// The header names a response's `Vary` lists (hyperium's typed header), lower case, sorted,
+/// each once; `None` for `Vary: *` (never cacheable) or a `Vary` that does not parse.
 pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    use headers::HeaderMapExt;
+    let Some(vary) = headers.typed_get::<headers::Vary>() else {
+        // No Vary at all varies on nothing; one that is there but unreadable is not trusted.
+        return (!headers.contains_key(header::VARY)).then(Vec::new);
+    };
+    if vary.is_any() {
+        return None;
+    }
     let mut names = Vec::new();
-    for value in headers.get_all(header::VARY) {
-        for name in value.to_str().ok()?.split(',') {
-            let name = name.trim();
-            if name == "*" {
-                return None;
-            }
-            if let Ok(n) = HeaderName::try_from(name.to_ascii_lowercase()) {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
+    for name in vary.iter_strs() {
+        if let Ok(n) = HeaderName::try_from(name.trim().to_ascii_lowercase()) {
+            if !names.contains(&n) {
+                names.push(n);
             }
         }
     }
@@ -307,6 +297,12 @@ mod tests {
             assert_eq!(secs(never), None, "{never}");
         }
         assert_eq!(lifetime(&HeaderMap::new()), None);
+        // Malformed or huge: not kept.
+        assert_eq!(secs("max-age=soon"), None);
+        assert_eq!(secs("max-age=-5"), None);
+        let huge: &'static str =
+            Box::leak(format!("max-age={}", "9".repeat(5000)).into_boxed_str());
+        assert_eq!(secs(huge), None);
     }
 
     #[test]
@@ -322,6 +318,8 @@ mod tests {
             ])
         );
         assert_eq!(vary_names(&headers(&[("vary", "*")])), None);
+        assert_eq!(vary_names(&headers(&[("vary", "Accept, *")])), None);
+        assert_eq!(vary_names(&HeaderMap::new()), Some(vec![]));
         let etag = HeaderValue::from_static("\"abc\"");
         assert!(none_match(
             &headers(&[("if-none-match", "\"x\", W/\"abc\"")]),

@@ -184,7 +184,7 @@ impl StaticFiles {
             headers.remove(header::CONTENT_TYPE);
             return respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty());
         }
-        let range = match requested_range(req, &etag, size) {
+        let range = match requested_range(req, &etag, modified, size) {
             Ok(r) => r,
             Err(()) => {
                 headers.insert(
@@ -334,34 +334,43 @@ fn etag(size: u64, modified: SystemTime, encoding: Option<&str>) -> HeaderValue 
     HeaderValue::try_from(tag).expect("ascii")
 }
 
-/// If-None-Match (when sent, it alone decides), else If-Modified-Since (to the second).
+/// If-None-Match (when sent, it alone decides), else If-Modified-Since (to the second), both
+/// hyperium's typed headers.
 fn not_modified(req: &HeaderMap, etag: &HeaderValue, modified: SystemTime) -> bool {
+    use headers::HeaderMapExt;
     if req.contains_key(header::IF_NONE_MATCH) {
         return none_match(req, etag);
     }
-    let since = req
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
-    since.is_some_and(|since| secs(modified) <= secs(since))
+    req.typed_get::<headers::IfModifiedSince>()
+        .is_some_and(|since| !since.is_modified(modified))
 }
 
 /// A single byte range asked for: `Ok(None)` for the whole file (no Range, several ranges, a
-/// non-bytes unit, or an If-Range that no longer matches), `Err` when unsatisfiable.
+/// non-bytes unit, or an If-Range, hyperium's typed header, that no longer matches the file:
+/// its entity-tag compared strongly, or its date), `Err` when unsatisfiable.
+///
+/// The range itself by hand: `headers::Range::satisfiable_ranges` drops a suffix longer than
+/// the file, where RFC 9110 (14.1.2) serves the whole file, and does not clamp a last position
+/// past the end.
 fn requested_range(
     req: &HeaderMap,
     etag: &HeaderValue,
+    modified: SystemTime,
     size: u64,
 ) -> Result<Option<(u64, u64)>, ()> {
+    use headers::HeaderMapExt;
     let Some(range) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    if let Some(if_range) = req.get(header::IF_RANGE) {
-        if if_range != etag {
+    if req.contains_key(header::IF_RANGE) {
+        let ours = etag
+            .to_str()
+            .ok()
+            .and_then(|e| e.parse::<headers::ETag>().ok());
+        let changed = req.typed_get::<headers::IfRange>().is_none_or(|if_range| {
+            if_range.is_modified(ours.as_ref(), Some(&headers::LastModified::from(modified)))
+        });
+        if changed {
             return Ok(None);
         }
     }
@@ -470,7 +479,7 @@ mod tests {
         let r = |v: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(header::RANGE, HeaderValue::from_static(v));
-            requested_range(&h, &etag, 100)
+            requested_range(&h, &etag, SystemTime::UNIX_EPOCH, 100)
         };
         assert_eq!(r("bytes=0-9"), Ok(Some((0, 9))));
         assert_eq!(r("bytes=90-"), Ok(Some((90, 99))));
@@ -482,6 +491,55 @@ mod tests {
         assert_eq!(r("bytes=9-3"), Err(()));
         assert_eq!(r("bytes=-0"), Err(()));
         assert_eq!(r("bytes=x-3"), Err(()));
+    }
+
+    #[test]
+    fn if_range_and_if_modified_since_are_read_as_typed_headers() {
+        let etag = HeaderValue::from_static("\"e\"");
+        let modified = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let date = |t: SystemTime| httpdate::fmt_http_date(t);
+        let ranged = |if_range: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RANGE, HeaderValue::from_static("bytes=0-9"));
+            h.insert(
+                header::IF_RANGE,
+                HeaderValue::try_from(if_range).expect("value"),
+            );
+            requested_range(&h, &etag, modified, 100)
+        };
+        assert_eq!(ranged("\"e\""), Ok(Some((0, 9))), "the same tag: the range");
+        assert_eq!(ranged("\"f\""), Ok(None), "another tag: the whole file");
+        assert_eq!(ranged("W/\"e\""), Ok(None), "a weak tag never matches");
+        assert_eq!(
+            ranged(&date(modified)),
+            Ok(Some((0, 9))),
+            "not changed since"
+        );
+        let before = modified - std::time::Duration::from_secs(60);
+        assert_eq!(ranged(&date(before)), Ok(None), "changed since");
+        assert_eq!(ranged("yesterday"), Ok(None), "unreadable: the whole file");
+
+        let since = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::IF_MODIFIED_SINCE,
+                HeaderValue::try_from(v).expect("value"),
+            );
+            not_modified(&h, &etag, modified)
+        };
+        assert!(since(&date(modified)));
+        assert!(since(&date(modified + std::time::Duration::from_secs(5))));
+        assert!(!since(&date(before)));
+        assert!(!since("not a date"));
+        assert!(!since(&"9".repeat(4096)));
+        // If-None-Match, when sent, decides alone.
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::try_from(date(modified)).expect("value"),
+        );
+        assert!(!not_modified(&h, &etag, modified));
     }
 
     #[test]
