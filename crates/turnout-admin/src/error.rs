@@ -7,32 +7,46 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use turnout_core::CoreError;
 
+/// Why an admin call was refused; [`ApiError::status`] says whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The call itself is wrong (a field, a value), said in words: 400.
     #[error("{0}")]
     BadRequest(String),
+    /// No token, or not the one configured: 401.
     #[error("missing or wrong admin token: send `Authorization: Bearer <token>`")]
     Unauthorized,
+    /// No such pool, route or rollout: 404.
     #[error("{0}")]
     NotFound(String),
     /// Refused by the admin policy: a browser origin, or a host name without a token.
     #[error("{0}")]
     Forbidden(String),
+    /// A body sent without `Content-Type: application/json`: 415.
     #[error("a write with a body must send Content-Type: application/json (curl: --json '...' or -H 'Content-Type: application/json')")]
     UnsupportedMediaType,
+    /// A method the route does not take: 405.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    /// What the routing state refused, with the status its kind chooses.
     #[error(transparent)]
     Core(#[from] CoreError),
     /// A certificate or key that could not be loaded: 400 when a file is bad, 500 when it could
     /// not be read at all. The message names the file either way (the operator put it there).
     #[error("certificates not reloaded, the previous ones are still served: {message}")]
-    CertFiles { message: String, io: bool },
+    CertFiles {
+        /// What went wrong, naming the file.
+        message: String,
+        /// The file could not be read at all (the host's fault, not the file's).
+        io: bool,
+    },
+    /// An in-place upgrade that was refused or failed.
     #[error(transparent)]
     Upgrade(#[from] crate::UpgradeError),
 }
 
 impl ApiError {
+    /// The answer's status: 4xx when the caller was wrong, 5xx when turnout or its host was.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

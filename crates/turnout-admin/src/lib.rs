@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! turnout's admin API: JSON over HTTP on its own port, built with axum.
 //!
 //! | call | does |

@@ -11,6 +11,7 @@ use serde::Serialize;
 /// Starts a new turnout (this binary, or `binary`), hands it the sockets and answers once it
 /// serves, or once it failed (this process serving on as before).
 pub trait Upgrader: Send + Sync + std::fmt::Debug + 'static {
+    /// Upgrades to `binary` (`None`: the binary this process was started from).
     fn upgrade(
         &self,
         binary: Option<PathBuf>,
@@ -24,13 +25,17 @@ pub struct UpgradeReport {
     pub from_pid: u32,
     /// The process serving now.
     pub pid: u32,
+    /// Its version (`turnout --version`).
     pub version: String,
     /// Its process generation (this one's plus one).
     pub generation: u64,
+    /// The binary it runs.
     pub binary: String,
+    /// From the start of the upgrade until the new process served.
     pub took_ms: u64,
 }
 
+/// Why an upgrade did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
     /// The binary named may not be started from here (not the running one, not listed in
@@ -45,5 +50,10 @@ pub enum UpgradeError {
     /// The new process did not take over (bad binary, bad config, a state file it refused): it
     /// is gone and this one serves on. The message is the new process's own error (500).
     #[error("the upgrade failed and this turnout (pid {pid}) serves on: {message}")]
-    Failed { pid: u32, message: String },
+    Failed {
+        /// This process, which serves on.
+        pid: u32,
+        /// The new process's own error.
+        message: String,
+    },
 }

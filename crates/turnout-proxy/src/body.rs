@@ -17,25 +17,38 @@ use turnout_core::InFlight;
 use crate::deadlines::{Busy, Stall};
 
 pin_project_lite::pin_project! {
+    /// The body of every response the data plane sends: an upstream's streamed through, bytes
+    /// in memory (turnout's own answers, cache hits), or a static file read as it is sent.
+    // pin-project-lite takes no doc comments on a variant's fields: they are described in
+    // plain comments, and the lint is allowed for them.
+    #[allow(missing_docs)]
     #[derive(Debug)]
     #[project = Proj]
     pub enum ProxyBody {
+        /// An upstream's body, holding the request's in-flight guard to its last byte.
         Upstream {
+            // hyper's body from the server.
             #[pin]
             body: Incoming,
+            // The request's in-flight count on its server, released at the last byte.
             guard: Option<InFlight>,
+            // The client connection's busy mark, held while this body is sent.
             conn: Option<Busy>,
             // The stall deadline (a body that is all there when asked for, as most are, never
             // makes its timer).
             stall: Stall,
         },
+        /// Bytes in memory, sent at once (`None`: an empty body).
         Full {
+            // The bytes.
             data: Option<Bytes>,
         },
         /// A file (or a range of one) read from disk as it is sent. Boxed: the reader is
         /// over 100 bytes, and every response, proxied ones too, would carry that size.
         File {
+            // The file's reader, limited to the range sent.
             stream: Pin<Box<tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>>>,
+            // Bytes still to send.
             remaining: u64,
         },
     }
@@ -64,16 +77,19 @@ impl ProxyBody {
         }
     }
 
+    /// A body of static text.
     pub fn from_static(text: &'static str) -> ProxyBody {
         ProxyBody::Full {
             data: Some(Bytes::from_static(text.as_bytes())),
         }
     }
 
+    /// No body.
     pub fn empty() -> ProxyBody {
         ProxyBody::Full { data: None }
     }
 
+    /// A body of `data` (empty bytes: no body).
     pub fn bytes(data: Bytes) -> ProxyBody {
         ProxyBody::Full {
             data: (!data.is_empty()).then_some(data),
@@ -354,12 +370,17 @@ impl Body for ClientBody {
 /// and goes out again, unread, to the next server. A mirrored copy carries its body whole.
 #[derive(Debug)]
 pub enum UpstreamBody {
+    /// The client's body, streamed as it arrives (a request that is not retried).
     Incoming(ClientBody),
+    /// The client's body, given back unread if the attempt fails before reading it.
     Reclaimable(Reclaimable),
+    /// A whole body in memory (a mirrored copy's).
     Full(Option<Bytes>),
+    /// No body.
     Empty,
 }
 
+/// A client's body lent to one attempt: see [`UpstreamBody::reclaimable`].
 #[derive(Debug)]
 pub struct Reclaimable {
     body: Option<ClientBody>,
@@ -368,6 +389,8 @@ pub struct Reclaimable {
 }
 
 impl UpstreamBody {
+    /// `body` lent to one attempt, and the receiver it comes back through, unread, when the
+    /// attempt fails before polling it.
     pub fn reclaimable(
         body: ClientBody,
     ) -> (UpstreamBody, tokio::sync::oneshot::Receiver<ClientBody>) {

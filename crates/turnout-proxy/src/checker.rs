@@ -194,6 +194,7 @@ pub struct HttpProber {
 }
 
 impl HttpProber {
+    /// A prober trusting what `tls` trusts for `https://` servers.
     pub fn new(tls: &UpstreamTls) -> HttpProber {
         HttpProber {
             clients: probe_clients(tls),

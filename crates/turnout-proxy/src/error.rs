@@ -47,34 +47,54 @@ impl ClientFault {
     }
 }
 
+/// What can fail on the request path; [`ProxyError::status`] picks the answer by which side
+/// failed (the upstream's: 502/503/504; the client's: 4xx).
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// Every server of the pool is down or ejected (503).
     #[error("pool {pool} has no healthy server")]
-    NoHealthyServer { pool: String },
+    NoHealthyServer {
+        /// The pool.
+        pool: String,
+    },
+    /// The connection to a server failed (502).
     #[error("cannot connect to upstream {upstream} (pool {pool})")]
     Connect {
+        /// The pool.
         pool: String,
+        /// The server.
         upstream: String,
+        /// The connector's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The server broke off the exchange (502).
     #[error("upstream {upstream} (pool {pool}) failed")]
     Upstream {
+        /// The pool.
         pool: String,
+        /// The server.
         upstream: String,
+        /// hyper's error.
         #[source]
         source: hyper::Error,
     },
+    /// No response head within `upstream.response_timeout` (504).
     #[error("upstream {upstream} (pool {pool}) sent no response within {after:?}")]
     Timeout {
+        /// The pool.
         pool: String,
+        /// The server.
         upstream: String,
+        /// The timeout that ran out.
         after: Duration,
     },
     /// The upstream's body broke off while it was read to be cached.
     #[error("the response body from pool {pool} broke off: {source}")]
     Body {
+        /// The pool.
         pool: String,
+        /// hyper's error.
         #[source]
         source: hyper::Error,
     },
@@ -82,7 +102,9 @@ pub enum ProxyError {
     /// 499), stalled (408) or was malformed (400). Never counted against the server.
     #[error("the client's request body failed")]
     ClientBody {
+        /// What the client did.
         why: ClientFault,
+        /// hyper's error.
         #[source]
         source: hyper::Error,
     },
@@ -90,8 +112,11 @@ pub enum ProxyError {
     /// client's slowness, not the server's (408, never counted against the server).
     #[error("the request body was still arriving from the client when upstream {upstream} (pool {pool}) had had {after:?} to answer (upstream.response_timeout)")]
     SlowUpload {
+        /// The pool.
         pool: String,
+        /// The server that waited.
         upstream: String,
+        /// The response timeout.
         after: Duration,
     },
     /// A preview header that cannot be honoured (wrong token, no such pool).
@@ -108,6 +133,7 @@ impl ProxyError {
         )
     }
 
+    /// The status the client is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::ClientBody { why, .. } => why.status(),

@@ -9,16 +9,22 @@ use http::Version;
 /// Why a request is refused before it is routed; each answers 400 and closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadRequest {
+    /// RFC 9112 3.2: an HTTP/1.1 request must name its host.
     #[error("an HTTP/1.1 request without a Host header")]
     NoHost,
+    /// Two Host headers: which one the app would read is anyone's guess.
     #[error("more than one Host header")]
     TwoHosts,
+    /// Not `host[:port]`.
     #[error("a Host header that is not host[:port]")]
     BadHost,
+    /// HTTP/2: a Host that is not the `:authority`.
     #[error("a Host header that differs from the request's :authority")]
     HostMismatch,
+    /// RFC 9112 6.3: differing lengths are a smuggling attempt or a broken client.
     #[error("Content-Length headers that differ")]
     ContentLength,
+    /// `Connection: Host` would have Host stripped as hop-by-hop.
     #[error("a Connection header that names Host")]
     ConnectionNamesHost,
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! turnout's data plane: the port the load balancer talks to.
 //!
 //! # Layout

@@ -34,6 +34,7 @@ pub struct Drained {
 /// The HTTPS listener: its socket, the rustls settings, and the bounds on handshakes.
 #[derive(Debug)]
 pub struct TlsListener {
+    /// The bound socket (`[tls] listen`).
     pub listener: TcpListener,
     /// From [`crate::tls::CertStore::server_config`].
     pub config: Arc<rustls::ServerConfig>,

@@ -25,6 +25,8 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
+    /// The data plane over `router`'s routing state, with `settings`; it serves once given its
+    /// listeners (`DataPlane::serve`).
     pub fn new(router: Router, settings: ProxySettings) -> DataPlane {
         // hyper grows a connection's read buffer up to ~400 KiB while a body streams, and a
         // client that stops reading leaves it (and a frame as large) held: 64 KiB bounds what

@@ -20,23 +20,61 @@ use turnout_core::CertInfo;
 /// Why a certificate, key or CA file could not be used. Each names its file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The file cannot be read (the host's fault, not the file's).
     #[error("cannot read {}: {source}", file.display())]
     Read {
+        /// The file.
         file: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Not PEM, or PEM that does not parse.
     #[error("{}: {why}", file.display())]
-    Pem { file: PathBuf, why: String },
+    Pem {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A certificate file with no certificate in it.
     #[error("{}: no certificate in it (expected a PEM chain, leaf first)", file.display())]
-    NoCertificate { file: PathBuf },
+    NoCertificate {
+        /// The file.
+        file: PathBuf,
+    },
+    /// A key rustls cannot sign with.
     #[error("{}: the key cannot be used: {why}", file.display())]
-    BadKey { file: PathBuf, why: String },
+    BadKey {
+        /// The file.
+        file: PathBuf,
+        /// rustls' reason.
+        why: String,
+    },
+    /// A key of another certificate.
     #[error("{} does not belong to the certificate in {}", key.display(), cert.display())]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// A certificate that is not X.509.
     #[error("{}: the certificate is not valid X.509: {why}", file.display())]
-    BadCertificate { file: PathBuf, why: String },
+    BadCertificate {
+        /// The file.
+        file: PathBuf,
+        /// The parser's reason.
+        why: String,
+    },
+    /// Expired, with `[tls] reject_expired` set.
     #[error("{}: the certificate expired on {not_after} (reject_expired is set)", file.display())]
-    Expired { file: PathBuf, not_after: String },
+    Expired {
+        /// The file.
+        file: PathBuf,
+        /// When it expired.
+        not_after: String,
+    },
+    /// rustls refused the settings built from the files.
     #[error("TLS settings: {0}")]
     Config(#[from] rustls::Error),
 }

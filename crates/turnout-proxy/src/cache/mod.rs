@@ -74,6 +74,8 @@ impl Entry {
     }
 }
 
+/// Upstream assets and static files in memory (moka), bounded in bytes, with the counters of
+/// its hits and misses.
 #[derive(Debug)]
 pub struct Cache {
     pub(crate) entries: moka::future::Cache<Key, Entry, ahash::RandomState>,
@@ -91,6 +93,7 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// An empty cache with `[cache]`'s bounds and prefixes.
     pub fn new(config: &turnout_config::Cache) -> Cache {
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes)
