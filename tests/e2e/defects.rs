@@ -664,7 +664,10 @@ async fn keep_alive_clients_like_pythons_lose_nothing_across_upgrades() {
         .spawn()
         .expect("python3");
     // Let the clients get going, then upgrade again and again under them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(10, "the clients are going", || async {
+        bg.blue.requests() >= 20
+    })
+    .await;
     let started = Instant::now();
     let mut upgrades = 0;
     while upgrades < 60 && started.elapsed() < Duration::from_secs(90) {

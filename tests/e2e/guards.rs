@@ -319,7 +319,10 @@ async fn a_pause_holds_requests_through_an_app_restart_and_a_switch_and_loses_no
     let bg = BlueGreen::start_with(crate::FAST_CHECKS).await;
     // In flight when the pause begins: it finishes where it started.
     let slow = spawn_get(bg.turnout.url("/slow?ms=800"));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    turnout_testkit::eventually(10, "the slow request is at blue", || async {
+        bg.blue.requests() >= 1
+    })
+    .await;
     let (code, out) = cli(&bg, &["pause"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("PAUSED"), "{out}");

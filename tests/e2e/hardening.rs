@@ -679,7 +679,10 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             (answered, lost)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(10, "the load is flowing", || async {
+        bg.blue.requests() >= 50
+    })
+    .await;
     bg.turnout.signal("TERM");
     let status = bg.turnout.wait_exit(30).await;
     assert!(status.success(), "{status:?}");

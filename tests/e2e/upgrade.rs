@@ -151,7 +151,10 @@ async fn twenty_upgrades_under_load_fail_no_request_and_refuse_no_connection() {
         Arc::clone(&stop),
         deadline,
     )));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(10, "the load is flowing", || async {
+        bg.blue.requests() >= 50
+    })
+    .await;
 
     let started = Instant::now();
     let mut pids = vec![bg.turnout.pid()];
@@ -235,8 +238,12 @@ async fn a_websocket_and_a_slow_download_opened_before_an_upgrade_finish() {
     let echo = ws.next().await.expect("echo").expect("echo");
     assert_eq!(echo.to_text().expect("text"), "blue:before");
     let url = bg.turnout.url("/stream?chunks=20&ms=100");
+    let before = bg.blue.requests();
     let download = tokio::spawn(async move { get(&http_client(), &url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(10, "the download is under way", || async {
+        bg.blue.requests() > before
+    })
+    .await;
 
     let old = bg.turnout.pid();
     let (status, json) = bg.turnout.upgrade(None).await;
@@ -470,10 +477,14 @@ async fn a_request_in_flight_at_the_upgrade_gets_connection_close() {
     let mut conn = tokio::net::TcpStream::connect(bg.turnout.proxy)
         .await
         .expect("connect");
+    let before = bg.blue.requests();
     conn.write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nHost: upgrade.test\r\n\r\n")
         .await
         .expect("write");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(10, "the request is at the app", || async {
+        bg.blue.requests() > before
+    })
+    .await;
     let (status, json) = bg.turnout.upgrade(None).await;
     assert_eq!(status, 200, "{json}");
     let mut answer = Vec::new();
