@@ -590,7 +590,7 @@ struct HoldBody {
 async fn hold_rollout(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<HoldBody>,
-) -> Result<Json<turnout_core::rollout::run::HoldReport>, ApiError> {
+) -> Result<Json<turnout_core::rollout::run::LeaseReport>, ApiError> {
     let ttl = duration_field("ttl", Some(&body.ttl))?.unwrap_or_default();
     if ttl.is_zero() || ttl > Duration::from_secs(600) {
         return Err(ApiError::BadRequest(
@@ -598,12 +598,12 @@ async fn hold_rollout(
         ));
     }
     Ok(Json(
-        state.control.rollouts().hold(&body.baseline, ttl).await?,
+        state.control.rollouts().lease(&body.baseline, ttl).await?,
     ))
 }
 
 async fn release_rollout_hold(State(state): State<AdminState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "released": state.control.rollouts().release_hold().await }))
+    Json(serde_json::json!({ "released": state.control.rollouts().release_lease().await }))
 }
 
 #[derive(Debug, Deserialize)]

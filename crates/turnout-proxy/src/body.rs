@@ -71,7 +71,7 @@ impl ProxyBody {
 
     /// Keeps the client connection marked busy until this body ends (synthetic bodies are a
     /// few bytes written at once, so for them the mark ends now).
-    pub(crate) fn hold_connection(&mut self, busy: Busy) {
+    pub(crate) fn mark_connection_busy(&mut self, busy: Busy) {
         if let ProxyBody::Upstream { conn, .. } = self {
             *conn = Some(busy);
         }

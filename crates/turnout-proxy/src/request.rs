@@ -70,7 +70,7 @@ impl Proxy {
                         query: None,
                         peer: down.peer.ip(),
                     });
-                    if holds > 3 || !Box::pin(hold(&pause, client, &req)).await {
+                    if holds > 3 || !Box::pin(wait_out_pause(&pause, client, &req)).await {
                         access.route = "shed";
                         let mut resp = self.pages.shed(json);
                         close_if_unread(&mut resp, h1, &req);
@@ -217,7 +217,7 @@ fn close_if_unread(resp: &mut Response<ProxyBody>, h1: bool, req: &Request<Incom
 }
 
 /// Holds a request while `pause` is on ([`Pause::wait`]), counted by its head's size.
-async fn hold(pause: &Pause, client: std::net::IpAddr, req: &Request<Incoming>) -> bool {
+async fn wait_out_pause(pause: &Pause, client: std::net::IpAddr, req: &Request<Incoming>) -> bool {
     // What a held request costs, roughly: its head.
     let bytes = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
         + req

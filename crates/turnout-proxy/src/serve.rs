@@ -122,7 +122,7 @@ pub(crate) async fn serve_connection<I>(
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
-            resp.body_mut().hold_connection(busy);
+            resp.body_mut().mark_connection_busy(busy);
             Ok::<_, Infallible>(resp)
         })
     });

@@ -100,14 +100,15 @@ struct Book {
     current: Option<(RolloutReport, Arc<tokio::sync::Notify>)>,
     history: VecDeque<RolloutReport>,
     next_id: u64,
-    hold: Option<Hold>,
+    hold: Option<FleetLease>,
 }
 
-/// A fleet rollout's hold on this instance: its coordinator renews it while the fleet is split;
+/// A fleet rollout's lease on this instance (`POST /v1/rollout/hold`; "lease" in the code, so
+/// as not to be taken for a pause's held requests): its coordinator renews it while the fleet is split;
 /// if the coordinator goes silent past `deadline`, this instance goes back to `baseline` by
 /// itself, so a coordinator that died never leaves the fleet split.
 #[derive(Debug)]
-struct Hold {
+struct FleetLease {
     id: u64,
     baseline: String,
     deadline: Instant,
@@ -116,7 +117,7 @@ struct Hold {
 
 /// The answer to a hold.
 #[derive(Debug, Clone, Serialize)]
-pub struct HoldReport {
+pub struct LeaseReport {
     pub baseline: String,
     pub expires_in_ms: u64,
 }
@@ -342,7 +343,7 @@ impl Rollouts {
     /// Takes or renews a fleet rollout's hold: unless renewed within `ttl`, every new client
     /// goes back to `baseline`. Refused for an unknown pool, and while a hold for another
     /// baseline is in place.
-    pub async fn hold(&self, baseline: &str, ttl: Duration) -> Result<HoldReport, CoreError> {
+    pub async fn lease(&self, baseline: &str, ttl: Duration) -> Result<LeaseReport, CoreError> {
         self.control.router().snapshot().pool(baseline)?;
         let deadline = Instant::now() + ttl;
         let created = {
@@ -360,7 +361,7 @@ impl Rollouts {
                 }
                 None => {
                     book.next_id += 1;
-                    let hold = Hold {
+                    let hold = FleetLease {
                         id: book.next_id,
                         baseline: baseline.to_string(),
                         deadline,
@@ -385,9 +386,9 @@ impl Rollouts {
             }
             tracing::info!(target: "turnout::admin", baseline, ttl_ms = ttl.as_millis() as u64, "a fleet rollout holds this instance");
             let control = self.clone();
-            tokio::spawn(async move { control.watch_hold(id).await });
+            tokio::spawn(async move { control.watch_lease(id).await });
         }
-        Ok(HoldReport {
+        Ok(LeaseReport {
             baseline: baseline.to_string(),
             expires_in_ms: ttl.as_millis() as u64,
         })
@@ -395,7 +396,7 @@ impl Rollouts {
 
     /// Ends the fleet rollout's hold (its coordinator is done): the routing stays as it is.
     /// Answers whether there was one.
-    pub async fn release_hold(&self) -> bool {
+    pub async fn release_lease(&self) -> bool {
         let released = self.control.book().lock().hold.take().is_some();
         if released {
             self.remove_marker().await;
@@ -405,7 +406,7 @@ impl Rollouts {
     }
 
     /// The hold's watchdog: back to the baseline when its coordinator stops renewing it.
-    async fn watch_hold(&self, id: u64) {
+    async fn watch_lease(&self, id: u64) {
         loop {
             // `Ok(deadline)`: renewed, sleep on; `Err(Some(hold))`: ran out; `Err(None)`:
             // released, or another hold took its place.
@@ -421,13 +422,13 @@ impl Rollouts {
             };
             match next {
                 Ok(deadline) => tokio::time::sleep_until(deadline).await,
-                Err(Some(hold)) => return self.hold_expired(hold).await,
+                Err(Some(hold)) => return self.lease_expired(hold).await,
                 Err(None) => return,
             }
         }
     }
 
-    async fn hold_expired(&self, hold: Hold) {
+    async fn lease_expired(&self, hold: FleetLease) {
         tracing::warn!(target: "turnout::admin", baseline = %hold.baseline, "the fleet rollout's coordinator stopped renewing its hold; every new client goes back to the baseline");
         if let Err(e) = self
             .control
