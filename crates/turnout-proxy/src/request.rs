@@ -19,6 +19,7 @@ use crate::headers::is_upgrade_request;
 use crate::proxy::Proxy;
 use crate::route::Admission;
 use turnout_core::pause::Pause;
+use turnout_core::{InFlight, Pool};
 
 impl Proxy {
     pub(crate) async fn handle(
@@ -104,76 +105,48 @@ impl Proxy {
             req.headers(),
             &self.settings.server.upgrade_protocols,
         );
-        let mut resp = if self.cache.takes(&req, upgrade) {
-            // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept.
-            let (parts, _empty) = req.into_parts();
-            let copy = route.fallback.as_ref().map(|_| Box::new(copy_head(&parts)));
-            let mut resp = (self.cache)
-                .cached(&self.forwarder, parts, &route.pool, down, &mut access)
-                .await;
-            // Version-skew protection: an asset the new version lacks, from the previous one.
-            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
-                if resp.status() == StatusCode::NOT_FOUND {
-                    resp =
-                        Box::pin(
-                            self.cache
-                                .cached(&self.forwarder, *copy, old, down, &mut access),
-                        )
-                        .await;
-                    access.pool = Some(Arc::clone(old));
-                    access.route = "skew";
-                }
+        // GET and HEAD under `[cache] prefixes`: from memory, or fetched once and kept; the rest
+        // is forwarded.
+        let cached = self.cache.takes(&req, upgrade);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let body = (!body.is_end_stream()).then_some(body);
+        let body = match (&route.mirror, body) {
+            // A copy for the mirror (a rollout's mirror phase): forwarded requests only, as
+            // before the cache answers any.
+            (Some(mirror), body) if !upgrade && !cached => {
+                self.forwarder.mirror(mirror, &parts, body, down)
             }
-            resp
-        } else {
-            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-            let (parts, body) = req.into_parts();
-            let body = (!body.is_end_stream()).then_some(body);
-            let body = match (&route.mirror, body) {
-                (Some(mirror), body) if !upgrade => {
-                    self.forwarder.mirror(mirror, &parts, body, down)
-                }
-                (_, body) => body.map(ClientBody::new),
-            };
-            let body = body.map(|b| b.limited(self.settings.server.max_request_body));
-            let close = h1 && body.is_some();
-            let copy = route
-                .fallback
-                .as_ref()
-                .filter(|_| body.is_none() && !upgrade)
-                .map(|_| Box::new(copy_head(&parts)));
-            let mut sent = self
-                .forwarder
-                .forward(
-                    &route.pool,
-                    parts,
-                    body,
-                    upgrade,
-                    down,
-                    &mut access.upstream,
-                )
-                .await;
-            if let (Some(old), Some(copy)) = (&route.fallback, copy) {
-                if matches!(&sent, Ok((resp, _)) if resp.status() == StatusCode::NOT_FOUND) {
-                    drop(sent);
-                    // Boxed: only this rare path pays for a second forward's state.
-                    sent = Box::pin(self.forwarder.forward(
-                        old,
-                        *copy,
-                        None,
-                        false,
-                        down,
-                        &mut access.upstream,
-                    ))
-                    .await;
-                    access.pool = Some(Arc::clone(old));
-                    access.route = "skew";
-                }
+            (_, body) => body.map(ClientBody::new),
+        };
+        let body = body.map(|b| b.limited(self.settings.server.max_request_body));
+        let close = h1 && body.is_some();
+        // Version-skew protection: a request without a body that the new version answers 404
+        // is asked again of the previous pool (an asset only the old version has).
+        let copy = route
+            .fallback
+            .as_ref()
+            .filter(|_| body.is_none() && !upgrade)
+            .map(|_| Box::new(copy_head(&parts)));
+        let mut asked = self
+            .ask(&route.pool, parts, body, upgrade, cached, down, &mut access)
+            .await;
+        if let (Some(old), Some(copy)) = (&route.fallback, copy) {
+            if asked.is_not_found() {
+                drop(asked);
+                // Boxed: only this rare path pays for a second answer's state.
+                asked =
+                    Box::pin(self.ask(old, *copy, None, false, cached, down, &mut access)).await;
+                access.pool = Some(Arc::clone(old));
+                access.route = "skew";
             }
-            match sent {
-                Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
-                Err(err) => access.fail(err, close, &self.env.metrics),
+        }
+        let mut resp = match asked {
+            Asked::Cached(resp) => resp,
+            Asked::Forwarded(Ok((resp, guard))) => {
+                self.forwarder.respond(resp, guard, client_upgrade)
             }
+            Asked::Forwarded(Err(err)) => access.fail(err, close, &self.env.metrics),
         };
         // A failed forward sets no cookie: the client is to come back as if it never had.
         if access.error.is_none() {
@@ -182,6 +155,33 @@ impl Proxy {
             self.pages.restyle(&mut resp, json);
         }
         access.answer(resp)
+    }
+
+    /// Asks `pool` for the request: through the cache (`cached`: a GET or HEAD without a body
+    /// under its prefixes) or forwarded, the server used and any failure noted in `access`.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        pool: &Arc<Pool>,
+        parts: http::request::Parts,
+        body: Option<ClientBody>,
+        upgrade: bool,
+        cached: bool,
+        down: &Downstream,
+        access: &mut Access,
+    ) -> Asked {
+        if cached {
+            let resp = self
+                .cache
+                .cached(&self.forwarder, parts, pool, down, access)
+                .await;
+            return Asked::Cached(resp);
+        }
+        let sent = self
+            .forwarder
+            .forward(pool, parts, body, upgrade, down, &mut access.upstream)
+            .await;
+        Asked::Forwarded(sent)
     }
 
     /// 413 for a request whose declared length is over `[server] max_request_body`, before any
@@ -195,6 +195,24 @@ impl Proxy {
         let mut resp = text_response(StatusCode::PAYLOAD_TOO_LARGE, crate::error::TOO_LARGE);
         close_if_unread(&mut resp, h1, req);
         Some(resp)
+    }
+}
+
+/// How a pool answered a request: from the cache (a response already, a failure's included),
+/// or forwarded (the upstream's answer, or why there was none).
+enum Asked {
+    Cached(Response<ProxyBody>),
+    Forwarded(Result<(Response<Incoming>, InFlight), ProxyError>),
+}
+
+impl Asked {
+    /// Did the pool answer 404 (the case version-skew protection asks the previous pool)?
+    fn is_not_found(&self) -> bool {
+        match self {
+            Asked::Cached(resp) => resp.status() == StatusCode::NOT_FOUND,
+            Asked::Forwarded(Ok((resp, _))) => resp.status() == StatusCode::NOT_FOUND,
+            Asked::Forwarded(Err(_)) => false,
+        }
     }
 }
 
@@ -280,6 +298,7 @@ mod tests {
                 s.handle(req, down)
             },
         );
+        eprintln!("Proxy::handle's future: {size} bytes");
         assert!(size <= 4096, "Proxy::handle's future is {size} bytes");
         // 64 bytes until the upstream body's stall deadline (a lazily made timer, its state and
         // its length in milliseconds) added 16; a file's reader stays boxed.
