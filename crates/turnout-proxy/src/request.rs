@@ -19,7 +19,7 @@ use crate::headers::is_upgrade_request;
 use crate::proxy::Proxy;
 use crate::route::Admission;
 use turnout_core::pause::Pause;
-use turnout_core::{InFlight, Pool};
+use turnout_core::Pool;
 
 impl Proxy {
     pub(crate) async fn handle(
@@ -128,26 +128,28 @@ impl Proxy {
             .as_ref()
             .filter(|_| body.is_none() && !upgrade)
             .map(|_| Box::new(copy_head(&parts)));
-        let mut asked = self
-            .ask(&route.pool, parts, body, upgrade, cached, down, &mut access)
+        let mut resp = self
+            .ask(
+                &route.pool,
+                parts,
+                body,
+                client_upgrade,
+                cached,
+                close,
+                down,
+                &mut access,
+            )
             .await;
         if let (Some(old), Some(copy)) = (&route.fallback, copy) {
-            if asked.is_not_found() {
-                drop(asked);
+            if resp.status() == StatusCode::NOT_FOUND && access.error.is_none() {
+                drop(resp);
                 // Boxed: only this rare path pays for a second answer's state.
-                asked =
-                    Box::pin(self.ask(old, *copy, None, false, cached, down, &mut access)).await;
+                resp = Box::pin(self.ask(old, *copy, None, None, cached, false, down, &mut access))
+                    .await;
                 access.pool = Some(Arc::clone(old));
                 access.route = "skew";
             }
         }
-        let mut resp = match asked {
-            Asked::Cached(resp) => resp,
-            Asked::Forwarded(Ok((resp, guard))) => {
-                self.forwarder.respond(resp, guard, client_upgrade)
-            }
-            Asked::Forwarded(Err(err)) => access.fail(err, close, &self.env.metrics),
-        };
         // A failed forward sets no cookie: the client is to come back as if it never had.
         if access.error.is_none() {
             route.set_cookies(&mut resp, down);
@@ -157,31 +159,37 @@ impl Proxy {
         access.answer(resp)
     }
 
-    /// Asks `pool` for the request: through the cache (`cached`: a GET or HEAD without a body
-    /// under its prefixes) or forwarded, the server used and any failure noted in `access`.
+    /// Asks `pool` for the request and gives its answer: through the cache (`cached`: a GET or
+    /// HEAD without a body under its prefixes) or forwarded (an upgrade's tunnel set up when
+    /// `client_upgrade`); a failure answered as such (`close`: the request's body may be left
+    /// unread), the server used and the failure noted in `access`.
     #[allow(clippy::too_many_arguments)]
     async fn ask(
         &self,
         pool: &Arc<Pool>,
         parts: http::request::Parts,
         body: Option<ClientBody>,
-        upgrade: bool,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         cached: bool,
+        close: bool,
         down: &Downstream,
         access: &mut Access,
-    ) -> Asked {
+    ) -> Response<ProxyBody> {
         if cached {
-            let resp = self
+            return self
                 .cache
                 .cached(&self.forwarder, parts, pool, down, access)
                 .await;
-            return Asked::Cached(resp);
         }
-        let sent = self
+        let upgrade = client_upgrade.is_some();
+        match self
             .forwarder
             .forward(pool, parts, body, upgrade, down, &mut access.upstream)
-            .await;
-        Asked::Forwarded(sent)
+            .await
+        {
+            Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
+            Err(err) => access.fail(err, close, &self.env.metrics),
+        }
     }
 
     /// 413 for a request whose declared length is over `[server] max_request_body`, before any
@@ -195,24 +203,6 @@ impl Proxy {
         let mut resp = text_response(StatusCode::PAYLOAD_TOO_LARGE, crate::error::TOO_LARGE);
         close_if_unread(&mut resp, h1, req);
         Some(resp)
-    }
-}
-
-/// How a pool answered a request: from the cache (a response already, a failure's included),
-/// or forwarded (the upstream's answer, or why there was none).
-enum Asked {
-    Cached(Response<ProxyBody>),
-    Forwarded(Result<(Response<Incoming>, InFlight), ProxyError>),
-}
-
-impl Asked {
-    /// Did the pool answer 404 (the case version-skew protection asks the previous pool)?
-    fn is_not_found(&self) -> bool {
-        match self {
-            Asked::Cached(resp) => resp.status() == StatusCode::NOT_FOUND,
-            Asked::Forwarded(Ok((resp, _))) => resp.status() == StatusCode::NOT_FOUND,
-            Asked::Forwarded(Err(_)) => false,
-        }
     }
 }
 
