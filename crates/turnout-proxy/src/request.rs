@@ -1,9 +1,11 @@
-//! One request, phase by phase, in the order it meets them: the health path, admission (one
-//! valid Host; no CONNECT), its `X-Request-Id`, the body limit, the route ([`crate::route`]:
-//! one snapshot load) and what holds it first (maintenance mode answers, a pause waits), local
-//! answers ([`crate::local`]), the cache ([`crate::cache`]) or the forward ([`crate::forward`])
-//! with version-skew protection's fallback, the route's cookies, and the access line
-//! ([`crate::access`]), written once whatever happened.
+//! One request in two halves, as rpxy splits `handle_request` and `handle_request_inner`:
+//! `Proxy::phases` takes it phase by phase, in the order it meets them (the health path,
+//! admission: one valid Host, no CONNECT; its `X-Request-Id`, the body limit, the route
+//! ([`crate::route`]: one snapshot load) and what holds it first (maintenance mode answers, a
+//! pause waits), local answers ([`crate::local`]), then one pool asked (`Proxy::ask`: the cache,
+//! [`crate::cache`], or the forward, [`crate::forward`]) with version-skew protection's one
+//! fallback); `Proxy::answer` applies the answer rules once to whatever answered: the route's
+//! cookies or the error page, the request id, and the access line ([`crate::access`]).
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -17,27 +19,84 @@ use crate::downstream::Downstream;
 use crate::error::{text_response, ProxyError};
 use crate::headers::is_upgrade_request;
 use crate::proxy::Proxy;
-use crate::route::Admission;
+use crate::route::{Admission, Route};
 use turnout_core::pause::Pause;
 use turnout_core::Pool;
 
+/// What a request's phases answered, and which of the answer rules still apply to it.
+pub(crate) struct Answered {
+    resp: Response<ProxyBody>,
+    /// The access line to write with the answer (none for the load balancer's health path).
+    access: Option<Access>,
+    /// The route of an answer from a pool, and whether the client asked for JSON: the route's
+    /// cookies are set, unless the answer is a failure, which gets the error page instead.
+    routed: Option<(Route, bool)>,
+}
+
+impl Answered {
+    /// Answered before any pool was asked: as it is, with its access line.
+    fn early(resp: Response<ProxyBody>, access: Access) -> Answered {
+        Answered {
+            resp,
+            access: Some(access),
+            routed: None,
+        }
+    }
+}
+
 impl Proxy {
-    pub(crate) async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        down: &Downstream,
-    ) -> Response<ProxyBody> {
+    /// One request: the phases ([`Proxy::phases`]), then the answer rules, applied once to
+    /// whatever answered ([`Proxy::answer`]). A plain fn returning the phases' future mapped:
+    /// an `async fn` here would keep the request twice in every request's future.
+    pub(crate) fn handle<'a>(
+        &'a self,
+        req: Request<Incoming>,
+        down: &'a Downstream,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
+        use futures_util::FutureExt;
+        self.phases(req, down)
+            .map(move |answered| self.answer(answered, down))
+    }
+
+    /// The answer rules: a pool's answer gets its route's cookies (a failed one sets none: the
+    /// client is to come back as if it never had) or, failed, the error page or JSON; the
+    /// request id goes on every answer; the access line is written once.
+    fn answer(&self, answered: Answered, down: &Downstream) -> Response<ProxyBody> {
+        let Answered {
+            mut resp,
+            access,
+            routed,
+        } = answered;
+        let Some(access) = access else {
+            return resp;
+        };
+        if let Some((route, json)) = routed {
+            if access.error.is_none() {
+                route.set_cookies(&mut resp, down);
+            } else {
+                self.pages.restyle(&mut resp, json);
+            }
+        }
+        access.answer(resp)
+    }
+
+    /// The phases, in the order a request meets them; each early answer is returned as it is.
+    async fn phases(&self, mut req: Request<Incoming>, down: &Downstream) -> Answered {
         // `Connection: close` means something to HTTP/1 clients only; HTTP/2 forbids it.
         let h1 = req.version() < Version::HTTP_2;
         // The load balancer's check: answered first, whatever else is configured; not logged.
         if req.uri().path() == self.settings.server.health_path {
-            return self.health(h1);
+            return Answered {
+                resp: self.health(h1),
+                access: None,
+                routed: None,
+            };
         }
         // Written when dropped: with the status set below, or as 499 if the client leaves first.
         let mut access = Access::begin(&req, down);
 
         if let Some(resp) = refused(&mut req, h1, &mut access) {
-            return access.answer(resp);
+            return Answered::early(resp, access);
         }
         if self.settings.server.request_id {
             let trusted = self.env.routing.trusted_proxies.contains(&down.peer.ip());
@@ -45,7 +104,7 @@ impl Proxy {
         }
         if let Some(resp) = self.too_large(&req, h1) {
             access.route = "refused";
-            return access.answer(resp);
+            return Answered::early(resp, access);
         }
         let json = crate::local::pages::wants_json(req.headers());
         let (mut routed, mut admission) = self.route(&req, down);
@@ -61,7 +120,7 @@ impl Proxy {
                         self.pages
                             .maintenance(&m, self.env.maintenance.retry_after, json);
                     close_if_unread(&mut resp, h1, &req);
-                    return access.answer(resp);
+                    return Answered::early(resp, access);
                 }
                 Admission::Paused(pause) => {
                     holds += 1;
@@ -75,14 +134,14 @@ impl Proxy {
                         access.route = "shed";
                         let mut resp = self.pages.shed(json);
                         close_if_unread(&mut resp, h1, &req);
-                        return access.answer(resp);
+                        return Answered::early(resp, access);
                     }
                     (routed, admission) = self.route(&req, down);
                 }
             }
         }
         if let Some(resp) = self.local.answer(&req, down, &mut access).await {
-            return access.answer(resp);
+            return Answered::early(resp, access);
         }
 
         let route = match routed {
@@ -94,7 +153,7 @@ impl Proxy {
                     h1 && !req.body().is_end_stream(),
                     &self.env.metrics,
                 );
-                return access.answer(resp);
+                return Answered::early(resp, access);
             }
         };
         access.route = route.reason.as_str();
@@ -150,13 +209,11 @@ impl Proxy {
                 access.route = "skew";
             }
         }
-        // A failed forward sets no cookie: the client is to come back as if it never had.
-        if access.error.is_none() {
-            route.set_cookies(&mut resp, down);
-        } else {
-            self.pages.restyle(&mut resp, json);
+        Answered {
+            resp,
+            access: Some(access),
+            routed: Some((route, json)),
         }
-        access.answer(resp)
     }
 
     /// Asks `pool` for the request and gives its answer: through the cache (`cached`: a GET or
