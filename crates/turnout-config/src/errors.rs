@@ -8,6 +8,7 @@ use crate::{file, line_of, read_capped, ConfigError};
 /// Pages read from `[errors] dir` at start-up (a missing file keeps the built-in answer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorPages {
+    /// The directory the pages were read from.
     pub dir: Option<PathBuf>,
     /// By status (502, 503, 504), and the maintenance page under 0.
     pub pages: Vec<(u16, String)>,

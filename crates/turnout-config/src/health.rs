@@ -9,12 +9,19 @@ use crate::{defaults, file, find_key_line, line_of, ConfigError};
 /// Active health checks of one pool's servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
+    /// Checks run (`false`: every server counts as up).
     pub enabled: bool,
+    /// The path asked with `GET`.
     pub path: String,
+    /// Between two checks of one server.
     pub interval: Duration,
+    /// A check without an answer by then fails.
     pub timeout: Duration,
+    /// Passes in a row that make a down server up.
     pub healthy_threshold: u32,
+    /// Failures in a row that make an up server down.
     pub unhealthy_threshold: u32,
+    /// The statuses that pass.
     pub expect_status: StatusRange,
     /// The `Host` header of each check; the server's address when `None`.
     pub host: Option<String>,
@@ -39,6 +46,7 @@ pub enum Gate {
 }
 
 impl Gate {
+    /// `"one"` (or `"any"`), `"all"`, or a percentage such as `"50%"`; the error says which.
     pub fn parse(s: &str) -> Result<Gate, String> {
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
@@ -96,11 +104,14 @@ impl Default for HealthCheck {
 /// An inclusive range of HTTP status codes, written "2xx", "200" or "200-399".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusRange {
+    /// The lowest status that passes.
     pub min: u16,
+    /// The highest status that passes.
     pub max: u16,
 }
 
 impl StatusRange {
+    /// `"2xx"`, `"200"` or `"200-399"` (statuses 100 to 599).
     pub fn parse(s: &str) -> Result<StatusRange, String> {
         let bad = || format!("invalid status range {s:?}: write \"2xx\", \"200\" or \"200-399\"");
         let code = |c: &str| {
@@ -131,6 +142,7 @@ impl StatusRange {
         Ok(range)
     }
 
+    /// Does `status` pass?
     pub fn contains(&self, status: u16) -> bool {
         (self.min..=self.max).contains(&status)
     }
@@ -149,11 +161,13 @@ impl std::fmt::Display for StatusRange {
 /// `[health.passive]`: ejecting servers that fail real requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passive {
+    /// Ejections happen (`false`: failed requests never take a server out).
     pub enabled: bool,
     /// Consecutive failures that eject a server.
     pub failures: u32,
     /// The first ejection's length; each further one in a row doubles it, up to `max_ejection`.
     pub ejection: Duration,
+    /// The longest an ejection lasts, however often it doubled.
     pub max_ejection: Duration,
 }
 

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! turnout's configuration: the TOML file is read into the serde structs of [`file`], then
 //! validated into [`Config`], the only form the rest of turnout sees.
 //!
@@ -10,6 +11,9 @@ pub mod defaults;
 mod duration;
 mod error;
 mod errors;
+// The raw serde form of the TOML: each field is the key of the same name, documented in
+// config/turnout.toml (which tests.rs parses, so the two cannot drift apart unnoticed).
+#[allow(missing_docs)]
 pub mod file;
 mod health;
 mod maintenance;
@@ -56,13 +60,17 @@ pub use upstream::Upstream;
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `[server]`.
     pub server: Server,
+    /// `[upstream]`.
     pub upstream: Upstream,
+    /// `[state]`.
     pub state: State,
     /// Every pool by name, each with its servers in order.
     pub pools: BTreeMap<PoolName, Vec<Backend>>,
     /// `[pools.NAME] balance`, for the pools that set one (the others round-robin).
     pub pool_balance: BTreeMap<PoolName, Balance>,
+    /// `[routing]`: the active pool, weights, stickiness, preview, rules.
     pub routing: Routing,
     /// `[health]`: the active checks of every pool without its own `[pools.NAME.health]`.
     pub health: HealthCheck,
@@ -72,6 +80,7 @@ pub struct Config {
     pub passive: Passive,
     /// `[[static]]`, in file order (the first matching prefix serves).
     pub statics: Vec<StaticDir>,
+    /// `[cache]`.
     pub cache: Cache,
     /// `[tls]`: the HTTPS listener, if any.
     pub tls: Option<Tls>,
@@ -80,7 +89,9 @@ pub struct Config {
     pub pool_ca: BTreeMap<PoolName, PathBuf>,
     /// `[rollout]` over the defaults: what a guarded rollout does unless its call says otherwise.
     pub rollout: rollout::RolloutPolicy,
+    /// `[maintenance]`.
     pub maintenance: MaintenancePolicy,
+    /// `[pause]`.
     pub pause: PausePolicy,
     /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
     pub error_pages: ErrorPages,
@@ -89,6 +100,7 @@ pub struct Config {
 /// `[state]`: where the live routing state is kept across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
+    /// The state file: the live routing, kept across restarts (none: the routing lives in memory only).
     pub file: Option<PathBuf>,
 }
 

@@ -13,6 +13,7 @@ use crate::{defaults, file, spanned_error, ConfigError};
 pub struct MaintenancePolicy {
     /// The message when `turnout maintenance on` gives none.
     pub message: String,
+    /// The `Retry-After` the maintenance answer carries.
     pub retry_after: Duration,
     /// Path prefixes that still reach the app.
     pub allow_paths: Vec<String>,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 pub struct PoolName(Arc<str>);
 
 impl PoolName {
+    /// A pool name: 1 to 64 letters, digits, `_`, `-` or `.`; the error says why not.
     pub fn parse(name: &str) -> Result<PoolName, String> {
         let ok = !name.is_empty()
             && name.len() <= 64
@@ -24,6 +25,7 @@ impl PoolName {
         }
     }
 
+    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -50,6 +52,8 @@ pub struct ServerAddr(Arc<str>);
 const HTTPS: &str = "https://";
 
 impl ServerAddr {
+    /// `HOST:PORT`, or `https://HOST:PORT` for a server spoken to over TLS (no path); the error
+    /// says why not.
     pub fn parse(input: &str) -> Result<ServerAddr, String> {
         let bad = |why: &str| {
             Err(format!(

@@ -9,7 +9,9 @@ use crate::{defaults, file, invalid_key, spanned_error, ConfigError};
 /// `[pause]`: how long and how many requests a pause holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PausePolicy {
+    /// The longest a request is held before it gets 503.
     pub max_hold: Duration,
+    /// The most requests held at once.
     pub max_requests: usize,
     /// The bound on held requests' heads, in bytes.
     pub max_bytes: u64,

@@ -27,11 +27,14 @@ pub struct RolloutPolicy {
     /// A step also fails when the target's 5xx rate is above this many times the baseline's
     /// and above `error_floor`.
     pub max_error_ratio: f64,
+    /// The 5xx rate below which the ratio is not judged (so 1 error in 100 is no "10 times the baseline").
     pub error_floor: f64,
     /// A step fails when the target's p95 (p99) latency is above this many times the
     /// baseline's and above `latency_floor`.
     pub max_p95_ratio: f64,
+    /// As `max_p95_ratio`, for p99.
     pub max_p99_ratio: f64,
+    /// Latencies below this are not judged by ratio.
     #[serde(with = "humantime_serde_ms")]
     pub latency_floor: Duration,
     /// Before the first step, copy this share of live requests (percent, 0 for none) to the
@@ -88,19 +91,33 @@ impl Default for RolloutPolicy {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutOverrides {
+    /// `[rollout] steps`.
     pub steps: Option<Vec<u32>>,
+    /// `[rollout] bake`.
     pub bake: Option<HumanDuration>,
+    /// `[rollout] min_requests`.
     pub min_requests: Option<u64>,
+    /// `[rollout] max_wait`.
     pub max_wait: Option<HumanDuration>,
+    /// `[rollout] max_error_rate`.
     pub max_error_rate: Option<f64>,
+    /// `[rollout] max_error_ratio`.
     pub max_error_ratio: Option<f64>,
+    /// `[rollout] error_floor`.
     pub error_floor: Option<f64>,
+    /// `[rollout] max_p95_ratio`.
     pub max_p95_ratio: Option<f64>,
+    /// `[rollout] max_p99_ratio`.
     pub max_p99_ratio: Option<f64>,
+    /// `[rollout] latency_floor`.
     pub latency_floor: Option<HumanDuration>,
+    /// `[rollout] check_cmd`.
     pub check_cmd: Option<String>,
+    /// `[rollout] mirror_percent`.
     pub mirror_percent: Option<u32>,
+    /// `[rollout] mirror_methods`.
     pub mirror_methods: Option<Vec<String>>,
+    /// `[rollout] mirror_max_body`.
     pub mirror_max_body: Option<u64>,
 }
 

@@ -21,7 +21,9 @@ pub const MAX_SERVER_WEIGHT: u32 = 1000;
 /// One upstream server and its share of its pool's traffic (for the balancers that weigh).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Backend {
+    /// The server.
     pub addr: ServerAddr,
+    /// Its share of its pool's traffic, 1 to 1000.
     pub weight: u32,
 }
 
@@ -69,7 +71,9 @@ impl fmt::Display for Backend {
 /// plain string when its weight is 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerEntry {
+    /// `host:port`.
     pub addr: String,
+    /// 1 to 1000 (1 when the entry is a plain string).
     pub weight: u32,
 }
 
@@ -147,9 +151,11 @@ pub enum Balance {
 }
 
 impl Balance {
+    /// The balancers' names, for error messages.
     pub const NAMES: &'static str =
         "\"round_robin\", \"weighted\", \"least_requests\", \"ip_hash\" or \"random_two_choices\"";
 
+    /// A balancer by its name; the error lists the names.
     pub fn parse(s: &str) -> Result<Balance, String> {
         Ok(match s {
             "round_robin" => Balance::RoundRobin,
@@ -161,6 +167,7 @@ impl Balance {
         })
     }
 
+    /// Its name, as the config writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::RoundRobin => "round_robin",
@@ -217,10 +224,12 @@ impl TrustedProxies {
             .map(TrustedProxies)
     }
 
+    /// Is `ip` in one of the networks?
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.iter().any(|n| n.contains(ip))
     }
 
+    /// No network listed.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -256,7 +265,9 @@ impl TrustedProxies {
 pub struct Preview {
     /// Lower-cased header name.
     pub header: String,
+    /// The token a preview request must carry (none: previews need no token).
     pub token: Option<String>,
+    /// The cookie a preview sets.
     pub cookie: String,
 }
 
@@ -266,16 +277,22 @@ pub struct Preview {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Match on this request header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// Match on this cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// Match on this query parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// The value must equal this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<String>,
+    /// The value must start with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// The pool a matching request goes to.
     pub to: String,
 }
 
@@ -284,6 +301,7 @@ pub struct RuleSpec {
 pub enum RuleOn {
     /// A request header (lower-cased name).
     Header(String),
+    /// A cookie.
     Cookie(String),
     /// A query parameter; its value is compared percent-decoded.
     Query(String),
@@ -292,11 +310,14 @@ pub enum RuleOn {
 /// How a rule compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleMatch {
+    /// The whole value.
     Equals(String),
+    /// The value's start.
     Prefix(String),
 }
 
 impl RuleMatch {
+    /// Does `value` match?
     pub fn matches(&self, value: &str) -> bool {
         match self {
             RuleMatch::Equals(v) => value == v,
@@ -304,6 +325,7 @@ impl RuleMatch {
         }
     }
 
+    /// The value compared with.
     pub fn value(&self) -> &str {
         match self {
             RuleMatch::Equals(v) | RuleMatch::Prefix(v) => v,
@@ -314,8 +336,11 @@ impl RuleMatch {
 /// A validated A/B rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// What the rule looks at.
     pub on: RuleOn,
+    /// How it compares.
     pub matcher: RuleMatch,
+    /// Where a match goes.
     pub to: PoolName,
 }
 
@@ -417,6 +442,7 @@ pub fn is_token(s: &str) -> bool {
 /// `[routing]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
+    /// The pool new clients go to, unless the state file says otherwise.
     pub active: PoolName,
     /// How a client keeps its pool while a split is in force.
     pub sticky: Sticky,

@@ -13,12 +13,19 @@ use crate::{defaults, invalid_key, line_of, ConfigError};
 pub struct Server {
     /// This instance's name, as `turnout status` shows it; `None`: the host name.
     pub name: Option<String>,
+    /// The proxy's port, the load balancer's.
     pub listen: SocketAddr,
+    /// The admin API's port.
     pub admin: SocketAddr,
+    /// The load balancer's health path.
     pub health_path: String,
+    /// The admin API's bearer token (none: no authentication, fit only for loopback).
     pub admin_token: Option<String>,
+    /// How long the health path answers 503 before the listener closes, at a shutdown.
     pub shutdown_delay: Duration,
+    /// How long requests in flight get to finish, at a shutdown.
     pub shutdown_timeout: Duration,
+    /// Client connections open at once.
     pub max_connections: usize,
     /// Runtime threads serving traffic; 1 runs everything on one thread (a current-thread
     /// runtime), as a one-worker nginx does.
@@ -29,7 +36,9 @@ pub struct Server {
     pub client_header_timeout: Duration,
     /// An idle keep-alive client connection is closed after this.
     pub client_idle_timeout: Duration,
+    /// Request headers a request may carry.
     pub max_header_count: usize,
+    /// Bytes a request's head may take.
     pub max_header_bytes: usize,
     /// The plain listener answers 308 to the https URL (but for the health path).
     pub redirect_https: bool,

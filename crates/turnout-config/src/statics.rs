@@ -14,6 +14,7 @@ pub struct StaticDir {
     pub root: PathBuf,
     /// Served for a request naming a directory.
     pub index: Option<String>,
+    /// The `Cache-Control` files are served with.
     pub cache_control: Option<String>,
 }
 

@@ -10,6 +10,7 @@ use crate::{defaults, file, find_key_line, line_of, ConfigError};
 /// `[tls]`: the HTTPS listener and its certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
+    /// The HTTPS port.
     pub listen: SocketAddr,
     /// In file order; the first is served to clients that send no SNI name.
     pub certs: Vec<CertFiles>,
@@ -17,14 +18,18 @@ pub struct Tls {
     pub watch: bool,
     /// Refuse a certificate whose not-after date has passed.
     pub reject_expired: bool,
+    /// A client must finish its handshake within this.
     pub handshake_timeout: Duration,
+    /// Handshakes in progress at once.
     pub max_handshakes: usize,
 }
 
 /// `[[tls.certs]]`: a PEM chain (leaf first) and its PEM key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
+    /// The PEM chain, leaf first.
     pub cert: PathBuf,
+    /// The PEM key.
     pub key: PathBuf,
 }
 

@@ -6,9 +6,13 @@ use std::time::Duration;
 /// `[upstream]`: how turnout talks to the app servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// A connection to a server must be made within this.
     pub connect_timeout: Duration,
+    /// A server must send its response head within this.
     pub response_timeout: Duration,
+    /// An idle connection to a server is closed after this.
     pub idle_timeout: Duration,
+    /// Idle connections kept per server (per worker thread).
     pub max_idle_per_server: usize,
     /// An upstream body with no byte for this long after its head is given up on.
     pub body_timeout: Duration,
