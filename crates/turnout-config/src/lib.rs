@@ -1,5 +1,5 @@
 #![warn(missing_docs)]
-//! turnout's configuration: the TOML file is read into the serde structs of [`file`], then
+//! turnout's configuration: the TOML file is read into the serde structs of [`file`](mod@file), then
 //! validated into [`Config`], the only form the rest of turnout sees.
 //!
 //! Precedence, from strongest to weakest: the state file (for the active pool and the pools'

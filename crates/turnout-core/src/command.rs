@@ -11,30 +11,49 @@ use crate::snapshot::RoutingSnapshot;
 use crate::split::Weights;
 use crate::CoreError;
 
+/// An operator's change to the routing, applied to a snapshot to build the next one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Send every new client to `to` (the split `{to: 100}`); the split before becomes
     /// `previous`.
-    Switch { to: String },
+    Switch {
+        /// The pool.
+        to: String,
+    },
     /// Swap the split and `previous`.
     Rollback,
     /// Share new clients between pools by weight; the split before becomes `previous`.
-    Split { weights: Vec<(String, i64)> },
+    Split {
+        /// Each pool with its weight (0 or more, as given: checked when applied).
+        weights: Vec<(String, i64)>,
+    },
     /// Create the pool `name`, or replace its servers.
     PutPool {
+        /// The pool.
         name: String,
+        /// Its servers, in order, with their weights.
         servers: Vec<ServerEntry>,
     },
     /// Replace the A/B rules.
-    SetRules { rules: Vec<RuleSpec> },
+    SetRules {
+        /// The rules, in order.
+        rules: Vec<RuleSpec>,
+    },
     /// Copy `percent` of the requests with one of `methods` (and a body of at most
     /// `max_body` bytes) to pool `to` as well, its answers thrown away; `None` stops it. Any other command stops it too.
-    Mirror { to: Option<MirrorSpec> },
+    Mirror {
+        /// What to copy, and where; `None` stops it.
+        to: Option<MirrorSpec>,
+    },
     /// Maintenance mode on (with its message) or off (`None`).
-    Maintenance { on: Option<MaintenanceSpec> },
+    Maintenance {
+        /// On with this message; `None`: off.
+        on: Option<MaintenanceSpec>,
+    },
     /// Hold new requests until [`Command::Resume`] (each for at most `max_hold`, or
     /// `[pause] max_hold`).
     Pause {
+        /// The longest one request is held (`[pause] max_hold` unless given).
         max_hold: Option<std::time::Duration>,
     },
     /// Release the held requests, in order, and hold no more.
@@ -51,8 +70,11 @@ pub struct MaintenanceSpec {
 /// What [`Command::Mirror`] copies, and where to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorSpec {
+    /// The pool the copies go to.
     pub to: String,
+    /// The share of requests copied, in percent.
     pub percent: u32,
+    /// The methods copied (upper case).
     pub methods: Vec<String>,
     /// Requests with a longer body (or one of unknown length) are not copied.
     pub max_body: u64,

@@ -84,7 +84,9 @@ fn decoded_matches(matcher: &RuleMatch, raw: &str) -> bool {
 /// What the decision reads from a request.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {
+    /// The request's headers (its cookies among them).
     pub headers: &'a HeaderMap,
+    /// The query string.
     pub query: Option<&'a str>,
     /// The connection's peer (the load balancer, behind one).
     pub peer: IpAddr,
@@ -93,6 +95,7 @@ pub struct RequestInfo<'a> {
 /// Why a request went where it went (for the access log and the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// A preview header or cookie asked for the pool.
     Preview,
     /// The rule at this 0-based position.
     Rule(usize),
@@ -107,6 +110,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason as the access log and the metrics name it.
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::Preview => "preview",
@@ -122,7 +126,9 @@ impl Reason {
 /// Where a request goes, and the cookies its response carries.
 #[derive(Debug)]
 pub struct Decision<'s> {
+    /// The pool chosen.
     pub pool: &'s Arc<Pool>,
+    /// Why.
     pub reason: Reason,
     /// `Set-Cookie` values for the response: a sticky or preview cookie, a fleet mark.
     pub cookies: [Option<&'s HeaderValue>; 2],
@@ -132,8 +138,10 @@ pub struct Decision<'s> {
 /// rather than silently routed somewhere the tester did not ask for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
+    /// A preview header without the configured token.
     #[error("preview refused: the preview header must be POOL:TOKEN with the configured token")]
     PreviewToken,
+    /// A preview of a pool that does not exist.
     #[error("preview refused: no pool named {0:?}")]
     PreviewPool(String),
 }
@@ -141,9 +149,13 @@ pub enum Refusal {
 /// The fixed part of `[routing]`, in the form the request path reads.
 #[derive(Debug, Default)]
 pub struct RouteSettings {
+    /// What keeps a client on its pool.
     pub sticky: StickyBy,
+    /// The sticky cookie's name.
     pub sticky_cookie: String,
+    /// The proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// Preview routing, when configured.
     pub preview: Option<PreviewSettings>,
     /// Version-skew protection, when on.
     pub skew: Option<SkewSettings>,
@@ -160,6 +172,7 @@ pub struct SkewSettings {
 }
 
 impl SkewSettings {
+    /// Does version-skew protection cover `path` (on segment boundaries)?
     #[inline]
     pub fn covers(&self, path: &str) -> bool {
         crate::path::under_any(path, &self.prefixes)
@@ -172,21 +185,30 @@ pub const VERSION_COOKIE: &str = "turnout-version";
 /// `Sticky` with its header name parsed once.
 #[derive(Debug, Default)]
 pub enum StickyBy {
+    /// A cookie turnout sets.
     #[default]
     Cookie,
+    /// A request header the client sends (an id).
     Header(http::HeaderName),
+    /// The client's IP.
     Ip,
+    /// No stickiness: each new request is drawn.
     None,
 }
 
+/// Preview routing: a header (or its cookie) names the pool to test.
 #[derive(Debug)]
 pub struct PreviewSettings {
+    /// The header that asks for a pool.
     pub header: http::HeaderName,
+    /// The token a preview must carry, if any.
     pub token: Option<String>,
+    /// The cookie a preview sets, so the rest of the page follows.
     pub cookie: String,
 }
 
 impl RouteSettings {
+    /// `[routing]`'s fixed part, parsed once.
     pub fn from_config(routing: &turnout_config::Routing) -> RouteSettings {
         let header = |h: &str| {
             http::HeaderName::try_from(h).expect("a validated token is a valid header name")

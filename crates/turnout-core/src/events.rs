@@ -12,6 +12,7 @@ use serde::Serialize;
 /// Events kept.
 pub const CAPACITY: usize = 200;
 
+/// The recent events (routing and health changes), the last [`CAPACITY`], for the dashboard.
 #[derive(Debug, Default)]
 pub struct Events {
     ring: Mutex<Ring>,
@@ -37,6 +38,7 @@ pub fn actor() -> String {
         .unwrap_or_else(|_| "turnout".to_owned())
 }
 
+/// One event.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     /// 1, 2, 3... in this process.
@@ -46,6 +48,7 @@ pub struct Event {
     /// `switch`, `rollback`, `split`, `pool`, `rules`, `mirror`, `maintenance`, `pause`,
     /// `resume`, `health`, `ejected`, `upgrade`.
     pub kind: &'static str,
+    /// What happened, in words.
     pub message: String,
     /// Who made it happen: `CLI`, `fleet`, `dashboard`, `API (...)`, `rollout guard`, or
     /// `turnout` itself (health checks, ejections, upgrades).
@@ -53,6 +56,7 @@ pub struct Event {
 }
 
 impl Events {
+    /// Records an event of `kind`, by whoever acts now ([`actor`]).
     pub fn push(&self, kind: &'static str, message: String) {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         ring.next += 1;

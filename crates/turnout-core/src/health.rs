@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use turnout_config::Passive;
 
+/// One server's health: the active checks' verdict and the passive ejection, read by every request without a lock.
 #[derive(Debug)]
 pub struct ServerHealth {
     up: AtomicBool,
@@ -25,7 +26,9 @@ pub struct ServerHealth {
 /// What the last active check saw.
 #[derive(Debug, Clone, Default)]
 pub struct Detail {
+    /// When the last active check ended.
     pub last_check: Option<SystemTime>,
+    /// Why it failed, if it did.
     pub last_error: Option<String>,
 }
 
@@ -51,10 +54,12 @@ impl ServerHealth {
         self.up.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
     }
 
+    /// The active checks' verdict.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Taken out by failed requests (until its backoff ends or a check passes).
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
     }
@@ -74,6 +79,7 @@ impl ServerHealth {
         d.last_error = result.as_ref().err().cloned();
     }
 
+    /// What the last active check saw.
     pub fn detail(&self) -> Detail {
         self.detail
             .lock()

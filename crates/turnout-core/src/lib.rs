@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! turnout's routing state, shared by the data plane and the admin API and owned by neither.
 //!
 //! # Layout

@@ -7,6 +7,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The Prometheus registry and the counters turnout keeps (per pool, per server, and its own).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +29,7 @@ pub struct Metrics {
     weight: IntGaugeVec,
     /// Cache lookups that were served from memory, and those that went upstream.
     pub cache_hits: IntCounter,
+    /// Cache lookups that went upstream.
     pub cache_misses: IntCounter,
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
@@ -64,6 +66,7 @@ impl PoolMetrics {
         self.duration.observe(seconds);
     }
 
+    /// A request was sent again to another server.
     pub fn retried(&self) {
         self.retries.inc();
     }
@@ -107,6 +110,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The counters, registered in a registry of their own.
     pub fn new() -> Metrics {
         let r = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
@@ -343,6 +347,7 @@ impl Metrics {
         }
     }
 
+    /// `server` of `pool` was ejected.
     pub fn ejected(&self, pool: &str, server: &str) {
         self.ejections.with_label_values(&[pool, server]).inc();
     }
@@ -415,20 +420,26 @@ impl Metrics {
 /// What `/metrics` reads from the routing state when it is scraped.
 #[derive(Debug)]
 pub struct Gauges<'a> {
+    /// The routing generation.
     pub generation: u64,
+    /// Maintenance mode is on.
     pub maintenance: bool,
     /// The pause's counters, while one is on.
     pub pause: Option<crate::pause::PauseStats>,
     /// When the serving process started.
     pub started_at: std::time::SystemTime,
+    /// Every pool's gauges.
     pub pools: Vec<PoolGauges<'a>>,
 }
 
 /// One pool's gauges.
 #[derive(Debug)]
 pub struct PoolGauges<'a> {
+    /// The pool.
     pub name: &'a str,
+    /// Requests whose response has not finished.
     pub in_flight: usize,
+    /// Open tunnels (WebSockets).
     pub tunnels: usize,
     /// New requests go here.
     pub active: bool,

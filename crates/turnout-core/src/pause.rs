@@ -25,7 +25,9 @@ pub enum Release {
 /// One pause, from `turnout pause` to `turnout resume`.
 #[derive(Debug)]
 pub struct Pause {
+    /// When the pause began.
     pub since: SystemTime,
+    /// The longest a request is held.
     pub max_hold: Duration,
     max_requests: usize,
     max_bytes: u64,
@@ -101,6 +103,7 @@ impl Queue {
 /// A request's place in the queue: resolves when it is released or shed.
 #[derive(Debug)]
 pub enum Held {
+    /// Held: resolves when released or shed.
     Waiting(oneshot::Receiver<Release>),
     /// The pause had ended already.
     Released,
@@ -109,13 +112,18 @@ pub enum Held {
 /// What the status shows of a pause.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct PauseStats {
+    /// Requests held now.
     pub held: usize,
+    /// Their heads' bytes.
     pub held_bytes: u64,
+    /// Requests held since the pause began.
     pub held_total: u64,
+    /// Requests shed since the pause began.
     pub shed_total: u64,
 }
 
 impl Pause {
+    /// A pause with `policy`'s bounds, holding each request at most `max_hold` (the policy's unless given).
     pub fn new(policy: &PausePolicy, max_hold: Option<Duration>) -> Pause {
         Pause {
             since: SystemTime::now(),
@@ -206,6 +214,7 @@ impl Pause {
         }
     }
 
+    /// Its counters now.
     pub fn stats(&self) -> PauseStats {
         let q = self
             .queue

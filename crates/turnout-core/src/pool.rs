@@ -17,11 +17,15 @@ use crate::metrics::PoolMetrics;
 /// One upstream server, with its address pre-parsed for building request URIs.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// `host:port`, or `https://host:port`.
     pub addr: ServerAddr,
+    /// Its share of the pool's traffic.
     pub weight: u32,
+    /// The address as a URI authority, parsed once.
     pub authority: Authority,
     /// Spoken to over TLS (`https://` in its address).
     pub tls: bool,
+    /// Its health, shared with the checker.
     pub health: Arc<ServerHealth>,
     /// Requests in flight on this server (counted for the balancers that compare loads).
     pub load: Arc<AtomicUsize>,
@@ -63,8 +67,11 @@ impl Upstream {
 /// How a pool's servers are checked, ejected and chosen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSettings {
+    /// The active checks.
     pub check: HealthCheck,
+    /// The passive ejections.
     pub passive: Passive,
+    /// How a server is chosen.
     pub balance: Balance,
 }
 
@@ -135,6 +142,7 @@ enum Picker {
 /// (about ±10% per server with 100), few enough to rebuild the ring in microseconds.
 const RING_POINTS: u32 = 100;
 
+/// A pool of upstream servers: its settings, its balancer's state, its counters. Shared by every snapshot that names it.
 #[derive(Debug)]
 pub struct Pool {
     name: PoolName,
@@ -215,14 +223,17 @@ impl Pool {
         self.version_given.load(Ordering::Relaxed)
     }
 
+    /// How its servers are checked, ejected and chosen.
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
     }
 
+    /// Its Prometheus counters.
     pub fn metrics(&self) -> &PoolMetrics {
         &self.metrics
     }
 
+    /// The cookies it sets.
     pub fn cookies(&self) -> &PoolCookies {
         &self.cookies
     }
@@ -232,6 +243,7 @@ impl Pool {
         self.servers.iter().filter(|u| u.health.available()).count()
     }
 
+    /// Its name.
     pub fn name(&self) -> &PoolName {
         &self.name
     }
@@ -241,10 +253,12 @@ impl Pool {
         self.generation
     }
 
+    /// Its servers, in order.
     pub fn servers(&self) -> &[Upstream] {
         &self.servers
     }
 
+    /// Its last minutes, for the dashboard.
     pub fn stats(&self) -> &Arc<PoolStats> {
         &self.stats
     }
@@ -412,6 +426,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// The pool the request is on.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
@@ -461,6 +476,7 @@ pub struct TunnelGuard {
 }
 
 impl TunnelGuard {
+    /// The pool the tunnel is on.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }

@@ -21,8 +21,11 @@ pub fn set_generation(n: u64) {
 /// apart: `[server] name` (the host name unless set) and the addresses it listens on.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Instance {
+    /// `[server] name`, or the host name.
     pub name: String,
+    /// The proxy's address.
     pub listen: String,
+    /// The admin API's address.
     pub admin: String,
 }
 
@@ -33,6 +36,7 @@ pub fn set_instance(instance: Instance) {
     let _ = INSTANCE.set(instance);
 }
 
+/// This instance, once its listeners are bound.
 pub fn instance() -> Option<&'static Instance> {
     INSTANCE.get()
 }

@@ -32,11 +32,13 @@ pub struct Env {
     pub check: HealthCheck,
     /// `[pools.NAME.health]`, merged over `[health]`.
     pub pool_checks: BTreeMap<PoolName, HealthCheck>,
+    /// `[health.passive]`.
     pub passive: Passive,
     /// `[pools.NAME] balance`, for the pools that set one.
     pub pool_balance: BTreeMap<PoolName, Balance>,
     /// Stickiness and preview, from `[routing]`.
     pub routing: RouteSettings,
+    /// The counters.
     pub metrics: Metrics,
     /// `[maintenance]`: who passes while maintenance mode is on.
     pub maintenance: turnout_config::MaintenancePolicy,
@@ -61,6 +63,7 @@ impl Default for Started {
 }
 
 impl Env {
+    /// The fixed part of `config`.
     pub fn from_config(config: &Config) -> Env {
         Env {
             check: config.health.clone(),
@@ -129,6 +132,7 @@ impl Env {
     }
 }
 
+/// The routing state at one moment, immutable: what the data plane loads once per request. A change builds the next one and publishes it.
 #[derive(Debug, Clone)]
 pub struct RoutingSnapshot {
     /// Bumped by every change; lets operators and scripts tell states apart.
@@ -151,6 +155,7 @@ pub struct RoutingSnapshot {
     pub(crate) compiled: Box<[CompiledRule]>,
     /// When this snapshot was made (or loaded).
     pub changed_at: SystemTime,
+    /// The fixed part (never changes after start-up).
     pub env: Arc<Env>,
     /// A fleet switch in progress (see [`FleetMark`]); any other change ends it.
     pub mark: Option<Arc<FleetMark>>,
@@ -266,9 +271,11 @@ impl RoutingSnapshot {
 /// pool's answer, and the copy's answer is counted in `pool`'s metrics and thrown away.
 #[derive(Debug)]
 pub struct Mirror {
+    /// The pool the copies go to.
     pub pool: Arc<Pool>,
     /// Of every 100 requests with one of `methods`.
     pub percent: u32,
+    /// The methods copied.
     pub methods: Vec<http::Method>,
     /// A request whose body is longer (or of unknown length) is not copied.
     pub max_body: u64,
@@ -286,6 +293,7 @@ impl Mirror {
     /// The most a copy may take, head and body (or the response timeout, if shorter).
     pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+    /// Copies `percent` of the requests with one of `methods` and a body of at most `max_body` bytes to `pool`.
     pub fn new(pool: Arc<Pool>, percent: u32, methods: Vec<http::Method>, max_body: u64) -> Mirror {
         Mirror {
             pool,
@@ -316,9 +324,13 @@ impl Mirror {
 /// Committed here (`live`): responses from `pool` set the cookie, until `until`.
 #[derive(Debug)]
 pub struct FleetMark {
+    /// The mark's value, in the cookie.
     pub value: String,
+    /// The pool a marked request goes to.
     pub pool: Arc<Pool>,
+    /// Committed (the mark routes for its window) rather than only prepared.
     pub live: bool,
+    /// When it stops routing.
     pub until: std::time::Instant,
     /// The whole `Set-Cookie` value, made once.
     pub set_cookie: http::HeaderValue,
@@ -328,6 +340,7 @@ pub struct FleetMark {
 pub const MARK_COOKIE: &str = "turnout-mark";
 
 impl FleetMark {
+    /// The mark `value` for `pool`, routing for `window`.
     pub fn new(value: &str, pool: Arc<Pool>, live: bool, window: std::time::Duration) -> FleetMark {
         let set_cookie = http::HeaderValue::try_from(format!(
             "{MARK_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
@@ -439,6 +452,7 @@ impl RoutingSnapshot {
         self.previous.as_ref().map(Weights::primary)
     }
 
+    /// The pool named `name`, or the error listing the pools there are.
     pub fn pool(&self, name: &str) -> Result<&Arc<Pool>, CoreError> {
         self.pools
             .get(name)
@@ -483,6 +497,7 @@ impl Router {
         })
     }
 
+    /// A router publishing `snapshot` first.
     pub fn new(snapshot: RoutingSnapshot) -> Router {
         Router {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),

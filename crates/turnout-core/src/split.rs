@@ -51,10 +51,12 @@ impl Weights {
         best.expect("weights are never empty").0
     }
 
+    /// Pools with a weight.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// No pool has a weight.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -64,6 +66,7 @@ impl Weights {
         self.0.get(pool).copied().unwrap_or(0)
     }
 
+    /// Each pool with its weight, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&PoolName, u32)> {
         self.0.iter().map(|(n, w)| (n, *w))
     }

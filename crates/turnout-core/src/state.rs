@@ -59,9 +59,13 @@ struct StatePool {
 /// What a state file holds, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedState {
+    /// The routing generation.
     pub generation: u64,
+    /// The split.
     pub weights: Weights,
+    /// The split before it (the rollback target).
     pub previous: Option<Weights>,
+    /// Every pool's servers.
     pub pools: BTreeMap<PoolName, Vec<Backend>>,
     /// `None` when the file predates rules.
     pub rules: Option<Vec<Rule>>,
@@ -72,10 +76,13 @@ pub struct SavedState {
 /// Maintenance mode, as switched on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maintenance {
+    /// The message shown.
     pub message: String,
+    /// When it was switched on.
     pub since: std::time::SystemTime,
 }
 
+/// The state file: the live routing, written crash-safely (a temporary file, fsync, rename) at every change.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
@@ -86,10 +93,12 @@ pub struct StateFile {
 pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl StateFile {
+    /// The state file at `path`.
     pub fn new(path: impl Into<PathBuf>) -> StateFile {
         StateFile { path: path.into() }
     }
 
+    /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
     }

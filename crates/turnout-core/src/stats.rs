@@ -20,6 +20,7 @@ pub const POINTS: usize = 300;
 /// How often the sampler looks.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
+/// Each pool's last minutes, a point a second, for the dashboard.
 #[derive(Debug, Default)]
 pub struct Stats {
     series: Mutex<BTreeMap<String, Series>>,
@@ -36,11 +37,13 @@ struct Series {
 pub struct Point {
     /// Milliseconds since the Unix epoch, at the end of the second.
     pub t: u64,
+    /// Requests per second.
     pub rps: f64,
     /// 5xx answers over answers (0 with none).
     pub error_rate: f64,
     /// Latency until the response head; `null` in a second without requests.
     pub p95_ms: Option<f64>,
+    /// Requests in flight at the end of the second.
     pub in_flight: usize,
 }
 

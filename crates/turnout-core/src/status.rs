@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::snapshot::RoutingSnapshot;
 
+/// What `GET /v1/status` answers.
 #[derive(Debug, Serialize)]
 pub struct Status {
     /// The pool with the largest weight: the live version.
@@ -18,9 +19,11 @@ pub struct Status {
     pub previous_weights: Option<BTreeMap<String, u32>>,
     /// The A/B rules, in order.
     pub rules: Vec<turnout_config::RuleSpec>,
+    /// The routing generation.
     pub generation: u64,
     /// When the routing state last changed, RFC 3339.
     pub changed_at: String,
+    /// Every pool, by name.
     pub pools: BTreeMap<String, PoolStatus>,
     /// The cache of upstream assets and static files.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,9 +50,12 @@ pub struct Status {
     pub process: ProcessStatus,
 }
 
+/// The process serving.
 #[derive(Debug, Serialize)]
 pub struct ProcessStatus {
+    /// turnout's version.
     pub version: &'static str,
+    /// Its pid.
     pub pid: u32,
     /// RFC 3339.
     pub started_at: String,
@@ -60,18 +66,23 @@ pub struct ProcessStatus {
     pub instance: Option<&'static crate::process::Instance>,
 }
 
+/// Maintenance mode, when on.
 #[derive(Debug, Serialize)]
 pub struct MaintenanceStatus {
+    /// The message shown.
     pub message: String,
     /// RFC 3339.
     pub since: String,
 }
 
+/// A pause, when on.
 #[derive(Debug, Serialize)]
 pub struct PauseStatus {
     /// RFC 3339.
     pub since: String,
+    /// The longest a request is held.
     pub max_hold_ms: u64,
+    /// Its counters.
     #[serde(flatten)]
     pub stats: crate::pause::PauseStats,
 }
@@ -81,12 +92,16 @@ pub struct PauseStatus {
 pub struct PreparedStatus {
     /// What the commit would do: "switch to green", "split blue=90 green=10".
     pub change: String,
+    /// When it expires.
     pub expires_in_ms: u64,
+    /// The fleet mark armed with it, if any.
     pub mark: Option<String>,
 }
 
+/// One pool.
 #[derive(Debug, Serialize)]
 pub struct PoolStatus {
+    /// Its servers.
     pub servers: Vec<ServerStatus>,
     /// "round_robin", "weighted", "least_requests", "ip_hash" or "random_two_choices".
     pub balance: &'static str,
@@ -102,9 +117,12 @@ pub struct PoolStatus {
     pub check: String,
 }
 
+/// One server.
 #[derive(Debug, Serialize)]
 pub struct ServerStatus {
+    /// `host:port`.
     pub addr: String,
+    /// Its weight.
     pub weight: u32,
     /// Requests in flight on this server (counted only by the balancers that read loads).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -34,16 +34,22 @@ pub trait CacheAdmin: Send + Sync + std::fmt::Debug + 'static {
         pool: Option<&'a str>,
         prefix: Option<&'a str>,
     ) -> Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
+    /// What it holds now, and its hits and misses.
     fn stats(&self) -> Pin<Box<dyn Future<Output = CacheStats> + Send + '_>>;
 }
 
 /// What the cache holds and how it did.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CacheStats {
+    /// Bytes held.
     pub bytes: u64,
+    /// The bound on the bytes held (`[cache] max_bytes`).
     pub max_bytes: u64,
+    /// Entries held.
     pub entries: u64,
+    /// Lookups served from memory since start-up.
     pub hits: u64,
+    /// Lookups that went upstream since start-up.
     pub misses: u64,
 }
 
@@ -60,6 +66,7 @@ pub trait TlsAdmin: Send + Sync + std::fmt::Debug + 'static {
 pub struct CertInfo {
     /// The certificate file, as configured.
     pub cert: String,
+    /// The key file, as configured.
     pub key: String,
     /// Its DNS names (subject alternative names, else the common name).
     pub names: Vec<String>,
@@ -67,7 +74,9 @@ pub struct CertInfo {
     pub serial: String,
     /// RFC 3339.
     pub not_after: String,
+    /// `not_after`, in seconds since the Unix epoch.
     pub not_after_unix: i64,
+    /// Whole days until it expires (negative once it has).
     pub days_left: i64,
 }
 
@@ -86,9 +95,11 @@ pub type ProbeResult = (ServerAddr, Result<(), String>);
 /// Probes every server of a pool now. The data plane implements it (it has the HTTP client);
 /// the health gate uses it, so the admin API never needs a socket of its own.
 pub trait Probe: Send + Sync + std::fmt::Debug + 'static {
+    /// Probes every server of `pool`, each result saying why it failed.
     fn probe(&self, pool: Arc<Pool>) -> Pin<Box<dyn Future<Output = Vec<ProbeResult>> + Send>>;
 }
 
+/// The single writer of the routing state: every change goes through it (validated, persisted, published, logged); the admin API holds one, the data plane none. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Control {
     inner: Arc<Inner>,
@@ -139,6 +150,7 @@ impl Control {
         Control::with(router, state, Handles::default())
     }
 
+    /// The writer over `router`, persisting to `state`, with the handles it administers.
     pub fn with(router: Router, state: Option<StateFile>, handles: Handles) -> Control {
         let Handles {
             prober,
@@ -164,6 +176,7 @@ impl Control {
         }
     }
 
+    /// The routing state it writes.
     pub fn router(&self) -> &Router {
         &self.inner.router
     }

@@ -44,6 +44,7 @@ pub(super) struct Staged {
 /// The answer to a prepare: what a commit needs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Prepared {
+    /// What the commit or the abort names.
     pub token: String,
     /// The pool a prepared switch goes to.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,7 +52,9 @@ pub struct Prepared {
     /// The weights a prepared split sets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<std::collections::BTreeMap<String, u32>>,
+    /// The generation it was probed at: a commit after any other change is refused.
     pub generation: u64,
+    /// How long it is held for its commit.
     pub expires_in_ms: u64,
 }
 

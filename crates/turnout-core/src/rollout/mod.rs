@@ -11,6 +11,7 @@ use turnout_config::rollout::RolloutPolicy;
 /// rollout adds up the samples of every instance (`GET /v1/rollout/sample`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Sample {
+    /// Answers since start-up.
     pub requests: u64,
     /// Answers with a 5xx status.
     pub errors: u64,
@@ -21,13 +22,16 @@ pub struct Sample {
 /// What one pool did between two samples.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Window {
+    /// Answers in the window.
     pub requests: u64,
+    /// Of them, 5xx.
     pub errors: u64,
     /// `errors / requests` (0 with no requests).
     pub error_rate: f64,
     /// Latency until the response head, estimated from the histogram (linear within a
     /// bucket, as Prometheus's `histogram_quantile`); `None` with no requests.
     pub p95_ms: Option<f64>,
+    /// As `p95_ms`, for p99.
     pub p99_ms: Option<f64>,
 }
 
@@ -107,11 +111,14 @@ fn quantile(buckets: &[(f64, u64)], total: u64, q: f64) -> Option<f64> {
 /// The verdict on one step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
+    /// Every check passed.
     Pass,
     /// `check` names the check that failed ("error_rate", "error_ratio", "p95_latency",
     /// "p99_latency"); `detail` gives the figures on both sides.
     Fail {
+        /// The check.
         check: &'static str,
+        /// Both sides' figures.
         detail: String,
     },
     /// Fewer requests on the target than `min_requests`: wait for more.

@@ -28,6 +28,7 @@ const RECHECK: Duration = Duration::from_millis(500);
 pub struct RolloutRequest {
     /// The pool to roll out.
     pub to: String,
+    /// Its steps, bake and checks.
     pub policy: RolloutPolicy,
     /// Skip the health gate before the first step and the last.
     pub force: bool,
@@ -40,15 +41,21 @@ pub struct RolloutRequest {
 /// A rollout, under way or ended: what `GET /v1/rollout` and the status show.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutReport {
+    /// Numbers the rollouts of this process.
     pub id: u64,
+    /// The pool rolled out.
     pub target: String,
+    /// The pool it was live before.
     pub baseline: String,
     /// "running", "passed", "failed" or "aborted".
     pub outcome: &'static str,
     /// The target's share of new clients now, in percent.
     pub percent: u32,
+    /// Its steps, bake and checks.
     pub policy: RolloutPolicy,
+    /// RFC 3339.
     pub started_at: String,
+    /// RFC 3339, once it ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// The steps judged so far, in order.
@@ -73,6 +80,7 @@ pub struct RolloutReport {
 /// One step, judged.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
+    /// The target's share of new clients in the step.
     pub percent: u32,
     /// The mirror phase: the share of requests copied to the target (no client saw it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,7 +91,9 @@ pub struct StepReport {
     /// "min_requests".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<&'static str>,
+    /// The target's figures in the step.
     pub target: Window,
+    /// The baseline's figures in the step.
     pub baseline: Window,
     /// How long the step ran before its verdict.
     pub ran_ms: u64,
@@ -118,7 +128,9 @@ struct FleetLease {
 /// The answer to a hold.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseReport {
+    /// The pool the instance goes back to if the lease runs out.
     pub baseline: String,
+    /// When it runs out unless renewed.
     pub expires_in_ms: u64,
 }
 
@@ -152,6 +164,7 @@ impl RolloutBook {
 /// `Err` says why not. The binary gives one (`sh -c`, with the step in its environment);
 /// turnout-core starts no process of its own.
 pub trait StepCheck: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs `cmd` for a step of `percent` on `target` (from `baseline`).
     fn check(
         &self,
         cmd: &str,
