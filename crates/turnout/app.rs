@@ -1,6 +1,6 @@
 //! Serving, as steps that return values: [`load`] the routing state, [`read_files`] (the CAs
 //! and certificates), bind the [`Listeners`], [`Turnout::build`] the data plane and the admin
-//! API's `Control`, and [`Turnout::serve`] until a shutdown, then drain. [`run`] is those steps
+//! API's `Control`, and `Turnout::serve` until a shutdown, then drain. [`run`] is those steps
 //! for a caller that brings its own listeners and shutdown (tests, the demo). [`serve`] is
 //! `turnout serve`: the same steps plus what only a process has (the environment's token,
 //! sockets from systemd or from the turnout it takes over from, the upgrade socket, signals,

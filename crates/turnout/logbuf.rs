@@ -1,5 +1,5 @@
 //! The log writer: each thread appends its formatted lines to a buffer of its own, and one
-//! background thread writes every buffer to stderr in batches: every [`FLUSH_EVERY`] for access
+//! background thread writes every buffer to stderr in batches: every `FLUSH_EVERY` for access
 //! lines, at once for any other line (a warning, a health change: rare, and wanted now), and
 //! once more at exit. A request never waits on the terminal, a pipe or journald, and never pays
 //! for a `write`, an allocation or a channel send per line.

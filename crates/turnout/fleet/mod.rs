@@ -1,5 +1,5 @@
 //! `turnout fleet switch|split|rollback|rollout|status`: every instance flips together, or none
-//! does (the guarded rollout of a fleet is in [`rollout`]).
+//! does (the guarded rollout of a fleet is in `fleet::rollout`).
 //!
 //! A switch is two-phase over each instance's admin API: prepare on all at once (each probes
 //! its target pool and holds the switch under a token); if any prepare fails, abort the others
