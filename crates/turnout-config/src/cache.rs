@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
+use crate::error::ConfigError;
+use crate::span::spanned_error;
 use crate::statics::check_prefix;
-use crate::{defaults, file, spanned_error, ConfigError};
+use crate::{defaults, file};
 
 /// `[cache]`: the in-memory cache of upstream assets and static files.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{file, line_of, read_capped, ConfigError};
+use crate::error::ConfigError;
+use crate::file;
+use crate::read::read_capped;
+use crate::span::line_of;
 
 /// Pages read from `[errors] dir` at start-up (a missing file keeps the built-in answer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

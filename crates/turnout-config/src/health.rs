@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{defaults, file, find_key_line, line_of, ConfigError};
+use crate::error::ConfigError;
+use crate::span::{find_key_line, line_of};
+use crate::{defaults, file};
 
 /// Active health checks of one pool's servers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,9 +20,12 @@ mod maintenance;
 mod names;
 mod pause;
 mod pools;
+mod read;
 pub mod rollout;
 pub mod routing;
+mod routing_section;
 mod server;
+mod span;
 mod statics;
 mod tls;
 mod upstream;
@@ -36,7 +39,8 @@ use errors::resolve_errors;
 use health::{resolve_check, resolve_passive};
 use maintenance::resolve_maintenance;
 use pause::resolve_pause;
-use routing::resolve_routing;
+use routing_section::resolve_routing;
+use span::{invalid_key, line_of};
 use statics::resolve_statics;
 use tls::resolve_tls;
 
@@ -47,11 +51,12 @@ pub use health::{Gate, HealthCheck, Passive, StatusRange};
 pub use maintenance::MaintenancePolicy;
 pub use names::{PoolName, ServerAddr};
 pub use pause::PausePolicy;
-pub use routing::Routing;
+pub use read::{read_capped, read_text_capped, MAX_CONFIG_BYTES};
 pub use routing::{
     Backend, Balance, Preview, Rule, RuleMatch, RuleOn, RuleSpec, ServerEntry, Sticky,
     TrustedProxies,
 };
+pub use routing_section::Routing;
 pub use server::Server;
 pub use statics::StaticDir;
 pub use tls::{CertFiles, Tls};
@@ -102,37 +107,6 @@ pub struct Config {
 pub struct State {
     /// The state file: the live routing, kept across restarts (none: the routing lives in memory only).
     pub file: Option<PathBuf>,
-}
-
-/// The most turnout reads of a config file.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
-/// Reads at most `limit` bytes of `path`; a longer file (or an endless one, such as a device)
-/// is refused with an `InvalidData` error that says so, before more than `limit + 1` bytes are
-/// held. Config, state, certificate, key and CA files are all read through this.
-pub fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {limit} bytes, the most turnout reads of such a file"),
-        ));
-    }
-    Ok(bytes)
-}
-
-/// [`read_capped`] for a text file: bytes that are not UTF-8 are an `InvalidData` error that
-/// says so.
-pub fn read_text_capped(path: &Path, limit: u64) -> std::io::Result<String> {
-    String::from_utf8(read_capped(path, limit)?).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text ({e})"),
-        )
-    })
 }
 
 impl Config {
@@ -298,51 +272,6 @@ impl file::FileConfig {
             rollout,
         })
     }
-}
-
-/// The error for key `TABLE.key` of `path`, at the line of a value's span.
-fn spanned_error<'a>(
-    text: &'a str,
-    path: &'a Path,
-    table: &'a str,
-) -> impl Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a {
-    move |span, key, message| ConfigError::Invalid {
-        path: path.to_owned(),
-        line: line_of(text, span.start),
-        key: format!("{table}.{key}"),
-        message,
-    }
-}
-
-/// The 1-based line of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
-    text.as_bytes()[..at.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
-
-/// The line where `key` first appears, for errors about table keys (serde gives no span for
-/// a map key); 1 when it cannot be found.
-/// A bad value of `key` (`section.name`): the error, on the line where `name` is written.
-pub(crate) fn invalid_key(
-    text: &str,
-    path: &Path,
-    key: &str,
-    message: impl Into<String>,
-) -> ConfigError {
-    let name = key.rsplit('.').next().unwrap_or(key);
-    ConfigError::Invalid {
-        path: path.to_owned(),
-        line: find_key_line(text, name),
-        key: key.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn find_key_line(text: &str, key: &str) -> usize {
-    text.find(key).map_or(1, |at| line_of(text, at))
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::TrustedProxies;
-use crate::{defaults, file, spanned_error, ConfigError};
+use crate::error::ConfigError;
+use crate::routing::TrustedProxies;
+use crate::span::spanned_error;
+use crate::{defaults, file};
 
 /// `[maintenance]`: who still gets through while maintenance mode is on, and what the others
 /// are told.

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{defaults, file, invalid_key, spanned_error, ConfigError};
+use crate::error::ConfigError;
+use crate::span::{invalid_key, spanned_error};
+use crate::{defaults, file};
 
 /// `[pause]`: how long and how many requests a pause holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::error::ConfigError;
 use crate::file::FilePool;
 use crate::health::resolve_check;
-use crate::{find_key_line, line_of, Backend, Balance, ConfigError, HealthCheck, PoolName};
+use crate::health::HealthCheck;
+use crate::names::PoolName;
+use crate::routing::{Backend, Balance};
+use crate::span::{find_key_line, line_of};
 
 /// Every pool, validated: its servers, and what it sets beside the defaults.
 pub(crate) struct Pools {

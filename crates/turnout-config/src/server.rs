@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::defaults;
+use crate::error::ConfigError;
 use crate::file::FileServer;
-use crate::{defaults, invalid_key, line_of, ConfigError};
+use crate::span::{invalid_key, line_of};
 
 /// `[server]`: the listeners and the process lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]

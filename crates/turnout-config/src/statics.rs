@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{file, line_of, ConfigError};
+use crate::error::ConfigError;
+use crate::file;
+use crate::span::line_of;
 
 /// `[[static]]`: a URL prefix served from a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{defaults, file, find_key_line, line_of, ConfigError};
+use crate::error::ConfigError;
+use crate::span::{find_key_line, line_of};
+use crate::{defaults, file};
 
 /// `[tls]`: the HTTPS listener and its certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]
