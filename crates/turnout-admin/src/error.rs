@@ -42,7 +42,7 @@ pub enum ApiError {
     },
     /// An in-place upgrade that was refused or failed.
     #[error(transparent)]
-    Upgrade(#[from] crate::UpgradeError),
+    Upgrade(#[from] crate::upgrade::UpgradeError),
 }
 
 impl ApiError {
@@ -57,9 +57,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CertFiles { io: true, .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::CertFiles { io: false, .. } => StatusCode::BAD_REQUEST,
-            ApiError::Upgrade(crate::UpgradeError::Refused(_)) => StatusCode::CONFLICT,
-            ApiError::Upgrade(crate::UpgradeError::Forbidden(_)) => StatusCode::FORBIDDEN,
-            ApiError::Upgrade(crate::UpgradeError::Failed { .. }) => {
+            ApiError::Upgrade(crate::upgrade::UpgradeError::Refused(_)) => StatusCode::CONFLICT,
+            ApiError::Upgrade(crate::upgrade::UpgradeError::Forbidden(_)) => StatusCode::FORBIDDEN,
+            ApiError::Upgrade(crate::upgrade::UpgradeError::Failed { .. }) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ApiError::Core(e) => match e {

@@ -16,13 +16,13 @@ use serde::Deserialize;
 use turnout_core::status::Status;
 use turnout_core::{Command, Control, RuleSpec, ServerEntry};
 
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
 struct AdminState {
     control: Control,
     policy: Arc<AdminPolicy>,
-    upgrader: Option<Arc<dyn crate::Upgrader>>,
+    upgrader: Option<Arc<dyn crate::upgrade::Upgrader>>,
 }
 
 /// Who may call the admin API, beyond the token. A browser is the danger here: any page it
@@ -129,7 +129,7 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 pub fn router(
     control: Control,
     mut policy: AdminPolicy,
-    upgrader: Option<Arc<dyn crate::Upgrader>>,
+    upgrader: Option<Arc<dyn crate::upgrade::Upgrader>>,
 ) -> Router {
     // One notion of "a token is set" for the token check and the Host check alike.
     policy.token = policy.token.filter(|t| !t.is_empty());
@@ -590,7 +590,7 @@ struct HoldBody {
 async fn hold_rollout(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<HoldBody>,
-) -> Result<Json<turnout_core::rollout::run::LeaseReport>, ApiError> {
+) -> Result<Json<turnout_core::rollouts::LeaseReport>, ApiError> {
     let ttl = duration_field("ttl", Some(&body.ttl))?.unwrap_or_default();
     if ttl.is_zero() || ttl > Duration::from_secs(600) {
         return Err(ApiError::BadRequest(
@@ -853,7 +853,7 @@ struct UpgradeBody {
 async fn upgrade(
     State(state): State<AdminState>,
     body: Bytes,
-) -> Result<Json<crate::UpgradeReport>, ApiError> {
+) -> Result<Json<crate::upgrade::UpgradeReport>, ApiError> {
     let body: UpgradeBody = optional_json(&body)?;
     let Some(upgrader) = &state.upgrader else {
         return Err(ApiError::NotFound(

@@ -1,15 +1,15 @@
 //! The changes an operator can make to the routing state, and how each builds the next snapshot
-//! from the current one. Pure functions: no I/O, no locking; [`crate::Control`] does the rest.
+//! from the current one. Pure functions: no I/O, no locking; [`crate::control::Control`] does the rest.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use turnout_config::{routing::parse_rules, Backend, PoolName, RuleSpec, ServerEntry};
 
+use crate::error::CoreError;
 use crate::pool::Pool;
 use crate::snapshot::RoutingSnapshot;
 use crate::split::Weights;
-use crate::CoreError;
 
 /// An operator's change to the routing, applied to a snapshot to build the next one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use turnout_config::{Preview, Rule, RuleMatch, RuleOn, Sticky, TrustedProxies};
 
+use crate::error::CoreError;
 use crate::pool::Pool;
-use crate::CoreError;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

@@ -20,8 +20,10 @@
 //! - [`path`]: request paths normalised for prefix lists, matched on segment boundaries.
 //! - [`process`]: which generation of the process serves (1, plus one per in-place upgrade).
 //! - [`rollout`]: the guarded rollout: windows of a pool's own counters, the verdict on a step,
-//!   and (`rollout::run`) the steps run through `Control` by [`Rollouts`], which owns the
-//!   marker file and is given the [`StepCheck`] that runs a step's `check_cmd`.
+//!   and the book of rollouts (`rollout::book`); [`rollouts`]: the steps run through `Control` by
+//!   [`Rollouts`], which owns the marker file and is given the [`StepCheck`] that runs a step's
+//!   `check_cmd`.
+//! - [`handles`]: what `Control` administers beside the routing: the cache and the certificates.
 //!
 //! No hyper, no sockets and no processes here: the data plane and the admin API both see only
 //! this crate; what starts a process (a step's `check_cmd`) is handed in by the binary.
@@ -31,6 +33,7 @@ pub mod control;
 pub mod decide;
 mod error;
 pub mod events;
+pub mod handles;
 pub mod health;
 pub mod metrics;
 pub mod path;
@@ -38,6 +41,7 @@ pub mod pause;
 pub mod pool;
 pub mod process;
 pub mod rollout;
+pub mod rollouts;
 mod routing;
 pub mod snapshot;
 pub mod split;
@@ -54,7 +58,7 @@ pub use error::{CoreError, StateError};
 pub use health::ServerHealth;
 pub use metrics::{Metrics, PoolMetrics};
 pub use pool::{InFlight, Pool, PoolCookies, PoolSettings, PoolStats, TunnelGuard, Upstream};
-pub use rollout::run::{RolloutReport, RolloutRequest, Rollouts, StepCheck, StepReport};
+pub use rollouts::{RolloutReport, RolloutRequest, Rollouts, StepCheck, StepReport};
 pub use snapshot::{Env, FleetMark, Router, RoutingSnapshot, MARK_COOKIE};
 pub use split::Weights;
 pub use state::StateFile;

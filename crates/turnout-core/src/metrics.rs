@@ -353,12 +353,12 @@ impl Metrics {
     }
 
     /// The Prometheus text format, with the gauges set from `gauges` (read from the routing
-    /// snapshot now: [`crate::RoutingSnapshot::gauges`]).
+    /// snapshot now: [`crate::snapshot::RoutingSnapshot::gauges`]).
     pub fn render(
         &self,
         gauges: &Gauges<'_>,
-        cache: Option<crate::CacheStats>,
-        certs: &[crate::CertInfo],
+        cache: Option<crate::handles::CacheStats>,
+        certs: &[crate::handles::CertInfo],
     ) -> String {
         self.generation.set(gauges.generation as i64);
         self.maintenance.set(i64::from(gauges.maintenance));
@@ -504,13 +504,13 @@ mod tests {
         m.client_cutoff("header_timeout");
         m.rollouts.with_label_values(&["passed"]).inc();
         m.rollout_steps.with_label_values(&["pass"]).inc();
-        let cert = crate::CertInfo {
+        let cert = crate::handles::CertInfo {
             names: vec!["example.test".into()],
             ..Default::default()
         };
         let text = m.render(
             &snapshot.gauges(),
-            Some(crate::CacheStats::default()),
+            Some(crate::handles::CacheStats::default()),
             &[cert],
         );
         let mut exported = BTreeSet::new();

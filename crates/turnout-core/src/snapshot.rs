@@ -18,11 +18,11 @@ use turnout_config::{Backend, Balance, Config, HealthCheck, Passive, PoolName, R
 
 use crate::decide::{CompiledRule, Share};
 pub use crate::decide::{PreviewSettings, RouteSettings, SkewSettings, StickyBy, VERSION_COOKIE};
+use crate::error::CoreError;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolCookies, PoolSettings};
 use crate::split::Weights;
 use crate::state::SavedState;
-use crate::CoreError;
 
 /// What every version of the routing state shares: the settings a new pool is built with and
 /// the metrics registry. Fixed for the life of the process.
@@ -524,7 +524,7 @@ impl Router {
         self.current.load_full()
     }
 
-    /// Publishes a new snapshot: one pointer store. Only [`crate::Control`] calls this, under
+    /// Publishes a new snapshot: one pointer store. Only [`crate::control::Control`] calls this, under
     /// its writer lock. Tasks that react to changes (the health checker) are woken.
     pub(crate) fn publish(&self, snapshot: Arc<RoutingSnapshot>) {
         self.current.store(snapshot);

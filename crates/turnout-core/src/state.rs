@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use turnout_config::routing::parse_rules;
 use turnout_config::{Backend, PoolName, Rule, RuleSpec, ServerEntry};
 
+use crate::error::StateError;
 use crate::split::Weights;
-use crate::StateError;
 
 /// The format version written in every file; a file from a newer turnout is refused by name.
 const VERSION: u32 = 1;
@@ -280,7 +280,8 @@ fn to_i64(weights: &Weights) -> BTreeMap<String, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, RoutingSnapshot};
+    use crate::command::Command;
+    use crate::snapshot::RoutingSnapshot;
     use turnout_config::Config;
     use turnout_config::{RuleSpec, ServerEntry};
 

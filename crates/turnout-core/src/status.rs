@@ -27,19 +27,19 @@ pub struct Status {
     pub pools: BTreeMap<String, PoolStatus>,
     /// The cache of upstream assets and static files.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<crate::CacheStats>,
+    pub cache: Option<crate::handles::CacheStats>,
     /// The HTTPS listener's certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Vec<crate::CertInfo>>,
+    pub tls: Option<Vec<crate::handles::CertInfo>>,
     /// A switch prepared here and waiting for its commit (a fleet switch under way).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prepared: Option<PreparedStatus>,
+    pub prepared: Option<crate::control::PreparedStatus>,
     /// Shadow traffic under way (a rollout's mirror phase): "10% of GET,HEAD,OPTIONS to green".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
     /// The guarded rollout under way.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<crate::RolloutReport>,
+    pub rollout: Option<crate::rollouts::RolloutReport>,
     /// Maintenance mode, when on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceStatus>,
@@ -87,17 +87,6 @@ pub struct PauseStatus {
     pub stats: crate::pause::PauseStats,
 }
 
-/// What `prepared` shows: never the token, which is for the fleet command that asked.
-#[derive(Debug, Serialize)]
-pub struct PreparedStatus {
-    /// What the commit would do: "switch to green", "split blue=90 green=10".
-    pub change: String,
-    /// When it expires.
-    pub expires_in_ms: u64,
-    /// The fleet mark armed with it, if any.
-    pub mark: Option<String>,
-}
-
 /// One pool.
 #[derive(Debug, Serialize)]
 pub struct PoolStatus {
@@ -143,7 +132,7 @@ impl From<&RoutingSnapshot> for Status {
             active: s.active.name().to_string(),
             previous: s.previous_primary().map(ToString::to_string),
             weights: s.weights.to_map(),
-            previous_weights: s.previous.as_ref().map(crate::Weights::to_map),
+            previous_weights: s.previous.as_ref().map(crate::split::Weights::to_map),
             rules: s.rules.iter().map(turnout_config::Rule::spec).collect(),
             generation: s.generation,
             changed_at: humantime::format_rfc3339_seconds(s.changed_at).to_string(),

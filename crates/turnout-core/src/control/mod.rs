@@ -2,7 +2,7 @@
 //! current snapshot, build the next one, persist it, publish it (one pointer store), log it.
 //! The data plane never takes this lock; it only loads the snapshot. The services composed over
 //! this writer live beside it: the two-phase switch (`two_phase.rs`) and the guarded rollouts
-//! (`crate::rollout::run`).
+//! (`crate::rollouts`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,79 +15,17 @@ use tokio::time::Instant;
 
 use turnout_config::ServerAddr;
 
+use crate::command::Command;
+use crate::error::CoreError;
+use crate::error::StateError;
 use crate::pool::Pool;
 use crate::snapshot::{FleetMark, Router, RoutingSnapshot};
 use crate::state::StateFile;
-use crate::{Command, CoreError, StateError};
 
 mod two_phase;
 
-pub use two_phase::{Prepared, TwoPhase};
-
-/// The data plane's cache, as the admin API sees it (the data plane implements it; the admin API
-/// reaches it only through [`Control`]).
-pub trait CacheAdmin: Send + Sync + std::fmt::Debug + 'static {
-    /// Drops cached upstream assets of `pool` and/or under `prefix` (every entry, static files
-    /// included, when both are `None`). Answers how many entries were dropped.
-    fn purge<'a>(
-        &'a self,
-        pool: Option<&'a str>,
-        prefix: Option<&'a str>,
-    ) -> Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
-    /// What it holds now, and its hits and misses.
-    fn stats(&self) -> Pin<Box<dyn Future<Output = CacheStats> + Send + '_>>;
-}
-
-/// What the cache holds and how it did.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct CacheStats {
-    /// Bytes held.
-    pub bytes: u64,
-    /// The bound on the bytes held (`[cache] max_bytes`).
-    pub max_bytes: u64,
-    /// Entries held.
-    pub entries: u64,
-    /// Lookups served from memory since start-up.
-    pub hits: u64,
-    /// Lookups that went upstream since start-up.
-    pub misses: u64,
-}
-
-/// The HTTPS listener's certificates, as the admin API sees them (the data plane implements it).
-pub trait TlsAdmin: Send + Sync + std::fmt::Debug + 'static {
-    /// Reads every certificate and key again; on failure the set in use stays.
-    fn reload(&self) -> Result<Vec<CertInfo>, TlsReloadError>;
-    /// The certificates being served.
-    fn certs(&self) -> Vec<CertInfo>;
-}
-
-/// One certificate being served.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct CertInfo {
-    /// The certificate file, as configured.
-    pub cert: String,
-    /// The key file, as configured.
-    pub key: String,
-    /// Its DNS names (subject alternative names, else the common name).
-    pub names: Vec<String>,
-    /// Hex, as `openssl x509 -serial` prints it (with colons).
-    pub serial: String,
-    /// RFC 3339.
-    pub not_after: String,
-    /// `not_after`, in seconds since the Unix epoch.
-    pub not_after_unix: i64,
-    /// Whole days until it expires (negative once it has).
-    pub days_left: i64,
-}
-
-/// Why a reload was refused.
-#[derive(Debug, Clone)]
-pub struct TlsReloadError {
-    /// Names the file and what is wrong with it.
-    pub message: String,
-    /// The file could not be read at all (the host's fault), rather than read and found bad.
-    pub io: bool,
-}
+pub use crate::handles::{CacheAdmin, CacheStats, CertInfo, TlsAdmin, TlsReloadError};
+pub use two_phase::{Prepared, PreparedStatus, TwoPhase};
 
 /// What a fresh probe of one server found: `Ok` or why it failed.
 pub type ProbeResult = (ServerAddr, Result<(), String>);
@@ -118,9 +56,9 @@ struct Inner {
     staged: std::sync::Mutex<Option<two_phase::Staged>>,
     rollout_policy: turnout_config::rollout::RolloutPolicy,
     /// The guarded rollout under way, and the last ones.
-    rollouts: crate::rollout::run::RolloutBook,
+    rollouts: crate::rollout::book::RolloutBook,
     /// Runs a rollout step's `check_cmd` (the binary's `sh -c`).
-    step_check: Option<Arc<dyn crate::rollout::run::StepCheck>>,
+    step_check: Option<Arc<dyn crate::rollout::book::StepCheck>>,
     /// An async mutex because it is held across the state file write (done on the blocking
     /// pool); it only orders writers, never readers.
     writer: tokio::sync::Mutex<()>,
@@ -141,7 +79,7 @@ pub struct Handles {
     /// `[rollout]`: what a rollout does unless its call says otherwise.
     pub rollout: turnout_config::rollout::RolloutPolicy,
     /// Runs a rollout step's `check_cmd`; without it, a rollout with one fails its step.
-    pub step_check: Option<Arc<dyn crate::rollout::run::StepCheck>>,
+    pub step_check: Option<Arc<dyn crate::rollout::book::StepCheck>>,
 }
 
 impl Control {
@@ -186,12 +124,12 @@ impl Control {
         &self.inner.rollout_policy
     }
 
-    pub(crate) fn book(&self) -> &crate::rollout::run::RolloutBook {
+    pub(crate) fn book(&self) -> &crate::rollout::book::RolloutBook {
         &self.inner.rollouts
     }
 
     /// What runs a rollout step's `check_cmd`, if the binary gave one.
-    pub(crate) fn step_check(&self) -> Option<&Arc<dyn crate::rollout::run::StepCheck>> {
+    pub(crate) fn step_check(&self) -> Option<&Arc<dyn crate::rollout::book::StepCheck>> {
         self.inner.step_check.as_ref()
     }
 

@@ -216,12 +216,12 @@ impl TwoPhase<'_> {
     }
 
     /// The switch prepared here, if one is pending, for the status call.
-    pub fn prepared(&self) -> Option<crate::status::PreparedStatus> {
+    pub fn prepared(&self) -> Option<PreparedStatus> {
         let now = Instant::now();
         self.staged()
             .as_ref()
             .filter(|s| s.expires > now)
-            .map(|s| crate::status::PreparedStatus {
+            .map(|s| PreparedStatus {
                 change: s.command.to_string(),
                 expires_in_ms: millis(s.expires - now),
                 mark: s.mark.clone(),
@@ -264,4 +264,15 @@ fn new_token(generation: u64) -> String {
         "g{generation}-{nanos:x}-{}",
         COUNT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// What `prepared` shows: never the token, which is for the fleet command that asked.
+#[derive(Debug, serde::Serialize)]
+pub struct PreparedStatus {
+    /// What the commit would do: "switch to green", "split blue=90 green=10".
+    pub change: String,
+    /// When it expires.
+    pub expires_in_ms: u64,
+    /// The fleet mark armed with it, if any.
+    pub mark: Option<String>,
 }

@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderValue};
 use turnout_config::{Config, RuleSpec};
 
 use super::*;
-use crate::Command;
-use crate::RoutingSnapshot;
+use crate::command::Command;
+use crate::snapshot::RoutingSnapshot;
 
 fn snapshot(routing: &str) -> RoutingSnapshot {
     let text = format!(

@@ -1,8 +1,8 @@
 //! The guarded rollout's judgement: a window of one pool's own counters (two samples of its
 //! request, 5xx and latency-histogram counters), and the verdict on a step from the target's
-//! window beside the baseline's. Pure; [`run`] runs the steps.
+//! window beside the baseline's. Pure, with the book of rollouts (`book`); `crate::rollouts` runs the steps.
 
-pub mod run;
+pub mod book;
 
 use serde::{Deserialize, Serialize};
 use turnout_config::rollout::RolloutPolicy;

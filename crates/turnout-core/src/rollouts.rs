@@ -4,9 +4,8 @@
 //! beside the state file says a rollout is under way, so a turnout that stopped half-way goes
 //! back to the baseline when it starts again instead of staying split.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 // tokio's clock: the bake, the rechecks and a hold's deadline run under paused time in tests.
@@ -15,164 +14,15 @@ use tokio::time::Instant;
 use serde::{Deserialize, Serialize};
 use turnout_config::rollout::RolloutPolicy;
 
-use super::{judge, Verdict, Window};
-use crate::{Command, Control, CoreError};
+use crate::command::Command;
+use crate::control::Control;
+use crate::error::CoreError;
+use crate::rollout::book::FleetLease;
+pub use crate::rollout::book::{LeaseReport, RolloutReport, RolloutRequest, StepCheck, StepReport};
+use crate::rollout::{judge, Verdict};
 
-/// Rollouts kept in the history.
-const HISTORY: usize = 10;
 /// How often a step is judged while it bakes, and while it waits for enough requests.
 const RECHECK: Duration = Duration::from_millis(500);
-
-/// What a rollout is asked to do.
-#[derive(Debug, Clone)]
-pub struct RolloutRequest {
-    /// The pool to roll out.
-    pub to: String,
-    /// Its steps, bake and checks.
-    pub policy: RolloutPolicy,
-    /// Skip the health gate before the first step and the last.
-    pub force: bool,
-    /// After the last step (the switch), wait this long at most for the baseline to drain.
-    pub wait_drained: Option<Duration>,
-    /// After the last step, close the baseline's tunnels (WebSockets) after this long.
-    pub close_tunnels_after: Option<Duration>,
-}
-
-/// A rollout, under way or ended: what `GET /v1/rollout` and the status show.
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutReport {
-    /// Numbers the rollouts of this process.
-    pub id: u64,
-    /// The pool rolled out.
-    pub target: String,
-    /// The pool it was live before.
-    pub baseline: String,
-    /// "running", "passed", "failed" or "aborted".
-    pub outcome: &'static str,
-    /// The target's share of new clients now, in percent.
-    pub percent: u32,
-    /// Its steps, bake and checks.
-    pub policy: RolloutPolicy,
-    /// RFC 3339.
-    pub started_at: String,
-    /// RFC 3339, once it ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// The steps judged so far, in order.
-    pub steps: Vec<StepReport>,
-    /// Why it failed or was aborted: the check and the figures on both sides.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// With `wait_drained`: whether the baseline drained after the switch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drained: Option<bool>,
-    /// Milliseconds from the start to the end (to the rollback, for a failed one).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub took_ms: Option<u64>,
-    /// Held at its step by `POST /v1/rollout/pause` (a failing check still rolls it back).
-    pub paused: bool,
-    /// The step baking now, with its figures so far (verdict "baking"); refreshed at each
-    /// recheck, gone once the step is judged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baking: Option<StepReport>,
-}
-
-/// One step, judged.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepReport {
-    /// The target's share of new clients in the step.
-    pub percent: u32,
-    /// The mirror phase: the share of requests copied to the target (no client saw it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<u32>,
-    /// "pass" or "fail".
-    pub verdict: &'static str,
-    /// The check that failed: "error_rate", "error_ratio", "p95_latency", "p99_latency",
-    /// "min_requests".
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub check: Option<&'static str>,
-    /// The target's figures in the step.
-    pub target: Window,
-    /// The baseline's figures in the step.
-    pub baseline: Window,
-    /// How long the step ran before its verdict.
-    pub ran_ms: u64,
-}
-
-/// The rollout under way (with the way to abort it) and the history.
-#[derive(Debug, Default)]
-pub(crate) struct RolloutBook {
-    book: Mutex<Book>,
-}
-
-#[derive(Debug, Default)]
-struct Book {
-    current: Option<(RolloutReport, Arc<tokio::sync::Notify>)>,
-    history: VecDeque<RolloutReport>,
-    next_id: u64,
-    hold: Option<FleetLease>,
-}
-
-/// A fleet rollout's lease on this instance (`POST /v1/rollout/hold`; "lease" in the code, so
-/// as not to be taken for a pause's held requests): its coordinator renews it while the fleet is split;
-/// if the coordinator goes silent past `deadline`, this instance goes back to `baseline` by
-/// itself, so a coordinator that died never leaves the fleet split.
-#[derive(Debug)]
-struct FleetLease {
-    id: u64,
-    baseline: String,
-    deadline: Instant,
-    started_at: String,
-}
-
-/// The answer to a hold.
-#[derive(Debug, Clone, Serialize)]
-pub struct LeaseReport {
-    /// The pool the instance goes back to if the lease runs out.
-    pub baseline: String,
-    /// When it runs out unless renewed.
-    pub expires_in_ms: u64,
-}
-
-impl RolloutBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        // Only this module writes it, and never panics holding it.
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn update(&self, f: impl FnOnce(&mut RolloutReport)) {
-        if let Some((report, _)) = self.lock().current.as_mut() {
-            f(report);
-        }
-    }
-
-    fn paused(&self) -> bool {
-        self.lock().current.as_ref().is_some_and(|(r, _)| r.paused)
-    }
-
-    fn finish(&self, report: RolloutReport) {
-        let mut book = self.lock();
-        book.current = None;
-        book.history.push_front(report);
-        book.history.truncate(HISTORY);
-    }
-}
-
-/// Runs a rollout's `check_cmd` once a step's own checks passed: `Ok` lets the step pass,
-/// `Err` says why not. The binary gives one (`sh -c`, with the step in its environment);
-/// turnout-core starts no process of its own.
-pub trait StepCheck: Send + Sync + std::fmt::Debug + 'static {
-    /// Runs `cmd` for a step of `percent` on `target` (from `baseline`).
-    fn check(
-        &self,
-        cmd: &str,
-        target: &str,
-        baseline: &str,
-        percent: u32,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-}
 
 /// The marker a rollout under way leaves beside the state file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -481,7 +331,10 @@ impl Rollouts {
 
     /// Every pool's counters now, for a fleet rollout's coordinator (which adds them up over
     /// the instances and judges the sum).
-    pub fn samples(&self, pools: &[&str]) -> Result<Vec<(String, super::Sample)>, CoreError> {
+    pub fn samples(
+        &self,
+        pools: &[&str],
+    ) -> Result<Vec<(String, crate::rollout::Sample)>, CoreError> {
         let snapshot = self.control.router().snapshot();
         pools
             .iter()
@@ -566,7 +419,7 @@ impl Rollouts {
             return Ok(());
         };
         let bytes = serde_json::to_vec_pretty(marker).expect("a marker serializes");
-        let file = crate::StateFile::new(path.clone());
+        let file = crate::state::StateFile::new(path.clone());
         tokio::task::spawn_blocking(move || file.write(&bytes))
             .await
             .expect("the marker writer does not panic")
@@ -685,7 +538,7 @@ impl Rollouts {
             };
             let command = if mirrored {
                 Command::Mirror {
-                    to: Some(crate::MirrorSpec {
+                    to: Some(crate::command::MirrorSpec {
                         to: req.to.clone(),
                         percent: policy.mirror_percent,
                         methods: policy.mirror_methods.clone(),
@@ -880,7 +733,8 @@ mod tests {
     use turnout_config::Config;
 
     use super::*;
-    use crate::{Router, RoutingSnapshot};
+    use crate::snapshot::Router;
+    use crate::snapshot::RoutingSnapshot;
 
     fn control() -> Control {
         let config = Config::parse(
