@@ -223,15 +223,20 @@ pub fn read_files(config: &Config) -> Result<Files, StartError> {
 /// HTTPS port with `[tls]`.
 #[derive(Debug)]
 pub struct Listeners {
+    /// `[server] listen`: the load balancer's port.
     pub proxy: TcpListener,
+    /// `[server] admin`.
     pub admin: TcpListener,
+    /// `[tls] listen`, with `[tls]`.
     pub tls: Option<TcpListener>,
 }
 
 /// The addresses turnout listens on.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
+    /// The proxy's.
     pub proxy: SocketAddr,
+    /// The admin API's.
     pub admin: SocketAddr,
     /// The HTTPS listener, with `[tls]`.
     pub tls: Option<SocketAddr>,
@@ -261,6 +266,7 @@ impl Listeners {
         })
     }
 
+    /// The addresses bound (the port chosen, for port 0).
     pub fn bound(&self) -> Bound {
         let addr = |l: &TcpListener| l.local_addr().expect("a bound socket has an address");
         Bound {

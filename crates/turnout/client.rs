@@ -12,6 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     /// The admin API's base URL.
@@ -22,6 +25,7 @@ pub struct AdminArgs {
     pub token: Option<String>,
 }
 
+/// `turnout status`: the routing, the pools and the process, or the raw JSON with `json`.
 pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
     finish(call(args, Method::GET, "/v1/status", None), |v| {
         if json {
@@ -32,6 +36,9 @@ pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
     })
 }
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Args)]
 pub struct SwitchArgs {
     /// Switch even if the target pool fails its health probe.
@@ -264,6 +271,7 @@ pub fn split(args: &AdminArgs, weights: &[(String, i64)], force: bool) -> ExitCo
 }
 
 /// `on` or `off`.
+#[allow(missing_docs)] // as above: a doc comment on a value is its help
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
     On,
@@ -307,6 +315,9 @@ pub fn resume(args: &AdminArgs) -> ExitCode {
     })
 }
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Subcommand)]
 pub enum PoolCommand {
     /// Replace NAME's servers (HOST:PORT, optionally `HOST:PORT weight=N`, or https://HOST:PORT);
@@ -448,8 +459,11 @@ pub fn gates_text(v: &Value) -> String {
 /// How an admin call ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
+    /// 2xx, with its JSON.
     Ok(Value),
+    /// The API refused: its status and its error.
     Refused(StatusCode, String),
+    /// No answer: why (connection refused, timeout).
     Unreachable(String),
 }
 
@@ -541,8 +555,10 @@ fn warn_token_unused(base: &str) {
 /// How long one admin call may take before it counts as unreachable.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The HTTP client of the admin calls.
 pub type AdminClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
+/// A client for [`request`].
 pub fn admin_client() -> AdminClient {
     Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
 }
@@ -638,6 +654,7 @@ pub async fn request(
     }
 }
 
+/// One line of a routing answer: the active pool, the previous one, the generation, the split.
 pub fn summary(v: &Value) -> String {
     let mut line = format!(
         "active: {} (previous: {}), generation {}",

@@ -33,6 +33,7 @@ servers = ["127.0.0.1:4000"]
 active = "blue"
 "#;
 
+/// `turnout demo`.
 pub fn run() -> ExitCode {
     let config =
         Config::parse(DEMO_CONFIG, Path::new("<demo>")).expect("the built-in demo config is valid");

@@ -38,6 +38,7 @@ impl Inherited {
         }
     }
 
+    /// The sockets systemd passed (`LISTEN_FDS`), if any.
     pub fn from_env() -> Result<Inherited, String> {
         let mut fds = listenfd::ListenFd::from_env();
         let mut sockets = Vec::new();

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! turnout as a library: [`run`] serves a config on listeners the caller bound until a
 //! shutdown future completes (mini-redis's `server::run` shape), so tests start the whole of
 //! turnout in-process; and the commands of the `turnout` binary (serving, the admin client,

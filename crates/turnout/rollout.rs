@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 
 use crate::client::{self, AdminArgs, Outcome};
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Args)]
 pub struct RolloutArgs {
     /// The pool to roll out, e.g. green (not with --abort, --pause or --resume).
@@ -151,6 +154,7 @@ impl PolicyArgs {
 /// How often a followed rollout is asked about.
 const POLL: Duration = Duration::from_millis(500);
 
+/// `turnout rollout`: starts a guarded rollout and follows it to its end.
 pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

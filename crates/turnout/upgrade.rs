@@ -318,10 +318,12 @@ impl Handover {
         self.handed.clone()
     }
 
+    /// The pid of the process it handed over to, once it did.
     pub fn successor(&self) -> Option<u32> {
         self.successor.get().copied()
     }
 
+    /// The hand-over socket's path.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
@@ -736,10 +738,13 @@ impl turnout_admin::Upgrader for UpgradeHandle {
 #[derive(Debug)]
 pub struct Takeover {
     channel: Option<Channel>,
+    /// The process taken over from.
     pub from_pid: u32,
+    /// This process's generation (its predecessor's plus one).
     pub generation: u64,
     /// The TCP listeners handed over: the key each served, its address.
     pub listeners: Vec<(String, SocketAddr, std::net::TcpListener)>,
+    /// The hand-over socket itself, for this process's own later upgrades.
     pub unix: Option<std::os::unix::net::UnixListener>,
     /// `POOL SERVER` of the servers the old process found down.
     down: Vec<String>,

@@ -19,6 +19,9 @@ use crate::client::{admin_client, request, summary, AdminClient, Outcome};
 
 mod rollout;
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Args)]
 pub struct FleetArgs {
     /// An instance's admin API base URL, e.g. http://10.0.1.5:9901 (repeat for each).
@@ -35,6 +38,9 @@ pub struct FleetArgs {
     timeout: Duration,
 }
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Args)]
 pub struct PhaseArgs {
     /// How long each instance holds its prepared switch waiting for the commit.
@@ -46,6 +52,9 @@ pub struct PhaseArgs {
     pause_before_commit: Option<Duration>,
 }
 
+// clap turns doc comments into the command line's help: these are documented by their help
+// text (`turnout help ...`), and a doc comment added here would change it.
+#[allow(missing_docs)]
 #[derive(Debug, clap::Subcommand)]
 pub enum FleetCommand {
     /// Switch every instance to POOL, or none.
@@ -130,6 +139,7 @@ pub enum FleetCommand {
     },
 }
 
+/// `turnout fleet ...`.
 pub fn run(command: FleetCommand) -> ExitCode {
     let _ = crate::client::AGENT.set("turnout-fleet");
     let runtime = tokio::runtime::Builder::new_current_thread()
