@@ -2,11 +2,14 @@
 //! runtime (see `inprocess/harness.rs`), real sockets on 127.0.0.1, and paused time where a
 //! rule is about time: a 40-second wait is tested in milliseconds, exactly, with no sleep.
 //!
+//! - `bodies`: a request body that stops, a response body that stalls, one that flows.
 //! - `serving`: start, forward, switch, and the drain `run` reports at shutdown.
 //! - `switching`: the CLI's switch call against waits longer than its own admin timeout.
 //! - `timers`: the client idle timeout, the upstream idle timer, `hold_when_unavailable`, the
 //!   passive ejections and their backoff.
 
+#[path = "inprocess/bodies.rs"]
+mod bodies;
 #[path = "inprocess/harness.rs"]
 mod harness;
 #[path = "inprocess/serving.rs"]
