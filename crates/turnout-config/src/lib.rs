@@ -237,27 +237,7 @@ impl file::FileConfig {
             pause,
             error_pages,
             server,
-            upstream: Upstream {
-                connect_timeout: upstream
-                    .connect_timeout
-                    .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
-                response_timeout: upstream
-                    .response_timeout
-                    .map_or(defaults::RESPONSE_TIMEOUT, |d| d.0),
-                idle_timeout: upstream
-                    .idle_timeout
-                    .map_or(defaults::IDLE_TIMEOUT, |d| d.0),
-                max_idle_per_server: upstream
-                    .max_idle_per_server
-                    .unwrap_or(defaults::MAX_IDLE_PER_SERVER),
-                body_timeout: upstream
-                    .body_timeout
-                    .map_or(defaults::UPSTREAM_BODY_TIMEOUT, |d| d.0),
-                hold_when_unavailable: upstream
-                    .hold_when_unavailable
-                    .map(|d| d.0)
-                    .filter(|d| !d.is_zero()),
-            },
+            upstream: upstream.resolve(),
             state: State { file: state_file },
             pools,
             pool_balance,

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use crate::defaults;
+use crate::file::FileUpstream;
+
 /// `[upstream]`: how turnout talks to the app servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -19,4 +22,30 @@ pub struct Upstream {
     /// A request whose pool has no server able to take it (an app restarting) waits up to this
     /// long for one instead of an immediate 503/502; `None`: no wait.
     pub hold_when_unavailable: Option<Duration>,
+}
+
+impl FileUpstream {
+    /// `[upstream]` over the defaults. Its durations are bounded where they are read
+    /// (`HumanDuration`); a `hold_when_unavailable` of zero means no wait.
+    pub(crate) fn resolve(self) -> Upstream {
+        Upstream {
+            connect_timeout: self
+                .connect_timeout
+                .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
+            response_timeout: self
+                .response_timeout
+                .map_or(defaults::RESPONSE_TIMEOUT, |d| d.0),
+            idle_timeout: self.idle_timeout.map_or(defaults::IDLE_TIMEOUT, |d| d.0),
+            max_idle_per_server: self
+                .max_idle_per_server
+                .unwrap_or(defaults::MAX_IDLE_PER_SERVER),
+            body_timeout: self
+                .body_timeout
+                .map_or(defaults::UPSTREAM_BODY_TIMEOUT, |d| d.0),
+            hold_when_unavailable: self
+                .hold_when_unavailable
+                .map(|d| d.0)
+                .filter(|d| !d.is_zero()),
+        }
+    }
 }
