@@ -5,7 +5,6 @@
 //! test's, jumps forward whenever all of them wait, and the sockets stay real.
 
 use std::path::Path;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -92,15 +91,12 @@ impl Running {
 
     /// Waits until every server of `pool` shows healthy (at most 10 s of this runtime's time).
     pub async fn wait_healthy(&self, pool: &str) {
-        for _ in 0..200 {
+        turnout_testkit::eventually(10, &format!("{pool} healthy"), || async {
             let status = self.status().await;
             let servers = status["pools"][pool]["servers"].as_array().cloned();
-            if servers.is_some_and(|s| s.iter().all(|s| s["healthy"] == true)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{pool} never turned healthy");
+            servers.is_some_and(|s| s.iter().all(|s| s["healthy"] == true))
+        })
+        .await;
     }
 
     /// Shuts down (as a signal would) and waits for the drain's report.
