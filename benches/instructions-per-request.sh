@@ -22,6 +22,16 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ $# -gt 0 ] || { echo "usage: $0 [--runs R] [--requests N1,N2] BIN [BIN...]" >&2; exit 64; }
+case "$runs$n1$n2" in
+*[!0-9]*) echo "$0: --runs and --requests take whole numbers (--requests N1,N2)" >&2; exit 64 ;;
+esac
+if [ "$runs" -lt 1 ] || [ "$n2" -le "$n1" ]; then
+    echo "$0: needs --runs 1 or more and N2 > N1" >&2
+    exit 64
+fi
+for bin in "$@"; do
+    [ -x "$bin" ] || { echo "$0: $bin is not an executable turnout" >&2; exit 66; }
+done
 for tool in valgrind nginx curl python3; do
     command -v "$tool" >/dev/null || { echo "$0: needs $tool" >&2; exit 69; }
 done
