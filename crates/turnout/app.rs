@@ -289,7 +289,13 @@ pub async fn run(
     let files = read_files(&config)?;
     let turnout = Turnout::build(config, loaded, files, listeners.bound())?;
     turnout.recover().await;
-    turnout.serve(listeners, Process::default(), shutdown).await
+    let member =
+        crate::member::start(&turnout.config, &turnout.control, listeners.bound().admin).await?;
+    let process = Process {
+        member,
+        ..Process::default()
+    };
+    turnout.serve(listeners, process, shutdown).await
 }
 
 /// What only a process serving for real brings to [`Turnout::serve`].
@@ -302,6 +308,8 @@ struct Process {
     /// SIGHUP and SIGUSR2 answered, a second SIGTERM cuts the shutdown delay short, systemd
     /// told of readiness, the instance's name and addresses set for the status.
     signals: bool,
+    /// The fleet member, with `[fleet]`: it leaves the fleet's roster when draining starts.
+    member: Option<crate::member::Running>,
 }
 
 /// `turnout serve`: the steps, with sockets from systemd or the turnout taken over from, the
@@ -408,10 +416,13 @@ async fn serve_steps(
         }
         None => None,
     };
+    let member =
+        crate::member::start(&turnout.config, &turnout.control, listeners.bound().admin).await?;
     let process = Process {
         handover,
         takeover: takeover.take(),
         signals: true,
+        member,
     };
     turnout.serve(listeners, process, signal).await
 }
@@ -575,6 +586,7 @@ impl Turnout {
             let handed = handed.clone();
             let handover = handover.clone();
             let second_signal = process.signals;
+            let member = process.member.take();
             async move {
                 tokio::select! {
                     () = signal => {
@@ -591,6 +603,10 @@ impl Turnout {
                 }
                 crate::upgrade::notify_stopping();
                 plane.start_draining();
+                // Out of the fleet's roster first: no coordinator waits for this one any more.
+                if let Some(m) = member {
+                    m.leave().await;
+                }
                 tracing::info!(
                     ?delay,
                     "shutting down: the health path answers 503; the listener closes after the delay"

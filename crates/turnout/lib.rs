@@ -12,9 +12,18 @@ pub mod exit;
 pub mod fleet;
 pub mod inherit;
 pub mod logbuf;
+pub mod member;
 pub mod rollout;
 pub mod signals;
 pub mod upgrade;
 
 pub use app::{run, Bound, Listeners};
 pub use exit::StartError;
+
+/// This machine's host name (the default `[fleet] instance`).
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}

@@ -134,3 +134,8 @@ pub const PAUSE_MAX_HOLD: Duration = Duration::from_secs(30);
 pub const PAUSE_MAX_REQUESTS: usize = 10_000;
 /// The most bytes of held requests' heads a pause keeps; past it the oldest gets 503.
 pub const PAUSE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `[fleet] lease_ttl`: a member that stops renewing leaves the fleet's roster after this.
+pub const FLEET_LEASE_TTL: Duration = Duration::from_secs(5);
+/// `[fleet] join_timeout`: how long a start waits to join its fleet before serving anyway.
+pub const FLEET_JOIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub maintenance: Option<FileMaintenance>,
     pub pause: Option<FilePause>,
     pub errors: Option<FileErrors>,
+    /// `[fleet]`: the fleet's desired state in etcd.
+    pub fleet: Option<crate::fleet::FileFleet>,
 }
 
 /// `[maintenance]`: what passes while maintenance mode is on, and what others are told.

@@ -11,6 +11,7 @@ pub mod defaults;
 mod duration;
 mod error;
 mod errors;
+pub mod fleet;
 // The raw serde form of the TOML: each field is the key of the same name, documented in
 // config/turnout.toml (which tests.rs parses, so the two cannot drift apart unnoticed).
 #[allow(missing_docs)]
@@ -98,6 +99,8 @@ pub struct Config {
     pub maintenance: MaintenancePolicy,
     /// `[pause]`.
     pub pause: PausePolicy,
+    /// `[fleet]`: the fleet whose desired routing this instance follows, from etcd.
+    pub fleet: Option<fleet::Fleet>,
     /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
     pub error_pages: ErrorPages,
 }
@@ -231,8 +234,13 @@ impl file::FileConfig {
         let maintenance = resolve_maintenance(self.maintenance.unwrap_or_default(), text, path)?;
         let pause = resolve_pause(self.pause.unwrap_or_default(), text, path)?;
         let error_pages = resolve_errors(self.errors.unwrap_or_default(), text, path)?;
+        let fleet = self
+            .fleet
+            .map(|f| fleet::resolve_fleet(f, text, path))
+            .transpose()?;
 
         Ok(Config {
+            fleet,
             maintenance,
             pause,
             error_pages,

@@ -579,3 +579,71 @@ fn skew_protection_needs_asset_prefixes() {
     ));
     assert!(e.contains("routing.skew_prefixes"), "{e}");
 }
+
+#[test]
+fn fleet_section_defaults_and_values() {
+    assert!(parse(MINIMAL).expect("valid").fleet.is_none());
+    let c = parse(&format!(
+        "{MINIMAL}\n[fleet]\nname = \"shop\"\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\n"
+    ))
+    .expect("valid");
+    let f = c.fleet.expect("[fleet]");
+    assert_eq!(f.name, "shop");
+    assert_eq!(f.instance, None);
+    assert_eq!(f.etcd.len(), 2);
+    assert_eq!(f.lease_ttl, defaults::FLEET_LEASE_TTL);
+    assert_eq!(f.join_timeout, defaults::FLEET_JOIN_TIMEOUT);
+    let c = parse(&format!(
+        "{MINIMAL}\n[fleet]\nname = \"shop\"\ninstance = \"web-1\"\netcd = [\"https://etcd:2379\"]\nlease_ttl = \"3s\"\n[fleet.tls]\nca = \"/etc/ca.pem\"\ncert = \"/etc/c.pem\"\nkey = \"/etc/k.pem\"\n"
+    ))
+    .expect("valid");
+    let f = c.fleet.expect("[fleet]");
+    assert_eq!(f.instance.as_deref(), Some("web-1"));
+    assert_eq!(f.lease_ttl, Duration::from_secs(3));
+    let tls = f.tls.expect("[fleet.tls]");
+    assert!(tls.identity.is_some());
+}
+
+#[test]
+fn fleet_section_misuse_names_the_key_and_line() {
+    let with = |body: &str| err(&format!("{MINIMAL}\n[fleet]\n{body}"));
+    let e = with("name = \"../etc\"\netcd = [\"http://127.0.0.1:2379\"]\n");
+    assert!(e.contains("fleet.name") && e.contains("../etc"), "{e}");
+    assert!(e.contains("line 16"), "{e}");
+    let e = with(&format!(
+        "name = \"{}\"\netcd = [\"http://127.0.0.1:2379\"]\n",
+        "a".repeat(65)
+    ));
+    assert!(e.contains("fleet.name"), "{e}");
+    let e = with("name = \"shop\"\ninstance = \"a/b\"\netcd = [\"http://127.0.0.1:2379\"]\n");
+    assert!(e.contains("fleet.instance"), "{e}");
+    let e = with("name = \"shop\"\netcd = []\n");
+    assert!(
+        e.contains("fleet.etcd") && e.contains("at least one"),
+        "{e}"
+    );
+    let e = with("name = \"shop\"\netcd = [\"127.0.0.1:2379\"]\n");
+    assert!(
+        e.contains("fleet.etcd") && e.contains("http://HOST:PORT"),
+        "{e}"
+    );
+    let e = with("name = \"shop\"\netcd = [\"https://127.0.0.1:2379\"]\n");
+    assert!(e.contains("needs [fleet.tls]"), "{e}");
+    let e = with("name = \"shop\"\netcd = [\"http://127.0.0.1:2379/v3?x\"]\n");
+    assert!(e.contains("fleet.etcd"), "{e}");
+    let e = with("name = \"shop\"\netcd = [\"http://127.0.0.1:2379\"]\nlease_ttl = \"1s\"\n");
+    assert!(
+        e.contains("fleet.lease_ttl") && e.contains("at least 2s"),
+        "{e}"
+    );
+    let e = with("name = \"shop\"\netcd = [\"http://127.0.0.1:2379\"]\nlease_ttl = \"2500ms\"\n");
+    assert!(e.contains("whole seconds"), "{e}");
+    let e = with("name = \"shop\"\netcd = [\"http://127.0.0.1:2379\"]\npassword = \"x\"\n");
+    assert!(e.contains("password"), "{e}");
+    let e = with(
+        "name = \"shop\"\netcd = [\"https://e:2379\"]\n[fleet.tls]\nca = \"/ca\"\ncert = \"/c\"\n",
+    );
+    assert!(e.contains("fleet.tls.cert") && e.contains("both"), "{e}");
+    let e = with("etcd = [\"http://127.0.0.1:2379\"]\n");
+    assert!(e.contains("name"), "{e}");
+}

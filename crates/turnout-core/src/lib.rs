@@ -23,6 +23,8 @@
 //!   and the book of rollouts (`rollout::book`); [`rollouts`]: the steps run through `Control` by
 //!   [`Rollouts`], which owns the marker file and is given the [`StepCheck`] that runs a step's
 //!   `check_cmd`.
+//! - [`fleet`]: what this instance knows of the fleet it follows: the health path's hold while
+//!   it has not joined or is behind, and the generations applied and seen.
 //! - [`handles`]: what `Control` administers beside the routing: the cache and the certificates.
 //!
 //! No hyper, no sockets and no processes here: the data plane and the admin API both see only
@@ -33,6 +35,7 @@ pub mod control;
 pub mod decide;
 mod error;
 pub mod events;
+pub mod fleet;
 pub mod handles;
 pub mod health;
 pub mod metrics;

@@ -476,6 +476,7 @@ pub(crate) fn unknown_pool(pools: &BTreeMap<PoolName, Arc<Pool>>, name: &str) ->
 pub struct Router {
     current: Arc<ArcSwap<RoutingSnapshot>>,
     changed: Arc<tokio::sync::watch::Sender<()>>,
+    fleet: Arc<crate::fleet::FleetView>,
 }
 
 impl Router {
@@ -502,7 +503,13 @@ impl Router {
         Router {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             changed: Arc::new(tokio::sync::watch::Sender::new(())),
+            fleet: Arc::default(),
         }
+    }
+
+    /// What this instance knows of its fleet (`[fleet]`): the health path's hold, generations.
+    pub fn fleet(&self) -> &crate::fleet::FleetView {
+        &self.fleet
     }
 
     /// The pool a new request goes to. One snapshot load and one reference-count increment;

@@ -57,6 +57,11 @@ impl Proxy {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
+        } else if let Some(reason) = self.router.fleet().hold() {
+            // Not joined to the fleet yet, or behind it: the load balancer drains this one.
+            let mut resp = text_response(StatusCode::SERVICE_UNAVAILABLE, "");
+            *resp.body_mut() = ProxyBody::bytes(bytes::Bytes::from(format!("{reason}\n")));
+            resp
         } else if self.env.maintenance.health_fails && self.router.load().maintenance.is_some() {
             text_response(StatusCode::SERVICE_UNAVAILABLE, "down for maintenance\n")
         } else if self.settings.server.health_reflects_pool && self.router.active().available() == 0

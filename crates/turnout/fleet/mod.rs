@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::client::{admin_client, request, summary, AdminClient, Outcome};
 
 mod rollout;
+pub mod store;
 
 // clap turns doc comments into the command line's help: these are documented by their help
 // text (`turnout help ...`), and a doc comment added here would change it.
@@ -36,6 +37,19 @@ pub struct FleetArgs {
     /// How long each admin call may take before its instance counts as failed.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// The fleet's etcd endpoint, e.g. http://10.0.0.5:2379 (repeat for each): the change goes
+    /// through the fleet's desired state in etcd, which every member follows.
+    #[arg(long = "etcd", value_name = "URL")]
+    etcd: Vec<String>,
+    /// The fleet's name in etcd ([fleet] name), with --etcd.
+    #[arg(long = "fleet", value_name = "NAME")]
+    fleet: Option<String>,
+    /// Reach the fleet as this turnout config's [fleet] section does (endpoints, TLS).
+    #[arg(long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// `status` through etcd: print the fleet as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 // clap turns doc comments into the command line's help: these are documented by their help
@@ -147,6 +161,12 @@ pub fn run(command: FleetCommand) -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     runtime.block_on(async {
+        if let Some(target) = command.fleet_args().store() {
+            return match target {
+                Ok(t) => store::run(command, t).await,
+                Err(e) => usage(&e),
+            };
+        }
         match command {
             FleetCommand::Switch { to, fleet, phase } => match Fleet::new(&fleet) {
                 Ok(f) => {
