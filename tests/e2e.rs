@@ -31,6 +31,8 @@ mod defects;
 mod deploy_kit;
 #[path = "e2e/fleet.rs"]
 mod fleet;
+#[path = "e2e/fleet_etcd.rs"]
+mod fleet_etcd;
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
 #[path = "e2e/guards.rs"]

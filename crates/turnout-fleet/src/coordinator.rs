@@ -158,7 +158,7 @@ async fn locked<S: FleetStore>(
                     "the fleet changed between the prepare and the commit".into(),
                 ));
             }
-            Err(e) => settle(store, &next, plan, e).await?,
+            Err(e) => settle(store, lease, &next, expect, plan, e).await?,
         };
         writes += 1;
         progress(&format!(
@@ -246,34 +246,40 @@ async fn acknowledgements<S: FleetStore>(
     Ok(acked)
 }
 
-/// The commit's answer was lost: read until the store answers, and tell whether it happened
-/// (the desired state is ours) or not (the prepare is gone without it); the commit's revision
-/// when it did.
+/// The commit's answer was lost (the store's leader died, the connection broke): read until
+/// the store answers, and tell whether it happened (the desired state is ours) or cannot
+/// any more (the prepare is gone without it); while the prepare is still there, commit
+/// again (the transaction's comparisons make a second attempt safe). The commit's revision
+/// when it happened.
 async fn settle<S: FleetStore>(
     store: &S,
+    lease: Lease,
     next: &Desired,
+    expect: Expect,
     plan: &Plan,
     error: FleetError,
 ) -> Result<i64, FleetError> {
     let deadline = Instant::now() + plan.ttl.max(Duration::from_secs(5));
+    let mut last = error.to_string();
     loop {
-        match store.read().await {
-            Ok(read) => {
-                return match read.desired {
-                    Some(d) if &d.value == next => Ok(d.revision),
-                    _ if read.prepare.is_none() => Err(FleetError::LockLost),
-                    _ => Err(FleetError::Unknown(format!(
-                        "the commit failed ({error}) and the prepare is still there"
-                    ))),
-                };
-            }
-            Err(e) if Instant::now() >= deadline => {
-                return Err(FleetError::Unknown(format!(
-                    "the commit failed ({error}), and the store has not answered since ({e})"
-                )))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        if Instant::now() >= deadline {
+            return Err(FleetError::Unknown(format!(
+                "the commit failed, and the store has not settled since: {last}"
+            )));
         }
+        match store.read().await {
+            Ok(read) => match read.desired {
+                Some(d) if &d.value == next => return Ok(d.revision),
+                _ if read.prepare.is_none() => return Err(FleetError::LockLost),
+                _ => match store.commit(lease, next, expect).await {
+                    Ok(Some(rev)) => return Ok(rev),
+                    Ok(None) => {}
+                    Err(e) => last = e.to_string(),
+                },
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

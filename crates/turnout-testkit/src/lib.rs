@@ -4,11 +4,13 @@
 //!   every answer, with slow, streaming, upload, download and header-echo endpoints.
 //! - [`process`]: runs the real `turnout` binary with a config, finds its ports in its log, and
 //!   keeps its log for failure messages.
+//! - [`etcd`]: a real etcd (one member or a cluster of three) on loopback, for the fleet.
 //! - [`client`]: small HTTP clients for tests (keep-alive pooled, admin JSON calls).
 //!
 //! Everything binds loopback only, and every wait is bounded.
 
 pub mod client;
+pub mod etcd;
 pub mod process;
 pub mod upstream;
 

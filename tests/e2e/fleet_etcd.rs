@@ -1,0 +1,594 @@
+//! The fleet's desired state in a real etcd (Debian's etcd-server): members follow it, a switch
+//! is every member or none, an instance started mid-switch comes up on the new colour, a dead
+//! coordinator changes nothing, a store that is down stops nothing, a member that missed a
+//! change fails its health path until it catches up, and a killed etcd leader is survived.
+
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use turnout_testkit::etcd::Etcd;
+use turnout_testkit::eventually;
+
+use crate::{BlueGreen, FAST_CHECKS};
+
+const HEALTH: &str = "/health-check";
+
+/// A member of fleet "shop" named `name`, reaching etcd at `endpoints` (a TOML array).
+async fn member(name: &str, endpoints: &str) -> BlueGreen {
+    BlueGreen::start_with(&format!(
+        "{FAST_CHECKS}\n[fleet]\nname = \"shop\"\ninstance = \"{name}\"\netcd = {endpoints}\nlease_ttl = \"2s\"\n"
+    ))
+    .await
+}
+
+async fn members(n: usize, etcd: &Etcd) -> Vec<BlueGreen> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(member(&format!("web-{i}"), &etcd.toml_endpoints()).await);
+    }
+    v
+}
+
+/// `turnout fleet ARGS... --etcd URL... --fleet shop`, as a command.
+fn command(any: &BlueGreen, etcd: &[String], args: &[&str]) -> std::process::Command {
+    let mut cmd = any.sandbox.command(&["fleet"]);
+    cmd.args(args);
+    for e in etcd {
+        cmd.arg("--etcd").arg(e);
+    }
+    cmd.args(["--fleet", "shop"]);
+    cmd
+}
+
+/// Runs it to its end, off the test's runtime: (exit code, stdout, stderr).
+async fn run(any: &BlueGreen, etcd: &[String], args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = command(any, etcd, args);
+    let out: Output = tokio::task::spawn_blocking(move || cmd.output().expect("run turnout fleet"))
+        .await
+        .expect("join");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `turnout fleet status --json`.
+async fn status(any: &BlueGreen, etcd: &[String]) -> Value {
+    let (_, stdout, stderr) = run(any, etcd, &["status", "--json"]).await;
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("status --json: {e}: {stdout}{stderr}"))
+}
+
+async fn bodies(fleet: &[BlueGreen]) -> Vec<String> {
+    let mut v = Vec::new();
+    for bg in fleet {
+        v.push(bg.body("/").await);
+    }
+    v
+}
+
+async fn health(bg: &BlueGreen) -> (u16, String) {
+    let a = turnout_testkit::client::get(
+        &turnout_testkit::client::http_client(),
+        &bg.turnout.url(HEALTH),
+    )
+    .await
+    .expect("the health path answers");
+    (a.status.as_u16(), a.body)
+}
+
+async fn start_etcd(n: usize) -> Etcd {
+    tokio::task::spawn_blocking(move || Etcd::cluster(n))
+        .await
+        .expect("etcd starts")
+}
+
+/// Waits until the fleet's status satisfies `check`.
+async fn until(any: &BlueGreen, etcd: &[String], what: &str, check: impl Fn(&Value) -> bool) {
+    eventually(20, what, || async { check(&status(any, etcd).await) }).await;
+}
+
+fn member_count(s: &Value) -> usize {
+    s["members"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_through_etcd_flips_every_member_and_a_new_instance_joins_on_the_fleets_colour() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(3, &etcd).await;
+    for bg in &fleet {
+        assert_eq!(
+            health(bg).await.0,
+            200,
+            "joined members pass the health path"
+        );
+    }
+    let s = status(&fleet[0], &eps).await;
+    assert_eq!(member_count(&s), 3, "{s}");
+    assert_eq!(
+        s["desired"]["generation"], 1,
+        "seeded by the first member: {s}"
+    );
+
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "green"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("generation 2 (switch to green) committed; 3/3 member(s) applied it"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("store writes"), "{stdout}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+    let s = status(&fleet[0], &eps).await;
+    let applied: Vec<&Value> = s["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| &m["applied"])
+        .collect();
+    assert_eq!(applied, [2, 2, 2], "{s}");
+
+    // Scale-out after the deploy: its own config says blue; it serves the fleet's green from
+    // its first answered request, and asks blue for nothing.
+    let late = member("web-late", &etcd.toml_endpoints()).await;
+    assert_eq!(late.body("/").await, "green\n");
+    assert_eq!(
+        late.blue.requests(),
+        0,
+        "the new instance sent nothing to blue"
+    );
+    assert_eq!(health(&late).await.0, 200);
+    until(&fleet[0], &eps, "four members", |s| member_count(s) == 4).await;
+
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["rollback"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("4/4 member(s)"), "{stdout}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+    assert_eq!(late.body("/").await, "blue\n");
+
+    // The other changes: maintenance, pause and resume, a split.
+    let (code, stdout, stderr) = run(
+        &fleet[0],
+        &eps,
+        &["maintenance", "on", "--message", "back at 5"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let a = turnout_testkit::client::get(
+        &turnout_testkit::client::http_client(),
+        &fleet[1].turnout.url("/"),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(a.status, 503);
+    assert!(a.body.contains("back at 5"), "{}", a.body);
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["maintenance", "off"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(fleet[1].body("/").await, "blue\n");
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["split", "blue=50", "green=50"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let st = fleet[2].status().await;
+    assert_eq!(st["weights"]["green"], 50, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_during_a_switch_comes_up_on_the_new_colour() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(2, &etcd).await;
+    let coordinator = command(
+        &fleet[0],
+        &eps,
+        &["switch", "--to", "green", "--pause-before-commit", "3s"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("run the coordinator");
+    until(&fleet[0], &eps, "the prepare acknowledged by both", |s| {
+        s["prepare"]["next"]["generation"] == 2
+            && s["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["prepared"] == 2))
+    })
+    .await;
+    // Launched mid-switch (an autoscaler's scale-out): it waits for the outcome to serve.
+    let late = member("web-late", &etcd.toml_endpoints()).await;
+    assert_eq!(late.body("/").await, "green\n", "{}", late.turnout.logs());
+    assert_eq!(late.blue.requests(), 0, "nothing went to the old colour");
+    let out = tokio::task::spawn_blocking(move || coordinator.wait_with_output().expect("wait"))
+        .await
+        .expect("join");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(bodies(&fleet).await, ["green\n"; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_between_prepare_and_commit_changes_nothing() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(3, &etcd).await;
+    let mut coordinator = command(
+        &fleet[0],
+        &eps,
+        &[
+            "switch",
+            "--to",
+            "green",
+            "--pause-before-commit",
+            "60s",
+            "--ttl",
+            "2s",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("run the coordinator");
+    until(&fleet[0], &eps, "every member acknowledged", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["prepared"] == 2))
+    })
+    .await;
+    coordinator.kill().expect("SIGKILL the coordinator");
+    coordinator.wait().expect("reaped");
+    // Its lease ends within its 2 s: the prepare and the lock go, members drop what they held.
+    until(&fleet[0], &eps, "the prepare and the lock gone", |s| {
+        s["prepare"].is_null() && s["lock"].is_null()
+    })
+    .await;
+    until(&fleet[0], &eps, "members dropped the prepare", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["prepared"].is_null()))
+    })
+    .await;
+    let s = status(&fleet[0], &eps).await;
+    assert_eq!(s["desired"]["generation"], 1, "nothing changed: {s}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 3]);
+    for bg in &fleet {
+        assert!(
+            bg.status().await["prepared"].is_null(),
+            "no switch left prepared"
+        );
+    }
+    // And the next switch works.
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "green"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_instances_keep_serving_commands_fail_clearly_and_nothing_is_lost() {
+    let mut etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(2, &etcd).await;
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "green"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    etcd.kill(0);
+    // Past the members' 2 s lease: they know the store is gone, and serve on, healthy.
+    for _ in 0..6 {
+        for bg in &fleet {
+            assert_eq!(bg.body("/").await, "green\n");
+            assert_eq!(
+                health(bg).await.0,
+                200,
+                "a store down for everyone fails nobody closed"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, stdout, stderr) = run(
+        &fleet[0],
+        &eps,
+        &["switch", "--to", "blue", "--timeout", "1s"],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach etcd at {}", eps[0])),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&fleet[0], &eps, &["status", "--timeout", "1s"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach etcd"), "{stderr}");
+
+    let restarted = tokio::task::spawn_blocking(move || {
+        etcd.restart(0);
+        etcd.wait_healthy();
+        etcd
+    })
+    .await
+    .expect("etcd restarts");
+    until(&fleet[0], &eps, "both members back", |s| {
+        member_count(s) == 2 && s["desired"]["generation"] == 2
+    })
+    .await;
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "blue"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["blue\n"; 2]);
+    drop(restarted);
+}
+
+/// A TCP relay to `target` that the test can cut (every connection closed, new ones refused)
+/// and restore: a network partition between one member and etcd.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cut);
+        let task = tokio::spawn(async move {
+            let target = target.trim_start_matches("http://").to_string();
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let flag = Arc::clone(&flag);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+                    let watch = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut, task }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_a_change_fails_its_health_path_until_it_catches_up() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(2, &etcd).await;
+    let relay = Relay::start(eps[0].clone()).await;
+    let cut_off = member("web-cut", &format!("[\"http://{}\"]", relay.addr)).await;
+    until(&fleet[0], &eps, "three members", |s| member_count(s) == 3).await;
+
+    // The partition: its lease runs out, the fleet no longer waits for it.
+    relay.cut.store(true, Ordering::SeqCst);
+    until(
+        &fleet[0],
+        &eps,
+        "the cut-off member dropped from the roster",
+        |s| member_count(s) == 2,
+    )
+    .await;
+    // And green cannot serve there, so it will not be able to catch up at once.
+    cut_off.green.set_healthy(false);
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "green"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 2]);
+    // It cannot know it is behind yet: it serves its last state, healthy.
+    assert_eq!(health(&cut_off).await.0, 200);
+    assert_eq!(cut_off.body("/").await, "blue\n");
+
+    // Back in touch: it learns of generation 2, cannot apply it, and says so where the load
+    // balancer looks.
+    relay.cut.store(false, Ordering::SeqCst);
+    eventually(20, "the behind member fails its health path", || async {
+        health(&cut_off).await.0 == 503
+    })
+    .await;
+    let (_, text) = health(&cut_off).await;
+    assert!(text.contains("behind fleet shop: generation 2"), "{text}");
+    until(&fleet[0], &eps, "the status shows it behind", |s| {
+        s["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["instance"] == "web-cut" && m["behind"].is_string() && m["lag"] == 1)
+        })
+    })
+    .await;
+    let (code, stdout, _) = run(&fleet[0], &eps, &["status"]).await;
+    assert_eq!(code, Some(1), "a member behind: exit 1\n{stdout}");
+    assert!(
+        stdout.contains("web-cut") && stdout.contains("behind:"),
+        "{stdout}"
+    );
+
+    // Green comes good there: it catches up by itself, and passes again.
+    cut_off.green.set_healthy(true);
+    eventually(20, "caught up", || async {
+        health(&cut_off).await.0 == 200
+    })
+    .await;
+    assert_eq!(cut_off.body("/").await, "green\n");
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["status"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_survives_the_etcd_leader_killed_between_prepare_and_commit() {
+    let mut etcd = start_etcd(3).await;
+    let eps = etcd.endpoints();
+    let fleet = members(2, &etcd).await;
+    let coordinator = command(
+        &fleet[0],
+        &eps,
+        &[
+            "switch",
+            "--to",
+            "green",
+            "--pause-before-commit",
+            "2s",
+            "--timeout",
+            "10s",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("run the coordinator");
+    until(&fleet[0], &eps, "both acknowledged", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["prepared"] == 2))
+    })
+    .await;
+    let killed = etcd.leader().expect("a leader");
+    etcd.kill(killed);
+    let out = tokio::task::spawn_blocking(move || coordinator.wait_with_output().expect("wait"))
+        .await
+        .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("2/2 member(s) applied"), "{stdout}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 2]);
+    let alive: Vec<String> = (0..3)
+        .filter(|i| *i != killed)
+        .map(|i| etcd.endpoint(i))
+        .collect();
+    let s = status(&fleet[0], &alive).await;
+    assert_eq!(s["desired"]["generation"], 2, "{s}");
+    assert_eq!(member_count(&s), 2, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_arguments_and_records_that_are_wrong_are_named() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(1, &etcd).await;
+    let any = &fleet[0];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["switch", "--to", "green", "--etcd", "http://127.0.0.1:1"],
+            "--etcd needs --fleet",
+        ),
+        (
+            &[
+                "switch",
+                "--to",
+                "green",
+                "--fleet",
+                "../x",
+                "--etcd",
+                "http://127.0.0.1:1",
+            ],
+            "invalid --fleet",
+        ),
+        (
+            &[
+                "switch",
+                "--to",
+                "green",
+                "--fleet",
+                "shop",
+                "--etcd",
+                "127.0.0.1:1",
+            ],
+            "invalid --etcd",
+        ),
+        (
+            &[
+                "switch",
+                "--to",
+                "green",
+                "--fleet",
+                "shop",
+                "--etcd",
+                "http://127.0.0.1:1",
+                "--instance",
+                "http://127.0.0.1:2",
+            ],
+            "two ways",
+        ),
+        (
+            &[
+                "rollout",
+                "--to",
+                "green",
+                "--fleet",
+                "shop",
+                "--etcd",
+                "http://127.0.0.1:1",
+            ],
+            "not built yet",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut cmd = any.sandbox.command(&["fleet"]);
+        cmd.args(args);
+        let out = cmd.output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    // A pool the fleet does not have, a rollback with nothing to go back to.
+    let (code, _, stderr) = run(any, &eps, &["switch", "--to", "purple"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no pool named \"purple\""), "{stderr}");
+    let (code, _, stderr) = run(any, &eps, &["rollback"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("nothing to roll back"), "{stderr}");
+    // A fleet nobody seeded.
+    let mut cmd = any.sandbox.command(&[
+        "fleet", "switch", "--to", "green", "--fleet", "nobody", "--etcd", &eps[0],
+    ]);
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no desired state in etcd yet"));
+
+    // A desired state that turnout did not write: the member keeps serving, the status names
+    // the key, and a coordinator refuses to build on it.
+    let put = std::process::Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &eps[0],
+            "put",
+            "/turnout/fleets/shop/desired",
+            "{\"generation\": \"lots\"}",
+        ])
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let (code, _, stderr) = run(any, &eps, &["status"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/turnout/fleets/shop/desired"), "{stderr}");
+    let (code, _, stderr) = run(any, &eps, &["switch", "--to", "green"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not one turnout wrote"), "{stderr}");
+    assert_eq!(any.body("/").await, "blue\n");
+    assert_eq!(health(any).await.0, 200);
+}
