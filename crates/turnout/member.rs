@@ -65,7 +65,10 @@ pub async fn start(
     let (joined_tx, joined_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // Held from here, before anything serves: the member releases it once joined.
-    control.router().fleet().set_member();
+    control
+        .router()
+        .fleet()
+        .set_member(&fleet.name, &identity.instance);
     control.router().fleet().hold_with(format!(
         "joining fleet {}: not serving the fleet's routing yet",
         fleet.name

@@ -131,6 +131,61 @@ async fn a_switch_through_etcd_flips_every_member_and_a_new_instance_joins_on_th
         .map(|m| &m["applied"])
         .collect();
     assert_eq!(applied, [2, 2, 2], "{s}");
+    // Each member's own view: its status and its metrics.
+    let own = fleet[1].status().await;
+    assert_eq!(own["fleet"]["name"], "shop", "{own}");
+    assert_eq!(own["fleet"]["instance"], "web-1", "{own}");
+    assert_eq!(own["fleet"]["applied"], 2, "{own}");
+    assert_eq!(own["fleet"]["connected"], true, "{own}");
+    assert!(own["fleet"]["hold"].is_null(), "{own}");
+    eventually(10, "the member heard every report", || async {
+        let own = fleet[1].status().await;
+        own["fleet"]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["applied"] == 2))
+    })
+    .await;
+    let metrics = fleet[1].turnout.metrics().await;
+    for line in [
+        "turnout_fleet_applied_generation 2",
+        "turnout_fleet_seen_generation 2",
+        "turnout_fleet_members 3",
+        "turnout_fleet_store_connected 1",
+        "turnout_fleet_health_held 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("turnout_fleet_last_apply_seconds "),
+        "{metrics}"
+    );
+    // A member takes routing changes from the fleet only: a local one would set it apart.
+    for (path, body) in [
+        ("/v1/switch", r#"{"to":"blue"}"#),
+        ("/v1/rollback", "{}"),
+        ("/v1/pause", "{}"),
+    ] {
+        let (code, json) = fleet[1].post(path, body).await;
+        assert_eq!(code, 409, "{path}: {json}");
+        assert!(
+            json.to_string().contains("follows fleet shop"),
+            "{path}: {json}"
+        );
+    }
+    let (code, json) = turnout_testkit::client::admin(
+        &fleet[1].admin_base(),
+        http::Method::PUT,
+        "/v1/split",
+        Some(r#"{"weights":{"blue":1}}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "{json}");
+    assert_eq!(
+        bodies(&fleet).await,
+        ["green\n"; 3],
+        "nothing changed locally"
+    );
 
     // Scale-out after the deploy: its own config says blue; it serves the fleet's green from
     // its first answered request, and asks blue for nothing.
@@ -430,6 +485,13 @@ async fn an_instance_that_missed_a_change_fails_its_health_path_until_it_catches
     })
     .await;
     assert_eq!(cut_off.body("/").await, "green\n");
+    // Its report follows its health path by a write.
+    until(&fleet[0], &eps, "its report caught up", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["applied"] == 2 && m["behind"].is_null()))
+    })
+    .await;
     let (code, stdout, stderr) = run(&fleet[0], &eps, &["status"]).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
@@ -591,4 +653,11 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
     assert!(stderr.contains("not one turnout wrote"), "{stderr}");
     assert_eq!(any.body("/").await, "blue\n");
     assert_eq!(health(any).await.0, 200);
+
+    // An instance without [fleet] shows no fleet, in its status or its metrics.
+    let alone = BlueGreen::start_with(FAST_CHECKS).await;
+    assert!(alone.status().await["fleet"].is_null());
+    assert!(!alone.turnout.metrics().await.contains("turnout_fleet_"));
+    let (code, _) = alone.post("/v1/switch", r#"{"to":"green"}"#).await;
+    assert_eq!(code, 200, "a local switch is the instance's own business");
 }

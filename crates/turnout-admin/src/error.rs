@@ -22,6 +22,9 @@ pub enum ApiError {
     /// Refused by the admin policy: a browser origin, or a host name without a token.
     #[error("{0}")]
     Forbidden(String),
+    /// A routing change on a fleet member, which takes them from the fleet's store only: 409.
+    #[error("{0}")]
+    FleetOwned(String),
     /// A body sent without `Content-Type: application/json`: 415.
     #[error("a write with a body must send Content-Type: application/json (curl: --json '...' or -H 'Content-Type: application/json')")]
     UnsupportedMediaType,
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::FleetOwned(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CertFiles { io: true, .. } => StatusCode::INTERNAL_SERVER_ERROR,

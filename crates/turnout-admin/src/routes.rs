@@ -229,6 +229,9 @@ async fn enforce_policy(
             return Err(ApiError::Unauthorized);
         }
     }
+    if let Some(refused) = fleet_owned(&state, &req) {
+        return Err(refused);
+    }
     let token_unused =
         state.policy.token.is_none() && req.headers().contains_key(header::AUTHORIZATION);
     let by = actor(req.headers());
@@ -241,6 +244,35 @@ async fn enforce_policy(
         );
     }
     Ok(resp)
+}
+
+/// The routing writes a fleet member (`[fleet]`) takes only from the fleet's desired state in
+/// etcd: one made here would leave this instance apart from the fleet (and be undone by the
+/// next fleet change). Reads, pools, rules, the cache, certificates and upgrades stay local.
+const FLEET_OWNED: [&str; 10] = [
+    "/v1/switch",
+    "/v1/rollback",
+    "/v1/prepare",
+    "/v1/commit",
+    "/v1/abort",
+    "/v1/split",
+    "/v1/rollout",
+    "/v1/pause",
+    "/v1/resume",
+    "/v1/maintenance",
+];
+
+fn fleet_owned(state: &AdminState, req: &Request) -> Option<ApiError> {
+    if req.method() == axum::http::Method::GET || !FLEET_OWNED.contains(&req.uri().path()) {
+        return None;
+    }
+    let fleet = state.control.router().fleet().status()?;
+    Some(ApiError::FleetOwned(format!(
+        "this instance follows fleet {} (its desired state in etcd): change the routing with turnout fleet {} --fleet {} --etcd URL, not here",
+        fleet.name,
+        req.uri().path().trim_start_matches("/v1/"),
+        fleet.name
+    )))
 }
 
 /// Said on an answer to a call that sent a token to an instance that has none (the CLI warns).
@@ -287,6 +319,7 @@ async fn status(State(state): State<AdminState>) -> Json<Status> {
         status.cache = Some(cache.stats().await);
     }
     status.tls = state.control.tls().map(|t| t.certs());
+    status.fleet = state.control.router().fleet().status();
     Json(status)
 }
 
@@ -716,7 +749,10 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         snapshot.env.metrics.render(
-            &snapshot.gauges(),
+            &turnout_core::metrics::Gauges {
+                fleet: state.control.router().fleet().status(),
+                ..snapshot.gauges()
+            },
             cache,
             &state.control.tls().map(|t| t.certs()).unwrap_or_default(),
         ),

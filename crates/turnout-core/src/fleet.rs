@@ -6,7 +6,44 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Serialize;
+
+/// One member of the fleet as this instance last heard of it (the status and the dashboard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// Its name.
+    pub instance: String,
+    /// The fleet generation it serves.
+    pub applied: u64,
+    /// Why it is behind, if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<String>,
+    /// The turnout version it runs.
+    pub version: String,
+}
+
+/// This instance's fleet, for `GET /v1/status` (`fleet`) and the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetStatus {
+    /// The fleet's name.
+    pub name: String,
+    /// This instance's name in it.
+    pub instance: String,
+    /// The fleet generation this instance serves.
+    pub applied: u64,
+    /// The newest fleet generation it has seen.
+    pub seen: u64,
+    /// Whether the store answers it now.
+    pub connected: bool,
+    /// Why its health path fails, if it does (joining, or behind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// The time from the last commit to this instance applying it, in milliseconds.
+    pub last_apply_ms: u64,
+    /// Every member it knows of, this one included.
+    pub members: Vec<MemberStatus>,
+}
 
 /// The fleet's view from this instance. Without `[fleet]` it stays [`FleetView::default`]:
 /// nothing held, and the health path never consults it.
@@ -22,6 +59,12 @@ pub struct FleetView {
     seen: AtomicU64,
     /// Whether the store answers this instance now.
     connected: AtomicBool,
+    /// (fleet, instance), once a member.
+    names: ArcSwapOption<(String, String)>,
+    /// The roster as last heard.
+    members: ArcSwap<Vec<MemberStatus>>,
+    /// Commit to applied here, for the last change, in milliseconds.
+    lag_ms: AtomicU64,
 }
 
 impl FleetView {
@@ -41,9 +84,38 @@ impl FleetView {
         self.hold.store(None);
     }
 
-    /// Marks this instance a fleet member (the status and metrics then report the fleet).
-    pub fn set_member(&self) {
+    /// Marks this instance member `instance` of `fleet` (the status and metrics then report
+    /// the fleet).
+    pub fn set_member(&self, fleet: &str, instance: &str) {
+        self.names
+            .store(Some(Arc::new((fleet.to_string(), instance.to_string()))));
         self.member.store(true, Ordering::Relaxed);
+    }
+
+    /// Records the roster as last heard.
+    pub fn set_members(&self, members: Vec<MemberStatus>) {
+        self.members.store(Arc::new(members));
+    }
+
+    /// Records the time from the last commit to its application here.
+    pub fn set_lag_ms(&self, ms: u64) {
+        self.lag_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The fleet as this instance sees it (`None` without `[fleet]`).
+    pub fn status(&self) -> Option<FleetStatus> {
+        let names = self.names.load_full()?;
+        let (applied, seen) = self.generations();
+        Some(FleetStatus {
+            name: names.0.clone(),
+            instance: names.1.clone(),
+            applied,
+            seen,
+            connected: self.connected(),
+            hold: self.hold().map(|h| (*h).clone()),
+            last_apply_ms: self.lag_ms.load(Ordering::Relaxed),
+            members: (**self.members.load()).clone(),
+        })
     }
 
     /// Whether this instance follows a fleet.
@@ -84,6 +156,9 @@ mod tests {
     fn hold_and_release_and_generations() {
         let v = FleetView::default();
         assert!(v.hold().is_none() && !v.is_member());
+        assert!(v.status().is_none(), "no fleet, no fleet status");
+        v.set_member("shop", "web-1");
+        assert_eq!(v.status().map(|s| s.name), Some("shop".to_string()));
         v.hold_with("joining fleet shop".into());
         assert_eq!(
             v.hold().as_deref().map(String::as_str),

@@ -44,6 +44,68 @@ pub struct Metrics {
     tls_not_after: IntGaugeVec,
     cutoffs: IntCounterVec,
     mirror_dropped: IntCounter,
+    /// The fleet's gauges, in a registry of their own: rendered only with `[fleet]`.
+    fleet: FleetGauges,
+}
+
+/// `turnout_fleet_*`: this member's view of its fleet.
+#[derive(Debug, Clone)]
+struct FleetGauges {
+    registry: Registry,
+    members: IntGauge,
+    applied: IntGauge,
+    seen: IntGauge,
+    behind: IntGauge,
+    connected: IntGauge,
+    apply_seconds: prometheus::Gauge,
+}
+
+impl FleetGauges {
+    fn new() -> FleetGauges {
+        let r = Registry::new();
+        let gauge =
+            |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        FleetGauges {
+            members: gauge(
+                "turnout_fleet_members",
+                "Members of this instance's fleet, as it last heard (itself included).",
+            ),
+            applied: gauge(
+                "turnout_fleet_applied_generation",
+                "The fleet generation this instance serves.",
+            ),
+            seen: gauge(
+                "turnout_fleet_seen_generation",
+                "The newest fleet generation this instance has seen (above applied: it is behind).",
+            ),
+            behind: gauge(
+                "turnout_fleet_health_held",
+                "1 while this instance fails its health path for the fleet (joining, or behind).",
+            ),
+            connected: gauge(
+                "turnout_fleet_store_connected",
+                "1 while the fleet's store (etcd) answers this instance.",
+            ),
+            apply_seconds: register(
+                &r,
+                prometheus::Gauge::new(
+                    "turnout_fleet_last_apply_seconds",
+                    "The time from the last fleet commit to this instance applying it.",
+                )
+                .expect("valid metric"),
+            ),
+            registry: r,
+        }
+    }
+
+    fn set(&self, f: &crate::fleet::FleetStatus) {
+        self.members.set(f.members.len() as i64);
+        self.applied.set(f.applied as i64);
+        self.seen.set(f.seen as i64);
+        self.behind.set(i64::from(f.hold.is_some()));
+        self.connected.set(i64::from(f.connected));
+        self.apply_seconds.set(f.last_apply_ms as f64 / 1000.0);
+    }
 }
 
 /// The label values of the status classes, by `status / 100`.
@@ -324,6 +386,7 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            fleet: FleetGauges::new(),
             registry: r,
         }
     }
@@ -409,9 +472,14 @@ impl Metrics {
                     .set(i64::from(up));
             }
         }
+        let mut families = self.registry.gather();
+        if let Some(f) = &gauges.fleet {
+            self.fleet.set(f);
+            families.extend(self.fleet.registry.gather());
+        }
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("the text encoder writes to a Vec");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
@@ -430,6 +498,8 @@ pub struct Gauges<'a> {
     pub started_at: std::time::SystemTime,
     /// Every pool's gauges.
     pub pools: Vec<PoolGauges<'a>>,
+    /// The fleet this instance follows, with `[fleet]`.
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// One pool's gauges.

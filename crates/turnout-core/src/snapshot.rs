@@ -222,6 +222,7 @@ impl RoutingSnapshot {
                         .collect(),
                 })
                 .collect(),
+            fleet: None,
         }
     }
 

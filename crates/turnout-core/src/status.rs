@@ -48,6 +48,9 @@ pub struct Status {
     pub paused: Option<PauseStatus>,
     /// The process serving: its version, pid and start.
     pub process: ProcessStatus,
+    /// The fleet this instance follows (`[fleet]`), as it sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// The process serving.
@@ -216,6 +219,7 @@ impl From<&RoutingSnapshot> for Status {
                 generation: crate::process::generation(),
                 instance: crate::process::instance(),
             },
+            fleet: None,
             paused: s.pause.as_ref().map(|p| PauseStatus {
                 since: humantime::format_rfc3339_seconds(p.since).to_string(),
                 max_hold_ms: u64::try_from(p.max_hold.as_millis()).unwrap_or(u64::MAX),

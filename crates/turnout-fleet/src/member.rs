@@ -14,9 +14,11 @@
 //! closed), and its health path fails only when it knows it is behind: it has seen a generation
 //! it could not apply. It retries every second until it can.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use turnout_core::fleet::MemberStatus;
 use turnout_core::{Command, Control};
 
 use crate::desired::{now_ms, Desired, MemberRecord, Prepare};
@@ -49,6 +51,8 @@ pub struct Member<S> {
     joined: bool,
     /// The lease it is a member under now.
     lease: Option<Lease>,
+    /// The roster as last heard, for the status and the dashboard.
+    roster: BTreeMap<String, MemberStatus>,
 }
 
 /// The task renewing the member's lease: it ends when the lease is lost, with why; dropped,
@@ -82,6 +86,7 @@ impl<S: FleetStore> Member<S> {
             staged: None,
             joined: false,
             lease: None,
+            roster: BTreeMap::new(),
         }
     }
 
@@ -108,7 +113,7 @@ impl<S: FleetStore> Member<S> {
 
     async fn serve(&mut self, joined: oneshot::Sender<()>) {
         let view = self.control.router().fleet();
-        view.set_member();
+        view.set_member(self.store.fleet(), &self.me.instance);
         view.hold_with(format!(
             "joining fleet {}: not serving the fleet's routing yet",
             self.store.fleet()
@@ -140,6 +145,7 @@ impl<S: FleetStore> Member<S> {
         loop {
             let read = self.store.read().await?;
             self.control.router().fleet().set_connected(true);
+            self.set_roster(&read.members);
             let Some(desired) = read.desired else {
                 let seed = Desired::seed(&self.control.router().snapshot(), &self.me.instance);
                 if self.store.seed(&seed).await? {
@@ -222,7 +228,8 @@ impl<S: FleetStore> Member<S> {
                             Err(why) => return why,
                         }
                     }
-                    Some(Event::Lock(_) | Event::Roster(_) | Event::Member(..)) => {}
+                    Some(Event::Member(name, record)) => self.heard(name, record.map(|r| r.value)),
+                    Some(Event::Lock(_) | Event::Roster(_)) => {}
                 },
                 _ = retry.tick(), if self.record.behind.is_some() => {
                     if let Some(d) = self.latest.clone() {
@@ -252,6 +259,7 @@ impl<S: FleetStore> Member<S> {
                 result = attempt => match result {
                     Ok((read, rx)) => {
                         self.control.router().fleet().set_connected(true);
+                        self.set_roster(&read.members);
                         if let Some(d) = read.desired {
                             self.on_desired(lease, d).await;
                         }
@@ -306,6 +314,7 @@ impl<S: FleetStore> Member<S> {
             Ok(()) => {
                 if self.record.applied != desired.generation {
                     let lag = now_ms().saturating_sub(desired.committed_ms);
+                    view.set_lag_ms(lag);
                     tracing::info!(fleet = %self.store.fleet(), generation = desired.generation, change = %desired.change, lag_ms = lag, "applied the fleet's routing");
                     self.record.applied_ms = now_ms();
                 }
@@ -381,10 +390,52 @@ impl<S: FleetStore> Member<S> {
         }
     }
 
+    /// The roster from a read.
+    fn set_roster(&mut self, members: &[Versioned<MemberRecord>]) {
+        self.roster = members
+            .iter()
+            .map(|m| (m.value.instance.clone(), status_of(&m.value)))
+            .collect();
+        self.publish_roster();
+    }
+
+    /// A member's report, or its leaving (`None`).
+    fn heard(&mut self, name: String, record: Option<MemberRecord>) {
+        match record {
+            Some(r) => {
+                let status = status_of(&r);
+                if self.roster.get(&name) == Some(&status) {
+                    return;
+                }
+                self.roster.insert(name, status);
+            }
+            None => {
+                self.roster.remove(&name);
+            }
+        }
+        self.publish_roster();
+    }
+
+    fn publish_roster(&self) {
+        self.control
+            .router()
+            .fleet()
+            .set_members(self.roster.values().cloned().collect());
+    }
+
     async fn report(&mut self, lease: Lease) {
         if let Err(e) = self.store.report(lease, &self.record).await {
             self.control.router().fleet().set_connected(false);
             tracing::warn!(error = %e, "could not report to the fleet");
         }
+    }
+}
+
+fn status_of(r: &MemberRecord) -> MemberStatus {
+    MemberStatus {
+        instance: r.instance.clone(),
+        applied: r.applied,
+        behind: r.behind.clone(),
+        version: r.version.clone(),
     }
 }

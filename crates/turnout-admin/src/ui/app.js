@@ -146,6 +146,24 @@ function renderPools(s) {
   if (chosen && s.pools[chosen]) select.value = chosen;
 }
 
+// The fleet this instance follows ([fleet]): its generation here against the newest seen,
+// whether etcd answers, and every member with the generation it serves.
+function renderFleet(s) {
+  const f = s.fleet;
+  $('fleet-section').hidden = !f;
+  if (!f) return;
+  const lag = f.seen - f.applied;
+  $('fleet-summary').textContent = `fleet ${f.name}: this is ${f.instance}, serving generation ${f.applied}`
+    + (lag > 0 ? ` (${lag} behind)` : '') + ` · etcd ${f.connected ? 'connected' : 'not answering'}`
+    + ` · last change applied ${f.last_apply_ms} ms after its commit` + (f.hold ? ` · health path failing: ${f.hold}` : '');
+  $('fleet-members').replaceChildren(...f.members.map((m) => el('tr', {},
+    el('td', {}, m.instance),
+    el('td', {}, `generation ${m.applied}`),
+    el('td', { class: m.behind ? 'down' : m.applied === f.seen ? 'up' : '' }, m.behind ? 'behind' : m.applied === f.seen ? 'current' : 'applying'),
+    el('td', {}, m.behind || ''),
+    el('td', { class: 'muted' }, m.version))));
+}
+
 // The rollout under way, or else the last one that ended: how far it got, each step's
 // verdict with the figures it judged (target against baseline), and how it ended and why.
 function renderRollout(rollouts) {
@@ -226,6 +244,7 @@ async function poll() {
     $('generation').textContent = `generation ${s.generation}`;
     renderSplit(s);
     renderPools(s);
+    renderFleet(s);
     renderRollout(rollouts);
     $('maintenance').textContent = s.maintenance ? 'Maintenance off' : 'Maintenance on';
     renderCache(s);
