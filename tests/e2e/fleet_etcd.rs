@@ -531,7 +531,13 @@ async fn a_switch_survives_the_etcd_leader_killed_between_prepare_and_commit() {
         .expect("join");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{stderr}\n{}\n{}",
+        fleet[0].turnout.logs(),
+        fleet[1].turnout.logs()
+    );
     assert!(stdout.contains("2/2 member(s) applied"), "{stdout}");
     assert_eq!(bodies(&fleet).await, ["green\n"; 2]);
     let alive: Vec<String> = (0..3)
@@ -550,6 +556,20 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
     let fleet = members(1, &etcd).await;
     let any = &fleet[0];
     let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "rollout",
+                "--to",
+                "green",
+                "--fleet",
+                "shop",
+                "--etcd",
+                "http://127.0.0.1:1",
+                "--hold",
+                "1s",
+            ],
+            "--hold must be at least 2s",
+        ),
         (
             &["switch", "--to", "green", "--etcd", "http://127.0.0.1:1"],
             "--etcd needs --fleet",
@@ -591,18 +611,6 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
                 "http://127.0.0.1:2",
             ],
             "two ways",
-        ),
-        (
-            &[
-                "rollout",
-                "--to",
-                "green",
-                "--fleet",
-                "shop",
-                "--etcd",
-                "http://127.0.0.1:1",
-            ],
-            "not built yet",
         ),
     ];
     for (args, want) in cases {
@@ -660,4 +668,138 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
     assert!(!alone.turnout.metrics().await.contains("turnout_fleet_"));
     let (code, _) = alone.post("/v1/switch", r#"{"to":"green"}"#).await;
     assert_eq!(code, 200, "a local switch is the instance's own business");
+}
+
+/// Three members under load, one of whose greens fails one request in five: the fleet's sum
+/// fails the first step and every member goes back to blue, through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rollout_through_etcd_with_one_bad_member_is_rolled_back_everywhere() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(3, &etcd).await;
+    fleet[1].green.set_fail_percent(20);
+    let loads: Vec<crate::rollout::Load> = fleet
+        .iter()
+        .map(|bg| crate::rollout::Load::start(bg.turnout.url("/"), 2))
+        .collect();
+    let (code, stdout, stderr) = run(
+        &fleet[0],
+        &eps,
+        &[
+            "rollout",
+            "--to",
+            "green",
+            "--steps",
+            "20,100",
+            "--bake",
+            "1s",
+            "--min-requests",
+            "30",
+        ],
+    )
+    .await;
+    let mut hurt = 0;
+    for load in loads {
+        let tally = load.finish().await;
+        assert_eq!(
+            tally.other, 0,
+            "no request failed for want of a pool: {tally:?}"
+        );
+        hurt += tally.green_errors;
+    }
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("step 20%: fail on error_"), "{stdout}");
+    assert!(
+        stdout.contains("failed: every member is back on blue"),
+        "{stdout}"
+    );
+    assert!(hurt > 0, "the bad member's green did serve, and failed");
+    for bg in &fleet {
+        assert_eq!(
+            bg.status().await["weights"],
+            serde_json::json!({"blue": 100})
+        );
+    }
+    let s = status(&fleet[0], &eps).await;
+    assert!(
+        s["desired"]["rollout"].is_null() && s["lock"].is_null(),
+        "{s}"
+    );
+
+    // A healthy fleet goes through.
+    fleet[1].green.set_fail_percent(0);
+    let (code, stdout, stderr) = run(
+        &fleet[0],
+        &eps,
+        &[
+            "rollout",
+            "--to",
+            "green",
+            "--steps",
+            "50,100",
+            "--bake",
+            "300ms",
+            "--min-requests",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("passed: green takes every new client on every member"),
+        "{stdout}"
+    );
+    assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+}
+
+/// The rollout's coordinator SIGKILLed while the fleet is split: once its lock's lease runs
+/// out, a member writes the baseline back, and every member applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rollout_whose_coordinator_dies_goes_back_to_the_baseline_by_itself() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(3, &etcd).await;
+    let mut coordinator = command(
+        &fleet[0],
+        &eps,
+        &[
+            "rollout", "--to", "green", "--steps", "30,100", "--bake", "60s", "--hold", "2s",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("run the coordinator");
+    until(&fleet[0], &eps, "the fleet split by the rollout", |s| {
+        s["desired"]["weights"]["green"] == 30 && s["desired"]["rollout"]["baseline"] == "blue"
+    })
+    .await;
+    for bg in &fleet {
+        eventually(10, "the member split", || async {
+            bg.status().await["weights"]["green"] == 30
+        })
+        .await;
+    }
+    coordinator.kill().expect("SIGKILL");
+    coordinator.wait().expect("reaped");
+    until(&fleet[0], &eps, "the baseline restored by a member", |s| {
+        s["desired"]["weights"] == serde_json::json!({"blue": 100})
+            && s["desired"]["rollout"].is_null()
+    })
+    .await;
+    let s = status(&fleet[0], &eps).await;
+    let change = s["desired"]["change"].as_str().unwrap_or_default();
+    assert!(change.contains("lost its coordinator"), "{s}");
+    assert!(
+        s["desired"]["by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("web-")),
+        "a member wrote it: {s}"
+    );
+    for bg in &fleet {
+        eventually(10, "every member back on blue", || async {
+            bg.status().await["weights"] == serde_json::json!({"blue": 100})
+        })
+        .await;
+    }
 }

@@ -12,24 +12,24 @@ use crate::BlueGreen;
 
 /// What the clients of a load saw.
 #[derive(Debug, Default, Clone, Copy)]
-struct Tally {
-    blue: u64,
-    green: u64,
+pub(crate) struct Tally {
+    pub(crate) blue: u64,
+    pub(crate) green: u64,
     /// Answers from green with a 5xx status: the clients the bad version hurt.
-    green_errors: u64,
+    pub(crate) green_errors: u64,
     /// Requests that got no answer or an answer from no pool (turnout's own 5xx).
-    other: u64,
+    pub(crate) other: u64,
 }
 
 /// `workers` clients sending GET / one after another (no cookies: each request is a new client
 /// for the split), until `stop` or 30 s, at most 5 000 requests each.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<tokio::sync::Notify>,
     tasks: Vec<tokio::task::JoinHandle<Tally>>,
 }
 
 impl Load {
-    fn start(url: String, workers: usize) -> Load {
+    pub(crate) fn start(url: String, workers: usize) -> Load {
         let stop = Arc::new(tokio::sync::Notify::new());
         let tasks = (0..workers)
             .map(|_| {
@@ -70,7 +70,7 @@ impl Load {
         Load { stop, tasks }
     }
 
-    async fn finish(self) -> Tally {
+    pub(crate) async fn finish(self) -> Tally {
         self.stop.notify_waiters();
         let mut all = Tally::default();
         for task in self.tasks {

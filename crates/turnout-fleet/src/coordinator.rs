@@ -61,123 +61,178 @@ pub async fn change<S: FleetStore>(
     plan: &Plan,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Committed, FleetError> {
-    let lease = store.grant(plan.ttl).await?;
-    let keep = tokio::spawn({
-        let store = store.clone();
-        let ttl = plan.ttl;
-        async move { store.keep_alive(lease, ttl).await }
-    });
-    let result = locked(store, lease, change, plan, progress, &keep).await;
-    keep.abort();
-    // Ends the lock and any prepare left (a withdrawn one is gone already).
-    let _ = store.revoke(lease).await;
+    let mut held = Held::take(store, plan).await?;
+    let result = held.commit(change, None, plan, progress).await;
+    held.release().await;
     result
 }
 
-async fn locked<S: FleetStore>(
-    store: &S,
+/// The fleet's lock, held: changes are committed under it, one after another (a rollout's
+/// steps), until it is released (or the coordinator dies, and its lease with it).
+#[derive(Debug)]
+pub struct Held<'a, S> {
+    store: &'a S,
     lease: Lease,
-    change: &Change,
-    plan: &Plan,
-    progress: &mut (dyn FnMut(&str) + Send),
-    keep: &tokio::task::JoinHandle<String>,
-) -> Result<Committed, FleetError> {
-    if let Err(holder) = store.lock(lease, &plan.who).await? {
-        return Err(FleetError::Busy {
-            fleet: store.fleet().to_string(),
-            holder,
+    keep: tokio::task::JoinHandle<String>,
+    /// Store writes so far (the lease, the lock).
+    writes: u64,
+}
+
+impl<'a, S: FleetStore> Held<'a, S> {
+    /// Takes the lock under a new lease of the plan's ttl, kept alive until released.
+    pub async fn take(store: &'a S, plan: &Plan) -> Result<Held<'a, S>, FleetError> {
+        let lease = store.grant(plan.ttl).await?;
+        let keep = tokio::spawn({
+            let store = store.clone();
+            let ttl = plan.ttl;
+            async move { store.keep_alive(lease, ttl).await }
         });
+        let held = Held {
+            store,
+            lease,
+            keep,
+            writes: 2,
+        };
+        match store.lock(lease, &plan.who).await {
+            Ok(Ok(())) => Ok(held),
+            Ok(Err(holder)) => {
+                held.release().await;
+                Err(FleetError::Busy {
+                    fleet: store.fleet().to_string(),
+                    holder,
+                })
+            }
+            Err(e) => {
+                held.release().await;
+                Err(e)
+            }
+        }
     }
-    // grant + lock
-    let mut writes = 2;
-    // A member that joins between the read and the prepare moves the roster: read again.
-    for _round in 0..3 {
-        let read = store.read().await?;
-        let Some(desired) = read.desired.clone() else {
-            return Err(FleetError::Empty {
-                fleet: store.fleet().to_string(),
-            });
-        };
-        let mut next = desired.value.next(change, &plan.who)?;
-        let expect = Expect {
-            desired: desired.revision,
-            roster: read.roster,
-            prepare: 0,
-        };
-        let prepare = Prepare {
-            next: next.clone(),
-            ttl_ms: u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX),
-        };
-        let Some(prepared_at) = store.prepare(lease, &prepare, expect).await? else {
-            progress("the fleet moved before the prepare; reading it again");
-            continue;
-        };
-        writes += 1;
-        let members: BTreeSet<String> = read
-            .members
-            .iter()
-            .map(|m| m.value.instance.clone())
-            .collect();
-        progress(&format!(
+
+    /// Whether the lock is still held (its lease renewed).
+    pub fn alive(&self) -> bool {
+        !self.keep.is_finished()
+    }
+
+    /// Lets the lock go (and any prepare left under it).
+    pub async fn release(self) {
+        self.keep.abort();
+        let _ = self.store.revoke(self.lease).await;
+    }
+
+    /// One change under the lock: prepare, acknowledgements, commit. With `rollout`, the
+    /// desired state written says a rollout is under way (members restore its baseline if
+    /// the lock goes without it ending).
+    pub async fn commit(
+        &mut self,
+        change: &Change,
+        rollout: Option<crate::desired::UnderWay>,
+        plan: &Plan,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Committed, FleetError> {
+        let mut writes = std::mem::take(&mut self.writes);
+        self.rounds(change, rollout, plan, progress, &mut writes)
+            .await
+    }
+
+    async fn rounds(
+        &self,
+        change: &Change,
+        rollout: Option<crate::desired::UnderWay>,
+        plan: &Plan,
+        progress: &mut (dyn FnMut(&str) + Send),
+        writes: &mut u64,
+    ) -> Result<Committed, FleetError> {
+        let (store, lease) = (self.store, self.lease);
+        // A member that joins between the read and the prepare moves the roster: read again.
+        for _round in 0..3 {
+            let read = store.read().await?;
+            let Some(desired) = read.desired.clone() else {
+                return Err(FleetError::Empty {
+                    fleet: store.fleet().to_string(),
+                });
+            };
+            let mut next = desired.value.next(change, &plan.who)?;
+            next.rollout = rollout.clone();
+            let expect = Expect {
+                desired: desired.revision,
+                roster: read.roster,
+                prepare: 0,
+            };
+            let prepare = Prepare {
+                next: next.clone(),
+                ttl_ms: u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX),
+            };
+            let Some(prepared_at) = store.prepare(lease, &prepare, expect).await? else {
+                progress("the fleet moved before the prepare; reading it again");
+                continue;
+            };
+            *writes += 1;
+            let members: BTreeSet<String> = read
+                .members
+                .iter()
+                .map(|m| m.value.instance.clone())
+                .collect();
+            progress(&format!(
             "prepared generation {} ({change}) on {} member(s); waiting for each to acknowledge",
             next.generation,
             members.len()
         ));
-        let acked = match acknowledgements(store, prepared_at, &read, &next, plan).await {
-            Ok(acked) => acked,
-            Err(e) => {
-                let _ = store.withdraw(prepared_at).await;
-                return Err(e);
-            }
-        };
-        writes += acked.len() as u64;
-        if let Some(pause) = plan.pause_before_commit {
-            progress(&format!(
-                "drill: waiting {} before the commit",
-                humantime_secs(pause)
-            ));
-            tokio::time::sleep(pause).await;
-        }
-        if keep.is_finished() {
-            return Err(FleetError::LockLost);
-        }
-        next.committed_ms = now_ms();
-        let expect = Expect {
-            prepare: prepared_at,
-            ..expect
-        };
-        let committed_at = match store.commit(lease, &next, expect).await {
-            Ok(Some(rev)) => rev,
-            Ok(None) => {
-                let _ = store.withdraw(prepared_at).await;
-                let now = store.read().await?;
-                if now.prepare.is_none() && now.lock.is_none() {
-                    return Err(FleetError::LockLost);
+            let acked = match acknowledgements(store, prepared_at, &read, &next, plan).await {
+                Ok(acked) => acked,
+                Err(e) => {
+                    let _ = store.withdraw(prepared_at).await;
+                    return Err(e);
                 }
-                return Err(FleetError::Refused(
-                    "the fleet changed between the prepare and the commit".into(),
+            };
+            *writes += acked.len() as u64;
+            if let Some(pause) = plan.pause_before_commit {
+                progress(&format!(
+                    "drill: waiting {} before the commit",
+                    humantime_secs(pause)
                 ));
+                tokio::time::sleep(pause).await;
             }
-            Err(e) => settle(store, lease, &next, expect, plan, e).await?,
-        };
-        writes += 1;
-        progress(&format!(
-            "committed generation {}; waiting for every member to apply it",
-            next.generation
-        ));
-        let applied = applications(store, committed_at, &acked, &next, plan).await;
-        writes += applied.values().filter(|a| a.is_some()).count() as u64;
-        // the lease's revoke
-        writes += 1;
-        return Ok(Committed {
-            desired: next,
-            applied,
-            writes,
-        });
+            if !self.alive() {
+                return Err(FleetError::LockLost);
+            }
+            next.committed_ms = now_ms();
+            let expect = Expect {
+                prepare: prepared_at,
+                ..expect
+            };
+            let committed_at = match store.commit(lease, &next, expect).await {
+                Ok(Some(rev)) => rev,
+                Ok(None) => {
+                    let _ = store.withdraw(prepared_at).await;
+                    let now = store.read().await?;
+                    if now.prepare.is_none() && now.lock.is_none() {
+                        return Err(FleetError::LockLost);
+                    }
+                    return Err(FleetError::Refused(
+                        "the fleet changed between the prepare and the commit".into(),
+                    ));
+                }
+                Err(e) => settle(store, lease, &next, expect, plan, e).await?,
+            };
+            *writes += 1;
+            progress(&format!(
+                "committed generation {}; waiting for every member to apply it",
+                next.generation
+            ));
+            let applied = applications(store, committed_at, &acked, &next, plan).await;
+            *writes += applied.values().filter(|a| a.is_some()).count() as u64;
+            // The lease's revoke, when released.
+            return Ok(Committed {
+                desired: next,
+                applied,
+                writes: *writes + 1,
+            });
+        }
+        Err(FleetError::Refused(
+            "members kept joining during the prepare; try again".into(),
+        ))
     }
-    Err(FleetError::Refused(
-        "members kept joining during the prepare; try again".into(),
-    ))
 }
 
 fn humantime_secs(d: Duration) -> String {
@@ -294,27 +349,62 @@ async fn applications<S: FleetStore>(
 ) -> BTreeMap<String, Option<Duration>> {
     let mut applied: BTreeMap<String, Option<Duration>> =
         members.iter().map(|m| (m.clone(), None)).collect();
-    let delay =
-        |m: &MemberRecord| Duration::from_millis(m.applied_ms.saturating_sub(next.committed_ms));
-    let Ok(mut events) = store.watch(after - 1).await else {
-        return applied;
-    };
     let deadline = Instant::now() + plan.apply_timeout;
-    while applied.values().any(Option::is_none) {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(Event::Member(name, Some(m)))) if m.value.applied >= next.generation => {
-                if let Some(slot) = applied.get_mut(&name) {
-                    *slot = Some(delay(&m.value));
+    let mut from = after - 1;
+    // A watch that ends (its etcd member died) is resumed from a fresh read.
+    while Instant::now() < deadline && applied.values().any(Option::is_none) {
+        let Ok(mut events) = store.watch(from).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(read) = store.read().await {
+                from = read.revision;
+                note_applied(&read, next, &mut applied);
+            }
+            continue;
+        };
+        while applied.values().any(Option::is_none) {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Event::Member(name, Some(m)))) if m.value.applied >= next.generation => {
+                    if let Some(slot) = applied.get_mut(&name) {
+                        *slot = Some(delay(next, &m.value));
+                    }
                 }
+                Ok(Some(Event::Member(name, None))) => {
+                    applied.remove(&name);
+                }
+                Ok(Some(Event::Ended(_)) | None) => {
+                    // Read what was missed, and watch again from there.
+                    if let Ok(read) = store.read().await {
+                        from = read.revision;
+                        note_applied(&read, next, &mut applied);
+                    }
+                    break;
+                }
+                Err(_) => return applied,
+                Ok(Some(_)) => {}
             }
-            Ok(Some(Event::Member(name, None))) => {
-                applied.remove(&name);
-            }
-            Ok(Some(Event::Ended(_)) | None) | Err(_) => break,
-            Ok(Some(_)) => {}
         }
     }
     applied
+}
+
+/// How long after `next`'s commit member `m` applied it.
+fn delay(next: &Desired, m: &MemberRecord) -> Duration {
+    Duration::from_millis(m.applied_ms.saturating_sub(next.committed_ms))
+}
+
+/// Notes each member of `read` that serves `next`'s generation.
+fn note_applied(
+    read: &FleetRead,
+    next: &Desired,
+    applied: &mut BTreeMap<String, Option<Duration>>,
+) {
+    for m in &read.members {
+        if m.value.applied >= next.generation {
+            if let Some(slot) = applied.get_mut(&m.value.instance) {
+                *slot = Some(delay(next, &m.value));
+            }
+        }
+    }
 }
 
 /// `turnout fleet status`: the fleet as read now.

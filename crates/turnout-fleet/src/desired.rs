@@ -32,6 +32,11 @@ pub struct Desired {
     /// New requests held (`turnout fleet pause`) until a resume.
     #[serde(default)]
     pub paused: bool,
+    /// A guarded rollout under way: while it is set, the split lives only as long as the
+    /// coordinator's lock. If the lock goes without the rollout ending, the first member to
+    /// see it writes the baseline back (every member then applies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<UnderWay>,
     /// What the last change was, and who made it, for the status.
     pub change: String,
     /// Who made it (the coordinator's `user@host:pid`).
@@ -39,6 +44,17 @@ pub struct Desired {
     /// When it was committed, in milliseconds since the Unix epoch: members measure their lag
     /// from it.
     pub committed_ms: u64,
+}
+
+/// A guarded fleet rollout under way (in [`Desired::rollout`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnderWay {
+    /// The pool every member goes back to if the coordinator dies.
+    pub baseline: String,
+    /// The pool being rolled out.
+    pub to: String,
+    /// The coordinator.
+    pub by: String,
 }
 
 /// A coordinator's change, prepared and waiting for every member's acknowledgement. Held under
@@ -168,6 +184,7 @@ impl Desired {
                 .filter(|p| !p.is_empty()),
             maintenance: snapshot.maintenance.as_ref().map(|m| m.message.clone()),
             paused: snapshot.pause.is_some(),
+            rollout: None,
             change: "seeded from the first member's routing".into(),
             by: by.to_string(),
             committed_ms: now_ms(),
@@ -230,9 +247,12 @@ impl Desired {
                 next.maintenance = on.then(|| message.clone().unwrap_or_default());
             }
         }
+        // Any change but a rollout's own step (which sets it again) ends the rollout.
+        next.rollout = None;
         if next.weights == self.weights
             && next.maintenance == self.maintenance
             && next.paused == self.paused
+            && self.rollout.is_none()
         {
             return Err(FleetError::Unchanged(format!(
                 "{change}: the fleet is already so (generation {})",
@@ -299,6 +319,26 @@ impl Desired {
         Ok(())
     }
 
+    /// The desired state that ends a rollout whose coordinator is gone: every new client back
+    /// on the baseline, one generation on.
+    pub fn abandoned(&self, by: &str) -> Option<Desired> {
+        let r = self.rollout.as_ref()?;
+        let mut next = self.clone();
+        next.previous = Some(std::mem::replace(
+            &mut next.weights,
+            BTreeMap::from([(r.baseline.clone(), 100)]),
+        ));
+        next.rollout = None;
+        next.generation += 1;
+        next.change = format!(
+            "rollback to {}: the rollout of {} lost its coordinator ({})",
+            r.baseline, r.to, r.by
+        );
+        next.by = by.to_string();
+        next.committed_ms = now_ms();
+        Some(next)
+    }
+
     /// Whether `snapshot` serves this desired state.
     pub fn holds_on(&self, snapshot: &RoutingSnapshot) -> bool {
         let maintenance_ok = match (snapshot.maintenance.as_ref(), self.maintenance.as_deref()) {
@@ -325,6 +365,7 @@ mod tests {
             previous: None,
             maintenance: None,
             paused: false,
+            rollout: None,
             change: "seed".into(),
             by: "t".into(),
             committed_ms: 1,

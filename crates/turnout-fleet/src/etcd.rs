@@ -380,6 +380,19 @@ impl FleetStore for EtcdStore {
             .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
+    async fn restore(&self, desired: &Desired, desired_revision: i64) -> Result<bool, FleetError> {
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(self.key("desired"), CompareOp::Equal, desired_revision),
+                Compare::create_revision(self.key("lock"), CompareOp::Equal, 0),
+                Compare::create_revision(self.key("prepare"), CompareOp::Equal, 0),
+            ])
+            .and_then([TxnOp::put(self.key("desired"), Self::json(desired), None)]);
+        let mut client = self.client.clone();
+        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        Ok(resp.succeeded())
+    }
+
     async fn withdraw(&self, revision: i64) -> Result<(), FleetError> {
         let key = self.key("prepare");
         let txn = Txn::new()

@@ -43,8 +43,9 @@ pub struct Member<S> {
     control: Control,
     me: Identity,
     record: MemberRecord,
-    /// The newest desired state seen, whether applied or not.
+    /// The newest desired state seen, whether applied or not, and its revision.
     latest: Option<Desired>,
+    latest_revision: i64,
     /// A prepare answered here: its generation, and the local token if a switch was staged.
     staged: Option<(u64, Option<String>)>,
     /// Whether this member has joined once: until then its health path stays held.
@@ -53,6 +54,9 @@ pub struct Member<S> {
     lease: Option<Lease>,
     /// The roster as last heard, for the status and the dashboard.
     roster: BTreeMap<String, MemberStatus>,
+    /// The last report did not reach the store: sent again every second until it does (the
+    /// coordinator waits on it).
+    unreported: bool,
 }
 
 /// The task renewing the member's lease: it ends when the lease is lost, with why; dropped,
@@ -83,10 +87,12 @@ impl<S: FleetStore> Member<S> {
             me,
             record,
             latest: None,
+            latest_revision: 0,
             staged: None,
             joined: false,
             lease: None,
             roster: BTreeMap::new(),
+            unreported: false,
         }
     }
 
@@ -158,6 +164,14 @@ impl<S: FleetStore> Member<S> {
                 self.wait_resolved(read.revision, &p.value).await?;
                 continue;
             }
+            if desired.value.rollout.is_some() && read.lock.is_none() {
+                // A rollout whose coordinator is gone: its baseline first.
+                self.latest = Some(desired.value.clone());
+                self.latest_revision = desired.revision;
+                self.orphaned().await;
+                continue;
+            }
+            self.latest_revision = desired.revision;
             self.apply(&desired.value, false).await;
             let lease = self.store.grant(self.me.lease_ttl).await?;
             if self
@@ -229,13 +243,14 @@ impl<S: FleetStore> Member<S> {
                         }
                     }
                     Some(Event::Member(name, record)) => self.heard(name, record.map(|r| r.value)),
-                    Some(Event::Lock(_) | Event::Roster(_)) => {}
+                    Some(Event::Lock(None)) => self.orphaned().await,
+                    Some(Event::Lock(Some(_)) | Event::Roster(_)) => {}
                 },
-                _ = retry.tick(), if self.record.behind.is_some() => {
-                    if let Some(d) = self.latest.clone() {
+                _ = retry.tick(), if self.record.behind.is_some() || self.unreported => {
+                    if let Some(d) = self.latest.clone().filter(|_| self.record.behind.is_some()) {
                         self.apply(&d, false).await;
-                        self.report(lease).await;
                     }
+                    self.report(lease).await;
                 }
             }
         }
@@ -263,6 +278,9 @@ impl<S: FleetStore> Member<S> {
                         if let Some(d) = read.desired {
                             self.on_desired(lease, d).await;
                         }
+                        if read.lock.is_none() {
+                            self.orphaned().await;
+                        }
                         match read.prepare {
                             Some(p) if self.staged.as_ref().map(|s| s.0) != Some(p.value.next.generation) => {
                                 self.on_prepare(lease, p).await;
@@ -286,6 +304,9 @@ impl<S: FleetStore> Member<S> {
     /// prepared it, else probed first).
     async fn on_desired(&mut self, lease: Lease, d: Versioned<Desired>) {
         let generation = d.value.generation;
+        if generation >= self.latest.as_ref().map_or(0, |l| l.generation) {
+            self.latest_revision = d.revision;
+        }
         if generation <= self.record.applied && self.record.behind.is_none() {
             return;
         }
@@ -304,6 +325,28 @@ impl<S: FleetStore> Member<S> {
         }
         self.apply(&d.value, prepared_here).await;
         self.report(lease).await;
+    }
+
+    /// The lock went while the desired state says a rollout is under way: its coordinator is
+    /// gone. Writes the baseline back (only if nobody was first), which every member, this one
+    /// included, then applies from the watch.
+    async fn orphaned(&mut self) {
+        let Some(next) = self
+            .latest
+            .as_ref()
+            .and_then(|d| d.abandoned(&self.me.instance))
+        else {
+            return;
+        };
+        match self.store.restore(&next, self.latest_revision).await {
+            Ok(true) => {
+                tracing::warn!(fleet = %self.store.fleet(), generation = next.generation, change = %next.change, "the rollout's coordinator is gone: restored its baseline for the fleet")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not restore the baseline of an abandoned rollout; another member will, or this one on its next read")
+            }
+        }
     }
 
     /// Brings the routing to `desired` and records the outcome (applied, or behind and why).
@@ -424,9 +467,15 @@ impl<S: FleetStore> Member<S> {
     }
 
     async fn report(&mut self, lease: Lease) {
-        if let Err(e) = self.store.report(lease, &self.record).await {
-            self.control.router().fleet().set_connected(false);
-            tracing::warn!(error = %e, "could not report to the fleet");
+        match self.store.report(lease, &self.record).await {
+            Ok(()) => self.unreported = false,
+            Err(e) => {
+                self.control.router().fleet().set_connected(false);
+                if !self.unreported {
+                    tracing::warn!(error = %e, "could not report to the fleet; trying again every second");
+                }
+                self.unreported = true;
+            }
         }
     }
 }

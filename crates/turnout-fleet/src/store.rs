@@ -143,6 +143,15 @@ pub trait FleetStore: Clone + Send + Sync + 'static {
         expect: Expect,
     ) -> impl Future<Output = Result<Option<i64>, FleetError>> + Send;
 
+    /// Writes `desired` over the one at `desired_revision` only if nobody holds the lock and
+    /// nothing is prepared: a member ending a rollout whose coordinator is gone. `false`:
+    /// another member (or a coordinator) was first.
+    fn restore(
+        &self,
+        desired: &Desired,
+        desired_revision: i64,
+    ) -> impl Future<Output = Result<bool, FleetError>> + Send;
+
     /// Deletes the prepare written at `revision`, if it is still that one.
     fn withdraw(&self, revision: i64) -> impl Future<Output = Result<(), FleetError>> + Send;
 

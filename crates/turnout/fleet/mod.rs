@@ -19,6 +19,7 @@ use crate::client::{admin_client, request, summary, AdminClient, Outcome};
 
 mod rollout;
 pub mod store;
+mod store_rollout;
 
 // clap turns doc comments into the command line's help: these are documented by their help
 // text (`turnout help ...`), and a doc comment added here would change it.

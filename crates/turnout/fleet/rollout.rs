@@ -203,7 +203,12 @@ impl Fleet {
     }
 
     /// The baseline's and the target's counters, added up over every instance.
-    async fn sample_sum(&self, path: &str, baseline: &str, to: &str) -> Option<(Sample, Sample)> {
+    pub(super) async fn sample_sum(
+        &self,
+        path: &str,
+        baseline: &str,
+        to: &str,
+    ) -> Option<(Sample, Sample)> {
         let answers = self.all(Method::GET, path, |_| None).await;
         let mut sum = (Sample::default(), Sample::default());
         for (outcome, _) in answers {
@@ -239,7 +244,7 @@ impl Fleet {
 }
 
 /// "step 10%: fail on error_rate after 1003 ms: target ... | baseline ...".
-fn line(
+pub(super) fn line(
     percent: u32,
     verdict: &str,
     check: Option<&str>,

@@ -176,7 +176,9 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
             for (pool, weight) in weights {
                 match u32::try_from(weight) {
                     Ok(x) if x <= 1_000_000 => w.push((pool, x)),
-                    _ => return super::usage(&format!("{pool}={weight}: a weight is 0 to 1000000")),
+                    _ => {
+                        return super::usage(&format!("{pool}={weight}: a weight is 0 to 1000000"))
+                    }
                 }
             }
             (Change::Split { weights: w }, Some(phase))
@@ -188,13 +190,53 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
             },
             None,
         ),
-        FleetCommand::Pause { max_hold: Some(_), .. } => {
-            return super::usage("--max-hold is each instance's [pause] max_hold when the fleet is in etcd; drop it")
+        FleetCommand::Pause {
+            max_hold: Some(_), ..
+        } => {
+            return super::usage(
+                "--max-hold is each instance's [pause] max_hold when the fleet is in etcd; drop it",
+            )
         }
         FleetCommand::Pause { .. } => (Change::Pause, None),
         FleetCommand::Resume { .. } => (Change::Resume, None),
-        FleetCommand::Rollout { .. } => {
-            return super::usage("a guarded rollout through etcd is not built yet: run turnout fleet rollout with --instance/--instances-file")
+        FleetCommand::Rollout {
+            to,
+            policy,
+            check_cmd,
+            phase,
+            fleet,
+            hold,
+        } => {
+            let mut policy = match policy.policy() {
+                Ok(p) if p.mirror_percent > 0 => return super::usage("--mirror is for turnout rollout on one instance; a fleet rollout does not mirror"),
+                Ok(p) => p,
+                Err(e) => return super::usage(&e),
+            };
+            policy.check_cmd = check_cmd;
+            let mut plan = match plan(Some(&phase), timeout) {
+                Ok(p) => p,
+                Err(e) => return super::usage(&e),
+            };
+            // The fleet stays split without this command for --hold at most: the lock's lease.
+            if hold < Duration::from_secs(2) {
+                return super::usage(
+                    "--hold must be at least 2s with --etcd (it is the fleet lock's lease)",
+                );
+            }
+            plan.ttl = hold;
+            let store = match EtcdStore::connect(&target.fleet, &target.options).await {
+                Ok(s) => s,
+                Err(e) => return failed(&target.fleet, &e),
+            };
+            return super::store_rollout::rollout(
+                &store,
+                &to,
+                &policy,
+                &plan,
+                fleet.token.clone(),
+                timeout,
+            )
+            .await;
         }
     };
     let plan = match plan(phase.as_ref(), timeout) {
