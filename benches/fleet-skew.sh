@@ -11,7 +11,7 @@
 #   benches/fleet-skew.sh [--instances N] [--switches S] [--etcd-members 1|3]
 #                         [--kill-etcd-member] BIN
 #
-# Needs etcd (Debian's etcd-server), curl and python3. Only loopback is ever a target.
+# Needs etcd (Debian's etcd-server), nginx (the app), curl and python3. Only loopback is ever a target.
 set -euo pipefail
 
 n=10
@@ -41,7 +41,7 @@ if [ "$kill_member" = yes ] && [ "$members" != 3 ]; then
 fi
 bin=$1
 [ -x "$bin" ] || { echo "$0: $bin is not an executable" >&2; exit 66; }
-for tool in etcd curl python3; do
+for tool in etcd nginx curl python3; do
     command -v "$tool" >/dev/null || { echo "$0: needs $tool" >&2; exit 69; }
 done
 
@@ -98,10 +98,29 @@ for colour in blue green; do
 done
 blue_port=$(free_port)
 green_port=$(free_port)
-python3 -m http.server "$blue_port" --bind 127.0.0.1 -d "$work/blue" >/dev/null 2>&1 &
+chmod -R a+rX "$work"
+cat >"$work/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server { listen 127.0.0.1:$blue_port; location / { root $work/blue; } }
+    server { listen 127.0.0.1:$green_port; location / { root $work/green; } }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" &
 pids+=("$!")
-python3 -m http.server "$green_port" --bind 127.0.0.1 -d "$work/green" >/dev/null 2>&1 &
-pids+=("$!")
+
+for port in "$blue_port" "$green_port"; do
+    for _ in $(seq 1 100); do
+        curl -fs "http://127.0.0.1:$port/index.html" >/dev/null && break
+        sleep 0.05
+    done
+done
 
 config() { # NAME ACTIVE
     cat <<CONF
@@ -155,7 +174,8 @@ run_switches() { # LABEL
     local skews=() writes=() wrong=0 to out
     for s in $(seq 1 "$switches"); do
         if [ $((s % 2)) -eq 1 ]; then to=green; else to=blue; fi
-        out=$("$bin" fleet switch --to "$to" "${etcd_args[@]}" --fleet bench --timeout 10s 2>/dev/null) || {
+        out=$("$bin" fleet switch --to "$to" "${etcd_args[@]}" --fleet bench --timeout 10s 2>"$work/switch.err") || {
+            cat "$work/switch.err" >&2
             echo "$0: switch $s to $to failed" >&2
             exit 1
         }

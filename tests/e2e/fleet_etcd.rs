@@ -803,3 +803,80 @@ async fn a_fleet_rollout_whose_coordinator_dies_goes_back_to_the_baseline_by_its
         .await;
     }
 }
+
+/// `turnout fleet upgrade` across three members under load: each member's turnout is replaced
+/// in place, one at a time, each verified before the next, and no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_upgrade_across_three_members_under_load_fails_no_request() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    let fleet = members(3, &etcd).await;
+    let pids: Vec<u64> = {
+        let mut v = Vec::new();
+        for bg in &fleet {
+            v.push(bg.status().await["process"]["pid"].as_u64().expect("pid"));
+        }
+        v
+    };
+    let loads: Vec<crate::rollout::Load> = fleet
+        .iter()
+        .map(|bg| crate::rollout::Load::start(bg.turnout.url("/"), 2))
+        .collect();
+    let binary = std::path::absolute(crate::BIN).expect("the binary's path");
+    let binary = binary.display().to_string();
+    let (code, stdout, stderr) = run(
+        &fleet[0],
+        &eps,
+        &[
+            "upgrade",
+            "--binary",
+            &binary,
+            "--max-unavailable",
+            "1",
+            "--settle",
+            "1s",
+        ],
+    )
+    .await;
+    // The new processes, so that the test's end stops them too.
+    for bg in &fleet {
+        if let Some(pid) = bg.status().await["process"]["pid"].as_u64() {
+            bg.turnout.adopt(u32::try_from(pid).expect("a pid"));
+        }
+    }
+    let mut served = 0;
+    for load in loads {
+        let tally = load.finish().await;
+        assert_eq!(tally.other, 0, "no request failed: {tally:?}");
+        assert_eq!(tally.green_errors, 0, "{tally:?}");
+        served += tally.blue;
+    }
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(served > 0, "the load was served");
+    assert!(
+        stdout.contains("upgraded: every member of fleet shop (3)"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("handed over to pid").count(), 3, "{stdout}");
+    for (bg, old) in fleet.iter().zip(pids) {
+        let st = bg.status().await;
+        assert_ne!(
+            st["process"]["pid"].as_u64(),
+            Some(old),
+            "a new process serves: {st}"
+        );
+        assert_eq!(st["process"]["generation"], 2, "{st}");
+        assert_eq!(
+            st["fleet"]["applied"], 1,
+            "it rejoined on the fleet's generation: {st}"
+        );
+    }
+    until(&fleet[0], &eps, "three members after the upgrade", |s| {
+        member_count(s) == 3
+    })
+    .await;
+    // The upgraded fleet still switches together.
+    let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "green"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+}

@@ -20,6 +20,7 @@ use crate::client::{admin_client, request, summary, AdminClient, Outcome};
 mod rollout;
 pub mod store;
 mod store_rollout;
+mod upgrade;
 
 // clap turns doc comments into the command line's help: these are documented by their help
 // text (`turnout help ...`), and a doc comment added here would change it.
@@ -146,6 +147,23 @@ pub enum FleetCommand {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// The in-place upgrade of turnout on every member of a fleet in etcd, a few at a time,
+    /// each batch verified (rejoined on the fleet's generation, its 5xx rate within a point of
+    /// the rest of the fleet's) before the next; stops at the first bad one. Exit 0 all
+    /// upgraded, 1 stopped.
+    Upgrade {
+        /// The new turnout binary, at the same path on every member.
+        #[arg(long, value_name = "PATH")]
+        binary: PathBuf,
+        /// How many members are upgraded at once.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        max_unavailable: u16,
+        /// How long each batch is watched after its upgrade before the next starts.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
     /// One line per instance: active pool, generation, healthy servers, in flight. Exit 1 when
     /// the instances disagree on the active pool, 2 when one cannot be reached.
     Status {
@@ -234,6 +252,9 @@ pub fn run(command: FleetCommand) -> ExitCode {
                 Ok(f) => f.together(Method::POST, "/v1/resume", None, None).await,
                 Err(e) => usage(&e),
             },
+            FleetCommand::Upgrade { .. } => usage(
+                "turnout fleet upgrade follows a fleet's roster in etcd: give --etcd URL --fleet NAME (or --config FILE)",
+            ),
             FleetCommand::Status { fleet } => match Fleet::new(&fleet) {
                 Ok(f) => f.status().await,
                 Err(e) => usage(&e),

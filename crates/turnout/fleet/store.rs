@@ -136,6 +136,7 @@ impl FleetCommand {
             | FleetCommand::Maintenance { fleet, .. }
             | FleetCommand::Pause { fleet, .. }
             | FleetCommand::Resume { fleet }
+            | FleetCommand::Upgrade { fleet, .. }
             | FleetCommand::Status { fleet } => fleet,
         }
     }
@@ -169,6 +170,25 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
     let timeout = command.fleet_args().timeout;
     let (change, phase) = match command {
         FleetCommand::Status { fleet } => return status(&target, fleet.json).await,
+        FleetCommand::Upgrade {
+            binary,
+            max_unavailable,
+            settle,
+            fleet,
+        } => {
+            let store = match EtcdStore::connect(&target.fleet, &target.options).await {
+                Ok(s) => s,
+                Err(e) => return failed(&target.fleet, &e),
+            };
+            let u = super::upgrade::Upgrade {
+                binary: &binary,
+                max_unavailable: usize::from(max_unavailable),
+                settle,
+                token: fleet.token.clone(),
+                timeout,
+            };
+            return super::upgrade::upgrade(&store, &u).await;
+        }
         FleetCommand::Switch { to, phase, .. } => (Change::Switch { to }, Some(phase)),
         FleetCommand::Rollback { phase, .. } => (Change::Rollback, Some(phase)),
         FleetCommand::Split { weights, phase, .. } => {
