@@ -171,7 +171,7 @@ median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (
 worst() { sort -n | tail -1; }
 
 run_switches() { # LABEL
-    local skews=() writes=() wrong=0 to out
+    local skews=() spreads=() writes=() wrong=0 to out
     for s in $(seq 1 "$switches"); do
         if [ $((s % 2)) -eq 1 ]; then to=green; else to=blue; fi
         out=$("$bin" fleet switch --to "$to" "${etcd_args[@]}" --fleet bench --timeout 10s 2>"$work/switch.err") || {
@@ -180,14 +180,16 @@ run_switches() { # LABEL
             exit 1
         }
         skews+=("$(sed -n 's/.*the last \([0-9]*\) ms after the commit.*/\1/p' <<<"$out")")
+        spreads+=("$(sed -n 's/.*, \([0-9]*\) ms after the first.*/\1/p' <<<"$out")")
         writes+=("$(sed -n 's/.*; \([0-9]*\) store writes.*/\1/p' <<<"$out")")
         for i in $(seq 1 "$n"); do
             [ "$(curl -fs "http://$(cat "$work/i$i.addr")/")" = "$to" ] || wrong=$((wrong + 1))
         done
     done
     last=$to
-    printf '%s: commit to last member applied: median %s ms, worst %s ms; store writes per switch: %s; answers of the old colour after the switch: %d of %d\n' \
+    printf '%s: commit sent to last member applied: median %s ms, worst %s ms; first to last member applied: median %s ms, worst %s ms; store writes per switch: %s; answers of the old colour after the switch: %d of %d\n' \
         "$1" "$(printf '%s\n' "${skews[@]}" | median)" "$(printf '%s\n' "${skews[@]}" | worst)" \
+        "$(printf '%s\n' "${spreads[@]}" | median)" "$(printf '%s\n' "${spreads[@]}" | worst)" \
         "$(printf '%s\n' "${writes[@]}" | median)" "$wrong" $((switches * n))
 }
 

@@ -94,6 +94,20 @@ fn check_steps(path: &Path) -> Result<String, StartError> {
     state_dirs(&config)?;
     let loaded = load(&config)?;
     let files = read_files(&config)?;
+    // [fleet]: the etcd TLS files and the credentials in the environment, as a start reads them.
+    let fleet = match &config.fleet {
+        Some(f) => {
+            crate::fleet::store::etcd_options(f, std::time::Duration::from_secs(3))
+                .map_err(StartError::Data)?;
+            format!(
+                "\n  fleet {} as {} (etcd: {}); once joined, the fleet's desired routing decides what is active",
+                f.name,
+                f.instance.clone().unwrap_or_else(crate::host_name),
+                f.etcd.join(", ")
+            )
+        }
+        None => String::new(),
+    };
     let mut certs = String::new();
     for c in files.certs.iter().flat_map(|s| s.infos()) {
         certs.push_str(&format!(
@@ -105,7 +119,7 @@ fn check_steps(path: &Path) -> Result<String, StartError> {
         ));
     }
     Ok(format!(
-        "{}: ok. {} pool(s); {} would be active{}.{certs}",
+        "{}: ok. {} pool(s); {} would be active{}.{certs}{fleet}",
         path.display(),
         loaded.snapshot.pools.len(),
         loaded.snapshot.active.name(),

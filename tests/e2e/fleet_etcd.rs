@@ -25,6 +25,34 @@ async fn member(name: &str, endpoints: &str) -> BlueGreen {
     .await
 }
 
+/// A member started with `env` (the etcd credentials) and extra `[fleet]` lines.
+async fn member_with_env(
+    name: &str,
+    endpoints: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> BlueGreen {
+    let blue = turnout_testkit::upstream::TestUpstream::start("blue").await;
+    let green = turnout_testkit::upstream::TestUpstream::start("green").await;
+    let sandbox = turnout_testkit::process::Sandbox::new(crate::BIN);
+    let config = sandbox.config(
+        &[("blue", &[blue.server()]), ("green", &[green.server()])],
+        "blue",
+        &format!("{FAST_CHECKS}\n[fleet]\nname = \"shop\"\ninstance = \"{name}\"\netcd = {endpoints}\nlease_ttl = \"2s\"\n{extra}\n"),
+    );
+    sandbox.write_config(&config);
+    let turnout = sandbox
+        .start_with_env(env)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    BlueGreen {
+        blue,
+        green,
+        sandbox,
+        turnout,
+    }
+}
+
 async fn members(n: usize, etcd: &Etcd) -> Vec<BlueGreen> {
     let mut v = Vec::new();
     for i in 0..n {
@@ -662,6 +690,46 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
     assert_eq!(any.body("/").await, "blue\n");
     assert_eq!(health(any).await.0, 200);
 
+    // `turnout check` reads [fleet] as a start does: the fleet named, a TLS file that is not
+    // there named too.
+    let out = any
+        .sandbox
+        .command(&[
+            "check",
+            "--config",
+            &any.sandbox.config_path().display().to_string(),
+        ])
+        .output()
+        .expect("check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("fleet shop as web-0"), "{stdout}");
+    let tls_config = std::fs::read_to_string(any.sandbox.config_path())
+        .expect("config")
+        .replace(
+            &format!("etcd = {}", etcd.toml_endpoints()),
+            "etcd = [\"https://127.0.0.1:2379\"]",
+        )
+        + "[fleet.tls]\nca = \"/nonexistent/etcd-ca.pem\"\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tls.toml");
+    std::fs::write(&path, tls_config).expect("write");
+    let out = any
+        .sandbox
+        .command(&["check", "--config", &path.display().to_string()])
+        .output()
+        .expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[fleet.tls] ca") && stderr.contains("/nonexistent/etcd-ca.pem"),
+        "{stderr}"
+    );
+
     // An instance without [fleet] shows no fleet, in its status or its metrics.
     let alone = BlueGreen::start_with(FAST_CHECKS).await;
     assert!(alone.status().await["fleet"].is_null());
@@ -879,4 +947,89 @@ async fn a_fleet_upgrade_across_three_members_under_load_fails_no_request() {
     let (code, stdout, stderr) = run(&fleet[0], &eps, &["switch", "--to", "green"]).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(bodies(&fleet).await, ["green\n"; 3]);
+}
+
+/// etcd with authentication on: the user and password come from the environment, for members
+/// and commands alike; wrong ones are named and never pass a member's health path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_credentials_come_from_the_environment_and_wrong_ones_are_named() {
+    let etcd = start_etcd(1).await;
+    let eps = etcd.endpoints();
+    for args in [
+        vec!["user", "add", "root:s3cret"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["auth", "enable"],
+    ] {
+        let out = std::process::Command::new("etcdctl")
+            .args(["--endpoints", &eps[0]])
+            .args(&args)
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let good = [
+        ("TURNOUT_ETCD_USER", "root"),
+        ("TURNOUT_ETCD_PASSWORD", "s3cret"),
+    ];
+    let a = member_with_env("web-a", &etcd.toml_endpoints(), "", &good).await;
+    assert_eq!(health(&a).await.0, 200, "{}", a.turnout.logs());
+
+    let with_env = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = command(&a, &eps, args);
+        cmd.env_remove("TURNOUT_ETCD_USER")
+            .env_remove("TURNOUT_ETCD_PASSWORD");
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run turnout fleet");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = with_env(&["switch", "--to", "green"], &good);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(a.body("/").await, "green\n");
+
+    let (code, _, stderr) = with_env(
+        &["status", "--timeout", "1s"],
+        &[
+            ("TURNOUT_ETCD_USER", "root"),
+            ("TURNOUT_ETCD_PASSWORD", "wrong"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach etcd") && stderr.contains("authentication failed"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = with_env(&["status"], &[("TURNOUT_ETCD_USER", "root")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("go together"), "{stderr}");
+    let (code, _, stderr) = with_env(&["status", "--timeout", "1s"], &[]);
+    assert_eq!(code, Some(1), "no credentials: {stderr}");
+
+    // A member with the wrong password starts (it must not stop a scale-out for good), but
+    // never passes its health path: it cannot know the fleet's colour.
+    let bad = member_with_env(
+        "web-bad",
+        &etcd.toml_endpoints(),
+        "join_timeout = \"1s\"",
+        &[
+            ("TURNOUT_ETCD_USER", "root"),
+            ("TURNOUT_ETCD_PASSWORD", "wrong"),
+        ],
+    )
+    .await;
+    let (code, text) = health(&bad).await;
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("joining fleet shop"), "{text}");
+    assert!(
+        bad.turnout.logs().contains("authentication failed"),
+        "{}",
+        bad.turnout.logs()
+    );
 }

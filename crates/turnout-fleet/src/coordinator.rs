@@ -52,6 +52,14 @@ impl Committed {
             .values()
             .try_fold(Duration::ZERO, |m, a| a.map(|a| m.max(a)))
     }
+
+    /// The time between the first member applying and the last (the window in which the
+    /// fleet served both), if all did.
+    pub fn spread(&self) -> Option<Duration> {
+        let last = self.skew()?;
+        let first = self.applied.values().flatten().min()?;
+        Some(last.saturating_sub(*first))
+    }
 }
 
 /// Runs `change` on `store`'s fleet; `progress` is told each phase.

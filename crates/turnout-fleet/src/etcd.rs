@@ -39,6 +39,9 @@ pub struct EtcdTls {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// How long one call is retried when it could not be sent (an endpoint down, a leader
+    /// election): `EtcdOptions::timeout`.
+    timeout: Duration,
     fleet: String,
     prefix: String,
     endpoints: String,
@@ -51,6 +54,23 @@ impl std::fmt::Debug for EtcdStore {
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
+}
+
+/// Any failure: for reads and writes that may be repeated (a read, a lease grant or revoke,
+/// a member's report of the same record).
+fn any(_: &etcd_client::Error) -> bool {
+    true
+}
+
+/// A failure before the request was acted on: no connection to the endpoint the balancer
+/// chose (it is down; another one may answer), or a member refusing it for want of a leader
+/// (with `require_leader`, before proposing it). The client says so only in words, so this
+/// reads them.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error")
+        || text.contains("Connection refused")
+        || text.contains("etcdserver: no leader")
 }
 
 /// The key prefix of fleet `name`.
@@ -91,6 +111,7 @@ impl EtcdStore {
             })?;
         Ok(EtcdStore {
             client,
+            timeout: options.timeout,
             fleet: fleet.to_string(),
             prefix: prefix(fleet),
             endpoints,
@@ -99,6 +120,39 @@ impl EtcdStore {
 
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// Runs `op` on a client, again every 50 ms while it fails and `again` says the failure
+    /// is one to retry, for at most the store's timeout.
+    async fn retry<T, F, Fut>(
+        &self,
+        again: fn(&etcd_client::Error) -> bool,
+        mut op: F,
+    ) -> Result<T, FleetError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match op(self.client.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if again(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(self.unreachable(e)),
+            }
+        }
+    }
+
+    /// A transaction, sent again only when it was certainly not sent (a write that may have
+    /// happened is never repeated blindly: the caller reads to learn).
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, FleetError> {
+        self.retry(not_sent, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
     }
 
     fn unreachable(&self, e: etcd_client::Error) -> FleetError {
@@ -161,11 +215,12 @@ impl FleetStore for EtcdStore {
     }
 
     async fn read(&self) -> Result<FleetRead, FleetError> {
-        let mut client = self.client.clone();
-        let resp = client
-            .get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp = self
+            .retry(any, |mut c| {
+                let prefix = self.prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let mut read = FleetRead {
             revision: resp.header().map_or(0, |h| h.revision()),
             ..FleetRead::default()
@@ -200,18 +255,15 @@ impl FleetStore for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, Self::json(desired), None)]);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.txn(txn).await?;
         Ok(resp.succeeded())
     }
 
     async fn grant(&self, ttl: Duration) -> Result<Lease, FleetError> {
-        let mut client = self.client.clone();
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let resp = client
-            .lease_grant(secs, None)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp = self
+            .retry(any, |mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
         Ok(Lease(resp.id()))
     }
 
@@ -256,12 +308,9 @@ impl FleetStore for EtcdStore {
     }
 
     async fn revoke(&self, lease: Lease) -> Result<(), FleetError> {
-        let mut client = self.client.clone();
-        client
-            .lease_revoke(lease.0)
+        self.retry(any, |mut c| async move { c.lease_revoke(lease.0).await })
             .await
             .map(drop)
-            .map_err(|e| self.unreachable(e))
     }
 
     async fn join(
@@ -284,22 +333,22 @@ impl FleetStore for EtcdStore {
                 ),
                 TxnOp::put(self.key("roster"), member.instance.clone(), None),
             ]);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.txn(txn).await?;
         Ok(resp.succeeded())
     }
 
     async fn report(&self, lease: Lease, member: &MemberRecord) -> Result<(), FleetError> {
-        let mut client = self.client.clone();
-        client
-            .put(
-                self.key(&format!("members/{}", member.instance)),
-                Self::json(member),
-                Some(PutOptions::new().with_lease(lease.0)),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| self.unreachable(e))
+        let key = self.key(&format!("members/{}", member.instance));
+        let value = Self::json(member);
+        self.retry(any, |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease.0)))
+                    .await
+            }
+        })
+        .await
+        .map(drop)
     }
 
     async fn lock(&self, lease: Lease, holder: &str) -> Result<Result<(), String>, FleetError> {
@@ -312,8 +361,7 @@ impl FleetStore for EtcdStore {
                 Some(PutOptions::new().with_lease(lease.0)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(Ok(()));
         }
@@ -349,8 +397,7 @@ impl FleetStore for EtcdStore {
                 Self::json(prepare),
                 Some(PutOptions::new().with_lease(lease.0)),
             )]);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.txn(txn).await?;
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
@@ -373,8 +420,7 @@ impl FleetStore for EtcdStore {
                 TxnOp::put(self.key("desired"), Self::json(desired), None),
                 TxnOp::delete(self.key("prepare"), None),
             ]);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.txn(txn).await?;
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
@@ -388,8 +434,7 @@ impl FleetStore for EtcdStore {
                 Compare::create_revision(self.key("prepare"), CompareOp::Equal, 0),
             ])
             .and_then([TxnOp::put(self.key("desired"), Self::json(desired), None)]);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.txn(txn).await?;
         Ok(resp.succeeded())
     }
 
@@ -402,27 +447,26 @@ impl FleetStore for EtcdStore {
                 revision,
             )])
             .and_then([TxnOp::delete(key, None)]);
-        let mut client = self.client.clone();
-        client
-            .txn(txn)
-            .await
-            .map(drop)
-            .map_err(|e| self.unreachable(e))
+        self.txn(txn).await.map(drop)
     }
 
     async fn watch(&self, after: i64) -> Result<mpsc::Receiver<Event>, FleetError> {
-        let mut client = self.client.clone();
-        let mut stream = client
-            .watch(
-                self.prefix.clone(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(after + 1),
-                ),
-            )
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let mut stream = self
+            .retry(any, |mut c| {
+                let prefix = self.prefix.clone();
+                async move {
+                    c.watch(
+                        prefix,
+                        Some(
+                            WatchOptions::new()
+                                .with_prefix()
+                                .with_start_revision(after + 1),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await?;
         let (tx, rx) = mpsc::channel(64);
         let store = self.clone();
         tokio::spawn(async move {

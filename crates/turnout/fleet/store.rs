@@ -278,17 +278,18 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
                 .filter(|(_, a)| a.is_none())
                 .map(|(m, _)| m.as_str())
                 .collect();
-            let skew = done
-                .skew()
-                .map_or_else(|| "-".to_string(), |s| format!("{} ms", s.as_millis()));
+            let ms = |d: Option<Duration>| {
+                d.map_or_else(|| "-".to_string(), |s| format!("{} ms", s.as_millis()))
+            };
             println!(
-                "fleet {}: generation {} ({}) committed; {}/{} member(s) applied it, the last {} after the commit; {} store writes",
+                "fleet {}: generation {} ({}) committed; {}/{} member(s) applied it, the last {} after the commit, {} after the first; {} store writes",
                 target.fleet,
                 done.desired.generation,
                 done.desired.change,
                 total - late.len(),
                 total,
-                skew,
+                ms(done.skew()),
+                ms(done.spread()),
                 done.writes
             );
             if late.is_empty() {
