@@ -127,19 +127,7 @@ impl Fleet {
                 let base = now.0.since(&start.0);
                 let ran = step_started.elapsed().as_millis();
                 let baked = Instant::now() >= bake_end;
-                let mut verdict = judge(policy, &target, &base);
-                if verdict == Verdict::Pass && baked {
-                    if let Some(cmd) = &policy.check_cmd {
-                        if let Err(detail) =
-                            crate::check_cmd::run_check(cmd, to, &baseline, percent).await
-                        {
-                            verdict = Verdict::Fail {
-                                check: "check_cmd",
-                                detail,
-                            };
-                        }
-                    }
-                }
+                let verdict = verdict(policy, &target, &base, baked, to, &baseline, percent).await;
                 match verdict {
                     Verdict::Fail { check, detail } => {
                         println!(
@@ -240,6 +228,34 @@ impl Fleet {
             );
         }
         ExitCode::from(1)
+    }
+}
+
+/// The verdict on a step's window: `judge`'s, and once the step has baked and passes, its
+/// `check_cmd`'s (run here, on the coordinator).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn verdict(
+    policy: &RolloutPolicy,
+    target: &Window,
+    base: &Window,
+    baked: bool,
+    to: &str,
+    baseline: &str,
+    percent: u32,
+) -> Verdict {
+    let verdict = judge(policy, target, base);
+    if verdict != Verdict::Pass || !baked {
+        return verdict;
+    }
+    match &policy.check_cmd {
+        Some(cmd) => match crate::check_cmd::run_check(cmd, to, baseline, percent).await {
+            Ok(()) => verdict,
+            Err(detail) => Verdict::Fail {
+                check: "check_cmd",
+                detail,
+            },
+        },
+        None => verdict,
     }
 }
 

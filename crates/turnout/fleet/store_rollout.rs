@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use turnout_core::rollout::{judge, Sample, Verdict};
+use turnout_core::rollout::{Sample, Verdict};
 use turnout_core::RolloutPolicy;
 use turnout_fleet::coordinator::{Held, Plan};
 use turnout_fleet::desired::UnderWay;
@@ -157,17 +157,8 @@ async fn bake(
         let base = now.0.since(&first.0);
         let ran = step_started.elapsed().as_millis();
         let baked = Instant::now() >= bake_end;
-        let mut verdict = judge(policy, &target, &base);
-        if verdict == Verdict::Pass && baked {
-            if let Some(cmd) = &policy.check_cmd {
-                if let Err(detail) = crate::check_cmd::run_check(cmd, to, baseline, percent).await {
-                    verdict = Verdict::Fail {
-                        check: "check_cmd",
-                        detail,
-                    };
-                }
-            }
-        }
+        let verdict =
+            super::rollout::verdict(policy, &target, &base, baked, to, baseline, percent).await;
         match verdict {
             Verdict::Fail { check, detail } => {
                 println!(
