@@ -1033,3 +1033,68 @@ async fn etcd_credentials_come_from_the_environment_and_wrong_ones_are_named() {
         bad.turnout.logs()
     );
 }
+
+/// etcd over TLS: a member with `[fleet.tls] ca` and an `https://` endpoint joins and follows;
+/// the command line reaches the same etcd through `--config`; a CA that did not sign etcd's
+/// certificate is named as the reason it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_the_configs_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = crate::tls::Ca::new("etcd test CA");
+    let (chain, key, _) = ca.leaf(&["127.0.0.1", "localhost"], 30);
+    let cert_path = crate::tls::write(dir.path(), "etcd.pem", &chain);
+    let key_path = crate::tls::write(dir.path(), "etcd-key.pem", &key);
+    let ca_path = crate::tls::write(dir.path(), "ca.pem", &ca.pem());
+    let etcd = tokio::task::spawn_blocking(move || Etcd::start_tls(&cert_path, &key_path))
+        .await
+        .expect("etcd starts");
+    let endpoint = etcd.endpoint(0);
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let tls = format!("[fleet.tls]\nca = {:?}\n", ca_path.display().to_string());
+    let a = member_with_env("web-a", &etcd.toml_endpoints(), &tls, &[]).await;
+    assert_eq!(health(&a).await.0, 200, "{}", a.turnout.logs());
+
+    let config = a.sandbox.config_path().display().to_string();
+    let out = a
+        .sandbox
+        .command(&["fleet", "switch", "--to", "green", "--config", &config])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.body("/").await, "green\n");
+
+    // Another CA: refused, and said so.
+    let other = crate::tls::Ca::new("not etcd's CA");
+    let other_path = crate::tls::write(dir.path(), "other.pem", &other.pem());
+    let text = std::fs::read_to_string(a.sandbox.config_path())
+        .expect("config")
+        .replace(
+            &ca_path.display().to_string(),
+            &other_path.display().to_string(),
+        );
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(&wrong, text).expect("write");
+    let out = a
+        .sandbox
+        .command(&[
+            "fleet",
+            "status",
+            "--config",
+            &wrong.display().to_string(),
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach etcd at {endpoint}")),
+        "{stderr}"
+    );
+}

@@ -22,13 +22,13 @@ use turnout_testkit::upstream::TestUpstream;
 use crate::{BlueGreen, BIN};
 
 /// A test CA that signs leaf certificates.
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let key = rcgen::KeyPair::generate().expect("CA key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -42,13 +42,22 @@ impl Ca {
         }
     }
 
+    /// The CA's certificate, PEM.
+    pub(crate) fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
     fn der(&self) -> CertificateDer<'static> {
         self.cert.der().clone()
     }
 
     /// A leaf for `names` (DNS names or IP addresses), valid from yesterday for `days`
     /// (negative: already expired); returns (chain PEM, key PEM, leaf DER).
-    fn leaf(&self, names: &[&str], days: i64) -> (String, String, CertificateDer<'static>) {
+    pub(crate) fn leaf(
+        &self,
+        names: &[&str],
+        days: i64,
+    ) -> (String, String, CertificateDer<'static>) {
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(names).expect("params");
@@ -68,7 +77,7 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     // Written beside, then renamed into place, as a renewal tool does.
     let tmp = dir.join(format!(".{name}.tmp"));

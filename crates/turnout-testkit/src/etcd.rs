@@ -12,6 +12,8 @@ struct Node {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and metrics (the client port may speak TLS).
+    metrics_port: u16,
     child: Option<Child>,
 }
 
@@ -21,6 +23,8 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
     initial: String,
+    /// The server certificate and key (PEM files): clients then speak TLS.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -39,12 +43,22 @@ impl Etcd {
     /// `n` members, started together; returns once every member answers its health endpoint
     /// (at most 20 s).
     pub fn cluster(n: usize) -> Etcd {
+        Etcd::start_with(n, None)
+    }
+
+    /// One member whose clients speak TLS, with the certificate and key at these PEM files.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Etcd {
+        Etcd::start_with(1, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(n: usize, tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<Node> = (0..n)
             .map(|i| Node {
                 name: format!("e{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                metrics_port: free_port(),
                 child: None,
             })
             .collect();
@@ -57,6 +71,7 @@ impl Etcd {
             dir,
             nodes,
             initial,
+            tls,
         };
         for i in 0..n {
             etcd.spawn(i);
@@ -70,14 +85,21 @@ impl Etcd {
         let log =
             std::fs::File::create(self.dir.path().join(format!("{}.log", self.nodes[i].name)))
                 .expect("etcd log file");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let node = &mut self.nodes[i];
-        let client = format!("http://127.0.0.1:{}", node.client_port);
+        let client = format!("{scheme}://127.0.0.1:{}", node.client_port);
         let peer = format!("http://127.0.0.1:{}", node.peer_port);
-        let child = Command::new("etcd")
+        let metrics = format!("http://127.0.0.1:{}", node.metrics_port);
+        let mut cmd = Command::new("etcd");
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let child = cmd
             .args(["--name", &node.name])
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen-client-urls", &client])
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
@@ -101,7 +123,8 @@ impl Etcd {
 
     /// Member `i`'s client URL.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[i].client_port)
     }
 
     /// The TOML array of the endpoints, for `[fleet] etcd`.
@@ -125,7 +148,7 @@ impl Etcd {
     }
 
     /// The index of the member that leads now (asked of each running member's status through
-    /// etcd's JSON gateway), if one does.
+    /// etcd's JSON gateway), if one does. Plain HTTP clusters only.
     pub fn leader(&self) -> Option<usize> {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.child.is_none() {
@@ -150,7 +173,7 @@ impl Etcd {
                 continue;
             }
             loop {
-                if get_health(node.client_port) {
+                if get_health(node.metrics_port) {
                     break;
                 }
                 assert!(
