@@ -102,7 +102,7 @@ fn check_steps(path: &Path) -> Result<String, StartError> {
             format!(
                 "\n  fleet {} as {} (etcd: {}); once joined, the fleet's desired routing decides what is active",
                 f.name,
-                f.instance.clone().unwrap_or_else(crate::host_name),
+                f.instance.clone().unwrap_or_else(turnout_fleet::member::host_name),
                 f.etcd.join(", ")
             )
         }

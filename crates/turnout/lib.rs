@@ -19,11 +19,3 @@ pub mod upgrade;
 
 pub use app::{run, Bound, Listeners};
 pub use exit::StartError;
-
-/// This machine's host name (the default `[fleet] instance`).
-pub fn host_name() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}

@@ -53,7 +53,10 @@ pub async fn start(
     let options = crate::fleet::store::etcd_options(fleet, std::time::Duration::from_secs(3))
         .map_err(StartError::Data)?;
     let identity = Identity {
-        instance: fleet.instance.clone().unwrap_or_else(crate::host_name),
+        instance: fleet
+            .instance
+            .clone()
+            .unwrap_or_else(turnout_fleet::member::host_name),
         admin: Some(
             fleet
                 .admin_url

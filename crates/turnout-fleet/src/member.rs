@@ -25,6 +25,14 @@ use crate::desired::{now_ms, Desired, MemberRecord, Prepare};
 use crate::error::FleetError;
 use crate::store::{Event, FleetStore, Lease, Versioned};
 
+/// This machine's host name: the default `[fleet] instance`, and where a coordinator runs.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Who this member is.
 #[derive(Debug, Clone)]
 pub struct Identity {

@@ -145,7 +145,11 @@ impl FleetCommand {
 /// Who is changing the fleet: `user@host:pid`.
 fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "turnout".into());
-    format!("{user}@{}:{}", crate::host_name(), std::process::id())
+    format!(
+        "{user}@{}:{}",
+        turnout_fleet::member::host_name(),
+        std::process::id()
+    )
 }
 
 fn plan(phase: Option<&PhaseArgs>, timeout: Duration) -> Result<Plan, String> {
