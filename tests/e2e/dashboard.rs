@@ -483,3 +483,96 @@ async fn the_page_in_chromium_shows_the_state_and_switches() {
     std::fs::write(target.join("dashboard-dark.png"), png).expect("write the screenshot");
     dark.close().await.expect("close the session");
 }
+
+/// A fleet member's page shows its fleet: whose member it is, the generation it serves, etcd
+/// connected, every member in a row; its own switch button is refused, naming the fleet
+/// command; a fleet switch made with the command line shows within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_members_page_shows_the_fleet() {
+    let etcd = tokio::task::spawn_blocking(turnout_testkit::etcd::Etcd::start)
+        .await
+        .expect("etcd");
+    let fleet = |name: &str| {
+        format!(
+            "{}\n[fleet]\nname = \"shop\"\ninstance = \"{name}\"\netcd = {}\n",
+            crate::FAST_CHECKS,
+            etcd.toml_endpoints()
+        )
+    };
+    let bg = BlueGreen::start_with(&fleet("web-a")).await;
+    let _other = BlueGreen::start_with(&fleet("web-b")).await;
+    let driver = chromedriver().await;
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&format!("{}/", bg.admin_base()))
+        .await
+        .expect("open the page");
+    until_text(&c, "fleet-summary", Duration::from_secs(10), |t| {
+        t.starts_with("fleet shop: this is web-a, serving generation 1")
+            && t.contains("etcd connected")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    until_text(&c, "fleet-members", Duration::from_secs(10), |t| {
+        t.contains("web-a") && t.contains("web-b") && t.contains("current")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The page redraws the pool list at every refresh: a redraw between the find and the
+    // choice makes the element stale, and the choice is made again.
+    let mut chosen = false;
+    for _ in 0..20 {
+        if let Ok(select) = c.find(Locator::Id("switch-to")).await {
+            if select.select_by_value("green").await.is_ok() {
+                chosen = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(chosen, "green chosen in the pool list");
+    click_and_confirm(&c, "switch").await;
+    until_text(&c, "message", Duration::from_secs(10), |t| {
+        t.contains("follows fleet shop") && t.contains("turnout fleet switch")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        bg.body("/").await,
+        "blue\n",
+        "the page's switch changed nothing"
+    );
+
+    let mut cmd = bg
+        .sandbox
+        .command(&["fleet", "switch", "--to", "green", "--fleet", "shop"]);
+    cmd.arg("--etcd").arg(etcd.endpoint(0));
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until_text(&c, "fleet-summary", Duration::from_secs(10), |t| {
+        t.contains("serving generation 2") && t.contains("by every member within")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    until_text(&c, "active", Duration::from_secs(10), |t| t == "green")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.screenshot()
+        .await
+        .map(|png| std::fs::write("target/dashboard-fleet.png", png))
+        .ok();
+    let errors = console_errors(&c).await;
+    assert!(
+        errors
+            .iter()
+            .all(|m| m.contains("409") || m.contains("/favicon.ico")),
+        "only the refused switch (and the browser's own favicon request): {errors:?}"
+    );
+    c.close().await.expect("close");
+}

@@ -21,6 +21,8 @@ pub struct MemberStatus {
     pub behind: Option<String>,
     /// The turnout version it runs.
     pub version: String,
+    /// When it applied its generation (ms since the Unix epoch).
+    pub applied_ms: u64,
 }
 
 /// This instance's fleet, for `GET /v1/status` (`fleet`) and the dashboard.
@@ -41,6 +43,10 @@ pub struct FleetStatus {
     pub hold: Option<String>,
     /// The time from the last commit to this instance applying it, in milliseconds.
     pub last_apply_ms: u64,
+    /// The time from the last commit to the last member applying it, in milliseconds, once
+    /// every member this instance knows of reports it (`None` until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_apply_ms: Option<u64>,
     /// Every member it knows of, this one included.
     pub members: Vec<MemberStatus>,
 }
@@ -65,6 +71,8 @@ pub struct FleetView {
     members: ArcSwap<Vec<MemberStatus>>,
     /// Commit to applied here, for the last change, in milliseconds.
     lag_ms: AtomicU64,
+    /// When the newest generation seen was committed (ms since the Unix epoch).
+    committed_ms: AtomicU64,
 }
 
 impl FleetView {
@@ -97,6 +105,11 @@ impl FleetView {
         self.members.store(Arc::new(members));
     }
 
+    /// Records when the newest generation seen was committed.
+    pub fn set_committed_ms(&self, ms: u64) {
+        self.committed_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// Records the time from the last commit to its application here.
     pub fn set_lag_ms(&self, ms: u64) {
         self.lag_ms.store(ms, Ordering::Relaxed);
@@ -106,6 +119,17 @@ impl FleetView {
     pub fn status(&self) -> Option<FleetStatus> {
         let names = self.names.load_full()?;
         let (applied, seen) = self.generations();
+        let members = (**self.members.load()).clone();
+        let committed = self.committed_ms.load(Ordering::Relaxed);
+        let fleet_apply_ms =
+            (!members.is_empty() && committed > 0 && members.iter().all(|m| m.applied == seen))
+                .then(|| {
+                    members
+                        .iter()
+                        .map(|m| m.applied_ms.saturating_sub(committed))
+                        .max()
+                        .unwrap_or(0)
+                });
         Some(FleetStatus {
             name: names.0.clone(),
             instance: names.1.clone(),
@@ -114,7 +138,8 @@ impl FleetView {
             connected: self.connected(),
             hold: self.hold().map(|h| (*h).clone()),
             last_apply_ms: self.lag_ms.load(Ordering::Relaxed),
-            members: (**self.members.load()).clone(),
+            fleet_apply_ms,
+            members,
         })
     }
 
@@ -170,5 +195,22 @@ mod tests {
         assert_eq!(v.generations(), (3, 3), "seen is never behind applied");
         v.set_generations(3, 5);
         assert_eq!(v.generations(), (3, 5));
+        let member = |name: &str, applied, applied_ms| MemberStatus {
+            instance: name.into(),
+            applied,
+            behind: None,
+            version: "0".into(),
+            applied_ms,
+        };
+        v.set_generations(5, 5);
+        v.set_committed_ms(1_000);
+        v.set_members(vec![member("a", 5, 1_004), member("b", 4, 900)]);
+        assert_eq!(
+            v.status().and_then(|s| s.fleet_apply_ms),
+            None,
+            "b has not applied 5"
+        );
+        v.set_members(vec![member("a", 5, 1_004), member("b", 5, 1_011)]);
+        assert_eq!(v.status().and_then(|s| s.fleet_apply_ms), Some(11));
     }
 }

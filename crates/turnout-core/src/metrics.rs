@@ -58,6 +58,7 @@ struct FleetGauges {
     behind: IntGauge,
     connected: IntGauge,
     apply_seconds: prometheus::Gauge,
+    fleet_apply_seconds: prometheus::Gauge,
 }
 
 impl FleetGauges {
@@ -94,11 +95,22 @@ impl FleetGauges {
                 )
                 .expect("valid metric"),
             ),
+            fleet_apply_seconds: register(
+                &r,
+                prometheus::Gauge::new(
+                    "turnout_fleet_commit_to_last_applied_seconds",
+                    "The time from the last fleet commit to the last member applying it, as this instance heard the members' reports.",
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         }
     }
 
     fn set(&self, f: &crate::fleet::FleetStatus) {
+        if let Some(ms) = f.fleet_apply_ms {
+            self.fleet_apply_seconds.set(ms as f64 / 1000.0);
+        }
         self.members.set(f.members.len() as i64);
         self.applied.set(f.applied as i64);
         self.seen.set(f.seen as i64);

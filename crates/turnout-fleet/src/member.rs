@@ -399,6 +399,7 @@ impl<S: FleetStore> Member<S> {
             }
         }
         view.set_generations(self.record.applied, desired.generation);
+        view.set_committed_ms(desired.committed_ms);
     }
 
     /// A prepared change: probe and hold it, then answer in the report.
@@ -503,5 +504,6 @@ fn status_of(r: &MemberRecord) -> MemberStatus {
         applied: r.applied,
         behind: r.behind.clone(),
         version: r.version.clone(),
+        applied_ms: r.applied_ms,
     }
 }

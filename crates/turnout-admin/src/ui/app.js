@@ -155,7 +155,9 @@ function renderFleet(s) {
   const lag = f.seen - f.applied;
   $('fleet-summary').textContent = `fleet ${f.name}: this is ${f.instance}, serving generation ${f.applied}`
     + (lag > 0 ? ` (${lag} behind)` : '') + ` · etcd ${f.connected ? 'connected' : 'not answering'}`
-    + ` · last change applied ${f.last_apply_ms} ms after its commit` + (f.hold ? ` · health path failing: ${f.hold}` : '');
+    + ` · last change applied here ${f.last_apply_ms} ms after its commit`
+    + (f.fleet_apply_ms !== undefined ? `, by every member within ${f.fleet_apply_ms} ms` : '')
+    + (f.hold ? ` · health path failing: ${f.hold}` : '');
   $('fleet-members').replaceChildren(...f.members.map((m) => el('tr', {},
     el('td', {}, m.instance),
     el('td', {}, `generation ${m.applied}`),
