@@ -583,7 +583,11 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
     let eps = etcd.endpoints();
     let fleet = members(1, &etcd).await;
     let any = &fleet[0];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["status", "--json", "--instance", "http://127.0.0.1:1"],
+            "--json is for turnout fleet status through etcd",
+        ),
         (
             &[
                 "rollout",

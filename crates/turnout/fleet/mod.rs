@@ -186,6 +186,9 @@ pub fn run(command: FleetCommand) -> ExitCode {
                 Err(e) => usage(&e),
             };
         }
+        if command.fleet_args().json {
+            return usage("--json is for turnout fleet status through etcd (--etcd or --config)");
+        }
         match command {
             FleetCommand::Switch { to, fleet, phase } => match Fleet::new(&fleet) {
                 Ok(f) => {
