@@ -252,6 +252,42 @@ async fn a_switch_through_etcd_flips_every_member_and_a_new_instance_joins_on_th
     let (code, stdout, stderr) = run(&fleet[0], &eps, &["maintenance", "off"]).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(fleet[1].body("/").await, "blue\n");
+    // The A/B rules are the fleet's too: a beta header goes to green on every member.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"{"rules": [{"header": "X-Beta", "equals": "1", "to": "green"}]}"#,
+    )
+    .expect("write rules");
+    let (code, stdout, stderr) = run(
+        &fleet[0],
+        &eps,
+        &["rules", "--file", &rules.display().to_string()],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for bg in &fleet {
+        let mut req = http::Request::get(bg.turnout.url("/"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        req.headers_mut()
+            .insert("x-beta", http::HeaderValue::from_static("1"));
+        let a = turnout_testkit::client::send(&turnout_testkit::client::http_client(), req)
+            .await
+            .expect("answer");
+        assert_eq!(a.body, "green\n", "the rule holds on every member");
+        assert_eq!(bg.body("/").await, "blue\n");
+    }
+    let (code, json) = turnout_testkit::client::admin(
+        &fleet[1].admin_base(),
+        http::Method::PUT,
+        "/v1/rules",
+        Some(r#"{"rules": []}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "a member's own rules write is refused: {json}");
     let (code, stdout, stderr) = run(&fleet[0], &eps, &["split", "blue=50", "green=50"]).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let st = fleet[2].status().await;
@@ -657,6 +693,32 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
     let (code, _, stderr) = run(any, &eps, &["switch", "--to", "purple"]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no pool named \"purple\""), "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"header": "X-Beta"}]"#).expect("write");
+    let (code, _, stderr) = run(any, &eps, &["rules", "--file", &bad.display().to_string()]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.json") && stderr.contains("PUT /v1/rules"),
+        "{stderr}"
+    );
+    let purple = dir.path().join("purple.json");
+    std::fs::write(
+        &purple,
+        r#"{"rules": [{"cookie": "b", "equals": "1", "to": "purple"}]}"#,
+    )
+    .expect("write");
+    let (code, _, stderr) = run(
+        any,
+        &eps,
+        &["rules", "--file", &purple.display().to_string()],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rule 1") && stderr.contains("purple"),
+        "{stderr}"
+    );
     let (code, _, stderr) = run(any, &eps, &["rollback"]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("nothing to roll back"), "{stderr}");

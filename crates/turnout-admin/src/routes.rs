@@ -248,8 +248,9 @@ async fn enforce_policy(
 
 /// The routing writes a fleet member (`[fleet]`) takes only from the fleet's desired state in
 /// etcd: one made here would leave this instance apart from the fleet (and be undone by the
-/// next fleet change). Reads, pools, rules, the cache, certificates and upgrades stay local.
-const FLEET_OWNED: [&str; 10] = [
+/// next fleet change). Reads, pools, the cache, certificates and upgrades stay local.
+const FLEET_OWNED: [&str; 11] = [
+    "/v1/rules",
     "/v1/switch",
     "/v1/rollback",
     "/v1/prepare",

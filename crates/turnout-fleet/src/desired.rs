@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use turnout_core::{Command, Control, CoreError, MaintenanceSpec, RoutingSnapshot};
+use turnout_core::{Command, Control, CoreError, MaintenanceSpec, RoutingSnapshot, Rule, RuleSpec};
 
 use crate::error::FleetError;
 
@@ -32,6 +32,9 @@ pub struct Desired {
     /// New requests held (`turnout fleet pause`) until a resume.
     #[serde(default)]
     pub paused: bool,
+    /// The A/B rules, in order (`turnout fleet rules`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
     /// A guarded rollout under way: while it is set, the split lives only as long as the
     /// coordinator's lock. If the lock goes without the rollout ending, the first member to
     /// see it writes the baseline back (every member then applies it).
@@ -112,6 +115,11 @@ pub enum Change {
     Pause,
     /// Release them.
     Resume,
+    /// Replace the A/B rules (in order; the first match wins).
+    Rules {
+        /// The rules, as `PUT /v1/rules` takes them.
+        rules: Vec<RuleSpec>,
+    },
     /// Maintenance mode on (with a message, or each member's own) or off.
     Maintenance {
         /// On or off.
@@ -133,6 +141,7 @@ impl std::fmt::Display for Change {
                 }
                 Ok(())
             }
+            Change::Rules { rules } => write!(f, "rules ({} of them)", rules.len()),
             Change::Pause => f.write_str("pause"),
             Change::Resume => f.write_str("resume"),
             Change::Maintenance { on: true, .. } => f.write_str("maintenance on"),
@@ -184,6 +193,7 @@ impl Desired {
                 .filter(|p| !p.is_empty()),
             maintenance: snapshot.maintenance.as_ref().map(|m| m.message.clone()),
             paused: snapshot.pause.is_some(),
+            rules: snapshot.rules.iter().map(Rule::spec).collect(),
             rollout: None,
             change: "seeded from the first member's routing".into(),
             by: by.to_string(),
@@ -236,6 +246,15 @@ impl Desired {
                 };
                 next.previous = Some(std::mem::replace(&mut next.weights, previous));
             }
+            Change::Rules { rules } => {
+                for (i, spec) in rules.iter().enumerate() {
+                    Rule::parse(spec)
+                        .map_err(|e| FleetError::Invalid(format!("rule {}: {e}", i + 1)))?;
+                    known(&spec.to)
+                        .map_err(|e| FleetError::Invalid(format!("rule {}: {e}", i + 1)))?;
+                }
+                next.rules = rules.clone();
+            }
             Change::Pause => next.paused = true,
             Change::Resume => next.paused = false,
             Change::Maintenance { on, message } => {
@@ -252,6 +271,7 @@ impl Desired {
         if next.weights == self.weights
             && next.maintenance == self.maintenance
             && next.paused == self.paused
+            && next.rules == self.rules
             && self.rollout.is_none()
         {
             return Err(FleetError::Unchanged(format!(
@@ -290,6 +310,17 @@ impl Desired {
         let snapshot = control.router().snapshot();
         if let Some(command) = self.split_command(&snapshot) {
             control.apply(command, force).await?;
+        }
+        let snapshot = control.router().snapshot();
+        if !self.rules_hold_on(&snapshot) {
+            control
+                .apply(
+                    Command::SetRules {
+                        rules: self.rules.clone(),
+                    },
+                    force,
+                )
+                .await?;
         }
         let snapshot = control.router().snapshot();
         let on = snapshot.maintenance.as_ref().map(|m| m.message.as_str());
@@ -350,6 +381,17 @@ impl Desired {
         self.split_command(snapshot).is_none()
             && maintenance_ok
             && snapshot.pause.is_some() == self.paused
+            && self.rules_hold_on(snapshot)
+    }
+
+    /// Whether `snapshot`'s A/B rules are these.
+    fn rules_hold_on(&self, snapshot: &RoutingSnapshot) -> bool {
+        snapshot.rules.len() == self.rules.len()
+            && snapshot
+                .rules
+                .iter()
+                .zip(&self.rules)
+                .all(|(have, want)| have.spec() == *want)
     }
 }
 
@@ -365,6 +407,7 @@ mod tests {
             previous: None,
             maintenance: None,
             paused: false,
+            rules: Vec::new(),
             rollout: None,
             change: "seed".into(),
             by: "t".into(),
@@ -406,6 +449,49 @@ mod tests {
             )
             .expect("maintenance");
         assert_eq!(m.maintenance.as_deref(), Some("back soon"));
+        let rule = RuleSpec {
+            header: Some("X-Beta".into()),
+            cookie: None,
+            query: None,
+            equals: Some("1".into()),
+            prefix: None,
+            to: "green".into(),
+        };
+        let r = d
+            .next(
+                &Change::Rules {
+                    rules: vec![rule.clone()],
+                },
+                "me",
+            )
+            .expect("rules");
+        assert_eq!(r.rules, vec![rule.clone()]);
+        let e = d
+            .next(
+                &Change::Rules {
+                    rules: vec![RuleSpec {
+                        to: "purple".into(),
+                        ..rule.clone()
+                    }],
+                },
+                "me",
+            )
+            .expect_err("unknown pool")
+            .to_string();
+        assert!(e.contains("rule 1") && e.contains("purple"), "{e}");
+        let e = d
+            .next(
+                &Change::Rules {
+                    rules: vec![RuleSpec {
+                        equals: None,
+                        ..rule
+                    }],
+                },
+                "me",
+            )
+            .expect_err("no comparison")
+            .to_string();
+        assert!(e.contains("rule 1"), "{e}");
     }
 
     #[test]

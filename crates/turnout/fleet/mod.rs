@@ -147,6 +147,15 @@ pub enum FleetCommand {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// Replace the A/B rules of a fleet in etcd, on every member or none: FILE holds what
+    /// `PUT /v1/rules` takes, {"rules": [{"header": "X-Beta", "equals": "1", "to": "green"}]}.
+    Rules {
+        /// The JSON file with the rules.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
     /// The in-place upgrade of turnout on every member of a fleet in etcd, a few at a time,
     /// each batch verified (rejoined on the fleet's generation, its 5xx rate within a point of
     /// the rest of the fleet's) before the next; stops at the first bad one. Exit 0 all
@@ -255,6 +264,9 @@ pub fn run(command: FleetCommand) -> ExitCode {
                 Ok(f) => f.together(Method::POST, "/v1/resume", None, None).await,
                 Err(e) => usage(&e),
             },
+            FleetCommand::Rules { .. } => usage(
+                "turnout fleet rules sets a fleet's rules in etcd: give --etcd URL --fleet NAME (or --config FILE); for one instance, PUT /v1/rules",
+            ),
             FleetCommand::Upgrade { .. } => usage(
                 "turnout fleet upgrade follows a fleet's roster in etcd: give --etcd URL --fleet NAME (or --config FILE)",
             ),

@@ -137,9 +137,30 @@ impl FleetCommand {
             | FleetCommand::Pause { fleet, .. }
             | FleetCommand::Resume { fleet }
             | FleetCommand::Upgrade { fleet, .. }
+            | FleetCommand::Rules { fleet, .. }
             | FleetCommand::Status { fleet } => fleet,
         }
     }
+}
+
+/// The rules in `file`: `{"rules": [...]}`, as `PUT /v1/rules` takes them; an error names the
+/// file and what is wrong.
+fn read_rules(file: &Path) -> Result<Vec<turnout_core::RuleSpec>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RulesFile {
+        rules: Vec<turnout_core::RuleSpec>,
+    }
+    let bytes = turnout_config::read_capped(file, 1 << 20)
+        .map_err(|e| format!("cannot read --file {}: {e}", file.display()))?;
+    serde_json::from_slice::<RulesFile>(&bytes)
+        .map(|r| r.rules)
+        .map_err(|e| {
+            format!(
+                "--file {}: not the rules as PUT /v1/rules takes them ({{\"rules\": [...]}}): {e}",
+                file.display()
+            )
+        })
 }
 
 /// Who is changing the fleet: `user@host:pid`.
@@ -221,6 +242,10 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
                 "--max-hold is each instance's [pause] max_hold when the fleet is in etcd; drop it",
             )
         }
+        FleetCommand::Rules { file, .. } => match read_rules(&file) {
+            Ok(rules) => (Change::Rules { rules }, None),
+            Err(e) => return super::usage(&e),
+        },
         FleetCommand::Pause { .. } => (Change::Pause, None),
         FleetCommand::Resume { .. } => (Change::Resume, None),
         FleetCommand::Rollout {
