@@ -414,8 +414,3 @@ fn note_applied(
         }
     }
 }
-
-/// `turnout fleet status`: the fleet as read now.
-pub async fn status<S: FleetStore>(store: &S) -> Result<FleetRead, FleetError> {
-    store.read().await
-}

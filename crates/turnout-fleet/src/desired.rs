@@ -370,20 +370,6 @@ impl Desired {
         Some(next)
     }
 
-    /// Whether `snapshot` serves this desired state.
-    pub fn holds_on(&self, snapshot: &RoutingSnapshot) -> bool {
-        let maintenance_ok = match (snapshot.maintenance.as_ref(), self.maintenance.as_deref()) {
-            (None, None) => true,
-            (Some(_), Some("")) => true,
-            (Some(m), Some(want)) => m.message == want,
-            _ => false,
-        };
-        self.split_command(snapshot).is_none()
-            && maintenance_ok
-            && snapshot.pause.is_some() == self.paused
-            && self.rules_hold_on(snapshot)
-    }
-
     /// Whether `snapshot`'s A/B rules are these.
     fn rules_hold_on(&self, snapshot: &RoutingSnapshot) -> bool {
         snapshot.rules.len() == self.rules.len()

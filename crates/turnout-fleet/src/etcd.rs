@@ -155,6 +155,22 @@ impl EtcdStore {
         .await
     }
 
+    /// What a coordinator's prepare and commit hold on: the desired state, the roster and the
+    /// prepare at `expect`'s revisions (a prepare revision of 0: none, by its creation), and
+    /// the lock under `lease`.
+    fn unmoved(&self, lease: Lease, expect: Expect) -> [Compare; 4] {
+        [
+            Compare::mod_revision(self.key("desired"), CompareOp::Equal, expect.desired),
+            Compare::mod_revision(self.key("roster"), CompareOp::Equal, expect.roster),
+            if expect.prepare == 0 {
+                Compare::create_revision(self.key("prepare"), CompareOp::Equal, 0)
+            } else {
+                Compare::mod_revision(self.key("prepare"), CompareOp::Equal, expect.prepare)
+            },
+            Compare::lease(self.key("lock"), CompareOp::Equal, lease.0),
+        ]
+    }
+
     fn unreachable(&self, e: etcd_client::Error) -> FleetError {
         FleetError::Unreachable {
             endpoints: self.endpoints.clone(),
@@ -386,12 +402,7 @@ impl FleetStore for EtcdStore {
         expect: Expect,
     ) -> Result<Option<i64>, FleetError> {
         let txn = Txn::new()
-            .when([
-                Compare::mod_revision(self.key("desired"), CompareOp::Equal, expect.desired),
-                Compare::mod_revision(self.key("roster"), CompareOp::Equal, expect.roster),
-                Compare::create_revision(self.key("prepare"), CompareOp::Equal, 0),
-                Compare::lease(self.key("lock"), CompareOp::Equal, lease.0),
-            ])
+            .when(self.unmoved(lease, expect))
             .and_then([TxnOp::put(
                 self.key("prepare"),
                 Self::json(prepare),
@@ -409,17 +420,10 @@ impl FleetStore for EtcdStore {
         desired: &Desired,
         expect: Expect,
     ) -> Result<Option<i64>, FleetError> {
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(self.key("desired"), CompareOp::Equal, expect.desired),
-                Compare::mod_revision(self.key("roster"), CompareOp::Equal, expect.roster),
-                Compare::mod_revision(self.key("prepare"), CompareOp::Equal, expect.prepare),
-                Compare::lease(self.key("lock"), CompareOp::Equal, lease.0),
-            ])
-            .and_then([
-                TxnOp::put(self.key("desired"), Self::json(desired), None),
-                TxnOp::delete(self.key("prepare"), None),
-            ]);
+        let txn = Txn::new().when(self.unmoved(lease, expect)).and_then([
+            TxnOp::put(self.key("desired"), Self::json(desired), None),
+            TxnOp::delete(self.key("prepare"), None),
+        ]);
         let resp = self.txn(txn).await?;
         Ok(resp
             .succeeded()

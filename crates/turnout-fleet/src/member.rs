@@ -240,14 +240,10 @@ impl<S: FleetStore> Member<S> {
                     Some(Event::Corrupt(e)) => {
                         tracing::error!(fleet = %self.store.fleet(), error = %e, "a fleet record is not one turnout wrote; ignored");
                     }
-                    Some(Event::Ended(why)) => {
-                        tracing::info!(fleet = %self.store.fleet(), reason = %why, "the watch ended; reading the fleet again");
-                        match self.resume(lease, &mut keep).await {
-                            Ok(rx) => events = rx,
-                            Err(why) => return why,
+                    ended @ (Some(Event::Ended(_)) | None) => {
+                        if let Some(Event::Ended(why)) = ended {
+                            tracing::info!(fleet = %self.store.fleet(), reason = %why, "the watch ended; reading the fleet again");
                         }
-                    }
-                    None => {
                         match self.resume(lease, &mut keep).await {
                             Ok(rx) => events = rx,
                             Err(why) => return why,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use turnout_fleet::coordinator::{self, Plan};
-use turnout_fleet::{Change, EtcdOptions, EtcdStore, FleetError, FleetRead};
+use turnout_fleet::{Change, EtcdOptions, EtcdStore, FleetError, FleetRead, FleetStore};
 
 use super::{FleetArgs, FleetCommand, PhaseArgs};
 
@@ -16,6 +16,15 @@ use super::{FleetArgs, FleetCommand, PhaseArgs};
 pub(super) struct Target {
     fleet: String,
     options: EtcdOptions,
+}
+
+impl Target {
+    /// The fleet's store, or the exit code of a failure, said.
+    async fn connect(&self) -> Result<EtcdStore, ExitCode> {
+        EtcdStore::connect(&self.fleet, &self.options)
+            .await
+            .map_err(|e| failed(&self.fleet, &e))
+    }
 }
 
 /// The etcd user and password from the environment: both or neither; set but empty is a
@@ -201,9 +210,9 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
             settle,
             fleet,
         } => {
-            let store = match EtcdStore::connect(&target.fleet, &target.options).await {
+            let store = match target.connect().await {
                 Ok(s) => s,
-                Err(e) => return failed(&target.fleet, &e),
+                Err(code) => return code,
             };
             let u = super::upgrade::Upgrade {
                 binary: &binary,
@@ -273,9 +282,9 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
                 );
             }
             plan.ttl = hold;
-            let store = match EtcdStore::connect(&target.fleet, &target.options).await {
+            let store = match target.connect().await {
                 Ok(s) => s,
-                Err(e) => return failed(&target.fleet, &e),
+                Err(code) => return code,
             };
             return super::store_rollout::rollout(
                 &store,
@@ -292,9 +301,9 @@ pub(super) async fn run(command: FleetCommand, target: Target) -> ExitCode {
         Ok(p) => p,
         Err(e) => return super::usage(&e),
     };
-    let store = match EtcdStore::connect(&target.fleet, &target.options).await {
+    let store = match target.connect().await {
         Ok(s) => s,
-        Err(e) => return failed(&target.fleet, &e),
+        Err(code) => return code,
     };
     let name = target.fleet.clone();
     let mut progress = |line: &str| eprintln!("fleet {name}: {line}");
@@ -346,11 +355,11 @@ fn failed(fleet: &str, e: &FleetError) -> ExitCode {
 /// one line per member. Exit 0 when every member serves the desired generation, 1 when one is
 /// behind (or none is there), and 1 when the store cannot be read.
 async fn status(target: &Target, as_json: bool) -> ExitCode {
-    let read = match EtcdStore::connect(&target.fleet, &target.options).await {
-        Ok(store) => coordinator::status(&store).await,
-        Err(e) => Err(e),
+    let store = match target.connect().await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let read = match read {
+    let read = match store.read().await {
         Ok(r) => r,
         Err(e) => return failed(&target.fleet, &e),
     };
