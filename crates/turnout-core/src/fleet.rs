@@ -57,8 +57,6 @@ pub struct FleetStatus {
 pub struct FleetView {
     /// Why the health path must fail now (not joined yet, or behind the fleet); `None`: pass.
     hold: ArcSwapOption<String>,
-    /// Whether this instance follows a fleet at all.
-    member: AtomicBool,
     /// The fleet generation this instance serves.
     applied: AtomicU64,
     /// The newest fleet generation this instance has seen.
@@ -97,7 +95,6 @@ impl FleetView {
     pub fn set_member(&self, fleet: &str, instance: &str) {
         self.names
             .store(Some(Arc::new((fleet.to_string(), instance.to_string()))));
-        self.member.store(true, Ordering::Relaxed);
     }
 
     /// Records the roster as last heard.
@@ -145,7 +142,7 @@ impl FleetView {
 
     /// Whether this instance follows a fleet.
     pub fn is_member(&self) -> bool {
-        self.member.load(Ordering::Relaxed)
+        self.names.load().is_some()
     }
 
     /// Records the generation applied and the newest seen.
@@ -183,6 +180,7 @@ mod tests {
         assert!(v.hold().is_none() && !v.is_member());
         assert!(v.status().is_none(), "no fleet, no fleet status");
         v.set_member("shop", "web-1");
+        assert!(v.is_member());
         assert_eq!(v.status().map(|s| s.name), Some("shop".to_string()));
         v.hold_with("joining fleet shop".into());
         assert_eq!(
