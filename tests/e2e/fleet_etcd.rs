@@ -689,6 +689,41 @@ async fn fleet_arguments_and_records_that_are_wrong_are_named() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
+    // A config without [fleet] for --config; a password set but empty.
+    let plain = tempfile::tempdir().expect("tempdir");
+    let no_fleet = plain.path().join("no-fleet.toml");
+    std::fs::write(
+        &no_fleet,
+        "[pools.blue]\nservers = [\"127.0.0.1:1\"]\n[routing]\nactive = \"blue\"\n",
+    )
+    .expect("write");
+    let out = any
+        .sandbox
+        .command(&[
+            "fleet",
+            "status",
+            "--config",
+            &no_fleet.display().to_string(),
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no-fleet.toml has no [fleet] section"),
+        "{stderr}"
+    );
+    let out = any
+        .sandbox
+        .command(&["fleet", "status", "--fleet", "shop", "--etcd", &eps[0]])
+        .env("TURNOUT_ETCD_USER", "root")
+        .env("TURNOUT_ETCD_PASSWORD", "")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("set but empty"), "{stderr}");
+
     // A pool the fleet does not have, a rollback with nothing to go back to.
     let (code, _, stderr) = run(any, &eps, &["switch", "--to", "purple"]).await;
     assert_eq!(code, Some(2), "{stderr}");
