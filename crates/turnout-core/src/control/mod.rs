@@ -522,6 +522,38 @@ mod tests {
             .expect("a prepare after the expiry");
     }
 
+    /// A commit that arrives after the time to live, before the expiry's own task has run,
+    /// expires the prepare itself: refused, and its fleet mark taken back at once (a mark left
+    /// behind would send marked clients to the pool of a switch that never happened).
+    #[tokio::test(start_paused = true)]
+    async fn a_late_commit_that_beats_the_expiry_task_still_takes_the_mark_back() {
+        let control = Control::new(router(), None);
+        let ttl = Duration::from_secs(10);
+        let p = control
+            .two_phase()
+            .prepare(Command::Switch { to: "green".into() }, ttl, Some("f1"))
+            .await
+            .expect("prepare");
+        assert!(
+            control.router().snapshot().mark.is_some(),
+            "the mark is armed"
+        );
+        // Past the ttl, without yielding: the expiry task has not run.
+        tokio::time::advance(ttl + Duration::from_millis(1)).await;
+        assert!(matches!(
+            control.two_phase().commit(&p.token).await,
+            Err(CoreError::NotPrepared { .. })
+        ));
+        assert!(
+            control.router().snapshot().mark.is_none(),
+            "the mark went with the expired prepare"
+        );
+        assert_eq!(control.router().active().name().as_str(), "blue");
+        // The expiry task then finds nothing left to do.
+        tokio::task::yield_now().await;
+        assert!(control.two_phase().prepared().is_none());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn wait_drained_waits_for_the_last_request_or_its_limit() {
         let control = Control::new(router(), None);

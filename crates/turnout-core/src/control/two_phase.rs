@@ -133,8 +133,7 @@ impl TwoPhase<'_> {
             tokio::time::sleep(ttl).await;
             let two_phase = control.two_phase();
             if let Some(staged) = two_phase.take_staged(&token) {
-                two_phase.clear_prepared_mark(staged.mark.as_deref()).await;
-                tracing::warn!(target: "turnout::admin", %token, "prepared switch expired without a commit; nothing was changed");
+                two_phase.expired(&staged).await;
             }
         });
         Ok(Prepared {
@@ -155,6 +154,9 @@ impl TwoPhase<'_> {
                 token: token.to_string(),
             })?;
         if staged.expires <= Instant::now() {
+            // A commit that comes after the time to live but before the expiry's own task ran
+            // took the staged switch out of the slot: the expiry happens here instead.
+            self.expired(&staged).await;
             return Err(CoreError::NotPrepared {
                 token: token.to_string(),
             });
@@ -169,6 +171,13 @@ impl TwoPhase<'_> {
             self.clear_prepared_mark(staged.mark.as_deref()).await;
         }
         result
+    }
+
+    /// A prepared switch whose time ran out, taken from the slot: its mark goes, and the log
+    /// says so.
+    async fn expired(&self, staged: &Staged) {
+        self.clear_prepared_mark(staged.mark.as_deref()).await;
+        tracing::warn!(target: "turnout::admin", token = %staged.token, "prepared switch expired without a commit; nothing was changed");
     }
 
     /// Drops the switch prepared under `token`; nothing changes.
