@@ -3,6 +3,8 @@
 //! rule is about time: a 40-second wait is tested in milliseconds, exactly, with no sleep.
 //!
 //! - `bodies`: a request body that stops, a response body that stalls, one that flows.
+//! - `front_door`: `[limits]`: rates per client, the key behind a trusted proxy, dry-run, a
+//!   pool's own budget, connections per client.
 //! - `serving`: start, forward, switch, and the drain `run` reports at shutdown.
 //! - `switching`: the CLI's switch call against waits longer than its own admin timeout.
 //! - `timers`: the client idle timeout, the upstream idle timer, `hold_when_unavailable`, the
@@ -10,6 +12,8 @@
 
 #[path = "inprocess/bodies.rs"]
 mod bodies;
+#[path = "inprocess/front_door.rs"]
+mod front_door;
 #[path = "inprocess/harness.rs"]
 mod harness;
 #[path = "inprocess/serving.rs"]

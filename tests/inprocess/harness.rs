@@ -37,6 +37,15 @@ impl Running {
     /// As [`Running::start`], with `more` servers in blue beside the blue test upstream (an
     /// address nothing listens on, say).
     pub async fn start_with(extra: &str, more: &[String]) -> Running {
+        Running::start_full(extra, more, "").await
+    }
+
+    /// As [`Running::start`], with `routing` lines in `[routing]` (after `active`).
+    pub async fn start_routing(extra: &str, routing: &str) -> Running {
+        Running::start_full(extra, &[], routing).await
+    }
+
+    async fn start_full(extra: &str, more: &[String], routing: &str) -> Running {
         let blue = TestUpstream::start("blue").await;
         let green = TestUpstream::start("green").await;
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -46,7 +55,7 @@ impl Running {
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_delay = \"0s\"\n{extra}\n\n\
              [state]\nfile = {:?}\n\n\
              [pools.blue]\nservers = {blues:?}\n\n[pools.green]\nservers = [\"{}\"]\n\n\
-             [routing]\nactive = \"blue\"\n",
+             [routing]\nactive = \"blue\"\n{routing}\n",
             dir.path().join("state.json").display().to_string(),
             green.server(),
         );

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub errors: Option<FileErrors>,
     /// `[fleet]`: the fleet's desired state in etcd.
     pub fleet: Option<crate::fleet::FileFleet>,
+    /// `[limits]`: per-client request and connection limits.
+    pub limits: Option<crate::limits::FileLimits>,
 }
 
 /// `[maintenance]`: what passes while maintenance mode is on, and what others are told.

@@ -17,6 +17,7 @@ pub mod fleet;
 #[allow(missing_docs)]
 pub mod file;
 mod health;
+pub mod limits;
 mod maintenance;
 mod names;
 mod pause;
@@ -49,6 +50,7 @@ pub use cache::Cache;
 pub use error::ConfigError;
 pub use errors::ErrorPages;
 pub use health::{Gate, HealthCheck, Passive, StatusRange};
+pub use limits::{LimitKey, Limits, RateLimit};
 pub use maintenance::MaintenancePolicy;
 pub use names::{PoolName, ServerAddr};
 pub use pause::PausePolicy;
@@ -101,6 +103,8 @@ pub struct Config {
     pub pause: PausePolicy,
     /// `[fleet]`: the fleet whose desired routing this instance follows, from etcd.
     pub fleet: Option<fleet::Fleet>,
+    /// `[limits]`: per-client rates, requests in flight and connections; the allow-list.
+    pub limits: Limits,
     /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
     pub error_pages: ErrorPages,
 }
@@ -238,8 +242,16 @@ impl file::FileConfig {
             .fleet
             .map(|f| fleet::resolve_fleet(f, text, path))
             .transpose()?;
+        let limits = limits::resolve_limits(
+            self.limits.unwrap_or_default(),
+            &pools,
+            fleet.is_some(),
+            text,
+            path,
+        )?;
 
         Ok(Config {
+            limits,
             fleet,
             maintenance,
             pause,

@@ -647,3 +647,91 @@ fn fleet_section_misuse_names_the_key_and_line() {
     let e = with("etcd = [\"http://127.0.0.1:2379\"]\n");
     assert!(e.contains("name"), "{e}");
 }
+
+#[test]
+fn limits_are_read_and_misuse_names_the_key_and_line() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[limits]\nallow = [\"10.0.0.0/8\"]\nrequests_per_client = 4\n[[limits.rate]]\nname = \"login\"\nby = \"header:X-Api-Key\"\nrate = \"5/m\"\npath_prefix = \"/login\"\npool = \"green\"\n"
+    ))
+    .expect("valid");
+    let r = &c.limits.rates[0];
+    assert_eq!(
+        (r.rate.get(), r.per, r.burst.get()),
+        (5, Duration::from_secs(60), 5)
+    );
+    assert_eq!(
+        r.key,
+        LimitKey::Header(http::HeaderName::from_static("x-api-key"))
+    );
+    assert_eq!(r.pool.as_ref().map(PoolName::as_str), Some("green"));
+    assert_eq!(c.limits.requests_per_client, Some(4));
+    assert!(c.limits.allow.contains(&"10.1.2.3".parse().expect("ip")));
+
+    for (bad, key, says) in [
+        ("rate = \"5 per second\"", "limits.rate.rate", "\"10/s\""),
+        ("rate = \"0/s\"", "limits.rate.rate", "\"10/s\""),
+        (
+            "rate = \"5/s\"\nby = \"cookie:x\"",
+            "limits.rate.by",
+            "header:NAME",
+        ),
+        (
+            "rate = \"5/s\"\nby = \"header:bad header\"",
+            "limits.rate.by",
+            "header:NAME",
+        ),
+        (
+            "rate = \"5/s\"\npool = \"purple\"",
+            "limits.rate.pool",
+            "purple",
+        ),
+        (
+            "rate = \"5/s\"\npath_prefix = \"login\"",
+            "limits.rate.path_prefix",
+            "start with",
+        ),
+        (
+            "rate = \"5/s\"\nburst = 0",
+            "limits.rate.burst",
+            "at least 1",
+        ),
+        ("rate = \"5/s\"\nrate_per = 3", "rate_per", "unknown field"),
+    ] {
+        let text = format!("{MINIMAL}\n[[limits.rate]]\nname = \"r\"\n{bad}\n");
+        let e = err(&text);
+        assert!(e.contains(key) && e.contains(says), "{bad}: {e}");
+        // The line the offending key is written on.
+        let written = key.rsplit('.').next().expect("a key");
+        let at = text.rfind(&format!("{written} =")).expect("written");
+        let line = text[..at].matches('\n').count() + 1;
+        assert!(
+            e.contains(&format!("line {line}")),
+            "{bad}: line {line}: {e}"
+        );
+    }
+    let e = err(&format!(
+        "{MINIMAL}\n[[limits.rate]]\nname = \"a b\"\nrate = \"1/s\"\n"
+    ));
+    assert!(
+        e.contains("limits.rate.name") && e.contains("line 16"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[[limits.rate]]\nname = \"a\"\nrate = \"1/s\"\n[[limits.rate]]\nname = \"a\"\nrate = \"2/s\"\n"
+    ));
+    assert!(e.contains("names two rates"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[limits]\nconnections_per_client = 0\n"
+    ));
+    assert!(
+        e.contains("limits.connections_per_client") && e.contains("line 16"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[limits]\nallow = [\"10.0.0.0/33\"]\n"));
+    assert!(
+        e.contains("limits.allow") && e.contains("10.0.0.0/33"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[limits]\ndivide_by_fleet = true\n"));
+    assert!(e.contains("needs a [fleet]"), "{e}");
+}

@@ -102,6 +102,11 @@ impl FleetView {
         self.members.store(Arc::new(members));
     }
 
+    /// Members in the roster as last heard (0 outside a fleet, or before the first roster).
+    pub fn member_count(&self) -> usize {
+        self.members.load().len()
+    }
+
     /// Records when the newest generation seen was committed.
     pub fn set_committed_ms(&self, ms: u64) {
         self.committed_ms.store(ms, Ordering::Relaxed);

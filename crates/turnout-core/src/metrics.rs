@@ -43,6 +43,10 @@ pub struct Metrics {
     shed_total: IntGauge,
     tls_not_after: IntGaugeVec,
     cutoffs: IntCounterVec,
+    limited: IntCounterVec,
+    connections_limited: IntCounterVec,
+    auth: IntCounterVec,
+    compressed: IntCounterVec,
     mirror_dropped: IntCounter,
     /// The fleet's gauges, in a registry of their own: rendered only with `[fleet]`.
     fleet: FleetGauges,
@@ -390,6 +394,26 @@ impl Metrics {
                 "Client connections or requests turnout gave up on, by reason (header_timeout, send_timeout, body_timeout, slow_upload, body_too_large, bad_request, client_abort).",
                 &["reason"],
             ),
+            limited: counter(
+                "turnout_limited_total",
+                "Requests over a [limits] rate or in-flight bound, by key class (the rate's name, or in_flight) and outcome (refused, or dry_run: counted only).",
+                &["class", "outcome"],
+            ),
+            connections_limited: counter(
+                "turnout_limited_connections_total",
+                "Connections over [limits] connections_per_client, by outcome (refused at accept, or dry_run: counted only).",
+                &["outcome"],
+            ),
+            auth: counter(
+                "turnout_auth_total",
+                "Requests an [[auth]] rule decided, by rule and outcome (allowed, refused, failed: the auth service or key fetch failed).",
+                &["rule", "outcome"],
+            ),
+            compressed: counter(
+                "turnout_compressed_total",
+                "Responses compressed on the way out, by encoding (gzip, br, zstd) and source (dynamic, cache).",
+                &["encoding", "source"],
+            ),
             mirror_dropped: register(
                 &r,
                 IntCounter::new(
@@ -406,6 +430,28 @@ impl Metrics {
     /// Counts a mirrored copy dropped at the mirror's bound.
     pub fn mirror_dropped(&self) {
         self.mirror_dropped.inc();
+    }
+
+    /// Counts a request over a limit of class `class` (refused, or only counted in dry-run).
+    pub fn limited(&self, class: &str, dry_run: bool) {
+        let outcome = if dry_run { "dry_run" } else { "refused" };
+        self.limited.with_label_values(&[class, outcome]).inc();
+    }
+
+    /// Counts a connection over the per-client bound (closed at accept, or only counted).
+    pub fn connection_limited(&self, dry_run: bool) {
+        let outcome = if dry_run { "dry_run" } else { "refused" };
+        self.connections_limited.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts a request an auth rule decided.
+    pub fn auth(&self, rule: &str, outcome: &str) {
+        self.auth.with_label_values(&[rule, outcome]).inc();
+    }
+
+    /// Counts a response compressed with `encoding`, from `source` ("dynamic" or "cache").
+    pub fn compressed(&self, encoding: &str, source: &str) {
+        self.compressed.with_label_values(&[encoding, source]).inc();
     }
 
     /// Counts a client cut off (or a request it broke off) for `reason`.

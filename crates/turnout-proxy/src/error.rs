@@ -122,6 +122,14 @@ pub enum ProxyError {
     /// A preview header that cannot be honoured (wrong token, no such pool).
     #[error(transparent)]
     Preview(#[from] turnout_core::Refusal),
+    /// Over a `[limits]` bound (429, `Retry-After`; never counted against a pool).
+    #[error("over the limit {class:?} ([limits]); retry after {retry_after:?}")]
+    Limited {
+        /// The key class: the rate's name, or `in_flight`.
+        class: String,
+        /// When the client may try again.
+        retry_after: Duration,
+    },
 }
 
 impl ProxyError {
@@ -145,6 +153,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Preview(turnout_core::Refusal::PreviewToken) => StatusCode::FORBIDDEN,
             ProxyError::Preview(turnout_core::Refusal::PreviewPool(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -181,6 +190,9 @@ impl ProxyError {
             ProxyError::Preview(turnout_core::Refusal::PreviewPool(_)) => {
                 "400 Bad Request: the preview header names no pool\n"
             }
+            ProxyError::Limited { .. } => {
+                "429 Too Many Requests: slow down, and retry after the seconds in Retry-After\n"
+            }
         }
     }
 
@@ -188,9 +200,18 @@ impl ProxyError {
     /// left unread on this connection).
     pub fn into_response(&self, close: bool) -> Response<ProxyBody> {
         let mut resp = text_response(self.status(), self.public_text());
-        if matches!(self, ProxyError::NoHealthyServer { .. }) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            ProxyError::NoHealthyServer { .. } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ProxyError::Limited { retry_after, .. } => {
+                // Whole seconds, rounded up: a client retrying at once would be refused again.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
         }
         if close {
             resp.headers_mut()

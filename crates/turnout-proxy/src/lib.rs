@@ -43,6 +43,7 @@ mod downstream;
 mod error;
 mod forward;
 pub mod headers;
+mod limits;
 pub mod listener;
 mod local;
 mod plane;

@@ -105,11 +105,35 @@ impl DataPlane {
         let permits = Arc::new(Semaphore::new(shared.settings.server.max_connections));
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
+        // Keys whose buckets refilled are dropped now and then: memory follows the clients
+        // active lately, not every client ever seen.
+        let sweeper = shared.limiter.as_ref().map(|_| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::limits::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    if let Some(l) = &shared.limiter {
+                        l.sweep();
+                    }
+                }
+            })
+        });
 
         let spawn = |stream: tokio::net::TcpStream,
                      peer: std::net::SocketAddr,
                      https: bool,
                      permit: tokio::sync::OwnedSemaphorePermit| {
+            // `[limits] connections_per_client`: over it, the connection is closed unread.
+            let counted = match shared
+                .limiter
+                .as_ref()
+                .map(|l| l.connection(peer.ip(), &shared.env.metrics))
+            {
+                Some(Err(())) => return,
+                Some(Ok(counted)) => counted,
+                None => None,
+            };
             let _ = stream.set_nodelay(true);
             let (shared, down) = (Arc::clone(&shared), Downstream::new(peer, https));
             let drain = drain.clone();
@@ -118,7 +142,7 @@ impl DataPlane {
                 None => {
                     connections.spawn(async move {
                         serve_connection(&builder, drain, stream, shared, down).await;
-                        drop(permit);
+                        drop((permit, counted));
                     });
                 }
                 Some(handshakes) => {
@@ -127,7 +151,7 @@ impl DataPlane {
                         if let Some(stream) = handshake(&handshakes, stream, peer).await {
                             serve_connection(&builder, drain, stream, shared, down).await;
                         }
-                        drop(permit);
+                        drop((permit, counted));
                     });
                 }
             }
@@ -175,6 +199,9 @@ impl DataPlane {
         }
         drop(listener);
         drop(tls_listener);
+        if let Some(s) = sweeper {
+            s.abort();
+        }
         let open = connections.len();
         let tunnels = shared.forwarder.tunnels.len();
         tracing::info!(connections = open, tunnels, timeout = ?shared.settings.server.shutdown_timeout, "listener closed; draining");

@@ -63,6 +63,7 @@ impl DataPlane {
                     settings.upstream.hold_when_unavailable,
                     settings.upstream.body_timeout,
                 ),
+                limiter: crate::limits::Limiter::new(&settings.limits),
                 env,
                 router,
                 settings,

@@ -38,6 +38,8 @@ pub(crate) struct Proxy {
     pub(crate) local: Local,
     /// The pages of turnout's own answers (`[errors] dir`, maintenance).
     pub(crate) pages: Pages,
+    /// `[limits]` (none configured: no request pays for them).
+    pub(crate) limiter: Option<crate::limits::Limiter>,
 }
 
 impl Proxy {

@@ -108,6 +108,20 @@ impl Proxy {
         }
         let json = crate::local::pages::wants_json(req.headers());
         let (mut routed, mut admission) = self.route(&req, down);
+        // `[limits]`, once the pool is known (a rate may be a pool's own). A request refused
+        // here names no pool: it never counts in a pool's figures (a rollout's verdict).
+        let _in_flight = match self.limits(&req, down, routed.as_ref().ok()) {
+            Ok(counted) => counted,
+            Err(limited) => {
+                access.route = "limited";
+                let resp = access.fail(
+                    ProxyError::from(limited),
+                    h1 && !req.body().is_end_stream(),
+                    &self.env.metrics,
+                );
+                return Answered::early(resp, access);
+            }
+        };
         // Maintenance answers; a pause holds the request (its body unread) until the resume,
         // then routes it against the state of that moment.
         let mut holds = 0;
@@ -247,6 +261,32 @@ impl Proxy {
             Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
             Err(err) => access.fail(err, close, &self.env.metrics),
         }
+    }
+
+    /// `[limits]` for this request, routed by `route`: passes (with its in-flight count, held
+    /// to the response head) or is over a limit.
+    fn limits(
+        &self,
+        req: &Request<Incoming>,
+        down: &Downstream,
+        route: Option<&Route>,
+    ) -> Result<Option<crate::limits::Counted>, crate::limits::Limited> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(None);
+        };
+        let client = self.env.routing.client_ip(&turnout_core::RequestInfo {
+            headers: req.headers(),
+            query: None,
+            peer: down.peer.ip(),
+        });
+        limiter.check(
+            client,
+            req.headers(),
+            req.uri().path(),
+            route.map(|r| r.pool.name().as_str()),
+            self.router.fleet().member_count(),
+            &self.env.metrics,
+        )
     }
 
     /// 413 for a request whose declared length is over `[server] max_request_body`, before any

@@ -22,6 +22,8 @@ pub struct ProxySettings {
     pub redirect_https_port: Option<u16>,
     /// How to trust `https://` upstreams (`[pools.NAME.tls] ca`, read at start).
     pub upstream_tls: UpstreamTls,
+    /// `[limits]`.
+    pub limits: turnout_config::Limits,
 }
 
 impl ProxySettings {
@@ -42,6 +44,7 @@ impl ProxySettings {
                 .filter(|_| config.server.redirect_https)
                 .map(|t| t.listen.port()),
             upstream_tls: UpstreamTls::load(&config.pool_ca)?,
+            limits: config.limits.clone(),
         })
     }
 }
