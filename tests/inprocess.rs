@@ -3,6 +3,8 @@
 //! rule is about time: a 40-second wait is tested in milliseconds, exactly, with no sleep.
 //!
 //! - `bodies`: a request body that stops, a response body that stalls, one that flows.
+//! - `compression`: `[compression]`: gzip, br, zstd by `Accept-Encoding`, what is left alone,
+//!   streaming, cached assets' variants.
 //! - `front_door`: `[limits]`: rates per client, the key behind a trusted proxy, dry-run, a
 //!   pool's own budget, connections per client.
 //! - `serving`: start, forward, switch, and the drain `run` reports at shutdown.
@@ -12,6 +14,8 @@
 
 #[path = "inprocess/bodies.rs"]
 mod bodies;
+#[path = "inprocess/compression.rs"]
+mod compression;
 #[path = "inprocess/front_door.rs"]
 mod front_door;
 #[path = "inprocess/harness.rs"]

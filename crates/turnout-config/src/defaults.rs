@@ -139,3 +139,6 @@ pub const PAUSE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const FLEET_LEASE_TTL: Duration = Duration::from_secs(5);
 /// `[fleet] join_timeout`: how long a start waits to join its fleet before serving anyway.
 pub const FLEET_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[compression] min_size`: shorter bodies gain less than compressing them costs.
+pub const COMPRESSION_MIN_SIZE: u64 = 1024;

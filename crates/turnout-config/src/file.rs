@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub fleet: Option<crate::fleet::FileFleet>,
     /// `[limits]`: per-client request and connection limits.
     pub limits: Option<crate::limits::FileLimits>,
+    /// `[compression]`: gzip, br, zstd on the way out.
+    pub compression: Option<crate::compression::FileCompression>,
 }
 
 /// `[maintenance]`: what passes while maintenance mode is on, and what others are told.

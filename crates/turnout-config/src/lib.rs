@@ -7,6 +7,7 @@
 //! applied by the binary), this file, then the defaults named in [`defaults`].
 
 mod cache;
+pub mod compression;
 pub mod defaults;
 mod duration;
 mod error;
@@ -47,6 +48,7 @@ use statics::resolve_statics;
 use tls::resolve_tls;
 
 pub use cache::Cache;
+pub use compression::{Compression, Encoding};
 pub use error::ConfigError;
 pub use errors::ErrorPages;
 pub use health::{Gate, HealthCheck, Passive, StatusRange};
@@ -103,6 +105,8 @@ pub struct Config {
     pub pause: PausePolicy,
     /// `[fleet]`: the fleet whose desired routing this instance follows, from etcd.
     pub fleet: Option<fleet::Fleet>,
+    /// `[compression]`: responses compressed on the way out (none: never).
+    pub compression: Option<Compression>,
     /// `[limits]`: per-client rates, requests in flight and connections; the allow-list.
     pub limits: Limits,
     /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
@@ -250,7 +254,13 @@ impl file::FileConfig {
             path,
         )?;
 
+        let compression = self
+            .compression
+            .map(|c| compression::resolve_compression(c, text, path))
+            .transpose()?;
+
         Ok(Config {
+            compression,
             limits,
             fleet,
             maintenance,

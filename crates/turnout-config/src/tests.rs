@@ -735,3 +735,41 @@ fn limits_are_read_and_misuse_names_the_key_and_line() {
     let e = err(&format!("{MINIMAL}\n[limits]\ndivide_by_fleet = true\n"));
     assert!(e.contains("needs a [fleet]"), "{e}");
 }
+
+#[test]
+fn compression_is_read_and_misuse_names_the_key_and_line() {
+    use crate::compression::Encoding;
+    let c = parse(&format!(
+        "{MINIMAL}\n[compression]\nencodings = [\"gzip\", \"br\"]\ntypes = [\"Application/JSON\", \"text/*\"]\nmin_size = \"2KiB\"\n"
+    ))
+    .expect("valid");
+    let z = c.compression.expect("[compression] is on");
+    assert_eq!(z.encodings, vec![Encoding::Gzip, Encoding::Brotli]);
+    assert_eq!(z.types, vec!["application/json", "text/*"]);
+    assert_eq!(z.min_size, 2048);
+    let d = parse(&format!("{MINIMAL}\n[compression]\n"))
+        .expect("valid")
+        .compression
+        .expect("on");
+    assert_eq!(d.encodings.len(), 3);
+    assert_eq!(d.min_size, crate::defaults::COMPRESSION_MIN_SIZE);
+    assert!(parse(MINIMAL).expect("valid").compression.is_none());
+
+    for (bad, key, says) in [
+        ("encodings = [\"deflate\"]", "compression.encodings", "deflate"),
+        ("encodings = [\"br\", \"br\"]", "compression.encodings", "twice"),
+        ("encodings = []", "compression.encodings", "lists nothing"),
+        ("types = [\"json\"]", "compression.types", "media type"),
+        ("types = [\"*/*\"]", "compression.types", "media type"),
+        ("types = [\"text/html; charset=utf-8\"]", "compression.types", "media type"),
+        ("types = [\"text/event-stream\"]", "compression.types", "never compressed"),
+        ("min_size = \"a lot\"", "compression.min_size", "a lot"),
+        ("level = 9", "level", "unknown field"),
+    ] {
+        let text = format!("{MINIMAL}\n[compression]\n{bad}\n");
+        let e = err(&text);
+        assert!(e.contains(key) && e.contains(says), "{bad}: {e}");
+        let line = MINIMAL.matches('\n').count() + 3;
+        assert!(e.contains(&format!("line {line}")), "{bad}: line {line}: {e}");
+    }
+}

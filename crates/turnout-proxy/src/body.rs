@@ -51,6 +51,25 @@ pin_project_lite::pin_project! {
             // Bytes still to send.
             remaining: u64,
         },
+        /// Another body compressed as it streams (`[compression]`). Boxed: only a compressed
+        /// response pays for the encoder's state.
+        Encoded {
+            // The encoder over the original body, read in chunks.
+            stream: Encoder,
+            // Ended (the stream said so).
+            done: bool,
+            // The client connection's busy mark, held while this body is sent.
+            conn: Option<Busy>,
+        },
+    }
+}
+
+/// An encoder's output, chunk by chunk.
+pub struct Encoder(Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>);
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoder")
     }
 }
 
@@ -72,8 +91,11 @@ impl ProxyBody {
     /// Keeps the client connection marked busy until this body ends (synthetic bodies are a
     /// few bytes written at once, so for them the mark ends now).
     pub(crate) fn mark_connection_busy(&mut self, busy: Busy) {
-        if let ProxyBody::Upstream { conn, .. } = self {
-            *conn = Some(busy);
+        match self {
+            ProxyBody::Upstream { conn, .. } | ProxyBody::Encoded { conn, .. } => {
+                *conn = Some(busy);
+            }
+            ProxyBody::Full { .. } | ProxyBody::File { .. } => {}
         }
     }
 
@@ -93,6 +115,18 @@ impl ProxyBody {
     pub fn bytes(data: Bytes) -> ProxyBody {
         ProxyBody::Full {
             data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// The bytes `reader` gives (an encoder over another body), in 16 KiB chunks.
+    pub(crate) fn encoded(reader: impl tokio::io::AsyncRead + Send + 'static) -> ProxyBody {
+        ProxyBody::Encoded {
+            stream: Encoder(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                reader,
+                16 * 1024,
+            ))),
+            done: false,
+            conn: None,
         }
     }
 
@@ -163,6 +197,14 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(BodyError::from)))
             }
+            Proj::Encoded { stream, done, conn } => {
+                let chunk = ready!(futures_util::Stream::poll_next(stream.0.as_mut(), cx));
+                if !matches!(chunk, Some(Ok(_))) {
+                    *done = true;
+                    conn.take();
+                }
+                Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(BodyError::from)))
+            }
         }
     }
 
@@ -171,6 +213,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
             ProxyBody::File { remaining, .. } => *remaining == 0,
+            ProxyBody::Encoded { done, .. } => *done,
         }
     }
 
@@ -181,6 +224,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ProxyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
+            ProxyBody::Encoded { .. } => SizeHint::default(),
         }
     }
 }

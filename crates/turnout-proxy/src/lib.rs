@@ -38,6 +38,7 @@ mod access;
 mod body;
 pub mod cache;
 pub mod checker;
+mod compress;
 mod deadlines;
 mod downstream;
 mod error;

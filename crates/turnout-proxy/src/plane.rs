@@ -42,9 +42,14 @@ impl DataPlane {
             UPSTREAM_MAX_BUF,
         );
         let metrics = &router.snapshot().env.metrics;
+        let compressor = settings
+            .compression
+            .as_ref()
+            .map(|c| Arc::new(crate::compress::Compressor::new(c)));
         let cache = Arc::new(
             Cache::new(&settings.cache)
-                .with_metrics(metrics.cache_hits.clone(), metrics.cache_misses.clone()),
+                .with_metrics(metrics.cache_hits.clone(), metrics.cache_misses.clone())
+                .with_compression(compressor.clone(), Arc::clone(&router.snapshot().env)),
         );
         let local = Local::new(
             StaticFiles::new(&settings.statics, Arc::clone(&cache)),
@@ -64,6 +69,7 @@ impl DataPlane {
                     settings.upstream.body_timeout,
                 ),
                 limiter: crate::limits::Limiter::new(&settings.limits),
+                compressor,
                 env,
                 router,
                 settings,

@@ -54,14 +54,26 @@ impl Proxy {
         down: &'a Downstream,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
         use futures_util::FutureExt;
+        // What the client accepts, read before the phases take the request.
+        let wanted = self
+            .compressor
+            .as_ref()
+            .map(|c| c.wanted(req.headers(), req.method() == Method::HEAD));
         self.phases(req, down)
-            .map(move |answered| self.answer(answered, down))
+            .map(move |answered| self.answer(answered, wanted, down))
     }
 
     /// The answer rules: a pool's answer gets its route's cookies (a failed one sets none: the
     /// client is to come back as if it never had) or, failed, the error page or JSON; the
-    /// request id goes on every answer; the access line is written once.
-    fn answer(&self, answered: Answered, down: &Downstream) -> Response<ProxyBody> {
+    /// request id goes on every answer; the access line is written once; then the body is
+    /// compressed if the client accepts it (`[compression]`): the access line's time stays the
+    /// time to the response head.
+    fn answer(
+        &self,
+        answered: Answered,
+        wanted: Option<crate::compress::Wanted>,
+        down: &Downstream,
+    ) -> Response<ProxyBody> {
         let Answered {
             mut resp,
             access,
@@ -77,7 +89,15 @@ impl Proxy {
                 self.pages.restyle(&mut resp, json);
             }
         }
-        access.answer(resp)
+        let mut resp = access.answer(resp);
+        if let (Some(c), Some(wanted)) = (&self.compressor, wanted) {
+            if c.apply(&mut resp, wanted) {
+                if let Some(e) = wanted.encoding {
+                    self.env.metrics.compressed(e.token(), "dynamic");
+                }
+            }
+        }
+        resp
     }
 
     /// The phases, in the order a request meets them; each early answer is returned as it is.

@@ -24,6 +24,8 @@ pub struct ProxySettings {
     pub upstream_tls: UpstreamTls,
     /// `[limits]`.
     pub limits: turnout_config::Limits,
+    /// `[compression]`.
+    pub compression: Option<turnout_config::Compression>,
 }
 
 impl ProxySettings {
@@ -45,6 +47,7 @@ impl ProxySettings {
                 .map(|t| t.listen.port()),
             upstream_tls: UpstreamTls::load(&config.pool_ca)?,
             limits: config.limits.clone(),
+            compression: config.compression.clone(),
         })
     }
 }

@@ -27,7 +27,10 @@ pub fn h2c_client() -> HttpClient {
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The body as text (lossy).
     pub body: String,
+    /// The body's bytes as sent (a compressed body, say).
+    pub body_bytes: Bytes,
 }
 
 /// Sends `req` and reads the whole answer.
@@ -45,6 +48,7 @@ pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<Answ
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        body_bytes: body,
     })
 }
 

@@ -267,6 +267,30 @@ fn query_str(req: &Request<Incoming>, key: &str) -> Option<String> {
     })
 }
 
+/// `total` bytes of JSON naming the server: an array of records, padded to the size.
+pub fn json_body(name: &str, total: usize) -> Vec<u8> {
+    let mut out = b"[".to_vec();
+    let mut i = 0u64;
+    while out.len() + 80 < total {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            format!(
+                "{{\"id\":{i},\"server\":\"{name}\",\"sku\":\"SKU-{:06}\",\"in_stock\":{}}}",
+                i * 7919 % 1_000_000,
+                i % 3 == 0
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.push(b']');
+    out.resize(total.max(out.len()), b' ');
+    out.truncate(total.max(2));
+    out
+}
+
 fn text(name: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .header("x-upstream", name)
@@ -426,6 +450,34 @@ async fn handle(
                 )
                 .header("x-upstream", name)
                 .body(Full::new(Bytes::new()).boxed())
+                .expect("response")
+        }
+        // JSON of `bytes` bytes (default 16 KiB), the same for the same size, in `chunks` chunks
+        // `ms` apart; `encoded=gzip` says Content-Encoding: gzip (an app that compressed it).
+        "/json" => {
+            let total = query(&req, "bytes").unwrap_or(16 * 1024) as usize;
+            let chunks = query(&req, "chunks").unwrap_or(1).max(1) as usize;
+            let ms = query(&req, "ms").unwrap_or(0);
+            let body = json_body(name, total);
+            let step = total.div_ceil(chunks).max(1);
+            let parts: Vec<Bytes> = body.chunks(step).map(Bytes::copy_from_slice).collect();
+            let stream = futures_util::stream::iter(parts.into_iter().enumerate()).then(
+                move |(i, part)| async move {
+                    if i > 0 && ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    Ok::<_, Infallible>(Frame::data(part))
+                },
+            );
+            let mut resp = Response::builder()
+                .header("x-upstream", name)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ETAG, format!("\"{name}-json-{total}\""))
+                .header(header::CONTENT_LENGTH, total);
+            if let Some(enc) = query_str(&req, "encoded") {
+                resp = resp.header(header::CONTENT_ENCODING, enc);
+            }
+            resp.body(BodyExt::boxed(StreamBody::new(stream)))
                 .expect("response")
         }
         // A page: HTML naming the server.

@@ -126,7 +126,7 @@ impl crate::cache::Cache {
             if now < a.expires {
                 cache.hit();
                 access.cache = Some("HIT");
-                return from_memory(&a, &parts, "HIT", now);
+                return self.answer_from_memory(&a, &parts, "HIT", now);
             }
             // Boxed, as the miss below: expiry is rare, and moka's future is large.
             Box::pin(cache.entries.invalidate(&key)).await;
@@ -158,7 +158,9 @@ impl crate::cache::Cache {
         };
         let fetch = self.fetch_to_keep(forwarder, id, pool, &parts, down, asset.clone(), vary);
         let not_kept = match cache.entries.try_get_with(key, fetch).await {
-            Ok(Entry::Asset(a)) => return from_memory(&a, &parts, "MISS", Instant::now()),
+            Ok(Entry::Asset(a)) => {
+                return self.answer_from_memory(&a, &parts, "MISS", Instant::now())
+            }
             Ok(Entry::File(_)) => unreachable!("asset keys hold assets"),
             Err(not_kept) => not_kept,
         };
@@ -300,11 +302,20 @@ impl crate::cache::Cache {
                 // then, so the copy of this map made per hit never grows.
                 headers.insert(header::AGE, HeaderValue::from_static("0"));
                 headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+                let compressible = self.compressor.as_ref().is_some_and(|c| {
+                    let mut probe = Response::new(());
+                    *probe.headers_mut() = headers.clone();
+                    c.compressible(&probe)
+                });
                 Ok(Entry::Asset(Arc::new(Asset {
+                    variant_budget: if compressible { body.len() } else { 0 },
                     headers,
                     body,
                     stored: now,
                     expires: now + ttl,
+                    variants: Default::default(),
+                    started: Default::default(),
+                    variant_bytes: Default::default(),
                 })))
             }
             _ => {
@@ -328,28 +339,91 @@ impl crate::cache::Cache {
     }
 }
 
-/// A response from a kept entry: 304 when the client's ETag matches, else the whole entry.
-fn from_memory(
-    asset: &Asset,
-    req: &Parts,
-    label: &'static str,
-    now: Instant,
-) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::empty());
-    *resp.headers_mut() = asset.headers.clone();
-    let etag = asset.headers.get(header::ETAG);
-    if etag.is_some_and(|e| none_match(&req.headers, e)) {
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        resp.headers_mut().remove(header::CONTENT_LENGTH);
-    } else if req.method != Method::HEAD {
-        *resp.body_mut() = ProxyBody::bytes(asset.body.clone());
+impl crate::cache::Cache {
+    /// A response from a kept entry: 304 when the client's ETag matches, else the whole entry,
+    /// or its compressed variant when the client takes that encoding and it is made (the
+    /// first such request starts making it, and is compressed on the fly meanwhile).
+    fn answer_from_memory(
+        &self,
+        asset: &Arc<Asset>,
+        req: &Parts,
+        label: &'static str,
+        now: Instant,
+    ) -> Response<ProxyBody> {
+        let mut resp = Response::new(ProxyBody::empty());
+        *resp.headers_mut() = asset.headers.clone();
+        let etag = asset.headers.get(header::ETAG);
+        if etag.is_some_and(|e| none_match(&req.headers, e)) {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+        } else if let Some((variant, encoding)) = self.variant(asset, req) {
+            crate::compress::mark_encoded(resp.headers_mut(), encoding);
+            crate::compress::add_vary(resp.headers_mut());
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(variant.len()));
+            if req.method != Method::HEAD {
+                *resp.body_mut() = ProxyBody::bytes(variant);
+            }
+            if let Some(env) = &self.metrics {
+                env.metrics.compressed(encoding.token(), "cache");
+            }
+        } else if req.method != Method::HEAD {
+            *resp.body_mut() = ProxyBody::bytes(asset.body.clone());
+        }
+        resp.headers_mut().insert(
+            header::AGE,
+            HeaderValue::from(now.saturating_duration_since(asset.stored).as_secs()),
+        );
+        mark(&mut resp, label);
+        resp
     }
-    resp.headers_mut().insert(
-        header::AGE,
-        HeaderValue::from(now.saturating_duration_since(asset.stored).as_secs()),
-    );
-    mark(&mut resp, label);
-    resp
+
+    /// The variant of `asset` in the encoding `req` takes, if it is made; else starts making
+    /// it (once, in the background, at the best level) unless that would pass its budget.
+    fn variant(
+        &self,
+        asset: &Arc<Asset>,
+        req: &Parts,
+    ) -> Option<(bytes::Bytes, turnout_config::Encoding)> {
+        use std::sync::atomic::Ordering;
+        if asset.variant_budget == 0 {
+            return None;
+        }
+        let compressor = self.compressor.as_ref()?;
+        let encoding = compressor
+            .wanted(&req.headers, req.method == Method::HEAD)
+            .encoding?;
+        let i = encoding.index();
+        if let Some(v) = asset.variants[i].get() {
+            return Some((v.clone(), encoding));
+        }
+        if !asset.started[i].swap(true, Ordering::AcqRel) {
+            let asset = Arc::clone(asset);
+            tokio::spawn(async move {
+                // CPU work: on a blocking thread, not a request's worker.
+                let body = asset.body.clone();
+                let made = tokio::task::spawn_blocking(move || {
+                    tokio::runtime::Handle::current()
+                        .block_on(crate::compress::encode_bytes(body, encoding))
+                })
+                .await;
+                let Ok(Ok(variant)) = made else { return };
+                let held = asset
+                    .variant_bytes
+                    .fetch_add(variant.len(), Ordering::AcqRel);
+                // Kept only within the budget the entry was weighed with, and only if smaller.
+                if held + variant.len() <= asset.variant_budget && variant.len() < asset.body.len()
+                {
+                    let _ = asset.variants[i].set(variant);
+                } else {
+                    asset
+                        .variant_bytes
+                        .fetch_sub(variant.len(), Ordering::AcqRel);
+                }
+            });
+        }
+        None
+    }
 }
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

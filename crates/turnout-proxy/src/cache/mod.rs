@@ -38,13 +38,23 @@ pub(crate) enum Key {
     File(PathBuf),
 }
 
-/// A cached upstream response.
+/// A cached upstream response, and its compressed variants (`[compression]`), made once each
+/// in the background and kept with it, so they go with the entry (one deployed version's).
 #[derive(Debug)]
 pub(crate) struct Asset {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub stored: Instant,
     pub expires: Instant,
+    /// Per encoding (`Encoding::index`): the body compressed at the best level, once made.
+    pub variants: [std::sync::OnceLock<Bytes>; 3],
+    /// Per encoding: its variant is being made (or was given up on).
+    pub started: [AtomicBool; 3],
+    /// The bytes the variants may hold together (counted in the entry's weight from the
+    /// start): the body's length when it is compressible, else 0.
+    pub variant_budget: usize,
+    /// Bytes the variants hold now.
+    pub variant_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// A cached file: its bytes, and the size and time they were read at (a change of either on
@@ -67,7 +77,7 @@ impl Entry {
         // The bytes held, plus a rough allowance for the key, headers and moka's own records,
         // so a flood of tiny entries is bounded too.
         let bytes = match self {
-            Entry::Asset(a) => a.body.len() + a.headers.len() * 64 + 256,
+            Entry::Asset(a) => a.body.len() + a.variant_budget + a.headers.len() * 64 + 256,
             Entry::File(f) => f.body.len() + 256,
         };
         u32::try_from(bytes).unwrap_or(u32::MAX)
@@ -90,6 +100,10 @@ pub struct Cache {
     /// [`Cache::with_metrics`] gave the registry's own).
     hits: prometheus::IntCounter,
     misses: prometheus::IntCounter,
+    /// `[compression]`: assets' variants are made and served from here.
+    pub(crate) compressor: Option<Arc<crate::compress::Compressor>>,
+    /// `turnout_compressed_total`, for the variants served.
+    pub(crate) metrics: Option<Arc<turnout_core::Env>>,
 }
 
 impl Cache {
@@ -113,7 +127,21 @@ impl Cache {
             max_bytes: config.max_bytes,
             hits: unregistered("turnout_cache_hits_total"),
             misses: unregistered("turnout_cache_misses_total"),
+            compressor: None,
+            metrics: None,
         }
+    }
+
+    /// Keeps compressed variants of compressible assets, made with `compressor`, counted in
+    /// `env`'s metrics.
+    pub(crate) fn with_compression(
+        mut self,
+        compressor: Option<Arc<crate::compress::Compressor>>,
+        env: Arc<turnout_core::Env>,
+    ) -> Cache {
+        self.compressor = compressor;
+        self.metrics = Some(env);
+        self
     }
 
     /// Counts hits and misses in these Prometheus counters (the registry's).
