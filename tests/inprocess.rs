@@ -2,6 +2,8 @@
 //! runtime (see `inprocess/harness.rs`), real sockets on 127.0.0.1, and paused time where a
 //! rule is about time: a 40-second wait is tested in milliseconds, exactly, with no sleep.
 //!
+//! - `auth`: `[[auth]]`: basic, forward and ALB rules allow, refuse and fail closed; a
+//!   preview's rule ends when its pool goes live.
 //! - `bodies`: a request body that stops, a response body that stalls, one that flows.
 //! - `compression`: `[compression]`: gzip, br, zstd by `Accept-Encoding`, what is left alone,
 //!   streaming, cached assets' variants.
@@ -12,6 +14,8 @@
 //! - `timers`: the client idle timeout, the upstream idle timer, `hold_when_unavailable`, the
 //!   passive ejections and their backoff.
 
+#[path = "inprocess/auth.rs"]
+mod auth;
 #[path = "inprocess/bodies.rs"]
 mod bodies;
 #[path = "inprocess/compression.rs"]

@@ -10,6 +10,7 @@ pub mod client;
 pub mod demo;
 pub mod exit;
 pub mod fleet;
+pub mod hash_password;
 pub mod inherit;
 pub mod logbuf;
 pub mod member;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use turnout::{app, client, demo, fleet, rollout};
+use turnout::{app, client, demo, fleet, hash_password, rollout};
 
 /// A reverse proxy for zero-downtime blue/green deploys: one fixed port for the load balancer,
 /// pools behind it, and an admin API that switches the live pool atomically.
@@ -33,6 +33,10 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print an argon2id hash of the password read from standard input (one line), for an
+    /// `[[auth]]` users file (`user:HASH`). The password is never an argument: argv is
+    /// visible to every local user.
+    HashPassword,
     /// Try turnout: two demo apps (blue on :3000, green on :4000), the proxy on :8080 and the
     /// admin API on :9901, all on 127.0.0.1.
     Demo,
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Serve { config, takeover } => app::serve(&config, takeover.as_deref()),
         Command::Check { config } => app::check(&config),
         Command::Demo => demo::run(),
+        Command::HashPassword => hash_password::run(),
         Command::Status { admin, json } => client::status(&admin, json),
         Command::Switch {
             pool,

@@ -142,3 +142,6 @@ pub const FLEET_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[compression] min_size`: shorter bodies gain less than compressing them costs.
 pub const COMPRESSION_MIN_SIZE: u64 = 1024;
+
+/// `[[auth]] timeout` (kind = "forward"): the most an auth service may take to answer.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);

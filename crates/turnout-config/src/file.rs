@@ -38,6 +38,9 @@ pub struct FileConfig {
     pub limits: Option<crate::limits::FileLimits>,
     /// `[compression]`: gzip, br, zstd on the way out.
     pub compression: Option<crate::compression::FileCompression>,
+    /// `[[auth]]`: edge authentication rules.
+    #[serde(default)]
+    pub auth: Vec<crate::auth::FileAuth>,
 }
 
 /// `[maintenance]`: what passes while maintenance mode is on, and what others are told.

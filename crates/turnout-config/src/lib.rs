@@ -6,6 +6,7 @@
 //! servers, applied by `turnout-core` at start-up), the environment (`TURNOUT_ADMIN_TOKEN`,
 //! applied by the binary), this file, then the defaults named in [`defaults`].
 
+pub mod auth;
 mod cache;
 pub mod compression;
 pub mod defaults;
@@ -47,6 +48,7 @@ use span::{invalid_key, line_of};
 use statics::resolve_statics;
 use tls::resolve_tls;
 
+pub use auth::{AuthCheck, AuthRule};
 pub use cache::Cache;
 pub use compression::{Compression, Encoding};
 pub use error::ConfigError;
@@ -105,6 +107,8 @@ pub struct Config {
     pub pause: PausePolicy,
     /// `[fleet]`: the fleet whose desired routing this instance follows, from etcd.
     pub fleet: Option<fleet::Fleet>,
+    /// `[[auth]]`: edge authentication rules, in file order.
+    pub auth: Vec<AuthRule>,
     /// `[compression]`: responses compressed on the way out (none: never).
     pub compression: Option<Compression>,
     /// `[limits]`: per-client rates, requests in flight and connections; the allow-list.
@@ -259,7 +263,10 @@ impl file::FileConfig {
             .map(|c| compression::resolve_compression(c, text, path))
             .transpose()?;
 
+        let auth = auth::resolve_auth(self.auth, &pools, text, path)?;
+
         Ok(Config {
+            auth,
             compression,
             limits,
             fleet,

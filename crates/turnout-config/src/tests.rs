@@ -756,13 +756,29 @@ fn compression_is_read_and_misuse_names_the_key_and_line() {
     assert!(parse(MINIMAL).expect("valid").compression.is_none());
 
     for (bad, key, says) in [
-        ("encodings = [\"deflate\"]", "compression.encodings", "deflate"),
-        ("encodings = [\"br\", \"br\"]", "compression.encodings", "twice"),
+        (
+            "encodings = [\"deflate\"]",
+            "compression.encodings",
+            "deflate",
+        ),
+        (
+            "encodings = [\"br\", \"br\"]",
+            "compression.encodings",
+            "twice",
+        ),
         ("encodings = []", "compression.encodings", "lists nothing"),
         ("types = [\"json\"]", "compression.types", "media type"),
         ("types = [\"*/*\"]", "compression.types", "media type"),
-        ("types = [\"text/html; charset=utf-8\"]", "compression.types", "media type"),
-        ("types = [\"text/event-stream\"]", "compression.types", "never compressed"),
+        (
+            "types = [\"text/html; charset=utf-8\"]",
+            "compression.types",
+            "media type",
+        ),
+        (
+            "types = [\"text/event-stream\"]",
+            "compression.types",
+            "never compressed",
+        ),
         ("min_size = \"a lot\"", "compression.min_size", "a lot"),
         ("level = 9", "level", "unknown field"),
     ] {
@@ -770,6 +786,162 @@ fn compression_is_read_and_misuse_names_the_key_and_line() {
         let e = err(&text);
         assert!(e.contains(key) && e.contains(says), "{bad}: {e}");
         let line = MINIMAL.matches('\n').count() + 3;
-        assert!(e.contains(&format!("line {line}")), "{bad}: line {line}: {e}");
+        assert!(
+            e.contains(&format!("line {line}")),
+            "{bad}: line {line}: {e}"
+        );
     }
+}
+
+#[test]
+fn auth_rules_are_read_and_misuse_names_the_key_the_line_and_the_file() {
+    use crate::AuthCheck;
+    let dir = tempfile::tempdir().expect("dir");
+    let users = dir.path().join("users");
+    let bcrypt = "$2b$04$abcdefghijklmnopqrstuu5zEoOgqyhWdRNUdPYBRxIZhYyrkHW0u";
+    let argon = "$argon2id$v=19$m=1024,t=1,p=1$c2l4dGVlbiBieXRlIHNhbA$n0QSs0dfIRT2t4NqE5g+6e2wTUW1lDJ0CO2d0D6uoCk";
+    std::fs::write(&users, format!("# testers\nann:{bcrypt}\n\nbob:{argon}\n")).expect("write");
+    let users = users.display().to_string();
+    let c = parse(&format!(
+        "{MINIMAL}\n[[auth]]\nname = \"preview\"\nkind = \"basic\"\nusers_file = {users:?}\npool = \"green\"\nuser_header = \"X-Auth-User\"\n\
+         [[auth]]\nname = \"sso\"\nkind = \"forward\"\nurl = \"http://127.0.0.1:9000/check\"\ncopy_headers = [\"X-User\"]\nhost = \"Shop.Example\"\n\
+         [[auth]]\nname = \"alb\"\nkind = \"alb\"\nkeys_url = \"https://public-keys.auth.elb.eu-west-1.amazonaws.com/\"\nsigner = \"arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/app/x/y\"\npath_prefix = \"/admin\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.auth.len(), 3);
+    assert!(
+        c.auth[0].until_live,
+        "a pool's rule ends when it goes live unless told"
+    );
+    match &c.auth[0].check {
+        AuthCheck::Basic { users, realm, .. } => {
+            assert_eq!(users.len(), 2);
+            assert_eq!(realm, "preview");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.auth[1].host.as_deref(), Some("shop.example"));
+    match &c.auth[2].check {
+        AuthCheck::Alb {
+            keys_url, claims, ..
+        } => {
+            assert_eq!(
+                keys_url,
+                "https://public-keys.auth.elb.eu-west-1.amazonaws.com"
+            );
+            assert_eq!(claims.len(), 2, "sub and email by default");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let basic = format!("kind = \"basic\"\nusers_file = {users:?}");
+    for (bad, key, says) in [
+        (
+            "kind = \"ldap\"".to_owned(),
+            "auth.kind",
+            "\"basic\", \"forward\" or \"alb\"",
+        ),
+        (
+            format!("{basic}\nurl = \"http://x\""),
+            "auth.url",
+            "kind = \"forward\"",
+        ),
+        (
+            format!("{basic}\nuntil_live = false"),
+            "auth.until_live",
+            "needs `pool`",
+        ),
+        (format!("{basic}\npool = \"purple\""), "auth.pool", "purple"),
+        (
+            format!("{basic}\npath_prefix = \"admin\""),
+            "auth.path_prefix",
+            "start with",
+        ),
+        (
+            format!("{basic}\nuser_header = \"Host\""),
+            "auth.user_header",
+            "may set",
+        ),
+        (
+            format!("{basic}\nuser_header = \"X-Forwarded-For\""),
+            "auth.user_header",
+            "may set",
+        ),
+        (
+            format!("{basic}\nrealm = \"a\\\"b\""),
+            "auth.realm",
+            "no quotes",
+        ),
+        (
+            "kind = \"basic\"\nusers_file = \"/nonexistent/users\"".to_owned(),
+            "auth.users_file",
+            "/nonexistent/users",
+        ),
+        (
+            "kind = \"forward\"\nurl = \"ftp://x/check\"".to_owned(),
+            "auth.url",
+            "http://",
+        ),
+        (
+            "kind = \"forward\"\nurl = \"http://x\"\ntimeout = \"soon\"".to_owned(),
+            "auth.timeout",
+            "soon",
+        ),
+        (
+            "kind = \"alb\"\nkeys_url = \"http://keys.example.com\"\nsigner = \"arn:x\"".to_owned(),
+            "auth.keys_url",
+            "only on loopback",
+        ),
+        (
+            "kind = \"alb\"\nkeys_url = \"https://k.example\"\nsigner = \"lb-1\"".to_owned(),
+            "auth.signer",
+            "ARN",
+        ),
+        (
+            format!("{basic}\npassword = \"hunter2\""),
+            "password",
+            "unknown field",
+        ),
+    ] {
+        let text = format!("{MINIMAL}\n[[auth]]\nname = \"r\"\n{bad}\n");
+        let e = err(&text);
+        assert!(e.contains(key) && e.contains(says), "{bad}: {e}");
+        if key != "password" {
+            let written = key.rsplit('.').next().expect("a key");
+            let at = text.rfind(&format!("{written} =")).expect("written");
+            let line = text[..at].matches('\n').count() + 1;
+            assert!(
+                e.contains(&format!("line {line}")),
+                "{bad}: line {line}: {e}"
+            );
+        }
+    }
+    // A kind's own key missing.
+    let e = err(&format!(
+        "{MINIMAL}\n[[auth]]\nname = \"r\"\nkind = \"forward\"\n"
+    ));
+    assert!(e.contains("needs `url`"), "{e}");
+    // The users file's own misuse names the file and its line.
+    for (content, says) in [
+        ("ann:hunter2\n".to_owned(), "plain passwords are refused"),
+        ("# nobody\n".to_owned(), "lists no user"),
+        (format!("ann:{bcrypt}\nann:{bcrypt}\n"), "listed twice"),
+        ("just-a-name\n".to_owned(), "write user:hash"),
+        ("ann:$argon2id$v=19$garbage\n".to_owned(), "neither argon2"),
+    ] {
+        let f = dir.path().join("bad-users");
+        std::fs::write(&f, &content).expect("write");
+        let e = err(&format!(
+            "{MINIMAL}\n[[auth]]\nname = \"r\"\nkind = \"basic\"\nusers_file = {:?}\n",
+            f.display().to_string()
+        ));
+        assert!(
+            e.contains(says) && e.contains("bad-users"),
+            "{content}: {e}"
+        );
+    }
+    let e = err(&format!(
+        "{MINIMAL}\n[[auth]]\nname = \"a\"\n{basic}\n[[auth]]\nname = \"a\"\n{basic}\n"
+    ));
+    assert!(e.contains("names two rules"), "{e}");
 }

@@ -130,6 +130,26 @@ pub enum ProxyError {
         /// When the client may try again.
         retry_after: Duration,
     },
+    /// An `[[auth]]` rule refused the request: no credentials, wrong ones, a token that does
+    /// not verify (401; never counted against a pool).
+    #[error("refused by [[auth]] {rule:?}: {why}")]
+    Unauthenticated {
+        /// The rule.
+        rule: String,
+        /// Why, for the log (never the client).
+        why: String,
+    },
+    /// An `[[auth]]` rule could not decide: its auth service or key server is down, slow, or
+    /// answered what it should not (the request fails closed: 503, or 502 for a bad answer).
+    #[error("[[auth]] {rule:?} could not check the request: {why}")]
+    AuthUnavailable {
+        /// The rule.
+        rule: String,
+        /// What failed, for the log.
+        why: String,
+        /// It answered, wrongly (502), rather than not at all (503).
+        answered: bool,
+    },
 }
 
 impl ProxyError {
@@ -154,6 +174,9 @@ impl ProxyError {
             ProxyError::Preview(turnout_core::Refusal::PreviewToken) => StatusCode::FORBIDDEN,
             ProxyError::Preview(turnout_core::Refusal::PreviewPool(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::AuthUnavailable { answered: true, .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -192,6 +215,15 @@ impl ProxyError {
             }
             ProxyError::Limited { .. } => {
                 "429 Too Many Requests: slow down, and retry after the seconds in Retry-After\n"
+            }
+            ProxyError::Unauthenticated { .. } => {
+                "401 Unauthorized: this address needs credentials\n"
+            }
+            ProxyError::AuthUnavailable { answered: true, .. } => {
+                "502 Bad Gateway: the authentication service failed to answer\n"
+            }
+            ProxyError::AuthUnavailable { .. } => {
+                "503 Service Unavailable: the authentication service is unreachable\n"
             }
         }
     }

@@ -35,6 +35,7 @@
 //! to its last byte), `error` (what can fail, and the status each failure answers).
 
 mod access;
+mod auth;
 mod body;
 pub mod cache;
 pub mod checker;

@@ -69,6 +69,7 @@ impl DataPlane {
                     settings.upstream.body_timeout,
                 ),
                 limiter: crate::limits::Limiter::new(&settings.limits),
+                gate: crate::auth::Gate::new(&settings.auth, &settings.upstream_tls),
                 compressor,
                 env,
                 router,

@@ -40,6 +40,8 @@ pub(crate) struct Proxy {
     pub(crate) pages: Pages,
     /// `[limits]` (none configured: no request pays for them).
     pub(crate) limiter: Option<crate::limits::Limiter>,
+    /// `[[auth]]` (none configured: no request pays for it).
+    pub(crate) gate: Option<crate::auth::Gate>,
     /// `[compression]` (none configured: no response is looked at).
     pub(crate) compressor: Option<Arc<crate::compress::Compressor>>,
 }

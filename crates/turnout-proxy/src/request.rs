@@ -174,6 +174,28 @@ impl Proxy {
                 }
             }
         }
+        // `[[auth]]`: before anything answers from this instance or a pool. A request it
+        // refuses names no pool, as a limited one.
+        if let Some(gate) = &self.gate {
+            let checked = gate.check(&mut req, routed.as_ref().ok(), down, &self.env.metrics);
+            // Boxed: only a data plane with rules pays for a check's state.
+            if let Err(denied) = Box::pin(checked).await {
+                access.route = "auth";
+                let mut resp = match denied {
+                    crate::auth::Denied::Error { err, challenge } => {
+                        let mut resp =
+                            access.fail(err, h1 && !req.body().is_end_stream(), &self.env.metrics);
+                        if let Some(c) = challenge {
+                            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                        }
+                        resp
+                    }
+                    crate::auth::Denied::Answer(resp) => *resp,
+                };
+                close_if_unread(&mut resp, h1, &req);
+                return Answered::early(resp, access);
+            }
+        }
         if let Some(resp) = self.local.answer(&req, down, &mut access).await {
             return Answered::early(resp, access);
         }

@@ -19,6 +19,9 @@ use crate::proxy::Proxy;
 pub(crate) struct Route {
     pub pool: Arc<Pool>,
     pub reason: Reason,
+    /// The pool takes live traffic: a share of new clients in the split (an `[[auth]]` rule
+    /// scoped to a pool ends when it goes live).
+    pub live: bool,
     /// A sticky or preview cookie, a fleet mark.
     cookies: [Option<HeaderValue>; 2],
     /// A rollout's mirror phase copies this request to its pool too.
@@ -122,6 +125,7 @@ impl Proxy {
             })
             .cloned();
         Ok(Route {
+            live: snapshot.weights.get(decision.pool.name().as_str()) > 0,
             pool: Arc::clone(decision.pool),
             reason: decision.reason,
             cookies: decision.cookies.map(|c| c.cloned()),

@@ -24,6 +24,8 @@ pub struct ProxySettings {
     pub upstream_tls: UpstreamTls,
     /// `[limits]`.
     pub limits: turnout_config::Limits,
+    /// `[[auth]]`.
+    pub auth: Vec<turnout_config::AuthRule>,
     /// `[compression]`.
     pub compression: Option<turnout_config::Compression>,
 }
@@ -47,6 +49,7 @@ impl ProxySettings {
                 .map(|t| t.listen.port()),
             upstream_tls: UpstreamTls::load(&config.pool_ca)?,
             limits: config.limits.clone(),
+            auth: config.auth.clone(),
             compression: config.compression.clone(),
         })
     }
