@@ -9,6 +9,7 @@
 //! - `health`: active checks, the health gate, the load balancer's endpoint, draining.
 //! - `passive`: a server killed under load, ejection, retries.
 //! - `limits`: slow and oversized request heads.
+//! - `front_door`: `[[auth]]`, `[compression]` and `[limits]` met by curl and Python.
 //! - `metrics`: the Prometheus text and what it counts.
 //! - `lifecycle`: config and state files, restarts, signals, the admin API and CLI over HTTP.
 //! - `defects`: the defects found by outside testing and a new user (issue 25), one test each.
@@ -35,6 +36,8 @@ mod fleet;
 mod fleet_etcd;
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
+#[path = "e2e/front_door.rs"]
+mod front_door;
 #[path = "e2e/guards.rs"]
 mod guards;
 #[path = "e2e/hardening.rs"]
