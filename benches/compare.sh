@@ -78,6 +78,8 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
 "$here/cache-vs-nginx.sh" "$bin" 3 > "$scratch/cache.md"
 # And TLS termination against nginx's.
 "$here/tls-vs-nginx.sh" "$bin" 3 > "$scratch/tls.md"
+# And the front door: limits, basic auth, gzip against nginx's; memory for 100 000 clients.
+"$here/front-door.sh" "$bin" 3 > "$scratch/front-door.md"
 
 {
     echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
@@ -89,5 +91,7 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     cat "$scratch/cache.md"
     echo
     cat "$scratch/tls.md"
+    echo
+    cat "$scratch/front-door.md"
 } > "$here/RESULTS.md"
 echo "compare.sh: wrote $here/RESULTS.md" >&2

@@ -61,7 +61,8 @@ start_nginx_on() {
 }
 
 # Starts the turnout binary $1 on CPU 1 with one worker, listening on $2, its admin API on $3,
-# one pool "blue" of the server $4, and the config tables on stdin; its pid in $started_pid.
+# one pool "blue" of the server $4, and the config tables on stdin ($TURNOUT_ROUTING: lines for
+# [routing]); its pid in $started_pid.
 # Logs at RUST_LOG=$TURNOUT_LOG (default warn: no access log) to $work/turnout.log.
 start_turnout_on_cpu1() {
     {
@@ -76,6 +77,7 @@ start_turnout_on_cpu1() {
         echo "servers = [\"$4\"]"
         echo "[routing]"
         echo "active = \"blue\""
+        if [ -n "${TURNOUT_ROUTING:-}" ]; then echo "$TURNOUT_ROUTING"; fi
     } > "$work/turnout.toml"
     RUST_LOG=${TURNOUT_LOG:-warn} taskset -c 1 "$1" serve --config "$work/turnout.toml" >"$work/turnout.log" 2>&1 &
     started_pid=$!
