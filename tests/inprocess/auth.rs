@@ -491,3 +491,34 @@ async fn auth_on_greens_preview_ends_when_green_goes_live() {
     );
     t.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_forward_auth_service_that_never_answers_fails_closed_at_its_timeout() {
+    // Accepts, reads, never answers: the check fails closed at the rule's timeout (paused
+    // time: the 3 s pass at once).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let t = Running::start(&format!(
+        "\n[[auth]]\nname = \"slow\"\nkind = \"forward\"\nurl = \"http://{silent}/check\"\ntimeout = \"3s\"\n"
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    let a = get(&t, "/", &[("authorization", "Bearer good")]).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    assert_eq!(t.blue.requests(), 0);
+    let text = metrics(&t).await;
+    assert!(
+        text.contains("turnout_auth_total{outcome=\"failed\",rule=\"slow\"} 1"),
+        "{text}"
+    );
+    t.stop().await;
+}
