@@ -17,23 +17,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use turnout_testkit::client::{http_client, send, Answer};
+use turnout_testkit::client::http_client;
 
 use crate::harness::Running;
-
-/// GET `path` with these headers.
-async fn get(t: &Running, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = Request::get(t.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(
-        &http_client(),
-        req.body(Full::new(Bytes::new())).expect("request"),
-    )
-    .await
-    .expect("an answer")
-}
 
 fn basic(user: &str, password: &str) -> String {
     format!(
@@ -118,11 +104,11 @@ async fn basic_auth_allows_the_right_password_and_refuses_the_rest() {
     ))
     .await;
     // Another host: no credentials needed, and a forged identity header is removed.
-    let open = get(&t, "/headers", &[("x-auth-user", "root")]).await;
+    let open = t.get("/headers", &[("x-auth-user", "root")]).await;
     assert_eq!(open.status, StatusCode::OK);
     assert!(!open.body.contains("x-auth-user"), "{}", open.body);
 
-    let none = get(&t, "/headers", &[STAFF]).await;
+    let none = t.get("/headers", &[STAFF]).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         none.headers["www-authenticate"],
@@ -136,7 +122,7 @@ async fn basic_auth_allows_the_right_password_and_refuses_the_rest() {
         ("Bearer abc".to_owned(), "another scheme"),
         (format!("Basic {}", "A".repeat(4000)), "huge"),
     ] {
-        let a = get(&t, "/headers", &[STAFF, ("authorization", &who)]).await;
+        let a = t.get("/headers", &[STAFF, ("authorization", &who)]).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{why}");
         assert!(a.headers.contains_key("www-authenticate"), "{why}");
     }
@@ -146,16 +132,16 @@ async fn basic_auth_allows_the_right_password_and_refuses_the_rest() {
         ("bob", "green-grass"),
         ("ann", "blue-sky"),
     ] {
-        let a = get(
-            &t,
-            "/headers",
-            &[
-                STAFF,
-                ("authorization", &basic(user, password)),
-                ("x-auth-user", "root"),
-            ],
-        )
-        .await;
+        let a = t
+            .get(
+                "/headers",
+                &[
+                    STAFF,
+                    ("authorization", &basic(user, password)),
+                    ("x-auth-user", "root"),
+                ],
+            )
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{user}");
         // The verified user, once; never the client's copy.
         assert!(
@@ -226,12 +212,12 @@ async fn forward_auth_allows_refuses_and_fails_closed() {
          [[auth]]\nname = \"gone\"\nkind = \"forward\"\nurl = \"http://{down}/check\"\ntimeout = \"2s\"\npath_prefix = \"/down\"\n"
     ))
     .await;
-    let ok = get(
-        &t,
-        "/headers?x=1",
-        &[("authorization", "Bearer good"), ("x-auth-user", "mallory")],
-    )
-    .await;
+    let ok = t
+        .get(
+            "/headers?x=1",
+            &[("authorization", "Bearer good"), ("x-auth-user", "mallory")],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert!(
         ok.body.contains("\"x-auth-user\":[\"alice\"]"),
@@ -240,22 +226,26 @@ async fn forward_auth_allows_refuses_and_fails_closed() {
     );
     assert!(!ok.body.contains("x-auth-secret"), "{}", ok.body);
 
-    let no = get(&t, "/headers", &[]).await;
+    let no = t.get("/headers", &[]).await;
     assert_eq!(no.status, StatusCode::UNAUTHORIZED);
     assert_eq!(no.headers["www-authenticate"], "Bearer realm=\"sso\"");
     assert_eq!(no.body, "who are you?\n");
-    let fired = get(&t, "/headers", &[("authorization", "Bearer fired")]).await;
+    let fired = t
+        .get("/headers", &[("authorization", "Bearer fired")])
+        .await;
     assert_eq!(fired.status, StatusCode::FORBIDDEN);
     assert_eq!(fired.body, "no longer here\n");
 
-    let broken = get(&t, "/headers", &[("authorization", "Bearer broken")]).await;
+    let broken = t
+        .get("/headers", &[("authorization", "Bearer broken")])
+        .await;
     assert_eq!(broken.status, StatusCode::BAD_GATEWAY);
     assert!(
         broken.body.contains("authentication service"),
         "{}",
         broken.body
     );
-    let unreachable = get(&t, "/down/x", &[("authorization", "Bearer good")]).await;
+    let unreachable = t.get("/down/x", &[("authorization", "Bearer good")]).await;
     assert_eq!(unreachable.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         unreachable
@@ -355,15 +345,15 @@ async fn an_albs_signed_identity_passes_and_a_forged_one_is_refused() {
         .as_secs();
     for padded in [true, false] {
         let good = token(&alb, "key-1", SIGNER, now + 120, padded);
-        let a = get(
-            &t,
-            "/headers",
-            &[
-                ("x-amzn-oidc-data", &good),
-                ("x-auth-email", "root@example.com"),
-            ],
-        )
-        .await;
+        let a = t
+            .get(
+                "/headers",
+                &[
+                    ("x-amzn-oidc-data", &good),
+                    ("x-auth-email", "root@example.com"),
+                ],
+            )
+            .await;
         assert_eq!(a.status, StatusCode::OK, "padded: {padded}: {}", a.body);
         assert!(
             a.body.contains("\"x-auth-email\":[\"ann@example.com\"]")
@@ -417,25 +407,25 @@ async fn an_albs_signed_identity_passes_and_a_forged_one_is_refused() {
         ("a.b.c".to_owned(), "garbage segments"),
         (format!("{}.{}", "a".repeat(20_000), "b.c"), "huge"),
     ] {
-        let a = get(&t, "/headers", &[("x-amzn-oidc-data", &bad)]).await;
+        let a = t.get("/headers", &[("x-amzn-oidc-data", &bad)]).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{why}: {}", a.body);
     }
     assert_eq!(
-        get(&t, "/headers", &[]).await.status,
+        t.get("/headers", &[]).await.status,
         StatusCode::UNAUTHORIZED,
         "no token: not through the ALB"
     );
     // An unknown key id is asked once, then refused from memory.
     let again = token(&alb, "key-2", SIGNER, now + 120, true);
     assert_eq!(
-        get(&t, "/headers", &[("x-amzn-oidc-data", &again)])
+        t.get("/headers", &[("x-amzn-oidc-data", &again)])
             .await
             .status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
     // The key server is down: fail closed.
-    let a = get(&t, "/down/x", &[("x-amzn-oidc-data", &good)]).await;
+    let a = t.get("/down/x", &[("x-amzn-oidc-data", &good)]).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
     assert_eq!(
         t.blue.requests(),
@@ -456,37 +446,26 @@ async fn auth_on_greens_preview_ends_when_green_goes_live() {
     .await;
     t.wait_healthy("green").await;
     // Blue, live: open.
-    let a = get(&t, "/", &[]).await;
+    let a = t.get("/", &[]).await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "blue\n"));
     // Green's preview: credentials needed.
     let preview = [("x-turnout-pool", "green")];
-    assert_eq!(
-        get(&t, "/", &preview).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(t.get("/", &preview).await.status, StatusCode::UNAUTHORIZED);
     let auth = basic("ann", "blue-sky");
-    let a = get(&t, "/", &[preview[0], ("authorization", &auth)]).await;
+    let a = t.get("/", &[preview[0], ("authorization", &auth)]).await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "green\n"));
 
-    let (status, json) = turnout_testkit::client::admin(
-        &t.admin_base(),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
+    t.switch("green").await;
     // Green is live: everyone reaches it without credentials, through the preview too.
-    let a = get(&t, "/", &[]).await;
+    let a = t.get("/", &[]).await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "green\n"));
-    assert_eq!(get(&t, "/", &preview).await.status, StatusCode::OK);
+    assert_eq!(t.get("/", &preview).await.status, StatusCode::OK);
     // And blue, no longer live, is not under green's rule.
-    let a = get(&t, "/", &[("x-turnout-pool", "blue")]).await;
+    let a = t.get("/", &[("x-turnout-pool", "blue")]).await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "blue\n"));
     // The health path never is.
     assert_eq!(
-        get(&t, "/health-check", &preview).await.status,
+        t.get("/health-check", &preview).await.status,
         StatusCode::OK
     );
     t.stop().await;
@@ -511,7 +490,7 @@ async fn a_forward_auth_service_that_never_answers_fails_closed_at_its_timeout()
     ))
     .await;
     let started = tokio::time::Instant::now();
-    let a = get(&t, "/", &[("authorization", "Bearer good")]).await;
+    let a = t.get("/", &[("authorization", "Bearer good")]).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
     assert!(started.elapsed() >= std::time::Duration::from_secs(3));
     assert_eq!(t.blue.requests(), 0);

@@ -7,25 +7,11 @@ use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::AsyncReadExt;
-use turnout_testkit::client::{http_client, send, Answer};
+use turnout_testkit::client::{http_client, send};
 
 use crate::harness::Running;
 
 const ON: &str = "\n[compression]\n";
-
-/// GET `path` with these headers.
-async fn get(t: &Running, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = Request::get(t.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(
-        &http_client(),
-        req.body(Full::new(Bytes::new())).expect("request"),
-    )
-    .await
-    .expect("an answer")
-}
 
 /// `data` decoded from `encoding`.
 pub async fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
@@ -44,7 +30,7 @@ pub async fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn each_encoding_decodes_to_the_original_and_a_plain_client_gets_the_original() {
     let t = Running::start(ON).await;
-    let plain = get(&t, "/json?bytes=16384", &[]).await;
+    let plain = t.get("/json?bytes=16384", &[]).await;
     assert_eq!(plain.status, 200);
     assert_eq!(plain.body_bytes.len(), 16384);
     assert_eq!(
@@ -63,7 +49,9 @@ async fn each_encoding_decodes_to_the_original_and_a_plain_client_gets_the_origi
         ("br;q=0.1, gzip;q=0.8", "gzip"),
         ("zstd, gzip;q=0.5", "zstd"),
     ] {
-        let a = get(&t, "/json?bytes=16384", &[("accept-encoding", accept)]).await;
+        let a = t
+            .get("/json?bytes=16384", &[("accept-encoding", accept)])
+            .await;
         assert_eq!(a.status, 200, "{accept}");
         assert_eq!(a.headers[header::CONTENT_ENCODING], chosen, "{accept}");
         assert_eq!(a.headers[header::VARY], "accept-encoding");
@@ -82,7 +70,9 @@ async fn each_encoding_decodes_to_the_original_and_a_plain_client_gets_the_origi
     }
     // Refused encodings, or only unknown ones: the original.
     for accept in ["identity", "deflate", "br;q=0, gzip;q=0, zstd;q=0", "*;q=0"] {
-        let a = get(&t, "/json?bytes=16384", &[("accept-encoding", accept)]).await;
+        let a = t
+            .get("/json?bytes=16384", &[("accept-encoding", accept)])
+            .await;
         assert!(
             a.headers.get(header::CONTENT_ENCODING).is_none(),
             "{accept}"
@@ -97,26 +87,28 @@ async fn small_bodies_app_encodings_ranges_heads_and_other_types_are_left_alone(
     let t = Running::start("\n[compression]\nmin_size = \"2KiB\"\nencodings = [\"gzip\"]\n").await;
     let gz = [("accept-encoding", "gzip, br")];
     // Under min_size.
-    let a = get(&t, "/json?bytes=1000", &gz).await;
+    let a = t.get("/json?bytes=1000", &gz).await;
     assert!(a.headers.get(header::CONTENT_ENCODING).is_none());
     assert_eq!(a.body_bytes.len(), 1000);
     // The app set its own Content-Encoding: passed through, not compressed twice.
-    let a = get(&t, "/json?bytes=8000&encoded=gzip", &gz).await;
+    let a = t.get("/json?bytes=8000&encoded=gzip", &gz).await;
     assert_eq!(a.headers[header::CONTENT_ENCODING], "gzip");
     assert_eq!(a.body_bytes.len(), 8000);
     // A range request gets the identity representation.
-    let a = get(
-        &t,
-        "/json?bytes=8000",
-        &[("accept-encoding", "gzip"), ("range", "bytes=0-99")],
-    )
-    .await;
+    let a = t
+        .get(
+            "/json?bytes=8000",
+            &[("accept-encoding", "gzip"), ("range", "bytes=0-99")],
+        )
+        .await;
     assert!(a.headers.get(header::CONTENT_ENCODING).is_none());
     // Only the offered encodings: br is not in the list, gzip is.
-    let a = get(&t, "/json?bytes=8000", &[("accept-encoding", "br")]).await;
+    let a = t
+        .get("/json?bytes=8000", &[("accept-encoding", "br")])
+        .await;
     assert!(a.headers.get(header::CONTENT_ENCODING).is_none());
     // Not a listed type (an octet stream).
-    let a = get(&t, "/download?bytes=8000", &gz).await;
+    let a = t.get("/download?bytes=8000", &gz).await;
     assert!(a.headers.get(header::CONTENT_ENCODING).is_none());
     assert_eq!(a.body_bytes.len(), 8000);
     // HEAD: the headers a GET would get, no body.
@@ -164,43 +156,35 @@ async fn cached_assets_are_compressed_once_per_version_and_served_from_memory() 
     let t = Running::start("\n[cache]\nprefixes = [\"/assets/\"]\n\n[compression]\n").await;
     t.wait_healthy("green").await;
     let gz = [("accept-encoding", "gzip")];
-    let first = get(&t, "/assets/app.js?bytes=20000", &gz).await;
+    let first = t.get("/assets/app.js?bytes=20000", &gz).await;
     assert_eq!(first.headers[header::CONTENT_ENCODING], "gzip");
     let original = decode("gzip", &first.body_bytes).await;
     assert!(original.starts_with(b"blue /assets/app.js"));
     // The variant is made in the background: once made, a hit sends it with its length.
     let made = turnout_testkit::eventually(10, "the gzip variant is kept", || async {
-        let a = get(&t, "/assets/app.js?bytes=20000", &gz).await;
+        let a = t.get("/assets/app.js?bytes=20000", &gz).await;
         a.headers.get(header::CONTENT_LENGTH).is_some() && a.headers["x-cache"] == "HIT"
     });
     made.await;
-    let hit = get(&t, "/assets/app.js?bytes=20000", &gz).await;
+    let hit = t.get("/assets/app.js?bytes=20000", &gz).await;
     assert_eq!(hit.headers[header::CONTENT_ENCODING], "gzip");
     assert_eq!(hit.headers[header::ETAG], "W/\"blue-1\"");
     assert_eq!(decode("gzip", &hit.body_bytes).await, original);
     assert_eq!(t.blue.requests(), 1, "one fetch from blue");
     // A client without Accept-Encoding still gets the original from the cache.
-    let plain = get(&t, "/assets/app.js?bytes=20000", &[]).await;
+    let plain = t.get("/assets/app.js?bytes=20000", &[]).await;
     assert_eq!(plain.body_bytes, original);
     assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
     // After the switch, green's asset: never blue's variant.
-    let (status, json) = turnout_testkit::client::admin(
-        &t.admin_base(),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
-    let after = get(&t, "/assets/app.js?bytes=20000", &gz).await;
+    t.switch("green").await;
+    let after = t.get("/assets/app.js?bytes=20000", &gz).await;
     let decoded = decode("gzip", &after.body_bytes).await;
     assert!(
         decoded.starts_with(b"green /assets/app.js"),
         "{:?}",
         &decoded[..20]
     );
-    let metrics = get(&t, "/nothing", &[]).await;
+    let metrics = t.get("/nothing", &[]).await;
     drop(metrics);
     t.stop().await;
 }

@@ -173,15 +173,7 @@ async fn a_canary_pool_has_its_own_tighter_budget_and_a_path_its_own() {
     assert_eq!(c.flood(10, "/", &[]).await, (10, 0));
     assert_eq!(c.flood(5, "/login", &[]).await, (3, 2));
     t.wait_healthy("green").await;
-    let (status, json) = turnout_testkit::client::admin(
-        &t.admin_base(),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
+    t.switch("green").await;
     assert_eq!(c.flood(6, "/", &[]).await, (2, 4));
     let text = metrics(&t).await;
     assert!(

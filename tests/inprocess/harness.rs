@@ -98,6 +98,37 @@ impl Running {
         json
     }
 
+    /// `POST /v1/switch` to `pool`, which must succeed.
+    pub async fn switch(&self, pool: &str) {
+        let (status, json) = turnout_testkit::client::admin(
+            &self.admin_base(),
+            http::Method::POST,
+            "/v1/switch",
+            Some(&format!(r#"{{"to":"{pool}"}}"#)),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+    }
+
+    /// GET `path` through the proxy with these headers: the whole answer.
+    pub async fn get(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> turnout_testkit::client::Answer {
+        let mut req = http::Request::get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("a request");
+        turnout_testkit::client::send(&turnout_testkit::client::http_client(), req)
+            .await
+            .expect("an answer")
+    }
+
     /// Waits until every server of `pool` shows healthy (at most 10 s of this runtime's time).
     pub async fn wait_healthy(&self, pool: &str) {
         turnout_testkit::eventually(10, &format!("{pool} healthy"), || async {

@@ -13,15 +13,7 @@ async fn run_serves_switches_and_drains_when_its_shutdown_completes() {
     let answer = get(&client, &t.url("/")).await.expect("through blue");
     assert_eq!(answer.status, 200);
     assert!(answer.body.starts_with("blue"), "{}", answer.body);
-    let (status, json) = turnout_testkit::client::admin(
-        &t.admin_base(),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{json}");
+    t.switch("green").await;
     let answer = get(&client, &t.url("/")).await.expect("through green");
     assert!(answer.body.starts_with("green"), "{}", answer.body);
     assert_eq!(t.green.requests(), 1, "one request reached green");

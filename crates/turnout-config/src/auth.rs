@@ -115,25 +115,8 @@ pub(crate) fn resolve_auth(
     let mut rules = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for a in file {
+        crate::scope::label_name(&a.name, &mut names, "rules", &invalid)?;
         let name = a.name.get_ref();
-        let name_ok = (1..=32).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !name_ok {
-            return Err(invalid(
-                a.name.span(),
-                "name",
-                format!("invalid name {name:?}: 1 to 32 of A-Z a-z 0-9 _ - (it labels metrics)"),
-            ));
-        }
-        if !names.insert(name.clone()) {
-            return Err(invalid(
-                a.name.span(),
-                "name",
-                format!("{name:?} names two rules: each needs its own"),
-            ));
-        }
         let kind = a.kind.get_ref().as_str();
         // Keys of another kind are refused, naming the kind they belong to.
         let foreign: [(&str, Option<std::ops::Range<usize>>, &str); 9] = [
@@ -360,29 +343,8 @@ pub(crate) fn resolve_auth(
             }
         };
         let host = a.host.map(|h| h.get_ref().trim().to_ascii_lowercase());
-        let path_prefix = match a.path_prefix {
-            None => None,
-            Some(p) if p.get_ref().starts_with('/') => Some(p.into_inner()),
-            Some(p) => {
-                return Err(invalid(
-                    p.span(),
-                    "path_prefix",
-                    format!("{:?} must start with '/'", p.get_ref()),
-                ))
-            }
-        };
-        let pool = match a.pool {
-            None => None,
-            Some(p) => Some(
-                pools
-                    .keys()
-                    .find(|k| k.as_str() == p.get_ref())
-                    .cloned()
-                    .ok_or_else(|| {
-                        invalid(p.span(), "pool", format!("no pool named {:?}", p.get_ref()))
-                    })?,
-            ),
-        };
+        let path_prefix = crate::scope::path_prefix(a.path_prefix, &invalid)?;
+        let pool = crate::scope::pool(a.pool, pools, &invalid)?;
         if let (Some(u), None) = (&a.until_live, &pool) {
             return Err(invalid(
                 u.span(),

@@ -28,6 +28,7 @@ mod read;
 pub mod rollout;
 pub mod routing;
 mod routing_section;
+mod scope;
 mod server;
 mod span;
 mod statics;

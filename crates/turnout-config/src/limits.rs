@@ -152,25 +152,7 @@ pub(crate) fn resolve_limits(
     let mut names = std::collections::BTreeSet::new();
     for r in file.rate {
         let invalid = spanned_error(text, path, "limits.rate");
-        let name = r.name.get_ref();
-        let name_ok = (1..=32).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !name_ok {
-            return Err(invalid(
-                r.name.span(),
-                "name",
-                format!("invalid name {name:?}: 1 to 32 of A-Z a-z 0-9 _ - (it labels metrics)"),
-            ));
-        }
-        if !names.insert(name.clone()) {
-            return Err(invalid(
-                r.name.span(),
-                "name",
-                format!("{name:?} names two rates: each needs its own"),
-            ));
-        }
+        crate::scope::label_name(&r.name, &mut names, "rates", &invalid)?;
         let key = match r.by.as_ref().map(|b| b.get_ref().as_str()) {
             None | Some("client") => LimitKey::Client,
             Some(by) => {
@@ -206,29 +188,8 @@ pub(crate) fn resolve_limits(
             Some(b) => NonZeroU32::new(*b.get_ref())
                 .ok_or_else(|| invalid(b.span(), "burst", "must be at least 1".into()))?,
         };
-        let path_prefix = match r.path_prefix {
-            None => None,
-            Some(p) if p.get_ref().starts_with('/') => Some(p.into_inner()),
-            Some(p) => {
-                return Err(invalid(
-                    p.span(),
-                    "path_prefix",
-                    format!("{:?} must start with '/'", p.get_ref()),
-                ))
-            }
-        };
-        let pool = match r.pool {
-            None => None,
-            Some(p) => Some(
-                pools
-                    .keys()
-                    .find(|k| k.as_str() == p.get_ref())
-                    .cloned()
-                    .ok_or_else(|| {
-                        invalid(p.span(), "pool", format!("no pool named {:?}", p.get_ref()))
-                    })?,
-            ),
-        };
+        let path_prefix = crate::scope::path_prefix(r.path_prefix, &invalid)?;
+        let pool = crate::scope::pool(r.pool, pools, &invalid)?;
         limits.rates.push(RateLimit {
             name: r.name.into_inner(),
             key,
