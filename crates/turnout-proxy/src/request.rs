@@ -177,7 +177,11 @@ impl Proxy {
         // `[[auth]]`: before anything answers from this instance or a pool. A request it
         // refuses names no pool, as a limited one.
         if let Some(gate) = &self.gate {
-            let checked = gate.check(&mut req, routed.as_ref().ok(), down, &self.env.metrics);
+            let to = routed
+                .as_ref()
+                .ok()
+                .map(|r| (r.pool.name().as_str(), r.live));
+            let checked = gate.check(&mut req, to, down, &self.env.metrics);
             // Boxed: only a data plane with rules pays for a check's state.
             if let Err(denied) = Box::pin(checked).await {
                 access.route = "auth";

@@ -20,7 +20,6 @@ use turnout_core::Metrics;
 use crate::body::ProxyBody;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
-use crate::route::Route;
 use crate::tls::UpstreamTls;
 
 /// Why a rule did not let a request on.
@@ -119,12 +118,13 @@ impl Gate {
         })
     }
 
-    /// Checks `req`, routed by `route`, against every rule that covers it; the rules that let
-    /// it on add the identity they verified to its headers.
+    /// Checks `req` against every rule that covers it; `routed`: the pool it is routed to, and
+    /// whether that pool takes live traffic. The rules that let it on add the identity they
+    /// verified to its headers.
     pub async fn check<B>(
         &self,
         req: &mut Request<B>,
-        route: Option<&Route>,
+        routed: Option<(&str, bool)>,
         down: &Downstream,
         metrics: &Metrics,
     ) -> Result<(), Denied> {
@@ -132,7 +132,7 @@ impl Gate {
             req.headers_mut().remove(h);
         }
         for rule in &self.rules {
-            if !rule.covers(req, route) {
+            if !rule.covers(req, routed) {
                 continue;
             }
             let verdict = match &rule.check {
@@ -190,7 +190,7 @@ enum Verdict {
 impl Rule {
     /// The rule's scope covers the request: its host, its path prefix, and its pool (while
     /// that pool takes no live traffic, unless `until_live = false`).
-    fn covers<B>(&self, req: &Request<B>, route: Option<&Route>) -> bool {
+    fn covers<B>(&self, req: &Request<B>, routed: Option<(&str, bool)>) -> bool {
         let spec = &self.spec;
         if let Some(prefix) = &spec.path_prefix {
             if !req.uri().path().starts_with(prefix.as_str()) {
@@ -210,8 +210,10 @@ impl Rule {
             }
         }
         if let Some(pool) = &spec.pool {
-            let Some(route) = route else { return false };
-            if route.pool.name() != pool || (spec.until_live && route.live) {
+            let Some((routed_to, live)) = routed else {
+                return false;
+            };
+            if routed_to != pool.as_str() || (spec.until_live && live) {
                 return false;
             }
         }
