@@ -118,6 +118,10 @@ impl Proxy {
         if let Some(resp) = refused(&mut req, h1, &mut access) {
             return Answered::early(resp, access);
         }
+        // Room for what turnout adds (X-Request-Id, X-Forwarded-For, -Proto, -Host) at once:
+        // hyper sizes the map to the parsed headers, and each insert past it grew (and
+        // re-hashed) the map again (tests/allocations.rs: 27 -> 23 allocations per request).
+        req.headers_mut().reserve(4);
         if self.settings.server.request_id {
             let trusted = self.env.routing.trusted_proxies.contains(&down.peer.ip());
             access.request_id = Some(crate::headers::request_id(req.headers_mut(), trusted));
