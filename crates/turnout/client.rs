@@ -603,13 +603,24 @@ pub async fn request(
     };
 
     let exchange = async {
+        // A GET is sent once more when the connection fails under it: a kept-alive connection
+        // to a process that has just handed over (an in-place upgrade) closes as the request
+        // goes out, and the next connection reaches the new process.
+        let mut resend = method == Method::GET;
         loop {
-            let resp = client.request(build()).await.map_err(|e| {
-                format!(
-                    "cannot reach the admin API at {base}: {}",
-                    turnout_proxy::DisplayChain(&e)
-                )
-            })?;
+            let resp = match client.request(build()).await {
+                Ok(resp) => resp,
+                Err(_) if std::mem::take(&mut resend) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot reach the admin API at {base}: {}",
+                        turnout_proxy::DisplayChain(&e)
+                    ))
+                }
+            };
             let status = resp.status();
             if resp.headers().contains_key("x-turnout-token-unused") {
                 warn_token_unused(base);
