@@ -108,24 +108,64 @@ pub fn normalize_request(
 }
 
 /// `host[:port]` as RFC 9110 7.2 allows it: a registered name, an IPv4 address or a bracketed
-/// IPv6 literal, an optional numeric port; no user info, no path, nothing empty.
+/// IPv6 literal, an optional numeric port; no user info, no path, nothing empty. Checked in
+/// place by hand: `http::uri::Authority::try_from` copied every request's Host to check it
+/// (one allocation a request, tests/allocations.rs), and let through what this refuses (a
+/// bracketed literal that is no IPv6 address).
 fn valid_host(value: &[u8]) -> bool {
-    if value.is_empty() || value.contains(&b'@') {
-        return false;
-    }
-    let Ok(authority) = http::uri::Authority::try_from(value) else {
-        return false;
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = std::str::from_utf8(&rest[..close]).ok();
+            if literal.is_none_or(|l| l.parse::<std::net::Ipv6Addr>().is_err()) {
+                return false;
+            }
+            match &rest[close + 1..] {
+                [] => (&[][..], None),
+                [b':', port @ ..] => (&[][..], Some(port)),
+                _ => return false,
+            }
+        }
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(at) => (&value[..at], Some(&value[at + 1..])),
+            None => (value, None),
+        },
     };
-    // `Authority` also takes an empty host before a port (":80"), a port that is not a number
-    // and an unbracketed IPv6 address.
-    let text = authority.as_str();
-    let port_ok = match (text.starts_with('['), text.rsplit_once(':')) {
-        (false, Some((before, _))) if before.contains(':') => false,
-        (true, Some((before, _))) if !before.ends_with(']') => true,
-        (_, Some(_)) => authority.port_u16().is_some(),
-        (_, None) => true,
-    };
-    !authority.host().is_empty() && port_ok
+    // A registered name or an IPv4 address: unreserved characters and sub-delimiters (RFC
+    // 3986 3.2.2), no ':' (an IPv6 address goes in brackets), no '%' (as `http` refuses it).
+    let name_ok = value.starts_with(b"[")
+        || (!host.is_empty()
+            && host.iter().all(|&b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            }));
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some()
+    });
+    name_ok && port_ok
 }
 
 /// True when the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like) to
@@ -270,9 +310,33 @@ pub fn request_id(headers: &mut HeaderMap, trusted_peer: bool) -> HeaderValue {
         *c = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    let id = HeaderValue::from_bytes(&text).expect("hex digits are a valid header value");
+    let id = cut_id(&text);
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
+}
+
+/// How many request ids one buffer holds.
+const IDS_PER_BUFFER: usize = 32;
+
+thread_local! {
+    /// The buffer this thread cuts request ids from.
+    static IDS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
+/// `text` as a header value cut from this thread's buffer of ids: `HeaderValue::from_bytes`
+/// copies into an allocation of its own on every request; slices of one shared buffer cost
+/// two allocations per 32 ids. A buffer lives while any of its ids does (1 KiB at most for a
+/// long-lived request's id).
+fn cut_id(text: &[u8; 32]) -> HeaderValue {
+    IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.capacity() < text.len() {
+            *ids = bytes::BytesMut::with_capacity(text.len() * IDS_PER_BUFFER);
+        }
+        ids.extend_from_slice(text);
+        let id = ids.split_to(text.len()).freeze();
+        HeaderValue::from_maybe_shared(id).expect("hex digits are a valid header value")
+    })
 }
 
 /// Appends the client's address to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
@@ -493,7 +557,8 @@ mod tests {
             Some(TwoHosts)
         );
         for bad in [
-            "a/b", "user@a", "", "a b", ":80", "a:port", "::1", "a:99999",
+            "a/b", "user@a", "", "a b", ":80", "a:port", "::1", "a:99999", "[zz]", "[::1",
+            "[::1]x", "a%20b", "a:", "a:+80", "a\"b", "a{b}", "[::1]:", "a?b", "a#b",
         ] {
             assert_eq!(
                 normalized(v11, "/", &[("host", bad)]).err(),
@@ -508,6 +573,8 @@ mod tests {
             "[::1]",
             "[::1]:8080",
             "localhost",
+            "a.example:0",
+            "x_y-z~1",
         ] {
             let h = normalized(v11, "/", &[("host", good)]).expect(good);
             assert_eq!(h["host"], good);
