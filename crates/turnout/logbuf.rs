@@ -163,33 +163,46 @@ pub struct Line<'a> {
     urgent: bool,
 }
 
-impl Write for Line<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl Shared {
+    /// Appends what `fill` writes to this thread's buffer (registered at its first line), or
+    /// drops it (counted) when the buffer holds `MAX_PENDING` already.
+    fn append(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
         MINE.with(|mine| {
             let mut mine = mine.borrow_mut();
-            let buffer = match mine.iter().position(|(id, _)| *id == self.shared.id) {
+            let buffer = match mine.iter().position(|(id, _)| *id == self.id) {
                 Some(i) => &mine[i].1,
                 None => {
                     // A writer that is gone holds its buffers no more: forget them here.
                     mine.retain(|(_, b)| Arc::strong_count(b) > 1);
                     let buffer = Buffer::default();
-                    self.shared
-                        .buffers
+                    self.buffers
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push(Arc::clone(&buffer));
-                    mine.push((self.shared.id, buffer));
+                    mine.push((self.id, buffer));
                     &mine[mine.len() - 1].1
                 }
             };
             // Uncontended but for the writer thread's swap every FLUSH_EVERY.
             let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
-            if pending.len() + buf.len() > MAX_PENDING {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            } else {
-                pending.extend_from_slice(buf);
+            let before = pending.len();
+            if before > MAX_PENDING {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            fill(&mut pending);
+            if pending.len() > MAX_PENDING {
+                pending.truncate(before);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         });
+    }
+}
+
+impl Write for Line<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.shared
+            .append(&mut |pending| pending.extend_from_slice(buf));
         if self.urgent {
             self.shared.urgent.store(true, Ordering::Relaxed);
             self.shared.wake.notify_one();
@@ -199,6 +212,14 @@ impl Write for Line<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Access lines, formatted by the data plane straight into this thread's buffer, wait for the
+/// next round like any access line.
+impl turnout_proxy::AccessSink for Batched {
+    fn append(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
+        self.shared.append(fill);
     }
 }
 
@@ -222,10 +243,12 @@ impl<'a> MakeWriter<'a> for Batched {
 }
 
 /// Logs to stderr through this module's background writer, so a slow terminal or pipe never
-/// stalls a request. Filter with RUST_LOG (default `info`; `RUST_LOG=info,turnout::access=off`
+/// stalls a request; access lines come to it formatted by the data plane (`turnout_proxy`'s
+/// `AccessSink`), everything else through `tracing_subscriber::fmt`. Filter with RUST_LOG (default `info`; `RUST_LOG=info,turnout::access=off`
 /// drops the access log). The guard writes the last lines.
 pub fn init() -> FlushGuard {
     let (writer, guard) = batched();
+    turnout_proxy::set_access_sink(Box::new(writer.clone()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -308,6 +331,31 @@ mod tests {
             assert_eq!(mine, (0..1000).collect::<Vec<_>>(), "thread {t}");
         }
         assert!(writer.shared.buffers.lock().expect("lock").is_empty());
+    }
+
+    /// Lines given as a fill (the data plane's access lines) land in order with written ones;
+    /// a thread over `MAX_PENDING` drops the line whole, never a part of it, and counts it.
+    #[test]
+    fn filled_lines_are_whole_and_a_full_buffer_drops_whole_lines() {
+        use turnout_proxy::AccessSink;
+        let shelf = Shelf::default();
+        let (writer, guard) = batched_to(Box::new(shelf.clone()));
+        writer.make_writer().write_all(b"first\n").expect("write");
+        writer.append(&mut |out| out.extend_from_slice(b"second\n"));
+        // Over the bound at once: dropped whole.
+        writer.append(&mut |out| out.resize(out.len() + MAX_PENDING + 1, b'x'));
+        writer.append(&mut |out| out.extend_from_slice(b"third\n"));
+        drop(guard);
+        let text = String::from_utf8(shelf.0.lock().expect("lock").clone()).expect("utf-8");
+        // The background thread may flush between any two lines: the count comes with the
+        // flush after the drop, the lines in their order around it.
+        let (notes, lines): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| l.starts_with("turnout: "));
+        assert_eq!(lines, ["first", "second", "third"], "{text}");
+        assert_eq!(
+            notes,
+            ["turnout: 1 log lines dropped: stderr did not take them fast enough"]
+        );
     }
 
     /// Two writers in one process (as when a test starts turnout twice): each thread's lines

@@ -56,6 +56,7 @@ mod serve;
 mod settings;
 pub mod tls;
 
+pub use access::{set_access_sink, AccessSink};
 pub use body::{ProxyBody, UpstreamBody};
 pub use checker::{spawn_health_checks, HttpProber};
 pub use error::{DisplayChain, ProxyError};

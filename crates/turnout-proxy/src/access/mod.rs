@@ -3,9 +3,14 @@
 //! written exactly once: with the response's status when there is one, or as nginx's 499
 //! ("client closed request") when the client went away first and hyper dropped the request.
 
+mod line;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -15,6 +20,8 @@ use turnout_core::Pool;
 use crate::body::ProxyBody;
 use crate::downstream::Downstream;
 use crate::error::{DisplayChain, ProxyError, CLIENT_CLOSED};
+
+pub use line::{set_access_sink, AccessSink};
 
 /// One request's access line, written when it is dropped.
 pub(crate) struct Access {
@@ -117,6 +124,51 @@ impl Drop for Access {
             pool.metrics()
                 .observe(status.as_u16(), elapsed.as_secs_f64());
         }
+        if !tracing::enabled!(target: "turnout::access", tracing::Level::INFO) {
+            return;
+        }
+        match line::sink() {
+            Some(sink) => sink.append(&mut |out| {
+                line::prefix(out, SystemTime::now());
+                self.fields(out, status, route, elapsed);
+                out.push(b'\n');
+            }),
+            None => self.event(status, route, elapsed),
+        }
+    }
+}
+
+impl Access {
+    /// The line's fields, each with its leading space, as [`Access::event`] has the fmt layer
+    /// write them.
+    fn fields(&self, out: &mut Vec<u8>, status: StatusCode, route: &str, elapsed: Duration) {
+        line::raw(out, "method", self.method.as_str().as_bytes());
+        let path = self.target.as_ref().map_or("/", PathAndQuery::path);
+        line::raw(out, "path", path.as_bytes());
+        line::number(out, "status", status.as_u16().into());
+        if let Some(pool) = &self.pool {
+            line::quoted(out, "pool", pool.name().as_str());
+        }
+        line::quoted(out, "route", route);
+        if let Some(cache) = self.cache {
+            line::quoted(out, "cache", cache);
+        }
+        if let Some(upstream) = &self.upstream {
+            line::quoted(out, "upstream", upstream.as_str());
+        }
+        line::address(out, "client", &self.client);
+        if let Some(id) = self.request_id.as_ref().and_then(|id| id.to_str().ok()) {
+            line::quoted(out, "request_id", id);
+        }
+        line::millis(out, "ms", elapsed);
+        if let Some(error) = self.error.as_deref() {
+            line::raw(out, "error", b"");
+            let _ = write!(out, "{}", DisplayChain(error));
+        }
+    }
+
+    /// The line as a `tracing` event, when no [`AccessSink`] takes it.
+    fn event(&self, status: StatusCode, route: &str, elapsed: Duration) {
         tracing::info!(
             target: "turnout::access",
             method = %self.method,
@@ -136,23 +188,11 @@ impl Drop for Access {
 
 /// A duration in milliseconds with three decimals, from whole microseconds: integer formatting
 /// (a float's `{:.3}` took a slow path of its own on every line).
-struct Millis(std::time::Duration);
+struct Millis(Duration);
 
 impl std::fmt::Display for Millis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let us = self.0.as_micros();
         write!(f, "{}.{:03}", us / 1000, us % 1000)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn millis_have_three_decimals() {
-        use std::time::Duration;
-        let shown = |d| super::Millis(d).to_string();
-        assert_eq!(shown(Duration::from_micros(0)), "0.000");
-        assert_eq!(shown(Duration::from_micros(1_234_567)), "1234.567");
-        assert_eq!(shown(Duration::from_nanos(45_999)), "0.045");
     }
 }
