@@ -8,6 +8,8 @@
 #
 #   benches/instructions-per-request.sh [--runs R] [--requests N1,N2] BIN [BIN...]
 #
+# TURNOUT_LOG=info counts with the access log on (default warn: off); CALLGRIND_KEEP=DIR keeps
+# each run's callgrind output there (BIN-N.out) for callgrind_annotate.
 # Needs valgrind, nginx, curl and python3. Only loopback is ever a target.
 set -euo pipefail
 
@@ -88,7 +90,7 @@ TOML
 # The total instructions of one run of BIN serving N requests.
 total() {
     local bin=$1 n=$2 pid
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+    RUST_LOG=${TURNOUT_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
         "$bin" serve --config "$work/turnout.toml" 2>"$work/valgrind.log" &
     pid=$!
     for _ in $(seq 150); do
@@ -107,6 +109,9 @@ for _ in range(int(sys.argv[2])):
 PY
     kill -TERM "$pid"
     wait "$pid" || true
+    if [ -n "${CALLGRIND_KEEP:-}" ]; then
+        cp "$work/callgrind.out" "$CALLGRIND_KEEP/$(basename "$bin")-$n.out"
+    fi
     awk '/^(summary|totals):/ { print $2; exit }' "$work/callgrind.out"
 }
 
