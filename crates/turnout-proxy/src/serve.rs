@@ -89,14 +89,23 @@ pub(crate) async fn serve_connection<I>(
     let patient = move || plane.handed_over.load(std::sync::atomic::Ordering::Relaxed);
     let activity = Arc::new(Activity::default());
     let env = Arc::clone(&shared.env);
-    let mut io = GuardedIo::new(
-        io,
-        Arc::clone(&activity),
-        settings.server.client_header_timeout,
-        settings.server.client_idle_timeout,
-        settings.server.client_send_timeout,
-        settings.server.client_body_timeout,
-    );
+    // In a future of its own: its state (the socket before it is handed to hyper, the first
+    // read, the drain's grace) is gone before the connection is served, rather than kept in
+    // every connection's task for its whole life.
+    let first = Box::pin(first_bytes(
+        GuardedIo::new(
+            io,
+            Arc::clone(&activity),
+            settings.server.client_header_timeout,
+            settings.server.client_idle_timeout,
+            settings.server.client_send_timeout,
+            settings.server.client_body_timeout,
+        ),
+        &drain,
+        &patient,
+        &env,
+        peer,
+    ));
     // One Arc per connection; each request clones it once.
     let ctx = Arc::new(Conn {
         shared,
@@ -126,33 +135,10 @@ pub(crate) async fn serve_connection<I>(
             Ok::<_, Infallible>(resp)
         })
     });
-    // The first bytes, read under the header deadline like any request's. A drain gives a
-    // connection still waiting for them the same grace as a quiet one (a request may already
-    // be on its way).
-    let sniffed = {
-        let sniffing = sniff(&mut io);
-        tokio::pin!(sniffing);
-        tokio::select! {
-            sniffed = &mut sniffing => sniffed,
-            () = drain.cancelled() => {
-                if patient() {
-                    // The header deadline still bounds it.
-                    sniffing.await
-                } else {
-                    match tokio::time::timeout(DRAIN_GRACE, sniffing).await {
-                        Ok(sniffed) => sniffed,
-                        Err(_) => return,
-                    }
-                }
-            }
-        }
+    let Some((h2, io)) = first.await else {
+        return;
     };
-    let (h2, head) = match sniffed {
-        Ok(Some(sniffed)) => sniffed,
-        Ok(None) => return,
-        Err(e) => return log_end(&env, peer, &e),
-    };
-    let io = TokioIo::new(Prefixed { head, io });
+    let io = TokioIo::new(io);
     // Each kind of connection in a box of its own size (HTTP/1 state is a third of the
     // HTTP/1+2 one's), so the connection's task stays small for its whole life.
     let ended = if h2 {
@@ -182,6 +168,48 @@ pub(crate) async fn serve_connection<I>(
     };
     if let Err(e) = ended {
         log_end(&env, peer, &*e);
+    }
+}
+
+/// The connection's first bytes, read under the header deadline like any request's, and the
+/// socket with them put back in front: `(h2, io)`, or `None` when the client closed (or was
+/// cut off, logged) first. A drain gives a connection still waiting for them the same grace as
+/// a quiet one (a request may already be on its way).
+async fn first_bytes<I>(
+    mut io: GuardedIo<I>,
+    drain: &CancellationToken,
+    patient: &impl Fn() -> bool,
+    env: &turnout_core::Env,
+    peer: SocketAddr,
+) -> Option<(bool, Prefixed<GuardedIo<I>>)>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let sniffed = {
+        let sniffing = sniff(&mut io);
+        tokio::pin!(sniffing);
+        tokio::select! {
+            sniffed = &mut sniffing => sniffed,
+            () = drain.cancelled() => {
+                if patient() {
+                    // The header deadline still bounds it.
+                    sniffing.await
+                } else {
+                    match tokio::time::timeout(DRAIN_GRACE, sniffing).await {
+                        Ok(sniffed) => sniffed,
+                        Err(_) => return None,
+                    }
+                }
+            }
+        }
+    };
+    match sniffed {
+        Ok(Some((h2, head))) => Some((h2, Prefixed { head, io })),
+        Ok(None) => None,
+        Err(e) => {
+            log_end(env, peer, &e);
+            None
+        }
     }
 }
 
@@ -298,6 +326,10 @@ impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<I> {
         if !self.head.is_empty() {
             let n = self.head.len().min(buf.remaining());
             buf.put_slice(&self.head.split_to(n));
+            if self.head.is_empty() {
+                // An empty slice of the first read still holds its allocation: let it go.
+                self.head = bytes::Bytes::new();
+            }
             return std::task::Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
@@ -356,6 +388,7 @@ mod tests {
             std::mem::size_of::<F>()
         }
         let size = size(serve);
-        assert!(size <= 1024, "serve_connection's future is {size} bytes");
+        eprintln!("serve_connection's future: {size} bytes");
+        assert!(size <= 640, "serve_connection's future is {size} bytes");
     }
 }
