@@ -45,22 +45,14 @@ impl Answered {
 }
 
 impl Proxy {
-    /// One request: the phases ([`Proxy::phases`]), then the answer rules, applied once to
-    /// whatever answered ([`Proxy::answer`]). A plain fn returning the phases' future mapped:
-    /// an `async fn` here would keep the request twice in every request's future.
-    pub(crate) fn handle<'a>(
-        &'a self,
-        req: Request<Incoming>,
-        down: &'a Downstream,
-    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
-        use futures_util::FutureExt;
-        // What the client accepts, read before the phases take the request.
-        let wanted = self
-            .compressor
+    /// What the client accepts, read before the phases take the request; for
+    /// [`Proxy::answer`]. One request is the phases ([`Proxy::phases`]) awaited by the
+    /// connection's service itself (no future around them: each layer moved the whole request
+    /// future once more, `benches/instructions-per-request.sh`), then the answer rules.
+    pub(crate) fn wanted(&self, req: &Request<Incoming>) -> Option<crate::compress::Wanted> {
+        self.compressor
             .as_ref()
-            .map(|c| c.wanted(req.headers(), req.method() == Method::HEAD));
-        self.phases(req, down)
-            .map(move |answered| self.answer(answered, wanted, down))
+            .map(|c| c.wanted(req.headers(), req.method() == Method::HEAD))
     }
 
     /// The answer rules: a pool's answer gets its route's cookies (a failed one sets none: the
@@ -68,7 +60,7 @@ impl Proxy {
     /// request id goes on every answer; the access line is written once; then the body is
     /// compressed if the client accepts it (`[compression]`): the access line's time stays the
     /// time to the response head.
-    fn answer(
+    pub(crate) fn answer(
         &self,
         answered: Answered,
         wanted: Option<crate::compress::Wanted>,
@@ -101,7 +93,7 @@ impl Proxy {
     }
 
     /// The phases, in the order a request meets them; each early answer is returned as it is.
-    async fn phases(&self, mut req: Request<Incoming>, down: &Downstream) -> Answered {
+    pub(crate) async fn phases(&self, mut req: Request<Incoming>, down: &Downstream) -> Answered {
         // `Connection: close` means something to HTTP/1 clients only; HTTP/2 forbids it.
         let h1 = req.version() < Version::HTTP_2;
         // The load balancer's check: answered first, whatever else is configured; not logged.
@@ -432,11 +424,11 @@ mod tests {
     fn a_request_future_stays_small() {
         let size = future_size(
             |s: &'static Proxy, (req, down): (Request<Incoming>, &'static Downstream)| {
-                s.handle(req, down)
+                s.phases(req, down)
             },
         );
-        eprintln!("Proxy::handle's future: {size} bytes");
-        assert!(size <= 4096, "Proxy::handle's future is {size} bytes");
+        eprintln!("Proxy::phases' future: {size} bytes");
+        assert!(size <= 4096, "Proxy::phases' future is {size} bytes");
         // 64 bytes until the upstream body's stall deadline (a lazily made timer, its state and
         // its length in milliseconds) added 16; a file's reader stays boxed.
         let body = std::mem::size_of::<ProxyBody>();

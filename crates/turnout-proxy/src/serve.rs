@@ -120,7 +120,9 @@ pub(crate) async fn serve_connection<I>(
         Box::pin(async move {
             let busy = ctx.activity.begin();
             let h1 = req.version() < http::Version::HTTP_2;
-            let mut resp = ctx.shared.handle(req, &ctx.down).await;
+            let wanted = ctx.shared.wanted(&req);
+            let answered = ctx.shared.phases(req, &ctx.down).await;
+            let mut resp = ctx.shared.answer(answered, wanted, &ctx.down);
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 ctx.activity.upgraded();
             } else if h1 && ctx.shared.closing() {
