@@ -794,3 +794,135 @@ async fn an_upgrade_hands_the_https_listener_over() {
     assert_eq!(s["process"]["pid"], new_pid, "{s}");
     assert_eq!(s["tls"][0]["names"][0], "app.test", "{s}");
 }
+
+/// A TLS client trusting `roots` that keeps its sessions (rustls's default cache) and offers
+/// only `versions`: it resumes when the server lets it.
+fn resuming_connector(
+    roots: &[CertificateDer<'static>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .expect("versions")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// One GET over a new connection from `tls`: how the handshake went, and the status.
+async fn get_over(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> (Option<rustls::HandshakeKind>, u16) {
+    let stream = handshake(tls, addr, "app.test").await;
+    let kind = stream.get_ref().1.handshake_kind();
+    let mut sender = h1(stream).await;
+    // The answer is read whole: TLS 1.3 tickets arrive after the handshake, with it.
+    let (status, _) = get_h1(&mut sender, "app.test", "/").await;
+    (kind, status)
+}
+
+/// A client that comes back resumes its session (no certificate, no signature): over TLS 1.3
+/// with a ticket, over TLS 1.2 too, after hundreds of other clients, and from Python's ssl
+/// module as a real client does it. A
+/// ticket another turnout issued (another process, other keys) is not resumed: that client
+/// gets a full handshake and its answer, never an error.
+#[tokio::test]
+async fn a_returning_client_resumes_its_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("turnout test CA");
+    let (cert, key, _) = app_test_files(&ca, dir.path(), 30);
+    let bg = BlueGreen::start_with(&tls_lines(&[(&cert, &key)], "")).await;
+    let https = https_addr(&bg.turnout);
+    let roots = [ca.der()];
+    for versions in [&[&rustls::version::TLS13], &[&rustls::version::TLS12]] {
+        let tls = resuming_connector(&roots, versions);
+        let first = get_over(&tls, https).await;
+        assert_eq!(
+            first,
+            (Some(rustls::HandshakeKind::Full), 200),
+            "{versions:?}"
+        );
+        for _ in 0..2 {
+            let again = get_over(&tls, https).await;
+            assert_eq!(
+                again,
+                (Some(rustls::HandshakeKind::Resumed), 200),
+                "{versions:?}"
+            );
+        }
+    }
+
+    // A client that comes back after 300 others: a server-side cache of recent sessions
+    // (rustls keeps 256) has forgotten it; a ticket carries its own session.
+    let returning = resuming_connector(&roots, &[&rustls::version::TLS13]);
+    assert_eq!(get_over(&returning, https).await.1, 200);
+    for _ in 0..300 {
+        let one_time = resuming_connector(&roots, &[&rustls::version::TLS13]);
+        let stream = handshake(&one_time, https, "app.test").await;
+        assert_eq!(get_h1(&mut h1(stream).await, "app.test", "/").await.0, 200);
+    }
+    assert_eq!(
+        get_over(&returning, https).await,
+        (Some(rustls::HandshakeKind::Resumed), 200)
+    );
+
+    // Python's ssl: the session of the first connection handed to the second.
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+def get(session=None):
+    raw = socket.create_connection(("127.0.0.1", {port}), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="app.test", session=session)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    session, reused = s.session, s.session_reused
+    s.close()
+    return data.split(b"\r\n")[0].decode(), session, reused
+status1, session, reused1 = get()
+status2, _, reused2 = get(session)
+print(status1, reused1, status2, reused2)
+"#,
+        ca = ca_file.display().to_string(),
+        port = https.port()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(out.status.success(), "python: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "HTTP/1.1 200 OK False HTTP/1.1 200 OK True"
+    );
+
+    // A ticket from another turnout (the same certificate, other ticket keys).
+    let other = BlueGreen::start_with(&tls_lines(&[(&cert, &key)], "")).await;
+    let elsewhere = https_addr(&other.turnout);
+    let tls = resuming_connector(&roots, &[&rustls::version::TLS13]);
+    assert_eq!(
+        get_over(&tls, https).await,
+        (Some(rustls::HandshakeKind::Full), 200)
+    );
+    assert_eq!(
+        get_over(&tls, elsewhere).await,
+        (Some(rustls::HandshakeKind::Full), 200),
+        "a foreign ticket is not resumed, and costs the client nothing but a full handshake"
+    );
+    drop(other);
+    drop(bg);
+}

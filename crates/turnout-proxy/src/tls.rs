@@ -163,13 +163,20 @@ impl CertStore {
     }
 
     /// The rustls settings of the listener: TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`, the
-    /// certificate chosen by this store.
+    /// certificate chosen by this store, session tickets.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Stateless session tickets (ChaCha20-Poly1305 under keys made at start and rotated
+        // every 6 h), as nginx has them on by default: a browser or curl that comes back
+        // resumes its session, without a signature, whichever of the process's clients it
+        // was; rustls's stateful cache alone resumed only the last 256 of them. A ticket from
+        // before an in-place upgrade is not resumed (the keys are the process's own): that
+        // client makes a full handshake, as it would with nginx after a restart.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(Arc::new(config))
     }
 }
