@@ -3,9 +3,11 @@
 # sozu) on the same pinned cores, through the shared harness (../shared/bench/peers.sh: wrk and
 # the nginx backends on CPU 0, each proxy alone on CPU 1 with one worker). Installs what it needs
 # (Debian packages), builds turnout in release mode, runs the harness and then benches/h2-idle.sh
-# (HTTP/2 with h2load, 10 000 idle connections), and writes the report to benches/RESULTS.md.
+# (HTTP/2 with h2load, 10 000 idle connections), cache-vs-nginx.sh, tls-vs-nginx.sh,
+# front-door.sh, cpu-per-request.sh (access log on and off) and latency.sh, and writes the report
+# to benches/RESULTS.md.
 #
-#   benches/compare.sh            # full run: 3 interleaved rounds (about 12 minutes)
+#   benches/compare.sh            # full run: 3 interleaved rounds (about 40 minutes)
 #   benches/compare.sh --quick    # smoke run: 1 short round (about 3 minutes)
 #
 # Any other arguments go to the harness (see its --help). Only loopback is ever a target.
@@ -80,6 +82,12 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
 "$here/tls-vs-nginx.sh" "$bin" 3 > "$scratch/tls.md"
 # And the front door: limits, basic auth, gzip against nginx's; memory for 100 000 clients.
 "$here/front-door.sh" "$bin" 3 > "$scratch/front-door.md"
+# And CPU per request with the access log on and off (the same binary, RUST_LOG=warn through a
+# wrapper), and latency under a moderate load.
+printf '#!/bin/sh\nRUST_LOG=warn exec %s "$@"\n' "$bin" > "$scratch/turnout-log-off"
+chmod +x "$scratch/turnout-log-off"
+"$here/cpu-per-request.sh" --log --rounds 3 --seconds 5 "$bin" "$scratch/turnout-log-off" > "$scratch/cpu.md"
+"$here/latency.sh" --log --rounds 3 --seconds 5 "$bin" > "$scratch/latency.md"
 
 {
     echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
@@ -93,5 +101,9 @@ PROXY_VERSION="$version" "$harness" --peers "$peers" "$@" \
     cat "$scratch/tls.md"
     echo
     cat "$scratch/front-door.md"
+    echo
+    cat "$scratch/cpu.md"
+    echo
+    cat "$scratch/latency.md"
 } > "$here/RESULTS.md"
 echo "compare.sh: wrote $here/RESULTS.md" >&2
