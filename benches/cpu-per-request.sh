@@ -10,22 +10,10 @@
 # --log runs turnout with its access log on (RUST_LOG=info, as shipped) to a file; without it
 # RUST_LOG=warn. Only loopback is ever a target.
 set -euo pipefail
-rounds=3
-seconds=8
-log=warn
-bins=()
-while [ $# -gt 0 ]; do
-    case $1 in
-        --rounds) rounds=$2; shift 2 ;;
-        --seconds) seconds=$2; shift 2 ;;
-        --log) log=info; shift ;;
-        *) bins+=("$1"); shift ;;
-    esac
-done
-[ ${#bins[@]} -gt 0 ] || { echo "usage: cpu-per-request.sh [--rounds N] [--seconds S] [--log] BIN [BIN...]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=benches/pinned.sh
 . "$here/pinned.sh"
+ab_args "$@"
 export TURNOUT_LOG=$log
 
 backend=127.0.0.1:9201
@@ -44,29 +32,15 @@ EOF
 start_nginx_on backend 0
 backend_pid=$started_pid
 
-start_nginx() {
-    echo "        listen $listen;" | nginx_proxy_conf nginx "$backend"
-    start_nginx_on nginx 1
-    proxy_pid=$started_pid
-}
 
 # Tenths of a microsecond of CPU per request: clock ticks $1 before and $2 after, $3 requests.
 per_request() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}'; }
 
 declare -A rps usr sys
-targets=(nginx)
-for i in "${!bins[@]}"; do targets+=("t$i"); done
 hz=$(getconf CLK_TCK)
 for _ in $(seq "$rounds"); do
     for target in "${targets[@]}"; do
-        if [ "$target" = nginx ]; then
-            start_nginx
-        else
-            start_turnout_on_cpu1 "${bins[${target#t}]}" "$listen" 127.0.0.1:9903 "$backend" </dev/null
-            proxy_pid=$started_pid
-        fi
-        pids=("$backend_pid" "$proxy_pid")
-        wait_answer "$target" "http://$listen/"
+        start_target 127.0.0.1:9903
         for body in small 16k; do
             path=/
             [ "$body" = 16k ] && path=/16k

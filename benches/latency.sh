@@ -14,20 +14,7 @@
 # RUST_LOG=warn. nginx's access log is off in both (as the shared harness runs it). Needs nginx,
 # wrk, curl and taskset: installed if missing. Only loopback is ever a target.
 set -euo pipefail
-rounds=3
-seconds=8
-log=warn
 think_ms=${THINK_MS:-5}
-bins=()
-while [ $# -gt 0 ]; do
-    case $1 in
-        --rounds) rounds=$2; shift 2 ;;
-        --seconds) seconds=$2; shift 2 ;;
-        --log) log=info; shift ;;
-        *) bins+=("$1"); shift ;;
-    esac
-done
-[ ${#bins[@]} -gt 0 ] || { echo "usage: latency.sh [--rounds N] [--seconds S] [--log] BIN [BIN...]" >&2; exit 2; }
 missing=""
 for tool in nginx wrk curl taskset; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
@@ -40,6 +27,7 @@ fi
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=benches/pinned.sh
 . "$here/pinned.sh"
+ab_args "$@"
 export TURNOUT_LOG=$log
 
 backend=127.0.0.1:9231
@@ -55,11 +43,6 @@ start_nginx_on backend 0
 backend_pid=$started_pid
 printf 'function delay()\n    return %s\nend\n' "$think_ms" > "$work/think.lua"
 
-start_nginx() {
-    echo "        listen $listen;" | nginx_proxy_conf nginx "$backend"
-    start_nginx_on nginx 1
-    proxy_pid=$started_pid
-}
 
 # wrk's latency percentile $1 ("50%", "99%") in whole microseconds, from its report on stdin.
 percentile() {
@@ -73,18 +56,9 @@ percentile() {
 }
 
 declare -A p50 p99 rps
-targets=(nginx)
-for i in "${!bins[@]}"; do targets+=("t$i"); done
 for _ in $(seq "$rounds"); do
     for target in "${targets[@]}"; do
-        if [ "$target" = nginx ]; then
-            start_nginx
-        else
-            start_turnout_on_cpu1 "${bins[${target#t}]}" "$listen" 127.0.0.1:9904 "$backend" </dev/null
-            proxy_pid=$started_pid
-        fi
-        pids=("$backend_pid" "$proxy_pid")
-        wait_answer "$target" "http://$listen/"
+        start_target 127.0.0.1:9904
         taskset -c 0 wrk -t1 -c50 -d2s "http://$listen/" >/dev/null # warm-up
         for load in think closed; do
             if [ "$load" = think ]; then

@@ -140,3 +140,42 @@ cpu_ticks() {
     done
     echo "$u $s"
 }
+
+# The arguments of an A/B script (cpu-per-request.sh, latency.sh):
+# [--rounds N] [--seconds S] [--log] BIN [BIN...]. Sets rounds (default 3), seconds (8), log
+# (info with --log, else warn), the array bins, and targets: nginx, then t0, t1... a build each.
+# shellcheck disable=SC2034 # read by the script that sources this file
+ab_args() {
+    rounds=3 seconds=8 log=warn
+    bins=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --rounds) rounds=$2; shift 2 ;;
+            --seconds) seconds=$2; shift 2 ;;
+            --log) log=info; shift ;;
+            *) bins+=("$1"); shift ;;
+        esac
+    done
+    if [ ${#bins[@]} -eq 0 ]; then
+        echo "usage: $(basename "$0") [--rounds N] [--seconds S] [--log] BIN [BIN...]" >&2
+        exit 2
+    fi
+    targets=(nginx)
+    for i in "${!bins[@]}"; do targets+=("t$i"); done
+}
+
+# One round's target started and answering: "nginx" as the proxy under test on CPU 1, or "tN"
+# for the turnout build ${bins[N]} (admin API on $1); listening on $listen, proxying to
+# $backend (the sourcing script's); its pid in $proxy_pid, and pids set to stop both.
+# shellcheck disable=SC2034,SC2154
+start_target() {
+    if [ "$target" = nginx ]; then
+        echo "        listen $listen;" | nginx_proxy_conf nginx "$backend"
+        start_nginx_on nginx 1
+    else
+        start_turnout_on_cpu1 "${bins[${target#t}]}" "$listen" "$1" "$backend" </dev/null
+    fi
+    proxy_pid=$started_pid
+    pids=("$backend_pid" "$proxy_pid")
+    wait_answer "$target" "http://$listen/"
+}

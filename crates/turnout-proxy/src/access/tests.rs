@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, StatusCode};
 use turnout_config::{PoolName, ServerAddr};
@@ -27,19 +27,9 @@ fn pool(name: &str) -> Arc<Pool> {
 }
 
 fn record(target: &str, client: &str) -> Access {
-    Access {
-        method: Method::GET,
-        target: Some(target.parse().expect("path")),
-        client: client.parse().expect("address"),
-        started: Instant::now(),
-        pool: None,
-        route: "",
-        cache: None,
-        upstream: None,
-        error: None,
-        status: None,
-        request_id: None,
-    }
+    let req = http::Request::get(target).body(()).expect("a request");
+    let down = crate::downstream::Downstream::new(client.parse().expect("an address"), false);
+    Access::begin(&req, &down)
 }
 
 /// A writer the fmt layer fills, for the test to read.
