@@ -140,16 +140,22 @@ impl DataPlane {
             let builder = Arc::clone(&builder);
             match handshakes.as_ref().filter(|_| https) {
                 None => {
-                    connections.spawn(async move {
-                        serve_connection(&builder, drain, stream, shared, down).await;
-                        drop((permit, counted));
-                    });
+                    // The connection's own future is the task: a block around it kept a copy
+                    // of its arguments (the socket, the client) for the connection's life.
+                    connections.spawn(serve_connection(
+                        builder,
+                        drain,
+                        stream,
+                        shared,
+                        down,
+                        (permit, counted),
+                    ));
                 }
                 Some(handshakes) => {
                     let handshakes = Arc::clone(handshakes);
                     connections.spawn(async move {
                         if let Some(stream) = handshake(&handshakes, stream, peer).await {
-                            serve_connection(&builder, drain, stream, shared, down).await;
+                            serve_connection(builder, drain, stream, shared, down, ()).await;
                         }
                         drop((permit, counted));
                     });

@@ -73,14 +73,19 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// connection is closed only when nothing is under way on it: a request in flight finishes
 /// (and the connection closes after it), a head that has begun arriving is read and answered,
 /// and a quiet connection gets [`DRAIN_GRACE`] for a request already sent.
-pub(crate) async fn serve_connection<I>(
-    builders: &Builders,
+///
+/// `_held` (the connection's permit and its count for `[limits]`) is dropped when it ends (an
+/// `async fn` keeps every argument to its end).
+pub(crate) async fn serve_connection<I, H>(
+    builders: Arc<Builders>,
     drain: CancellationToken,
     io: I,
     shared: Arc<crate::proxy::Proxy>,
     down: Downstream,
+    _held: H,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Send + 'static,
 {
     let settings = &shared.settings;
     let peer = down.peer;
@@ -381,11 +386,11 @@ mod tests {
     #[test]
     fn a_connection_task_stays_small() {
         let serve =
-            |b: &'static super::Builders,
+            |b: std::sync::Arc<super::Builders>,
              d: tokio_util::sync::CancellationToken,
              s: tokio::net::TcpStream,
              sh: std::sync::Arc<crate::proxy::Proxy>,
-             down: super::Downstream| super::serve_connection(b, d, s, sh, down);
+             down: super::Downstream| super::serve_connection(b, d, s, sh, down, ());
         fn size<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
             std::mem::size_of::<F>()
         }
