@@ -33,6 +33,17 @@ const REQUESTS: usize = 2_000;
 /// to halve the 27.
 const BUDGET: f64 = 21.0;
 
+/// One current-thread runtime (so every allocation of turnout's is made on the counted
+/// thread) and turnout running in-process on it.
+fn counted_turnout() -> (tokio::runtime::Runtime, harness::Running) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let t = rt.block_on(harness::Running::start(""));
+    (rt, t)
+}
+
 /// A keep-alive HTTP/1.1 connection to `to`.
 async fn connect(to: SocketAddr) -> SendRequest<Empty<Bytes>> {
     let stream = tokio::net::TcpStream::connect(to).await.expect("connect");
@@ -59,11 +70,7 @@ async fn requests(send: &mut SendRequest<Empty<Bytes>>) {
 
 #[test]
 fn a_proxied_request_allocates_within_its_budget() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let t = rt.block_on(harness::Running::start(""));
+    let (rt, t) = counted_turnout();
     let upstream: SocketAddr = t.blue.server().parse().expect("an address");
     let (mut direct, mut proxied) =
         rt.block_on(async { (connect(upstream).await, connect(t.bound.proxy).await) });
@@ -157,11 +164,7 @@ async fn until_held(
 
 #[test]
 fn an_idle_keep_alive_connection_holds_little_heap() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let t = rt.block_on(harness::Running::start(""));
+    let (rt, t) = counted_turnout();
     let proxy = t.bound.proxy;
     // A batch first, closed again: the upstream connection, the runtime's slabs for sockets
     // and timers and every buffer grow to their size outside the count.

@@ -165,7 +165,7 @@ pub struct Line<'a> {
 
 impl Shared {
     /// Appends what `fill` writes to this thread's buffer (registered at its first line), or
-    /// drops it (counted) when the buffer holds `MAX_PENDING` already.
+    /// drops it (counted) when it would take the buffer over `MAX_PENDING`.
     fn append(&self, fill: &mut dyn FnMut(&mut Vec<u8>)) {
         MINE.with(|mine| {
             let mut mine = mine.borrow_mut();
@@ -185,14 +185,13 @@ impl Shared {
             };
             // Uncontended but for the writer thread's swap every FLUSH_EVERY.
             let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            // Never over MAX_PENDING after a line: one that would take it over is taken back
+            // whole, and the room it grew is given back.
             let before = pending.len();
-            if before > MAX_PENDING {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
             fill(&mut pending);
             if pending.len() > MAX_PENDING {
                 pending.truncate(before);
+                pending.shrink_to(MAX_PENDING);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -244,8 +243,9 @@ impl<'a> MakeWriter<'a> for Batched {
 
 /// Logs to stderr through this module's background writer, so a slow terminal or pipe never
 /// stalls a request; access lines come to it formatted by the data plane (`turnout_proxy`'s
-/// `AccessSink`), everything else through `tracing_subscriber::fmt`. Filter with RUST_LOG (default `info`; `RUST_LOG=info,turnout::access=off`
-/// drops the access log). The guard writes the last lines.
+/// `AccessSink`), everything else through `tracing_subscriber::fmt`. Filter with RUST_LOG
+/// (default `info`; `RUST_LOG=info,turnout::access=off` drops the access log). The guard
+/// writes the last lines.
 pub fn init() -> FlushGuard {
     let (writer, guard) = batched();
     turnout_proxy::set_access_sink(Box::new(writer.clone()));
@@ -344,6 +344,12 @@ mod tests {
         writer.append(&mut |out| out.extend_from_slice(b"second\n"));
         // Over the bound at once: dropped whole.
         writer.append(&mut |out| out.resize(out.len() + MAX_PENDING + 1, b'x'));
+        {
+            // The room the dropped line grew is given back.
+            let buffers = writer.shared.buffers.lock().expect("lock");
+            let capacity = buffers[0].lock().expect("lock").capacity();
+            assert!(capacity <= MAX_PENDING, "{capacity}");
+        }
         writer.append(&mut |out| out.extend_from_slice(b"third\n"));
         drop(guard);
         let text = String::from_utf8(shelf.0.lock().expect("lock").clone()).expect("utf-8");

@@ -142,3 +142,22 @@ fn the_timestamp_is_rfc3339_in_microseconds_across_seconds() {
         assert_eq!(&text[..expected.len()], expected, "at +{offset_us} us");
     }
 }
+
+/// The fallback event's `Millis` and the line's `millis` show the same three decimals.
+#[test]
+fn millis_have_three_decimals() {
+    let shown = |d| super::Millis(d).to_string();
+    let by_hand = |d| {
+        let mut out = Vec::new();
+        line::millis(&mut out, "ms", d);
+        String::from_utf8(out).expect("utf-8")
+    };
+    for (d, text) in [
+        (Duration::from_micros(0), "0.000"),
+        (Duration::from_micros(1_234_567), "1234.567"),
+        (Duration::from_nanos(45_999), "0.045"),
+    ] {
+        assert_eq!(shown(d), text);
+        assert_eq!(by_hand(d), format!(" ms={text}"));
+    }
+}
