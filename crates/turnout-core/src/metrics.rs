@@ -668,6 +668,41 @@ mod tests {
         let used: BTreeSet<String> = queries.iter().flat_map(|q| names_in(q)).collect();
         let unknown: Vec<&String> = used.difference(&exported).collect();
         assert!(unknown.is_empty(), "not exported by turnout: {unknown:?}");
+        // Per instance: a variable of Prometheus's `instance` label (the scrape target, which
+        // turnout does not export itself), every selector scoped by it, and the live pool
+        // shown for each instance, so that a mixed fleet is seen rather than averaged away.
+        let variables = dashboard["templating"]["list"]
+            .as_array()
+            .expect("templating.list");
+        let instance = variables
+            .iter()
+            .find(|v| v["name"] == "instance")
+            .expect("an `instance` variable");
+        assert_eq!(instance["includeAll"], true);
+        assert!(instance["definition"]
+            .as_str()
+            .is_some_and(|d| d.contains("instance")));
+        for query in &queries {
+            let mut rest = query.as_str();
+            while let Some(at) = rest.find("turnout_") {
+                let tail = &rest[at..];
+                let name_len = tail
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(tail.len());
+                assert!(
+                    tail[name_len..].starts_with("{instance=~\"$instance\""),
+                    "{} in `{query}` is not scoped to the chosen instances",
+                    &tail[..name_len]
+                );
+                rest = &tail[name_len..];
+            }
+        }
+        assert!(
+            queries
+                .iter()
+                .any(|q| q.contains("by (instance, pool) (turnout_active_pool")),
+            "the live pool is not shown per instance: {queries:?}"
+        );
         // And the dashboard shows the families an operator needs.
         for needed in [
             "turnout_requests_total",
