@@ -8,7 +8,8 @@
 #
 #   benches/instructions-per-request.sh [--runs R] [--requests N1,N2] BIN [BIN...]
 #
-# TURNOUT_LOG=info counts with the access log on (default warn: off); CALLGRIND_KEEP=DIR keeps
+# TURNOUT_LOG=info counts with the access log on (default warn: off); TURNOUT_LOG_FORMAT=json
+# writes it as JSON lines ([log] format; default text); CALLGRIND_KEEP=DIR keeps
 # each run's callgrind output there (BIN-N.out) for callgrind_annotate.
 # Needs valgrind, nginx, curl and python3. Only loopback is ever a target.
 set -euo pipefail
@@ -85,6 +86,9 @@ enabled = false
 
 [routing]
 active = "blue"
+
+[log]
+format = "${TURNOUT_LOG_FORMAT:-text}"
 TOML
 
 # The total instructions of one run of BIN serving N requests.

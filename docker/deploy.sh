@@ -56,21 +56,20 @@ if ! bash -c "$start"; then
     bash -c "$stop" || true
     exit 1
 fi
-if ! "$turnout" pool set "$colour" "127.0.0.1:$port" >/dev/null; then
-    echo "deploy.sh: registering $colour failed; stopping what was started; $active still serves" >&2
+# turnout deploy --no-switch: register it (turnout starts checking it at once) and wait until
+# turnout's own health checks pass, with progress; nothing changes which colour serves. Its
+# exit codes (turnout help deploy): 4 not healthy in time, 1 refused, 2 unreachable.
+set +e
+"$turnout" deploy "$colour" --server "127.0.0.1:$port" --no-switch --wait-healthy "${timeout}s"
+code=$?
+set -e
+if [ "$code" -ne 0 ]; then
+    case $code in
+        4) echo "deploy.sh: $colour did not become healthy within ${timeout}s" >&2 ;;
+        *) echo "deploy.sh: registering $colour failed (turnout deploy exit $code)" >&2 ;;
+    esac
+    echo "deploy.sh: stopping what was started; $active still serves" >&2
     bash -c "$stop" || true
     exit 1
 fi
-
-# turnout probes every server of the pool now, as the switch will. Nothing changes.
-deadline=$((SECONDS + timeout))
-until answer=$("$turnout" pool probe "$colour" 2>&1); do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "deploy.sh: $colour did not become healthy within ${timeout}s: $answer" >&2
-        echo "deploy.sh: stopping what was started; $active still serves" >&2
-        bash -c "$stop" || true
-        exit 1
-    fi
-    sleep 1
-done
 echo "deploy.sh: $colour ($VERSION) is healthy; switch with switch.sh"

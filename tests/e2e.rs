@@ -18,6 +18,7 @@
 //! - `two_phase`: prepare, commit and abort, the per-instance half of a fleet switch.
 //! - `caching`: static files and the asset cache.
 //! - `rollout`: guarded rollouts judged on turnout's own counters, rolled back by turnout.
+//! - `shipping`: JSON logs, reload on SIGHUP, `turnout deploy` (issue 30).
 //! - `splitting`: weighted splits, sticky clients, preview, A/B rules, balancers in a pool.
 //! - `tls`: the HTTPS listener (SNI, ALPN, renewal, bounds) and `https://` upstreams.
 //! - `upgrade`: turnout upgrading itself in place under load, with tunnels open, and failing.
@@ -54,6 +55,8 @@ mod metrics;
 mod passive;
 #[path = "e2e/rollout.rs"]
 mod rollout;
+#[path = "e2e/shipping.rs"]
+mod shipping;
 #[path = "e2e/splitting.rs"]
 mod splitting;
 #[path = "e2e/switching.rs"]

@@ -35,7 +35,7 @@ pub fn serve(path: &Path, takeover: Option<&Path>) -> ExitCode {
             return StartError::Config(e.to_string()).exit();
         }
     };
-    let _log = crate::logbuf::init();
+    let _log = crate::logbuf::init(config.log.format);
     let start = Start {
         config_path: Some(path.to_path_buf()),
         takeover: takeover.map(Path::to_path_buf),
@@ -582,7 +582,10 @@ impl Turnout {
             router.spawn_stats_sampler(),
         ];
         if process.signals {
-            tasks.push(crate::signals::spawn_reload_on_sighup(certs.clone()));
+            tasks.push(crate::signals::spawn_reload_on_sighup(
+                handover.clone(),
+                certs.clone(),
+            ));
             tasks.push(crate::signals::spawn_upgrade_on_sigusr2(handover.clone()));
         }
         if let Some(store) = &certs {

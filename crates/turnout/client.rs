@@ -425,6 +425,19 @@ pub fn upgrade(args: &AdminArgs, binary: Option<&std::path::Path>) -> ExitCode {
     })
 }
 
+/// `turnout reload`: the running turnout checks its config file and, if it passes, hands over
+/// to a new process of its own binary that reads it (exit 0); a file that fails its check is
+/// named with why, and nothing changes (exit 1).
+pub fn reload(args: &AdminArgs) -> ExitCode {
+    let outcome = call_within(args, Method::POST, "/v1/reload", None, UPGRADE_TIMEOUT);
+    finish(outcome, |v| {
+        println!(
+            "reloaded: pid {} (turnout {}, process generation {}) serves with the config file as it is now, in {} ms; pid {} finishes what is in flight and exits",
+            v["pid"], v["version"].as_str().unwrap_or("?"), v["generation"], v["took_ms"], v["from_pid"]
+        );
+    })
+}
+
 /// How long `turnout upgrade` waits for its answer.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(90);
 

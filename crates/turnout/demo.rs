@@ -37,7 +37,7 @@ active = "blue"
 pub fn run() -> ExitCode {
     let config =
         Config::parse(DEMO_CONFIG, Path::new("<demo>")).expect("the built-in demo config is valid");
-    let _log = crate::logbuf::init();
+    let _log = crate::logbuf::init(config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

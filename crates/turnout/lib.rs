@@ -8,6 +8,7 @@ pub mod app;
 pub mod check_cmd;
 pub mod client;
 pub mod demo;
+pub mod deploy;
 pub mod exit;
 pub mod fleet;
 pub mod hash_password;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
+use turnout_config::LogFormat;
 
 /// How long a line waits at most before it is written.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -243,19 +244,30 @@ impl<'a> MakeWriter<'a> for Batched {
 
 /// Logs to stderr through this module's background writer, so a slow terminal or pipe never
 /// stalls a request; access lines come to it formatted by the data plane (`turnout_proxy`'s
-/// `AccessSink`), everything else through `tracing_subscriber::fmt`. Filter with RUST_LOG
-/// (default `info`; `RUST_LOG=info,turnout::access=off` drops the access log). The guard
-/// writes the last lines.
-pub fn init() -> FlushGuard {
+/// `AccessSink`), everything else through `tracing_subscriber::fmt`, both in `format` (`[log]
+/// format`: key=value text, or one JSON object per line). Filter with RUST_LOG (default `info`;
+/// `RUST_LOG=info,turnout::access=off` drops the access log). The guard writes the last lines.
+pub fn init(format: LogFormat) -> FlushGuard {
     let (writer, guard) = batched();
-    turnout_proxy::set_access_sink(Box::new(writer.clone()));
+    turnout_proxy::set_access_sink(Box::new(writer.clone()), format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields beside timestamp, level and target (not under "fields"), as the
+        // access line has them; turnout's lines carry what they need in their own fields.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     guard
 }
 

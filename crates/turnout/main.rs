@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use turnout::{app, client, demo, fleet, hash_password, rollout};
+use turnout::{app, client, demo, deploy, fleet, hash_password, rollout};
 
 /// A reverse proxy for zero-downtime blue/green deploys: one fixed port for the load balancer,
 /// pools behind it, and an admin API that switches the live pool atomically.
@@ -122,6 +122,24 @@ enum Command {
         #[command(flatten)]
         admin: client::AdminArgs,
     },
+    /// One deploy step: register the new version's servers in the idle POOL, wait for
+    /// turnout's health checks to pass, switch to it (or --rollout), and wait for the old pool
+    /// to drain. On any failure the pool that served before serves on.
+    #[command(after_help = DEPLOY_EXIT_CODES)]
+    Deploy {
+        #[command(flatten)]
+        args: deploy::DeployArgs,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Reload the config file: the running turnout checks it (exit 1 naming what is wrong, and
+    /// nothing changes) and hands over in place to a new process of the same binary that reads
+    /// it; no connection is refused. Pools edited in the file take the file's servers; the
+    /// others keep what was registered through the API. SIGHUP does the same.
+    Reload {
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
     /// A pool's servers: `turnout pool set green 127.0.0.1:4000` registers the new version's
     /// servers (as PUT /v1/pools/NAME does); `turnout pool show green`; `turnout pool probe
     /// green` checks them now as a switch would (exit 0 healthy, 1 not, with the reason).
@@ -137,8 +155,32 @@ enum Command {
     },
 }
 
+/// `turnout help deploy`'s closing lines: the exit codes, one meaning each.
+const DEPLOY_EXIT_CODES: &str = "Exit codes:
+  0   deployed: POOL takes every new client and the old pool drained (--no-switch: registered and healthy)
+  1   refused by turnout (POOL serves traffic now, a server it cannot take, the health gate, a rollout under way)
+  2   the admin API did not answer
+  3   switched, but the old pool had not drained within --drain
+  4   POOL's servers were not healthy within --wait-healthy; the old pool serves on
+  5   the guarded rollout failed or was aborted; every client is back on the old pool
+  64  usage: a bad flag, duration or missing argument; nothing was called";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap gives every usage error exit 2, which the admin commands also give an
+            // admin API that does not answer. `turnout deploy` keeps one meaning per code, so
+            // its usage errors exit 64 (EX_USAGE); the other commands keep clap's 2.
+            let deploy = std::env::args_os().nth(1).is_some_and(|a| a == "deploy");
+            return match e.exit_code() {
+                0 => ExitCode::SUCCESS,
+                _ if deploy => ExitCode::from(deploy::code::USAGE),
+                code => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+            };
+        }
+    };
     match cli.command {
         Command::Serve { config, takeover } => app::serve(&config, takeover.as_deref()),
         Command::Check { config } => app::check(&config),
@@ -165,6 +207,8 @@ fn main() -> ExitCode {
         Command::Pause { max_hold, admin } => client::pause(&admin, max_hold.as_deref()),
         Command::Resume { admin } => client::resume(&admin),
         Command::Upgrade { binary, admin } => client::upgrade(&admin, binary.as_deref()),
+        Command::Reload { admin } => client::reload(&admin),
+        Command::Deploy { args, admin } => deploy::run(&admin, &args),
         Command::Pool { command } => client::pool(&command),
         Command::Fleet { command } => fleet::run(command),
     }

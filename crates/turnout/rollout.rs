@@ -211,78 +211,105 @@ pub fn run(admin: &AdminArgs, args: &RolloutArgs) -> ExitCode {
         if args.no_follow {
             return ExitCode::SUCCESS;
         }
-        let mut printed = 0;
-        let mut progress = Progress::new();
-        loop {
-            tokio::time::sleep(POLL).await;
-            let v = match client::call_async(admin, Method::GET, "/v1/rollout", None).await {
-                Outcome::Ok(v) => v,
-                other => return client::report_failure(other),
-            };
-            // Under way, or ended and in the history.
-            let report = if v["current"]["id"].as_u64() == Some(id) {
-                v["current"].clone()
-            } else if let Some(done) = v["history"]
-                .as_array()
-                .and_then(|h| h.iter().find(|r| r["id"].as_u64() == Some(id)))
-            {
-                done.clone()
-            } else {
-                eprintln!("turnout: rollout {id} is no longer known to the admin API");
-                return ExitCode::from(1);
-            };
-            let steps = report["steps"].as_array().cloned().unwrap_or_default();
-            if steps.len() > printed {
-                progress.clear();
+        match follow(admin, id).await {
+            Followed::Passed { drained: false } => {
+                println!("not drained: the baseline still had requests in flight");
+                ExitCode::from(3)
             }
-            for step in steps.iter().skip(printed) {
-                println!("{}", step_line(step));
-            }
-            printed = steps.len();
-            if let Some(baking) = report.get("baking").filter(|b| b.is_object()) {
-                progress.show(&baking_line(baking, &report["policy"]));
-            }
-            if report["outcome"].as_str() != Some("running") {
-                progress.clear();
-            }
-            match report["outcome"].as_str() {
-                Some("running") => continue,
-                Some("passed") => {
-                    println!(
-                        "passed: {} takes every new client ({} ms)",
-                        report["target"].as_str().unwrap_or("?"),
-                        report["took_ms"]
-                    );
-                    if report["drained"] == Value::Bool(false) {
-                        println!("not drained: the baseline still had requests in flight");
-                        return ExitCode::from(3);
-                    }
-                    return ExitCode::SUCCESS;
-                }
-                outcome => {
-                    println!(
-                        "{}: back on {}: {}",
-                        outcome.unwrap_or("ended"),
-                        report["baseline"].as_str().unwrap_or("?"),
-                        report["reason"].as_str().unwrap_or("?")
-                    );
-                    return ExitCode::from(1);
-                }
-            }
+            Followed::Passed { drained: true } => ExitCode::SUCCESS,
+            Followed::Ended => ExitCode::from(1),
+            Followed::Lost(code) => code,
         }
     })
 }
 
+/// How a followed rollout ended.
+#[derive(Debug)]
+pub enum Followed {
+    /// The target takes every new client; `drained`: the baseline has nothing in flight (or no
+    /// wait for it was asked).
+    Passed {
+        /// The baseline drained, or no wait for it was asked.
+        drained: bool,
+    },
+    /// Failed or aborted: every new client is back on the baseline.
+    Ended,
+    /// The admin API stopped answering, or forgot the rollout: the exit code said so.
+    Lost(ExitCode),
+}
+
+/// Follows rollout `id` to its end: a line on stdout per step judged, the step baking on
+/// stderr, and the outcome.
+pub async fn follow(admin: &AdminArgs, id: u64) -> Followed {
+    let mut printed = 0;
+    let mut progress = Progress::new();
+    loop {
+        tokio::time::sleep(POLL).await;
+        let v = match client::call_async(admin, Method::GET, "/v1/rollout", None).await {
+            Outcome::Ok(v) => v,
+            other => return Followed::Lost(client::report_failure(other)),
+        };
+        // Under way, or ended and in the history.
+        let report = if v["current"]["id"].as_u64() == Some(id) {
+            v["current"].clone()
+        } else if let Some(done) = v["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|r| r["id"].as_u64() == Some(id)))
+        {
+            done.clone()
+        } else {
+            eprintln!("turnout: rollout {id} is no longer known to the admin API");
+            return Followed::Lost(ExitCode::from(1));
+        };
+        let steps = report["steps"].as_array().cloned().unwrap_or_default();
+        if steps.len() > printed {
+            progress.clear();
+        }
+        for step in steps.iter().skip(printed) {
+            println!("{}", step_line(step));
+        }
+        printed = steps.len();
+        if let Some(baking) = report.get("baking").filter(|b| b.is_object()) {
+            progress.show(&baking_line(baking, &report["policy"]));
+        }
+        if report["outcome"].as_str() != Some("running") {
+            progress.clear();
+        }
+        match report["outcome"].as_str() {
+            Some("running") => continue,
+            Some("passed") => {
+                println!(
+                    "passed: {} takes every new client ({} ms)",
+                    report["target"].as_str().unwrap_or("?"),
+                    report["took_ms"]
+                );
+                return Followed::Passed {
+                    drained: report["drained"] != Value::Bool(false),
+                };
+            }
+            outcome => {
+                println!(
+                    "{}: back on {}: {}",
+                    outcome.unwrap_or("ended"),
+                    report["baseline"].as_str().unwrap_or("?"),
+                    report["reason"].as_str().unwrap_or("?")
+                );
+                return Followed::Ended;
+            }
+        }
+    }
+}
+
 /// The step baking, on stderr: at a terminal one line rewritten at each poll, elsewhere (a CI
 /// log) a line every 10 s, so a 60 s bake is never silent.
-struct Progress {
+pub(crate) struct Progress {
     tty: bool,
     drawn: bool,
     last: Option<std::time::Instant>,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         Progress {
             tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             drawn: false,
@@ -290,7 +317,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, line: &str) {
+    pub(crate) fn show(&mut self, line: &str) {
         if self.tty {
             eprint!("\r\x1b[2K{line}");
             self.drawn = true;
@@ -303,7 +330,7 @@ impl Progress {
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.drawn {
             eprint!("\r\x1b[2K");
             self.drawn = false;

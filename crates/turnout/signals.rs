@@ -1,28 +1,40 @@
 //! The signals a serving turnout answers besides SIGTERM and SIGINT (the shutdown): SIGHUP
-//! reloads the certificates, SIGUSR2 upgrades in place.
+//! reloads (the config file, by an in-place upgrade to the same binary), SIGUSR2 upgrades in
+//! place.
 
 use std::sync::Arc;
 
 use turnout_proxy::CertStore;
 
-/// SIGHUP reloads the certificates, as `POST /v1/tls/reload` does; a failure is logged and
-/// the previous certificates stay. Without `[tls]` it is logged and ignored: operators and
-/// their tools (logrotate's postrotate, config management) send HUP by habit, and its default
-/// action would end the process and every connection with it. The handler is installed
-/// before this returns, so no HUP from then on falls to the default action.
-pub fn spawn_reload_on_sighup(store: Option<Arc<CertStore>>) -> tokio::task::JoinHandle<()> {
+/// SIGHUP reloads, as `turnout reload` does: the config file is checked, then read by a new
+/// process of the same binary that takes over in place (`Handover::reload`); a file that fails
+/// its check is logged with why, and nothing changes. Without `[state] file` there is no
+/// in-place upgrade: SIGHUP then reloads the certificates only (as `POST /v1/tls/reload`), and
+/// says that the config's other edits need a restart. Never the default action, which would
+/// end the process and every connection with it: the handler is installed before this returns.
+pub fn spawn_reload_on_sighup(
+    handover: Option<Arc<crate::upgrade::Handover>>,
+    store: Option<Arc<CertStore>>,
+) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let hup = signal(SignalKind::hangup());
     tokio::spawn(async move {
         let Ok(mut hup) = hup else {
-            tracing::warn!("cannot listen for SIGHUP; reload certificates over the admin API");
+            tracing::warn!("cannot listen for SIGHUP; reload with turnout reload");
             return;
         };
         while hup.recv().await.is_some() {
+            if let Some(handover) = &handover {
+                match Arc::clone(handover).reload().await {
+                    Ok(r) => {
+                        tracing::info!(pid = r.pid, version = %r.version, generation = r.generation, took_ms = r.took_ms, "SIGHUP: reloaded; the new process serves")
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded"),
+                }
+                continue;
+            }
+            tracing::warn!("SIGHUP: the config file is not reloaded without [state] file (a reload is an in-place upgrade); restart to apply its edits");
             let Some(store) = store.clone() else {
-                tracing::info!(
-                    "SIGHUP: nothing to reload (no [tls] certificates); turnout serves on"
-                );
                 continue;
             };
             match tokio::task::spawn_blocking(move || store.reload()).await {

@@ -562,6 +562,46 @@ impl Handover {
         Ok(real)
     }
 
+    /// A reload: the config file checked first by the binary that will read it (`BINARY check
+    /// --config FILE`: a package upgrade may have put a newer turnout, which knows keys this
+    /// one does not, at this process's path), and a file that fails leaves this process
+    /// untouched and says why; then an upgrade to that binary, which reads the file.
+    pub async fn reload(self: Arc<Self>) -> Result<UpgradeReport, UpgradeError> {
+        // A process that handed over (or is shutting down) reloads nothing: its successor does.
+        if let Some(why) = self.refusal() {
+            return Err(UpgradeError::Refused(why));
+        }
+        let check = tokio::process::Command::new(&self.binary)
+            .arg("check")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = match tokio::time::timeout(STEP_TIMEOUT * 3, check).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                return Err(UpgradeError::Invalid(format!(
+                    "cannot run {} check: {e}",
+                    self.binary.display()
+                )))
+            }
+            Err(_) => {
+                return Err(UpgradeError::Invalid(format!(
+                    "{} check --config {} did not finish",
+                    self.binary.display(),
+                    self.config.display()
+                )))
+            }
+        };
+        if !output.status.success() {
+            let said = String::from_utf8_lossy(&output.stderr);
+            return Err(UpgradeError::Invalid(said.trim().to_owned()));
+        }
+        tracing::info!(config = %self.config.display(), "reload: the config file passes its check");
+        self.upgrade(None).await
+    }
+
     /// Starts `binary` (this process's own unless given) as a new turnout taking over, and
     /// answers once it serves or failed.
     pub async fn upgrade(
@@ -728,6 +768,14 @@ impl turnout_admin::Upgrader for UpgradeHandle {
         Box<dyn std::future::Future<Output = Result<UpgradeReport, UpgradeError>> + Send + 'static>,
     > {
         Box::pin(Arc::clone(&self.0).upgrade(binary))
+    }
+
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<UpgradeReport, UpgradeError>> + Send + 'static>,
+    > {
+        Box::pin(Arc::clone(&self.0).reload())
     }
 }
 

@@ -703,20 +703,35 @@ async fn keep_alive_clients_like_pythons_lose_nothing_across_upgrades() {
 
 // ---- 10. SIGHUP never stops turnout ----------------------------------------------------------
 
+/// SIGHUP reloads (an in-place upgrade to the same binary, issue 30) and never stops turnout:
+/// three in a row give one reload, the others are refused by the process that handed over,
+/// and the routing is what it was.
 #[tokio::test]
-async fn sighup_without_tls_keeps_turnout_serving() {
+async fn sighup_reloads_and_keeps_turnout_serving() {
     let bg = BlueGreen::start().await;
     let pid = bg.turnout.pid();
     for _ in 0..3 {
         bg.turnout.signal("HUP");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(bg.body("/").await, "blue\n");
-    assert_eq!(bg.status().await["process"]["pid"], pid);
-    eventually(10, "the HUP logged", || async {
-        bg.turnout.find_log("SIGHUP: nothing to reload").is_some()
+    let mut line = None;
+    eventually(30, "the HUP's reload logged", || {
+        line = bg.turnout.find_log("SIGHUP: reloaded");
+        let found = line.is_some();
+        async move { found }
     })
     .await;
+    let line = line.expect("found");
+    let successor: u32 = line
+        .split("pid=")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line}"));
+    bg.turnout.adopt(successor);
+    assert_ne!(successor, pid);
+    assert_eq!(bg.body("/").await, "blue\n");
+    assert_eq!(bg.status().await["process"]["pid"], successor);
 }
 
 // ---- 11. A failed cache fill is answered as a failed forward ---------------------------------

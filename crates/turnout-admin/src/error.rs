@@ -63,6 +63,9 @@ impl ApiError {
             ApiError::CertFiles { io: false, .. } => StatusCode::BAD_REQUEST,
             ApiError::Upgrade(crate::upgrade::UpgradeError::Refused(_)) => StatusCode::CONFLICT,
             ApiError::Upgrade(crate::upgrade::UpgradeError::Forbidden(_)) => StatusCode::FORBIDDEN,
+            ApiError::Upgrade(crate::upgrade::UpgradeError::Invalid(_)) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Upgrade(crate::upgrade::UpgradeError::Failed { .. }) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

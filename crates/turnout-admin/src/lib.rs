@@ -10,8 +10,10 @@
 //! | `POST /v1/commit` `{"token":"..."}` | applies a prepared switch at once |
 //! | `POST /v1/abort` `{"token":"..."}` | drops a prepared switch |
 //! | `PUT /v1/pools/{name}` `{"servers":["127.0.0.1:4001"]}` | creates a pool or replaces its servers |
+//! | `POST /v1/pools/{name}/probe` | checks every server of the pool now, as a switch would; changes nothing else |
 //! | `GET /` | the dashboard (the `ui` module); `GET /v1/stats` and `GET /v1/events` feed it |
 //! | `POST /v1/upgrade` `{"binary":"/usr/local/bin/turnout"}` | hands the sockets to a new turnout process (see [`upgrade`]) |
+//! | `POST /v1/reload` | checks the config file, then upgrades to the same binary, which reads it |
 //!
 //! Every error body is `{"error": "..."}`. The API changes routing only through
 //! [`turnout_core::Control`]; it has no handle on connections.

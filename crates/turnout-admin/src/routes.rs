@@ -165,7 +165,9 @@ pub fn router(
         .route("/v1/tls/reload", post(reload_tls))
         .route("/v1/rules", put(put_rules).get(get_rules))
         .route("/v1/pools/{name}", put(put_pool).get(get_pool))
+        .route("/v1/pools/{name}/probe", post(probe_pool))
         .route("/v1/upgrade", post(upgrade))
+        .route("/v1/reload", post(reload))
         .route("/v1/events", get(events))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
@@ -898,6 +900,55 @@ async fn upgrade(
         ));
     };
     let report = upgrader.upgrade(body.binary).await?;
+    Ok(Json(report))
+}
+
+/// `POST /v1/pools/{name}/probe`: every server of the pool checked now, as a switch to it
+/// would check it; nothing changes but the servers' recorded health. `healthy`: every server
+/// passed (and there is at least one).
+async fn probe_pool(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let results = state.control.probe_pool(&name).await?;
+    let passed = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let servers: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(addr, result)| {
+            serde_json::json!({
+                "addr": addr.as_str(),
+                "ok": result.is_ok(),
+                "error": result.as_ref().err(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "pool": name,
+        "healthy": passed > 0 && passed == results.len(),
+        "passed": passed,
+        "total": results.len(),
+        "servers": servers,
+    })))
+}
+
+/// `POST /v1/reload`: the config file checked, then read by a new process of the same binary
+/// (an in-place upgrade); 422 naming what is wrong with the file (this process untouched).
+/// Takes no body: one sent is refused, so that a caller who meant `/v1/upgrade` hears so.
+async fn reload(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<crate::upgrade::UpgradeReport>, ApiError> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "POST /v1/reload takes no body (it reloads the config file the running turnout was started with; to start another binary, POST /v1/upgrade)".into(),
+        ));
+    }
+    let Some(upgrader) = &state.upgrader else {
+        return Err(ApiError::NotFound(
+            "reloads are off here: a reload is an in-place upgrade, which needs [state] file (the new process reads the routing from it)".into(),
+        ));
+    };
+    let report = upgrader.reload().await?;
     Ok(Json(report))
 }
 

@@ -16,6 +16,13 @@ pub trait Upgrader: Send + Sync + std::fmt::Debug + 'static {
         &self,
         binary: Option<PathBuf>,
     ) -> Pin<Box<dyn Future<Output = Result<UpgradeReport, UpgradeError>> + Send + 'static>>;
+
+    /// Reloads the config file: checks it as `turnout check` does (a file that fails leaves
+    /// this process untouched: [`UpgradeError::Invalid`]), then upgrades in place to this
+    /// process's own binary, which reads it.
+    fn reload(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<UpgradeReport, UpgradeError>> + Send + 'static>>;
 }
 
 /// What the new process is.
@@ -47,6 +54,12 @@ pub enum UpgradeError {
     /// two, there is no state file to hand over (409).
     #[error("{0}")]
     Refused(String),
+    /// A reload's config file fails its check: nothing was started, this process serves on
+    /// untouched (422). The message is the check's, naming the file, the line and the key.
+    #[error(
+        "the config file fails its check; nothing was started and this turnout serves on: {0}"
+    )]
+    Invalid(String),
     /// The new process did not take over (bad binary, bad config, a state file it refused): it
     /// is gone and this one serves on. The message is the new process's own error (500).
     #[error("the upgrade failed and this turnout (pid {pid}) serves on: {message}")]

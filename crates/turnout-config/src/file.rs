@@ -41,6 +41,8 @@ pub struct FileConfig {
     /// `[[auth]]`: edge authentication rules.
     #[serde(default)]
     pub auth: Vec<crate::auth::FileAuth>,
+    /// `[log]`: text or JSON lines.
+    pub log: Option<crate::log::FileLog>,
 }
 
 /// `[maintenance]`: what passes while maintenance mode is on, and what others are told.

@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod file;
 mod health;
 pub mod limits;
+mod log;
 mod maintenance;
 mod names;
 mod pause;
@@ -56,6 +57,7 @@ pub use error::ConfigError;
 pub use errors::ErrorPages;
 pub use health::{Gate, HealthCheck, Passive, StatusRange};
 pub use limits::{LimitKey, Limits, RateLimit};
+pub use log::{Log, LogFormat};
 pub use maintenance::MaintenancePolicy;
 pub use names::{PoolName, ServerAddr};
 pub use pause::PausePolicy;
@@ -114,6 +116,8 @@ pub struct Config {
     pub compression: Option<Compression>,
     /// `[limits]`: per-client rates, requests in flight and connections; the allow-list.
     pub limits: Limits,
+    /// `[log]`: how log lines are written.
+    pub log: Log,
     /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
     pub error_pages: ErrorPages,
 }
@@ -265,8 +269,10 @@ impl file::FileConfig {
             .transpose()?;
 
         let auth = auth::resolve_auth(self.auth, &pools, text, path)?;
+        let log = log::resolve_log(self.log.unwrap_or_default(), text, path)?;
 
         Ok(Config {
+            log,
             auth,
             compression,
             limits,

@@ -43,6 +43,7 @@ pub mod path;
 pub mod pause;
 pub mod pool;
 pub mod process;
+pub mod reload;
 pub mod rollout;
 pub mod rollouts;
 mod routing;

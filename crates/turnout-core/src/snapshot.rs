@@ -50,6 +50,9 @@ pub struct Env {
     pub events: crate::events::Events,
     /// Each pool's last minutes, for the dashboard.
     pub stats: crate::stats::Stats,
+    /// The config file's pools as this process loaded them, written into the state file so
+    /// that the next start can tell which pools an edit of the file touched.
+    pub config_pools: BTreeMap<PoolName, Vec<Backend>>,
 }
 
 /// The moment the process built its routing state: "now" by default.
@@ -87,6 +90,7 @@ impl Env {
             started_at: Started::default(),
             events: Default::default(),
             stats: Default::default(),
+            config_pools: config.pools.clone(),
         }
     }
 
@@ -196,6 +200,7 @@ impl RoutingSnapshot {
                 .collect(),
             rules: Some(self.rules.to_vec()),
             maintenance: self.maintenance.as_deref().cloned(),
+            config_pools: Some(self.env.config_pools.clone()),
         }
     }
 
@@ -386,10 +391,27 @@ impl RoutingSnapshot {
             .map(Arc::new);
         let (weights, previous, generation) = match saved {
             Some(saved) => {
-                servers.extend(saved.pools);
                 if let Some(saved_rules) = saved.rules {
                     rules = saved_rules.into();
                 }
+                let named = |name: &PoolName| {
+                    saved.weights.iter().any(|(n, _)| n == name)
+                        || saved
+                            .previous
+                            .as_ref()
+                            .is_some_and(|p| p.iter().any(|(n, _)| n == name))
+                        || rules.iter().any(|r| &r.to == name)
+                };
+                let merged = crate::reload::merge_pools(
+                    &config.pools,
+                    saved.pools,
+                    saved.config_pools.as_ref(),
+                    named,
+                );
+                for note in &merged.notes {
+                    tracing::info!(pool = %note.pool, "{}", note.what);
+                }
+                servers = merged.pools;
                 (saved.weights, saved.previous, saved.generation)
             }
             None => (Weights::single(config.routing.active.clone()), None, 0),

@@ -34,6 +34,12 @@ struct StateDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rules: Option<Vec<RuleSpec>>,
     pools: BTreeMap<String, StatePool>,
+    /// The config file's pools as the process that wrote this file loaded them: what a start
+    /// compares the config with to tell a pool edited in the file (the file's servers win) from
+    /// one it left alone (the servers registered through the API win). Absent in files written
+    /// before reloads existed: there every saved pool wins, as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_pools: Option<BTreeMap<String, StatePool>>,
     /// Maintenance mode, when on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     maintenance: Option<StateMaintenance>,
@@ -71,6 +77,9 @@ pub struct SavedState {
     pub rules: Option<Vec<Rule>>,
     /// Maintenance mode was on.
     pub maintenance: Option<Maintenance>,
+    /// The config file's pools when this state was written (`None`: a file from before
+    /// reloads).
+    pub config_pools: Option<BTreeMap<PoolName, Vec<Backend>>>,
 }
 
 /// Maintenance mode, as switched on.
@@ -126,17 +135,25 @@ impl StateFile {
                 doc.version
             )));
         }
-        let mut pools = BTreeMap::new();
-        for (name, pool) in doc.pools {
-            let name = PoolName::parse(&name).map_err(&corrupt)?;
-            let servers = pool
-                .servers
-                .iter()
-                .map(Backend::parse)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| corrupt(format!("pool {name}: {e}")))?;
-            pools.insert(name, servers);
-        }
+        let parse_pools = |pools: BTreeMap<String, StatePool>, what: &str| {
+            let mut parsed = BTreeMap::new();
+            for (name, pool) in pools {
+                let name = PoolName::parse(&name).map_err(|e| corrupt(format!("{what}: {e}")))?;
+                let servers = pool
+                    .servers
+                    .iter()
+                    .map(Backend::parse)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| corrupt(format!("{what}: pool {name}: {e}")))?;
+                parsed.insert(name, servers);
+            }
+            Ok::<_, StateError>(parsed)
+        };
+        let pools = parse_pools(doc.pools, "pools")?;
+        let config_pools = doc
+            .config_pools
+            .map(|p| parse_pools(p, "config_pools"))
+            .transpose()?;
         let known = |name: &str, what: &str| match pools.get_key_value(name) {
             Some((k, _)) => Ok(k.clone()),
             None => Err(corrupt(format!(
@@ -195,6 +212,7 @@ impl StateFile {
             pools,
             rules,
             maintenance,
+            config_pools,
         }))
     }
 
@@ -212,20 +230,8 @@ impl StateFile {
                 .rules
                 .as_ref()
                 .map(|rules| rules.iter().map(Rule::spec).collect()),
-            pools: saved
-                .pools
-                .iter()
-                .map(|(name, servers)| {
-                    let servers = servers
-                        .iter()
-                        .map(|b| ServerEntry {
-                            addr: b.addr.to_string(),
-                            weight: b.weight,
-                        })
-                        .collect();
-                    (name.to_string(), StatePool { servers })
-                })
-                .collect(),
+            pools: state_pools(&saved.pools),
+            config_pools: saved.config_pools.as_ref().map(state_pools),
             maintenance: saved.maintenance.as_ref().map(|m| StateMaintenance {
                 message: m.message.clone(),
                 since: humantime::format_rfc3339_seconds(m.since).to_string(),
@@ -268,6 +274,22 @@ impl StateFile {
         }
         result.map_err(fail)
     }
+}
+
+fn state_pools(pools: &BTreeMap<PoolName, Vec<Backend>>) -> BTreeMap<String, StatePool> {
+    pools
+        .iter()
+        .map(|(name, servers)| {
+            let servers = servers
+                .iter()
+                .map(|b| ServerEntry {
+                    addr: b.addr.to_string(),
+                    weight: b.weight,
+                })
+                .collect();
+            (name.to_string(), StatePool { servers })
+        })
+        .collect()
 }
 
 fn to_i64(weights: &Weights) -> BTreeMap<String, i64> {

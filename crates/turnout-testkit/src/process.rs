@@ -176,7 +176,12 @@ impl Sandbox {
     }
 }
 
+/// The address after `key` (`proxy=`) in a text line, or under the key's name in a JSON line
+/// (`[log] format = "json"`: `"proxy":"127.0.0.1:8080"`).
 fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(line) {
+        return map.get(key.trim_end_matches('='))?.as_str()?.parse().ok();
+    }
     let at = line.find(key)? + key.len();
     line[at..].split_whitespace().next()?.parse().ok()
 }

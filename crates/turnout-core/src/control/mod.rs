@@ -307,7 +307,38 @@ impl Control {
     }
 }
 
+/// Records what a probe of `target` found on each server (as an active check would).
+fn record_probe(target: &Pool, results: &[ProbeResult], why: &str) {
+    for (addr, result) in results {
+        if let Some(server) = target.servers().iter().find(|u| &u.addr == addr) {
+            server.health.record_check(result);
+            if server.health.set_up(result.is_ok()) {
+                tracing::info!(
+                    pool = %target.name(),
+                    server = %addr,
+                    healthy = result.is_ok(),
+                    error = result.as_ref().err().map(String::as_str).unwrap_or(""),
+                    "server health changed ({why})"
+                );
+            }
+        }
+    }
+}
+
 impl Control {
+    /// Probes every server of pool `name` now, as a switch to it would (the health path, on a
+    /// fresh connection), and records what it finds; the routing does not change. Empty when
+    /// this turnout has no prober (a library user's).
+    pub async fn probe_pool(&self, name: &str) -> Result<Vec<ProbeResult>, CoreError> {
+        let target = Arc::clone(self.inner.router.snapshot().pool(name)?);
+        let Some(prober) = &self.inner.prober else {
+            return Ok(Vec::new());
+        };
+        let results = prober.probe(Arc::clone(&target)).await;
+        record_probe(&target, &results, "probe");
+        Ok(results)
+    }
+
     /// The health gate: probe each pool `command` would send a larger share of new clients to
     /// (or a new rule would send to), record what was found, and refuse when one of them has no
     /// server that passed.
@@ -337,20 +368,9 @@ impl Control {
         target: &Arc<Pool>,
     ) -> Result<(), CoreError> {
         let results = prober.probe(Arc::clone(target)).await;
+        record_probe(target, &results, "probe before a switch");
         let mut failures = Vec::new();
         for (addr, result) in &results {
-            if let Some(server) = target.servers().iter().find(|u| &u.addr == addr) {
-                server.health.record_check(result);
-                if server.health.set_up(result.is_ok()) {
-                    tracing::info!(
-                        pool = %target.name(),
-                        server = %addr,
-                        healthy = result.is_ok(),
-                        error = result.as_ref().err().map(String::as_str).unwrap_or(""),
-                        "server health changed (probe before a switch)"
-                    );
-                }
-            }
             if let Err(why) = result {
                 failures.push(format!("{addr}: {why}"));
             }

@@ -7,14 +7,13 @@ mod line;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use turnout_config::ServerAddr;
+use turnout_config::{LogFormat, ServerAddr};
 use turnout_core::Pool;
 
 use crate::body::ProxyBody;
@@ -128,10 +127,15 @@ impl Drop for Access {
             return;
         }
         match line::sink() {
-            Some(sink) => sink.append(&mut |out| {
+            Some((sink, LogFormat::Text)) => sink.append(&mut |out| {
                 line::prefix(out, SystemTime::now());
-                self.fields(out, status, route, elapsed);
+                self.fields(&mut line::Text(out), status, route, elapsed);
                 out.push(b'\n');
+            }),
+            Some((sink, LogFormat::Json)) => sink.append(&mut |out| {
+                line::json_begin(out, SystemTime::now());
+                self.fields(&mut line::Json(out), status, route, elapsed);
+                line::json_end(out);
             }),
             None => self.event(status, route, elapsed),
         }
@@ -139,31 +143,36 @@ impl Drop for Access {
 }
 
 impl Access {
-    /// The line's fields, each with its leading space, as [`Access::event`] has the fmt layer
-    /// write them.
-    fn fields(&self, out: &mut Vec<u8>, status: StatusCode, route: &str, elapsed: Duration) {
-        line::raw(out, "method", self.method.as_str().as_bytes());
+    /// The line's fields, in either format; in the text one each with its leading space, as
+    /// [`Access::event`] has the fmt layer write them.
+    fn fields(
+        &self,
+        out: &mut impl line::Fields,
+        status: StatusCode,
+        route: &str,
+        elapsed: Duration,
+    ) {
+        out.string("method", self.method.as_str(), false);
         let path = self.target.as_ref().map_or("/", PathAndQuery::path);
-        line::raw(out, "path", path.as_bytes());
-        line::number(out, "status", status.as_u16().into());
+        out.string("path", path, false);
+        out.number("status", status.as_u16().into());
         if let Some(pool) = &self.pool {
-            line::quoted(out, "pool", pool.name().as_str());
+            out.string("pool", pool.name().as_str(), true);
         }
-        line::quoted(out, "route", route);
+        out.string("route", route, true);
         if let Some(cache) = self.cache {
-            line::quoted(out, "cache", cache);
+            out.string("cache", cache, true);
         }
         if let Some(upstream) = &self.upstream {
-            line::quoted(out, "upstream", upstream.as_str());
+            out.string("upstream", upstream.as_str(), true);
         }
-        line::address(out, "client", &self.client);
+        out.address("client", &self.client);
         if let Some(id) = self.request_id.as_ref().and_then(|id| id.to_str().ok()) {
-            line::quoted(out, "request_id", id);
+            out.string("request_id", id, true);
         }
-        line::millis(out, "ms", elapsed);
+        out.millis("ms", elapsed);
         if let Some(error) = self.error.as_deref() {
-            line::raw(out, "error", b"");
-            let _ = write!(out, "{}", DisplayChain(error));
+            out.display("error", &DisplayChain(error));
         }
     }
 

@@ -60,7 +60,7 @@ fn both(access: &Access, status: StatusCode, route: &str, elapsed: Duration) -> 
 
     let mut by_hand = Vec::new();
     line::prefix(&mut by_hand, SystemTime::now());
-    access.fields(&mut by_hand, status, route, elapsed);
+    access.fields(&mut line::Text(&mut by_hand), status, route, elapsed);
     by_hand.push(b'\n');
     let by_hand = String::from_utf8(by_hand).expect("utf-8");
     let stamp = "2026-12-07T13:09:30.123456Z".len();
@@ -68,6 +68,76 @@ fn both(access: &Access, status: StatusCode, route: &str, elapsed: Duration) -> 
         from_tracing[stamp..].to_owned(),
         by_hand[stamp..].to_owned(),
     )
+}
+
+/// The JSON line written by hand, and the one `tracing_subscriber`'s JSON formatter writes for
+/// the event (as every other line is written with `[log] format = "json"`), each parsed.
+fn both_json(
+    access: &Access,
+    status: StatusCode,
+    route: &str,
+    elapsed: Duration,
+) -> (serde_json::Value, serde_json::Value, String) {
+    let shelf = Shelf::default();
+    let writer = shelf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || access.event(status, route, elapsed));
+    let from_tracing = String::from_utf8(shelf.0.lock().expect("lock").clone()).expect("utf-8");
+
+    let mut by_hand = Vec::new();
+    line::json_begin(&mut by_hand, SystemTime::now());
+    access.fields(&mut line::Json(&mut by_hand), status, route, elapsed);
+    line::json_end(&mut by_hand);
+    let by_hand = String::from_utf8(by_hand).expect("utf-8");
+    assert!(
+        by_hand.ends_with("}\n") && by_hand.matches('\n').count() == 1,
+        "{by_hand}"
+    );
+    let parse = |text: &str| -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (parse(&from_tracing), parse(&by_hand), by_hand)
+}
+
+/// The JSON line has exactly the fields tracing's JSON formatter gives the event, with the same
+/// values, but for `ms`, a number here (a string there: the event displays it) and the
+/// timestamp (taken at another instant, in the same form).
+fn same_json(
+    access: &Access,
+    status: StatusCode,
+    route: &str,
+    elapsed: Duration,
+) -> serde_json::Value {
+    let (mut from_tracing, mut by_hand, text) = both_json(access, status, route, elapsed);
+    let ms = by_hand["ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("ms is a number: {text}"));
+    assert_eq!(ms.to_string().parse::<f64>().ok(), Some(ms));
+    assert_eq!(
+        from_tracing["ms"]
+            .as_str()
+            .map(str::parse::<f64>)
+            .and_then(Result::ok),
+        Some(ms)
+    );
+    for stamp in [&by_hand["timestamp"], &from_tracing["timestamp"]] {
+        let stamp = stamp.as_str().expect("a timestamp");
+        assert_eq!(stamp.len(), "2026-12-07T13:09:30.123456Z".len(), "{stamp}");
+        humantime::parse_rfc3339(stamp).expect("RFC 3339");
+    }
+    for v in [&mut from_tracing, &mut by_hand] {
+        let map = v.as_object_mut().expect("an object");
+        map.remove("ms");
+        map.remove("timestamp");
+    }
+    assert_eq!(by_hand, from_tracing, "{text}");
+    by_hand
 }
 
 fn same(access: &Access, status: StatusCode, route: &str, elapsed: Duration) -> String {
@@ -160,4 +230,67 @@ fn millis_have_three_decimals() {
         assert_eq!(shown(d), text);
         assert_eq!(by_hand(d), format!(" ms={text}"));
     }
+}
+
+/// `[log] format = "json"`: every shape of line is one JSON object with the text line's fields.
+#[test]
+fn json_lines_carry_the_same_fields_for_every_shape() {
+    let mut access = record("/orders/7?page=2", "10.0.1.20:51234");
+    access.pool = Some(pool("green"));
+    access.upstream = Some(ServerAddr::parse("127.0.0.1:4000").expect("addr"));
+    access.request_id = Some(HeaderValue::from_static("5fcec82f0430c62e930868ce9ee3382a"));
+    let line = same_json(&access, StatusCode::OK, "split", Duration::from_micros(412));
+    assert_eq!(
+        line,
+        serde_json::json!({
+            "level": "INFO", "target": "turnout::access", "method": "GET", "path": "/orders/7",
+            "status": 200, "pool": "green", "route": "split", "upstream": "127.0.0.1:4000",
+            "client": "10.0.1.20:51234", "request_id": "5fcec82f0430c62e930868ce9ee3382a",
+        })
+    );
+
+    let refused = record("/", "127.0.0.1:9");
+    same_json(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "refused",
+        Duration::from_secs(3723),
+    );
+
+    let mut aborted = record("/assets/app.js", "[2001:db8::1]:443");
+    aborted.pool = Some(pool("blue"));
+    aborted.cache = Some("MISS");
+    aborted.upstream = Some(ServerAddr::parse("https://127.0.0.1:4443").expect("addr"));
+    // An error whose text has what JSON must escape: quotes, a backslash, a newline, a tab,
+    // a control character, and UTF-8 that passes as it is.
+    aborted.error = Some(Box::new(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "the \"server\" hung up\\\n\tat \u{1} \u{e9}t\u{e9}",
+    )));
+    let line = same_json(
+        &aborted,
+        crate::error::CLIENT_CLOSED,
+        "aborted",
+        Duration::ZERO,
+    );
+    assert_eq!(line["status"], 499);
+    assert_eq!(line["client"], "[2001:db8::1]:443");
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the \"server\" hung up\\\n\tat \u{1} \u{e9}t\u{e9}")),
+        "{line}"
+    );
+
+    let mut odd = record("/a%22b/%5C/~x,y;z@!$&'()*+=?q=1", "[::1]:8080");
+    odd.request_id = Some(HeaderValue::from_static("id-\"quoted\"-\\-{}"));
+    odd.method = Method::from_bytes(b"PURGE").expect("method");
+    let line = same_json(
+        &odd,
+        StatusCode::from_u16(599).expect("status"),
+        "",
+        Duration::from_nanos(999),
+    );
+    assert_eq!(line["request_id"], "id-\"quoted\"-\\-{}");
+    assert_eq!(line["path"], "/a%22b/%5C/~x,y;z@!$&'()*+=");
 }
