@@ -146,29 +146,17 @@ fn same(access: &Access, status: StatusCode, route: &str, elapsed: Duration) -> 
     by_hand
 }
 
-#[test]
-fn an_answered_request_is_written_as_the_fmt_layer_wrote_it() {
-    let mut access = record("/orders/7?page=2", "10.0.1.20:51234");
-    access.pool = Some(pool("green"));
-    access.upstream = Some(ServerAddr::parse("127.0.0.1:4000").expect("addr"));
-    access.request_id = Some(HeaderValue::from_static("5fcec82f0430c62e930868ce9ee3382a"));
-    let line = same(&access, StatusCode::OK, "split", Duration::from_micros(412));
-    assert_eq!(
-        line,
-        "  INFO turnout::access: method=GET path=/orders/7 status=200 pool=\"green\" route=\"split\" upstream=\"127.0.0.1:4000\" client=10.0.1.20:51234 request_id=\"5fcec82f0430c62e930868ce9ee3382a\" ms=0.412\n"
-    );
-}
-
-#[test]
-fn every_other_shape_matches_too() {
+/// Every shape a line takes: the record, its status, route and time. The error text has what
+/// JSON must escape (quotes, a backslash, a newline, a tab, a control character) and UTF-8
+/// that passes as it is.
+fn shapes() -> Vec<(Access, StatusCode, &'static str, Duration)> {
+    // Answered: a pool, a server, an id.
+    let mut answered = record("/orders/7?page=2", "10.0.1.20:51234");
+    answered.pool = Some(pool("green"));
+    answered.upstream = Some(ServerAddr::parse("127.0.0.1:4000").expect("addr"));
+    answered.request_id = Some(HeaderValue::from_static("5fcec82f0430c62e930868ce9ee3382a"));
     // Refused before any pool: no pool, no upstream, no id; a long time.
     let refused = record("/", "127.0.0.1:9");
-    same(
-        &refused,
-        StatusCode::BAD_REQUEST,
-        "refused",
-        Duration::from_secs(3723),
-    );
     // Aborted, cached, over IPv6 with a scope-less address, a failure with its cause.
     let mut aborted = record("/assets/app.js", "[2001:db8::1]:443");
     aborted.pool = Some(pool("blue"));
@@ -176,28 +164,86 @@ fn every_other_shape_matches_too() {
     aborted.upstream = Some(ServerAddr::parse("https://127.0.0.1:4443").expect("addr"));
     aborted.error = Some(Box::new(io::Error::new(
         io::ErrorKind::ConnectionReset,
-        "the server hung up",
+        ODD_ERROR,
     )));
-    same(
-        &aborted,
-        crate::error::CLIENT_CLOSED,
-        "aborted",
-        Duration::ZERO,
-    );
     // An id from a trusted proxy with a quote and a backslash in it; a path with escapes.
     let mut odd = record("/a%22b/%5C/~x,y;z@!$&'()*+=?q=1", "[::1]:8080");
-    odd.request_id = Some(HeaderValue::from_static("id-\"quoted\"-\\-{}"));
+    odd.request_id = Some(HeaderValue::from_static(ODD_ID));
     odd.method = Method::from_bytes(b"PURGE").expect("method");
-    let line = same(
-        &odd,
-        StatusCode::from_u16(599).expect("status"),
-        "",
-        Duration::from_nanos(999),
+    vec![
+        (
+            answered,
+            StatusCode::OK,
+            "split",
+            Duration::from_micros(412),
+        ),
+        (
+            refused,
+            StatusCode::BAD_REQUEST,
+            "refused",
+            Duration::from_secs(3723),
+        ),
+        (
+            aborted,
+            crate::error::CLIENT_CLOSED,
+            "aborted",
+            Duration::ZERO,
+        ),
+        (
+            odd,
+            StatusCode::from_u16(599).expect("status"),
+            "",
+            Duration::from_nanos(999),
+        ),
+    ]
+}
+
+const ODD_ERROR: &str = "the \"server\" hung up\\\n\tat \u{1} \u{e9}t\u{e9}";
+const ODD_ID: &str = "id-\"quoted\"-\\-{}";
+
+#[test]
+fn every_shape_is_written_as_the_fmt_layer_wrote_it() {
+    let lines: Vec<String> = shapes()
+        .iter()
+        .map(|(access, status, route, elapsed)| same(access, *status, route, *elapsed))
+        .collect();
+    assert_eq!(
+        lines[0],
+        "  INFO turnout::access: method=GET path=/orders/7 status=200 pool=\"green\" route=\"split\" upstream=\"127.0.0.1:4000\" client=10.0.1.20:51234 request_id=\"5fcec82f0430c62e930868ce9ee3382a\" ms=0.412\n"
     );
     assert!(
-        line.contains(r#"request_id="id-\"quoted\"-\\-{}""#),
-        "{line}"
+        lines[3].contains(r#"request_id="id-\"quoted\"-\\-{}""#),
+        "{}",
+        lines[3]
     );
+}
+
+/// `[log] format = "json"`: every shape of line is one JSON object with the text line's fields.
+#[test]
+fn json_lines_carry_the_same_fields_for_every_shape() {
+    let lines: Vec<serde_json::Value> = shapes()
+        .iter()
+        .map(|(access, status, route, elapsed)| same_json(access, *status, route, *elapsed))
+        .collect();
+    assert_eq!(
+        lines[0],
+        serde_json::json!({
+            "level": "INFO", "target": "turnout::access", "method": "GET", "path": "/orders/7",
+            "status": 200, "pool": "green", "route": "split", "upstream": "127.0.0.1:4000",
+            "client": "10.0.1.20:51234", "request_id": "5fcec82f0430c62e930868ce9ee3382a",
+        })
+    );
+    assert_eq!(lines[2]["status"], 499);
+    assert_eq!(lines[2]["client"], "[2001:db8::1]:443");
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(ODD_ERROR)),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3]["request_id"], ODD_ID);
+    assert_eq!(lines[3]["path"], "/a%22b/%5C/~x,y;z@!$&'()*+=");
 }
 
 #[test]
@@ -230,67 +276,4 @@ fn millis_have_three_decimals() {
         assert_eq!(shown(d), text);
         assert_eq!(by_hand(d), format!(" ms={text}"));
     }
-}
-
-/// `[log] format = "json"`: every shape of line is one JSON object with the text line's fields.
-#[test]
-fn json_lines_carry_the_same_fields_for_every_shape() {
-    let mut access = record("/orders/7?page=2", "10.0.1.20:51234");
-    access.pool = Some(pool("green"));
-    access.upstream = Some(ServerAddr::parse("127.0.0.1:4000").expect("addr"));
-    access.request_id = Some(HeaderValue::from_static("5fcec82f0430c62e930868ce9ee3382a"));
-    let line = same_json(&access, StatusCode::OK, "split", Duration::from_micros(412));
-    assert_eq!(
-        line,
-        serde_json::json!({
-            "level": "INFO", "target": "turnout::access", "method": "GET", "path": "/orders/7",
-            "status": 200, "pool": "green", "route": "split", "upstream": "127.0.0.1:4000",
-            "client": "10.0.1.20:51234", "request_id": "5fcec82f0430c62e930868ce9ee3382a",
-        })
-    );
-
-    let refused = record("/", "127.0.0.1:9");
-    same_json(
-        &refused,
-        StatusCode::BAD_REQUEST,
-        "refused",
-        Duration::from_secs(3723),
-    );
-
-    let mut aborted = record("/assets/app.js", "[2001:db8::1]:443");
-    aborted.pool = Some(pool("blue"));
-    aborted.cache = Some("MISS");
-    aborted.upstream = Some(ServerAddr::parse("https://127.0.0.1:4443").expect("addr"));
-    // An error whose text has what JSON must escape: quotes, a backslash, a newline, a tab,
-    // a control character, and UTF-8 that passes as it is.
-    aborted.error = Some(Box::new(io::Error::new(
-        io::ErrorKind::ConnectionReset,
-        "the \"server\" hung up\\\n\tat \u{1} \u{e9}t\u{e9}",
-    )));
-    let line = same_json(
-        &aborted,
-        crate::error::CLIENT_CLOSED,
-        "aborted",
-        Duration::ZERO,
-    );
-    assert_eq!(line["status"], 499);
-    assert_eq!(line["client"], "[2001:db8::1]:443");
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("the \"server\" hung up\\\n\tat \u{1} \u{e9}t\u{e9}")),
-        "{line}"
-    );
-
-    let mut odd = record("/a%22b/%5C/~x,y;z@!$&'()*+=?q=1", "[::1]:8080");
-    odd.request_id = Some(HeaderValue::from_static("id-\"quoted\"-\\-{}"));
-    odd.method = Method::from_bytes(b"PURGE").expect("method");
-    let line = same_json(
-        &odd,
-        StatusCode::from_u16(599).expect("status"),
-        "",
-        Duration::from_nanos(999),
-    );
-    assert_eq!(line["request_id"], "id-\"quoted\"-\\-{}");
-    assert_eq!(line["path"], "/a%22b/%5C/~x,y;z@!$&'()*+=");
 }
