@@ -4,6 +4,7 @@
 //! - `dashboard`: the page on the admin port in headless Chromium, and the API that feeds it.
 //! - `switching`: the blue/green switch under load, and what stays on the old pool.
 //! - `forwarding`: headers, bodies, HTTP/2, balancing, upstream failures.
+//! - `grpc`: `h2c` pools in front of a real gRPC server, trailers and statuses intact.
 //! - `guards`: request ids, the body limit, maintenance mode, pause and hold.
 //! - `hardening`: what one client must not do to others, the app servers or the admin API.
 //! - `health`: active checks, the health gate, the load balancer's endpoint, draining.
@@ -39,6 +40,8 @@ mod fleet_etcd;
 mod forwarding;
 #[path = "e2e/front_door.rs"]
 mod front_door;
+#[path = "e2e/grpc.rs"]
+mod grpc;
 #[path = "e2e/guards.rs"]
 mod guards;
 #[path = "e2e/hardening.rs"]

@@ -183,6 +183,8 @@ pub struct FilePool {
     /// Overrides of `[health]` for this pool.
     pub health: Option<FileHealthCheck>,
     pub tls: Option<FilePoolTls>,
+    /// What turnout speaks to the pool's servers: "http1" unless given, or "h2c".
+    pub protocol: Option<Spanned<String>>,
 }
 
 /// `[health]`: the active checks (the defaults of every pool), and `[health.passive]`.

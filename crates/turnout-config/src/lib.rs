@@ -63,7 +63,7 @@ pub use names::{PoolName, ServerAddr};
 pub use pause::PausePolicy;
 pub use read::{read_capped, read_text_capped, MAX_CONFIG_BYTES};
 pub use routing::{
-    Backend, Balance, Preview, Rule, RuleMatch, RuleOn, RuleSpec, ServerEntry, Sticky,
+    Backend, Balance, Preview, Protocol, Rule, RuleMatch, RuleOn, RuleSpec, ServerEntry, Sticky,
     TrustedProxies,
 };
 pub use routing_section::Routing;
@@ -102,6 +102,8 @@ pub struct Config {
     /// `[pools.NAME.tls] ca`: the CA file trusted for the pool's `https://` servers (the
     /// system's roots for pools without one).
     pub pool_ca: BTreeMap<PoolName, PathBuf>,
+    /// `[pools.NAME] protocol`, for the pools that set one (the others speak HTTP/1.1).
+    pub pool_protocol: BTreeMap<PoolName, Protocol>,
     /// `[rollout]` over the defaults: what a guarded rollout does unless its call says otherwise.
     pub rollout: rollout::RolloutPolicy,
     /// `[maintenance]`.
@@ -176,6 +178,7 @@ impl file::FileConfig {
             health: pool_health,
             balance: pool_balance,
             ca: pool_ca,
+            protocol: pool_protocol,
         } = pools::resolve(self.pools, &health, text, path)?;
 
         let Some(routing) = self.routing else {
@@ -293,6 +296,7 @@ impl file::FileConfig {
             cache,
             tls,
             pool_ca,
+            pool_protocol,
             rollout,
         })
     }

@@ -9,7 +9,7 @@ use crate::file::FilePool;
 use crate::health::resolve_check;
 use crate::health::HealthCheck;
 use crate::names::PoolName;
-use crate::routing::{Backend, Balance};
+use crate::routing::{Backend, Balance, Protocol};
 use crate::span::{find_key_line, line_of};
 
 /// Every pool, validated: its servers, and what it sets beside the defaults.
@@ -21,6 +21,8 @@ pub(crate) struct Pools {
     pub balance: BTreeMap<PoolName, Balance>,
     /// Pools with `tls.ca`: the CA their `https://` servers are checked against.
     pub ca: BTreeMap<PoolName, PathBuf>,
+    /// Pools with a `protocol` of their own (the others speak HTTP/1.1).
+    pub protocol: BTreeMap<PoolName, Protocol>,
 }
 
 /// The `[pools.*]` tables validated; `health` is `[health]`'s check, which each pool's own
@@ -41,6 +43,7 @@ pub(crate) fn resolve(
     let mut pool_health = BTreeMap::new();
     let mut pool_balance = BTreeMap::new();
     let mut pool_ca = BTreeMap::new();
+    let mut pool_protocol = BTreeMap::new();
     for (name, pool) in file {
         let key = format!("pools.{name}");
         let pool_name = PoolName::parse(&name).map_err(|message| ConfigError::Invalid {
@@ -74,6 +77,21 @@ pub(crate) fn resolve(
         if pool.balance.is_some() {
             pool_balance.insert(pool_name.clone(), balance);
         }
+        if let Some(p) = &pool.protocol {
+            let protocol = Protocol::parse(p.get_ref())
+                .map_err(|m| invalid(p.span(), &format!("{key}.protocol"), m))?;
+            if let Some(tls) = servers
+                .iter()
+                .find(|b| b.addr.is_tls() && protocol == Protocol::H2c)
+            {
+                return Err(invalid(
+                    p.span(),
+                    &format!("{key}.protocol"),
+                    format!("\"h2c\" is cleartext, and server {} is https://: drop the https:// or speak \"http1\" to it", tls.addr),
+                ));
+            }
+            pool_protocol.insert(pool_name.clone(), protocol);
+        }
         if let Some(ca) = pool.tls.and_then(|t| t.ca) {
             if !ca.get_ref().is_file() {
                 return Err(invalid(
@@ -105,5 +123,6 @@ pub(crate) fn resolve(
         health: pool_health,
         balance: pool_balance,
         ca: pool_ca,
+        protocol: pool_protocol,
     })
 }

@@ -13,6 +13,29 @@ use crate::names::{PoolName, ServerAddr};
 /// The largest weight of one server in a pool.
 pub const MAX_SERVER_WEIGHT: u32 = 1000;
 
+/// What turnout speaks to a pool's servers (`[pools.NAME] protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1, one request at a time per connection, kept alive.
+    #[default]
+    Http1,
+    /// HTTP/2 in cleartext with prior knowledge: a connection per server and worker carries
+    /// every request as a stream (gRPC, trailers both ways).
+    H2c,
+}
+
+impl Protocol {
+    /// `"http1"` or `"h2c"`; the error says what is accepted.
+    pub fn parse(s: &str) -> Result<Protocol, String> {
+        match s {
+            "http1" => Ok(Protocol::Http1),
+            "h2c" => Ok(Protocol::H2c),
+            "h2" => Err("\"h2\" (HTTP/2 over TLS to the app) is not supported yet: use \"h2c\" (cleartext HTTP/2, prior knowledge) or \"http1\"".into()),
+            other => Err(format!("{other:?} is not a protocol: \"http1\" or \"h2c\"")),
+        }
+    }
+}
+
 /// One upstream server and its share of its pool's traffic (for the balancers that weigh).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Backend {

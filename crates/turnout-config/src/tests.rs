@@ -945,3 +945,38 @@ fn auth_rules_are_read_and_misuse_names_the_key_the_line_and_the_file() {
     ));
     assert!(e.contains("names two rules"), "{e}");
 }
+
+/// `[pools.NAME] protocol`: "h2c" for an HTTP/2-only app (gRPC); anything else refused with
+/// the key, its line and what is accepted; "h2c" with an `https://` server refused.
+#[test]
+fn a_pool_protocol_is_http1_or_h2c() {
+    let c = parse(&MINIMAL.replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n"))
+        .expect("valid");
+    assert_eq!(c.pool_protocol["green"], Protocol::H2c);
+    assert!(!c.pool_protocol.contains_key("blue"));
+    for (value, says) in [
+        ("\"h2\"", "not supported yet"),
+        ("\"HTTP2\"", "\"HTTP2\" is not a protocol"),
+        ("\"\"", "is not a protocol"),
+    ] {
+        let e = err(&MINIMAL.replace(
+            "[pools.green]\n",
+            &format!("[pools.green]\nprotocol = {value}\n"),
+        ));
+        assert!(
+            e.contains("pools.green.protocol") && e.contains(says),
+            "{value}: {e}"
+        );
+        assert!(e.contains("line 11"), "{value}: {e}");
+    }
+    let e = err(&MINIMAL.replace(
+        "[pools.green]\nservers = [\"127.0.0.1:4000\"]",
+        "[pools.green]\nprotocol = \"h2c\"\nservers = [\"https://127.0.0.1:4000\"]",
+    ));
+    assert!(
+        e.contains("cleartext") && e.contains("https://127.0.0.1:4000"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("[pools.green]\n", "[pools.green]\nprotocol = 2\n"));
+    assert!(e.contains("protocol"), "{e}");
+}

@@ -25,6 +25,8 @@ pub struct Upstream {
     pub authority: Authority,
     /// Spoken to over TLS (`https://` in its address).
     pub tls: bool,
+    /// Spoken to in HTTP/2 with prior knowledge (its pool's `protocol = "h2c"`).
+    pub h2c: bool,
     /// Its health, shared with the checker.
     pub health: Arc<ServerHealth>,
     /// Requests in flight on this server (counted for the balancers that compare loads).
@@ -50,6 +52,7 @@ impl Upstream {
             .expect("a validated ServerAddr is a valid HTTP authority");
         Upstream {
             tls: backend.addr.is_tls(),
+            h2c: false,
             addr: backend.addr,
             weight: backend.weight,
             authority,
@@ -73,6 +76,8 @@ pub struct PoolSettings {
     pub passive: Passive,
     /// How a server is chosen.
     pub balance: Balance,
+    /// What is spoken to the servers.
+    pub protocol: turnout_config::Protocol,
 }
 
 /// Live counters of one pool, shared across every version of the pool with the same name.
@@ -184,7 +189,9 @@ impl Pool {
             .into_iter()
             .map(|backend| {
                 let (health, load, key) = known(&backend.addr);
-                Upstream::new(backend, health, load, key)
+                let mut upstream = Upstream::new(backend, health, load, key);
+                upstream.h2c = settings.protocol == turnout_config::Protocol::H2c;
+                upstream
             })
             .collect();
         let picker = match settings.balance {

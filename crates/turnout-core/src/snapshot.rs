@@ -36,6 +36,8 @@ pub struct Env {
     pub passive: Passive,
     /// `[pools.NAME] balance`, for the pools that set one.
     pub pool_balance: BTreeMap<PoolName, Balance>,
+    /// `[pools.NAME] protocol`, for the pools that set one.
+    pub pool_protocol: BTreeMap<PoolName, turnout_config::Protocol>,
     /// Stickiness and preview, from `[routing]`.
     pub routing: RouteSettings,
     /// The counters.
@@ -73,6 +75,7 @@ impl Env {
             pool_checks: config.pool_health.clone(),
             passive: config.passive.clone(),
             pool_balance: config.pool_balance.clone(),
+            pool_protocol: config.pool_protocol.clone(),
             routing: RouteSettings {
                 skew: config.routing.skew_protection.map(|max_age| SkewSettings {
                     max_age,
@@ -107,6 +110,7 @@ impl Env {
                 check: self.pool_checks.get(&name).unwrap_or(&self.check).clone(),
                 passive: self.passive.clone(),
                 balance: self.pool_balance.get(&name).copied().unwrap_or_default(),
+                protocol: self.pool_protocol.get(&name).copied().unwrap_or_default(),
             }),
         };
         let metrics = self.metrics.pool(name.as_str());

@@ -25,7 +25,27 @@ use crate::forward::clients::PerPool;
 use crate::tls::UpstreamTls;
 
 type ProbeClient = Client<crate::forward::clients::Connector, Empty<Bytes>>;
-type ProbeClients = PerPool<ProbeClient>;
+
+/// Each pool's probe clients: HTTP/1.1, and HTTP/2 with prior knowledge for the servers of an
+/// `h2c` pool (an HTTP/2-only app, a gRPC server, answers nothing else).
+type ProbeClients = PerPool<Probes>;
+
+#[derive(Debug, Clone)]
+struct Probes {
+    http1: ProbeClient,
+    h2c: ProbeClient,
+}
+
+impl Probes {
+    /// The client that speaks what `server` is spoken to in.
+    fn for_server(&self, server: &Upstream) -> &ProbeClient {
+        if server.h2c {
+            &self.h2c
+        } else {
+            &self.http1
+        }
+    }
+}
 
 /// Probes run on a client that keeps no idle connection: each check connects afresh (and, to
 /// an `https://` server, handshakes afresh), so a server whose listener died fails its next
@@ -35,7 +55,12 @@ fn probe_clients(tls: &UpstreamTls) -> ProbeClients {
     connector.set_nodelay(true);
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_max_idle_per_host(0);
-    PerPool::connectors(tls, &connector).map(|c| builder.build(c.clone()))
+    let mut h2c = builder.clone();
+    h2c.http2_only(true);
+    PerPool::connectors(tls, &connector).map(|c| Probes {
+        http1: builder.build(c.clone()),
+        h2c: h2c.build(c.clone()),
+    })
 }
 
 /// One check of one server: `Ok` when it answered the expected status within the timeout.
@@ -118,7 +143,7 @@ async fn supervise(router: Router, clients: ProbeClients) {
                     }
                 }
                 let task = tokio::spawn(check_loop(
-                    clients.for_pool(name.as_str()).clone(),
+                    clients.for_pool(name.as_str()).for_server(server).clone(),
                     name.clone(),
                     server.clone(),
                     check.clone(),
@@ -209,6 +234,7 @@ impl Probe for HttpProber {
             let check = &pool.settings().check;
             let probes = pool.servers().iter().map(|server| {
                 let client = &client;
+                let client = client.for_server(server);
                 async move { (server.addr.clone(), probe_once(client, server, check).await) }
             });
             futures_util::future::join_all(probes).await

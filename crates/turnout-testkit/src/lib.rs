@@ -5,12 +5,14 @@
 //! - [`process`]: runs the real `turnout` binary with a config, finds its ports in its log, and
 //!   keeps its log for failure messages.
 //! - [`etcd`]: a real etcd (one member or a cluster of three) on loopback, for the fleet.
+//! - [`grpc`]: a real gRPC server (tonic) and its client, for HTTP/2 upstreams.
 //! - [`client`]: small HTTP clients for tests (keep-alive pooled, admin JSON calls).
 //!
 //! Everything binds loopback only, and every wait is bounded.
 
 pub mod client;
 pub mod etcd;
+pub mod grpc;
 pub mod process;
 pub mod upstream;
 

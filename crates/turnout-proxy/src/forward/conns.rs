@@ -1,6 +1,9 @@
 //! The request path's connections to upstream servers: HTTP/1.1 (over TCP, or TLS to an
 //! `https://` server), one request at a time each, driven with `hyper::client::conn::http1`,
-//! and kept idle per worker thread between requests.
+//! and kept idle per worker thread between requests; and, for the servers of an `h2c` pool,
+//! one HTTP/2 connection per server and worker that carries every request as a stream
+//! (`hyper::client::conn::http2`: the server's `MAX_CONCURRENT_STREAMS` and flow control
+//! respected, keep-alive pings, trailers both ways).
 //!
 //! Written here rather than taken from hyper-util's pooled client: that one takes a lock on a
 //! shared pool, clones its connector and makes a `connect_to` future for every request, and
@@ -23,10 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::uri::{Scheme, Uri};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 use turnout_core::Upstream;
@@ -36,6 +40,7 @@ use crate::body::UpstreamBody;
 use crate::tls::UpstreamTls;
 
 type Sender = http1::SendRequest<UpstreamBody>;
+type H2Sender = http2::SendRequest<UpstreamBody>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why an exchange with an upstream failed.
@@ -67,6 +72,7 @@ pub(crate) enum Stale {
 pub(crate) struct Upstreams {
     connectors: PerPool<Connector>,
     builder: http1::Builder,
+    h2: http2::Builder<hyper_util::rt::TokioExecutor>,
     idle_timeout: Duration,
     max_idle: usize,
 }
@@ -74,6 +80,8 @@ pub(crate) struct Upstreams {
 thread_local! {
     /// This worker's idle connections, by [`Upstream::key`], newest last.
     static IDLE: RefCell<Vec<Vec<Conn>>> = const { RefCell::new(Vec::new()) };
+    /// This worker's HTTP/2 connection to each `h2c` server, by [`Upstream::key`].
+    static H2: RefCell<Vec<Option<H2Sender>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One connection to one server, as the request path holds it.
@@ -118,9 +126,16 @@ impl Upstreams {
         http.set_keepalive(Some(Duration::from_secs(60)));
         let mut builder = http1::Builder::new();
         builder.max_buf_size(max_buf);
+        let mut h2 = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        h2.timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(H2_PING_EVERY)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .adaptive_window(true);
         Upstreams {
             connectors: PerPool::connectors(tls, &http),
             builder,
+            h2,
             idle_timeout,
             max_idle,
         }
@@ -139,6 +154,9 @@ impl Upstreams {
         req: Request<UpstreamBody>,
         stale: Stale,
     ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + Send + 'a {
+        if upstream.h2c {
+            return futures_util::future::Either::Left(Box::pin(self.send_h2(pool, upstream, req)));
+        }
         let first = match checkout(upstream.key) {
             Some(conn) => Ok(self.exchange(upstream, conn, req)),
             None => Err(Box::pin(self.send_on_new(pool, upstream, req))),
@@ -159,6 +177,52 @@ impl Upstreams {
             };
             again.await
         }
+        .right_future()
+    }
+
+    /// `req` as a stream on this worker's HTTP/2 connection to `upstream` (made when there is
+    /// none, or the last one closed). A stream the connection refused before it went out (the
+    /// server going away: GOAWAY) goes out once more on a new connection.
+    async fn send_h2(
+        &self,
+        pool: &str,
+        upstream: &Upstream,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let req = as_h2(req, upstream);
+        let sender = match h2_checkout(upstream.key) {
+            Some(sender) => sender,
+            None => self.dial_h2(pool, upstream).await?,
+        };
+        match h2_exchange(sender, req).await {
+            Ok(answer) => answer,
+            Err(Unsent(req, e)) => {
+                tracing::debug!(server = %upstream.addr, error = %e, "an HTTP/2 connection refused a stream before it went out; sending on a new one");
+                h2_forget(upstream.key);
+                let sender = self.dial_h2(pool, upstream).await?;
+                match h2_exchange(sender, req).await {
+                    Ok(answer) => answer,
+                    Err(Unsent(_, e)) => Err(Failure::NeverSent(e)),
+                }
+            }
+        }
+    }
+
+    /// A new HTTP/2 connection to `upstream`, its task spawned, kept for this worker.
+    async fn dial_h2(&self, pool: &str, upstream: &Upstream) -> Result<H2Sender, Failure> {
+        let io = self.connect(pool, upstream).await?;
+        let (sender, conn) = self
+            .h2
+            .handshake(io)
+            .await
+            .map_err(|e| Failure::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %crate::error::DisplayChain(&e), "upstream HTTP/2 connection ended");
+            }
+        });
+        h2_checkin(upstream.key, sender.clone());
+        Ok(sender)
     }
 
     /// `req` on a new connection.
@@ -203,22 +267,7 @@ impl Upstreams {
 
     /// A new connection to `upstream`, its task spawned.
     async fn dial(&self, pool: &str, upstream: &Upstream) -> Result<Conn, Failure> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(if upstream.tls {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
-        uri.authority = Some(upstream.authority.clone());
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-        let io = self
-            .connectors
-            .for_pool(pool)
-            .clone()
-            .call(uri)
-            .await
-            .map_err(Failure::Connect)?;
+        let io = self.connect(pool, upstream).await?;
         let (sender, conn) = self
             .builder
             .handshake(io)
@@ -230,6 +279,29 @@ impl Upstreams {
         });
         tokio::spawn(drive(conn, Arc::clone(&state), self.idle_timeout));
         Ok(Conn { sender, state })
+    }
+
+    /// A connected socket (TLS-wrapped for an `https://` server) to `upstream`.
+    async fn connect(
+        &self,
+        pool: &str,
+        upstream: &Upstream,
+    ) -> Result<<Connector as Service<Uri>>::Response, Failure> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(if upstream.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(upstream.authority.clone());
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        self.connectors
+            .for_pool(pool)
+            .clone()
+            .call(uri)
+            .await
+            .map_err(Failure::Connect)
     }
 
     /// Back to the idle list once the connection is ready for another request: now, when the
@@ -246,6 +318,77 @@ impl Upstreams {
             });
         }
     }
+}
+
+/// How often an HTTP/2 connection to a server pings it, and how long a ping may go unanswered
+/// before the connection is taken for dead (a server gone without a FIN).
+const H2_PING_EVERY: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `req` (origin form, HTTP/1.1, a Host header) as an HTTP/2 request: the Host becomes the
+/// `:authority` (the app sees the client's host, as over HTTP/1.1), `http` the `:scheme`.
+fn as_h2(req: Request<UpstreamBody>, upstream: &Upstream) -> Request<UpstreamBody> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts
+        .headers
+        .remove(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| upstream.authority.clone());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).expect("a scheme, an authority and a path make a URI");
+    parts.version = http::Version::HTTP_2;
+    Request::from_parts(parts, body)
+}
+
+/// One stream on `sender`, once the connection has room for it. `Err` gives back a request
+/// that never went out.
+async fn h2_exchange(
+    mut sender: H2Sender,
+    req: Request<UpstreamBody>,
+) -> Result<Result<Response<Incoming>, Failure>, Unsent> {
+    if let Err(e) = sender.ready().await {
+        return Err(Unsent(req, e));
+    }
+    match sender.try_send_request(req).await {
+        Ok(resp) => Ok(Ok(resp)),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Err(Unsent(req, e.into_error())),
+            None => Ok(Err(Failure::Exchange(e.into_error()))),
+        },
+    }
+}
+
+/// This worker's HTTP/2 connection to the server `key`, unless it has closed.
+fn h2_checkout(key: usize) -> Option<H2Sender> {
+    H2.with_borrow_mut(|conns| {
+        let slot = conns.get_mut(key)?;
+        if slot.as_ref().is_some_and(H2Sender::is_closed) {
+            *slot = None;
+        }
+        slot.clone()
+    })
+}
+
+fn h2_checkin(key: usize, sender: H2Sender) {
+    H2.with_borrow_mut(|conns| {
+        if conns.len() <= key {
+            conns.resize_with(key + 1, || None);
+        }
+        conns[key] = Some(sender);
+    });
+}
+
+fn h2_forget(key: usize) {
+    H2.with_borrow_mut(|conns| {
+        if let Some(slot) = conns.get_mut(key) {
+            *slot = None;
+        }
+    });
 }
 
 /// The newest idle connection to the server `key` that is still open, marked busy.

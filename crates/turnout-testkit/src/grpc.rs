@@ -1,0 +1,200 @@
+//! A real gRPC server (tonic) on `127.0.0.1:0` that names itself in every answer: unary,
+//! server-streaming and bidirectional calls, a chosen status on request, a trailer of its own;
+//! and a client for it. HTTP/2 only, as gRPC servers are.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The generated messages, server and client of proto/echo.proto.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod proto {
+    tonic::include_proto!("turnout.test");
+}
+
+pub use proto::echo_client::EchoClient;
+pub use proto::{EchoReply, EchoRequest};
+
+/// The trailer every answer of the server carries beside `grpc-status`: its name.
+pub const SERVED_BY: &str = "x-served-by";
+
+/// A running gRPC server; stopped when dropped.
+#[derive(Debug)]
+pub struct GrpcUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    calls: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcUpstream {
+    /// Starts a server named `name` on `127.0.0.1:0`. It also answers turnout's health checks:
+    /// a plain HTTP/2 `GET /health` gets 200 (tonic's router serves it beside the service).
+    pub async fn start(name: &'static str) -> GrpcUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local addr");
+        let calls = Arc::new(AtomicU64::new(0));
+        let service = proto::echo_server::EchoServer::new(Echo {
+            name,
+            calls: Arc::clone(&calls),
+        });
+        let health = axum_health();
+        let router = tonic::service::Routes::new(service)
+            .into_axum_router()
+            .merge(health);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_routes(router.into())
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        GrpcUpstream { addr, calls, task }
+    }
+
+    /// `127.0.0.1:PORT`, as a pool's server entry.
+    pub fn server(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Calls it has taken (every kind).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Stops it: its listener and every connection close.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for GrpcUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn axum_health() -> tonic::service::AxumRouter {
+    tonic::service::AxumRouter::new().route("/health", axum::routing::get(|| async { "ok\n" }))
+}
+
+struct Echo {
+    name: &'static str,
+    calls: Arc<AtomicU64>,
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+impl Echo {
+    fn reply(&self, message: String, index: u32) -> EchoReply {
+        EchoReply {
+            server: self.name.to_owned(),
+            message,
+            index,
+        }
+    }
+
+    fn served<T>(&self, body: T) -> Response<T> {
+        let mut resp = Response::new(body);
+        resp.metadata_mut()
+            .insert(SERVED_BY, self.name.parse().expect("a name is ASCII"));
+        resp
+    }
+}
+
+#[tonic::async_trait]
+impl proto::echo_server::Echo for Echo {
+    async fn unary(&self, req: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let req = req.into_inner();
+        if let Some(rest) = req.message.strip_prefix("fail:") {
+            let (code, text) = rest.split_once(':').unwrap_or((rest, ""));
+            let code = tonic::Code::from_i32(code.parse().unwrap_or(2));
+            return Err(Status::new(code, text.to_owned()));
+        }
+        if req.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
+        }
+        Ok(self.served(self.reply(req.message, 0)))
+    }
+
+    type ServerStreamStream = ReplyStream;
+
+    async fn server_stream(
+        &self,
+        req: Request<EchoRequest>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let req = req.into_inner();
+        let name = self.name;
+        let delay = Duration::from_millis(req.delay_ms.into());
+        let stream = async_stream(req.count, move |i| {
+            let message = req.message.clone();
+            async move {
+                if i > 0 {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(EchoReply {
+                    server: name.to_owned(),
+                    message,
+                    index: i,
+                })
+            }
+        });
+        Ok(self.served(Box::pin(stream) as ReplyStream))
+    }
+
+    type BidiStream = ReplyStream;
+
+    async fn bidi(
+        &self,
+        req: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let name = self.name;
+        let mut index = 0;
+        let stream = req.into_inner().map(move |item| {
+            let item = item?;
+            index += 1;
+            Ok(EchoReply {
+                server: name.to_owned(),
+                message: item.message,
+                index: index - 1,
+            })
+        });
+        Ok(self.served(Box::pin(stream) as ReplyStream))
+    }
+}
+
+/// `count` items made one after another by `make(i)`.
+fn async_stream<F, Fut>(count: u32, make: F) -> impl Stream<Item = Result<EchoReply, Status>>
+where
+    F: Fn(u32) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<EchoReply, Status>> + Send,
+{
+    tokio_stream::iter(0..count).then(make)
+}
+
+/// A client of the Echo service through `addr` (turnout's proxy port, or the server itself),
+/// over cleartext HTTP/2 with prior knowledge.
+pub async fn client(addr: SocketAddr) -> EchoClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("an endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the gRPC endpoint");
+    EchoClient::new(channel)
+}

@@ -1,0 +1,177 @@
+//! HTTP/2 to the app servers and gRPC end to end (issue 31, first part): pools with
+//! `protocol = "h2c"` in front of a real gRPC server (tonic), called by a real gRPC client
+//! through turnout's own port.
+
+use std::time::Duration;
+
+use turnout_testkit::grpc::{self, EchoRequest, GrpcUpstream, SERVED_BY};
+use turnout_testkit::process::{Sandbox, Turnout};
+
+use crate::{BIN, FAST_CHECKS};
+
+/// Blue and green gRPC servers behind turnout, both pools `h2c`, blue live.
+struct GrpcBlueGreen {
+    blue: GrpcUpstream,
+    green: GrpcUpstream,
+    _sandbox: Sandbox,
+    turnout: Turnout,
+}
+
+async fn start() -> GrpcBlueGreen {
+    let blue = GrpcUpstream::start("blue").await;
+    let green = GrpcUpstream::start("green").await;
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(
+            &[("blue", &[blue.server()]), ("green", &[green.server()])],
+            "blue",
+            "",
+        )
+        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
+        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
+        + FAST_CHECKS;
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    GrpcBlueGreen {
+        blue,
+        green,
+        _sandbox: sandbox,
+        turnout,
+    }
+}
+
+fn ask(message: &str, count: u32, delay_ms: u32) -> EchoRequest {
+    EchoRequest {
+        message: message.to_owned(),
+        count,
+        delay_ms,
+    }
+}
+
+/// Unary, server-streaming and bidirectional calls through turnout to an HTTP/2-only gRPC
+/// server: answers, headers, the trailers that end a stream (`grpc-status`), and an error
+/// status with its message, all intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_go_through_with_their_trailers_and_statuses() {
+    let bg = start().await;
+    let mut client = grpc::client(bg.turnout.proxy).await;
+
+    let answer = client
+        .unary(ask("hello", 0, 0))
+        .await
+        .expect("a unary call");
+    assert_eq!(
+        answer.metadata().get(SERVED_BY).map(|v| v.to_str().ok()),
+        Some(Some("blue"))
+    );
+    let reply = answer.into_inner();
+    assert_eq!(
+        (reply.server.as_str(), reply.message.as_str()),
+        ("blue", "hello")
+    );
+
+    // An error status and its message (grpc-status 5, grpc-message), as the app sent them.
+    let status = client
+        .unary(ask("fail:5:no such order", 0, 0))
+        .await
+        .expect_err("the app answers NOT_FOUND");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert_eq!(status.message(), "no such order");
+
+    // A server stream: every message, then the trailers.
+    let mut stream = client
+        .server_stream(ask("tick", 5, 20))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(reply) = stream.message().await.expect("a message or the end") {
+        got.push((reply.server, reply.index));
+    }
+    assert_eq!(
+        got,
+        (0..5).map(|i| ("blue".to_owned(), i)).collect::<Vec<_>>()
+    );
+    assert!(stream.trailers().await.expect("trailers").is_some());
+
+    // Bidirectional: three requests, three answers, the client's stream ending the call.
+    let requests = tokio_stream::iter(["a", "b", "c"].map(|m| ask(m, 0, 0)));
+    let mut echoes = client
+        .bidi(requests)
+        .await
+        .expect("a bidi call")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(reply) = echoes.message().await.expect("an echo or the end") {
+        seen.push(reply.message);
+    }
+    assert_eq!(seen, ["a", "b", "c"]);
+    assert_eq!(bg.blue.calls(), 4);
+    assert_eq!(bg.green.calls(), 0);
+
+    // Many calls at once multiplex on turnout's connections to the app.
+    let calls = (0..50).map(|i| {
+        let mut client = client.clone();
+        async move { client.unary(ask(&format!("m{i}"), 0, 5)).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(
+        bg.turnout.logs().contains("status=200 pool=\"blue\""),
+        "the access log names the pool"
+    );
+}
+
+/// A switch during a server stream: the stream finishes on blue, where it started; the next
+/// call goes to green.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_leaves_a_streaming_call_on_its_pool() {
+    let bg = start().await;
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    let mut stream = client
+        .server_stream(ask("long", 10, 100))
+        .await
+        .expect("a stream")
+        .into_inner();
+    for i in 0..2 {
+        let reply = stream
+            .message()
+            .await
+            .expect("a message")
+            .expect("not the end");
+        assert_eq!((reply.server.as_str(), reply.index), ("blue", i));
+    }
+    turnout_testkit::eventually(10, "green healthy", || async {
+        let status = bg.turnout.status().await;
+        status["pools"]["green"]["servers"][0]["last_check"].is_string()
+    })
+    .await;
+    let (code, answer) = turnout_testkit::client::admin(
+        &bg.turnout.admin_url(""),
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let reply = client
+        .unary(ask("after", 0, 0))
+        .await
+        .expect("a call")
+        .into_inner();
+    assert_eq!(reply.server, "green");
+    let mut rest = Vec::new();
+    while let Some(reply) = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream goes on")
+        .expect("a message or the end")
+    {
+        rest.push((reply.server, reply.index));
+    }
+    assert_eq!(
+        rest,
+        (2..10).map(|i| ("blue".to_owned(), i)).collect::<Vec<_>>()
+    );
+    assert!(stream.trailers().await.expect("trailers").is_some());
+}
