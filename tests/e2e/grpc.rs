@@ -175,3 +175,89 @@ async fn a_switch_leaves_a_streaming_call_on_its_pool() {
     );
     assert!(stream.trailers().await.expect("trailers").is_some());
 }
+
+/// A unary call sent by hand over HTTP/2 (so that no client library adds or enforces
+/// anything): its status, headers and body as turnout answers them.
+async fn raw_call(
+    bg: &GrpcBlueGreen,
+    req: &EchoRequest,
+    extra: &[(&str, &str)],
+) -> turnout_testkit::client::Answer {
+    let mut call = http::Request::post(bg.turnout.url("/turnout.test.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra {
+        call = call.header(*name, *value);
+    }
+    let call = call
+        .body(http_body_util::Full::new(grpc::frame(req)))
+        .expect("a request");
+    turnout_testkit::client::send(&turnout_testkit::client::h2c_client(), call)
+        .await
+        .expect("an answer")
+}
+
+/// What turnout answers a gRPC call itself is a gRPC status: maintenance is UNAVAILABLE, a
+/// `grpc-timeout` shorter than the app takes is DEADLINE_EXCEEDED from turnout (the access line
+/// says 504), each an HTTP 200 with `content-type: application/grpc` and no page; a real
+/// client reads them as such. A plain HTTP request still gets the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnouts_own_answers_to_grpc_calls_are_grpc_statuses() {
+    let bg = start().await;
+    let admin = bg.turnout.admin_url("");
+
+    // grpc-timeout: 300 ms, the app takes 3 s.
+    let slow = ask("slow", 0, 3000);
+    let answer = raw_call(&bg, &slow, &[("grpc-timeout", "300m")]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.headers["content-type"], "application/grpc");
+    assert_eq!(answer.headers["grpc-status"], "4", "{answer:?}");
+    assert!(answer.body.is_empty(), "{answer:?}");
+    turnout_testkit::eventually(5, "the timed-out call's access line", || async {
+        bg.turnout
+            .logs()
+            .lines()
+            .any(|l| l.contains("path=/turnout.test.Echo/Unary status=504"))
+    })
+    .await;
+
+    // Maintenance: UNAVAILABLE, the message naming turnout and why.
+    let (code, json) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::POST,
+        "/v1/maintenance",
+        Some(r#"{"message":"back soon"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{json}");
+    let answer = raw_call(&bg, &ask("hi", 0, 0), &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.headers["grpc-status"], "14", "{answer:?}");
+    let message = answer.headers["grpc-message"].to_str().expect("ascii");
+    assert!(
+        message.starts_with("turnout: 503") && message.contains("maintenance"),
+        "{message}"
+    );
+    assert!(answer.headers.contains_key("x-request-id"));
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    let status = client
+        .unary(ask("hi", 0, 0))
+        .await
+        .expect_err("maintenance");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // The same request without gRPC's content type is a plain HTTP request: the page.
+    let plain = turnout_testkit::client::get(
+        &turnout_testkit::client::http_client(),
+        &bg.turnout.url("/"),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(plain.status, 503);
+    assert!(plain.body.contains("back soon"), "{}", plain.body);
+    assert_eq!(
+        bg.blue.calls(),
+        1,
+        "only the timed-out call reached the app"
+    );
+}

@@ -44,6 +44,7 @@ mod deadlines;
 mod downstream;
 mod error;
 mod forward;
+mod grpc;
 pub mod headers;
 mod limits;
 pub mod listener;

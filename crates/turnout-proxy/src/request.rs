@@ -74,7 +74,11 @@ impl Proxy {
         let Some(access) = access else {
             return resp;
         };
-        if let Some((route, json)) = routed {
+        // turnout's own answer (an early one, or a failed forward's) to a gRPC call becomes a
+        // gRPC status, never a page; its access line keeps the HTTP status turnout decided.
+        let own = routed.is_none() || access.error.is_some();
+        let grpc = (access.grpc && own && resp.status().as_u16() >= 400).then_some(access.route);
+        if let (None, Some((route, json))) = (grpc, routed) {
             if access.error.is_none() {
                 route.set_cookies(&mut resp, down);
             } else {
@@ -82,6 +86,9 @@ impl Proxy {
             }
         }
         let mut resp = access.answer(resp);
+        if let Some(why) = grpc {
+            resp = crate::grpc::answer_as_grpc(resp, why);
+        }
         if let (Some(c), Some(wanted)) = (&self.compressor, wanted) {
             if c.apply(&mut resp, wanted) {
                 if let Some(e) = wanted.encoding {

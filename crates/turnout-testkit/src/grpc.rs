@@ -198,3 +198,19 @@ pub async fn client(addr: SocketAddr) -> EchoClient<tonic::transport::Channel> {
         .expect("connect to the gRPC endpoint");
     EchoClient::new(channel)
 }
+
+/// `req` as one gRPC message on the wire (not compressed, its length first), for tests that
+/// send a call by hand.
+pub fn frame(req: &EchoRequest) -> bytes::Bytes {
+    use prost::Message;
+    let body = req.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(0);
+    out.extend_from_slice(
+        &u32::try_from(body.len())
+            .expect("a small message")
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(&body);
+    out.into()
+}

@@ -44,6 +44,8 @@ pub(crate) struct Access {
     status: Option<StatusCode>,
     /// The request's `X-Request-Id`, returned with the response and logged.
     pub request_id: Option<HeaderValue>,
+    /// A gRPC call: turnout's own answers to it are gRPC statuses ([`crate::grpc`]).
+    pub grpc: bool,
 }
 
 impl Access {
@@ -60,6 +62,7 @@ impl Access {
             error: None,
             status: None,
             request_id: None,
+            grpc: crate::grpc::is_grpc(req.headers()),
         }
     }
 

@@ -160,6 +160,9 @@ impl Forwarder {
                 None,
             )
         };
+        // A gRPC call's own deadline (`grpc-timeout`) bounds the wait too, when it is shorter.
+        let timeout = crate::grpc::grpc_timeout(&parts.headers)
+            .map_or(self.response_timeout, |t| t.min(self.response_timeout));
         // Origin form: the connection is to the server already.
         parts.uri = Uri::from(path.clone());
         // Upstreams speak HTTP/1.1 whatever the client spoke.
@@ -175,7 +178,13 @@ impl Forwarder {
         };
         let mut upstream = first;
         let mut attempt = self
-            .send(pool, first, Request::from_parts(parts, body), stale)
+            .send(
+                pool,
+                first,
+                Request::from_parts(parts, body),
+                stale,
+                timeout,
+            )
             .await;
 
         // One retry on another server; under `hold_when_unavailable`, as many more as the hold
@@ -214,11 +223,11 @@ impl Forwarder {
             upstream = next;
             guard.on_server(next);
             *used = Some(next.addr.clone());
-            attempt = self.send(pool, next, again, stale).await;
+            attempt = self.send(pool, next, again, stale, timeout).await;
         }
 
         let uploading = body_read.is_some_and(|done| !done.load(Ordering::Relaxed));
-        match attempt.into_result(pool, upstream, self.response_timeout, uploading) {
+        match attempt.into_result(pool, upstream, timeout, uploading) {
             Ok(resp) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     self.passive_failure(pool, upstream);
@@ -238,18 +247,19 @@ impl Forwarder {
         }
     }
 
-    /// One attempt, bounded by the response timeout.
+    /// One attempt, bounded by `timeout` (the response timeout, or a shorter gRPC deadline).
     async fn send(
         &self,
         pool: &Pool,
         upstream: &Upstream,
         req: Request<UpstreamBody>,
         stale: Stale,
+        timeout: Duration,
     ) -> Attempt {
         let sent = self
             .upstreams
             .send(pool.name().as_str(), upstream, req, stale);
-        match tokio::time::timeout(self.response_timeout, sent).await {
+        match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(resp)) => Attempt::Answered(resp),
             Ok(Err(e)) => Attempt::Failed(e),
             Err(_) => Attempt::TimedOut,
