@@ -18,6 +18,11 @@ struct GrpcBlueGreen {
 }
 
 async fn start() -> GrpcBlueGreen {
+    start_with("").await
+}
+
+/// With `extra` config lines at the end (whole tables).
+async fn start_with(extra: &str) -> GrpcBlueGreen {
     let blue = GrpcUpstream::start("blue").await;
     let green = GrpcUpstream::start("green").await;
     let sandbox = Sandbox::new(BIN);
@@ -29,7 +34,8 @@ async fn start() -> GrpcBlueGreen {
         )
         .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
         .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
-        + FAST_CHECKS;
+        + FAST_CHECKS
+        + extra;
     sandbox.write_config(&config);
     let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
     GrpcBlueGreen {
@@ -260,4 +266,63 @@ async fn turnouts_own_answers_to_grpc_calls_are_grpc_statuses() {
         1,
         "only the timed-out call reached the app"
     );
+}
+
+/// The app server restarted under unary load (a graceful stop: GOAWAY, then its port closed for
+/// a second, then up again on the same port), with `hold_when_unavailable`: not one call fails.
+/// Calls under way when it stops finish; the calls that come while it is down wait and go to
+/// it once it is back. (Without the hold, the same load lost 2 923 of 3 217 calls, each told
+/// UNAVAILABLE by turnout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_restart_under_grpc_load_fails_no_call() {
+    let mut bg = start_with("\n[upstream]\nhold_when_unavailable = \"10s\"\n").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let stop = std::sync::Arc::clone(&stop);
+            let proxy = bg.turnout.proxy;
+            tokio::spawn(async move {
+                let mut client = grpc::client(proxy).await;
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let until = std::time::Instant::now() + Duration::from_secs(30);
+                for i in 0..5_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || std::time::Instant::now() > until
+                    {
+                        break;
+                    }
+                    match client.unary(ask(&format!("c{c}-{i}"), 0, 2)).await {
+                        Ok(_) => ok += 1,
+                        Err(status) => failed.push(status),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = bg.blue.calls();
+    bg.blue.restart(Duration::from_secs(1)).await;
+    let after_restart = bg.blue.calls();
+    turnout_testkit::eventually(20, "calls on the restarted server", || async {
+        bg.blue.calls() > after_restart + 50
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (o, f) = client.await.expect("a client");
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(before > 20, "the load ran before the restart: {before}");
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "{ok}");
+    eprintln!("restart under gRPC load: {ok} calls, 0 failed");
 }

@@ -33,35 +33,61 @@ pub const SERVED_BY: &str = "x-served-by";
 pub struct GrpcUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
+    name: &'static str,
     calls: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl GrpcUpstream {
     /// Starts a server named `name` on `127.0.0.1:0`. It also answers turnout's health checks:
     /// a plain HTTP/2 `GET /health` gets 200 (tonic's router serves it beside the service).
     pub async fn start(name: &'static str) -> GrpcUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), Arc::default()).await
+    }
+
+    async fn start_at(name: &'static str, addr: SocketAddr, calls: Arc<AtomicU64>) -> GrpcUpstream {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local addr");
-        let calls = Arc::new(AtomicU64::new(0));
         let service = proto::echo_server::EchoServer::new(Echo {
             name,
             calls: Arc::clone(&calls),
         });
-        let health = axum_health();
         let router = tonic::service::Routes::new(service)
             .into_axum_router()
-            .merge(health);
+            .merge(axum_health());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_routes(router.into())
-                .serve_with_incoming(incoming)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
                 .await;
         });
-        GrpcUpstream { addr, calls, task }
+        GrpcUpstream {
+            addr,
+            name,
+            calls,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    /// Restarts it as an app server restarts: a graceful stop (GOAWAY: calls under way finish,
+    /// new ones go elsewhere), its port closed for `down`, then a new server on the same
+    /// address. The call count carries on.
+    pub async fn restart(&mut self, down: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        tokio::time::sleep(down).await;
+        *self = Self::start_at(self.name, self.addr, Arc::clone(&self.calls)).await;
     }
 
     /// `127.0.0.1:PORT`, as a pool's server entry.
@@ -74,7 +100,7 @@ impl GrpcUpstream {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Stops it: its listener and every connection close.
+    /// Stops it at once: its listener and every connection close.
     pub fn kill(&self) {
         self.task.abort();
     }
