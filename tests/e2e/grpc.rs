@@ -122,10 +122,13 @@ async fn grpc_calls_go_through_with_their_trailers_and_statuses() {
     });
     let answers = futures_util::future::join_all(calls).await;
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
-    assert!(
-        bg.turnout.logs().contains("status=200 pool=\"blue\""),
-        "the access log names the pool"
-    );
+    // Each call's line names its pool and how the call ended (grpc-status 0: OK).
+    turnout_testkit::eventually(5, "the calls' access lines", || async {
+        bg.turnout
+            .logs()
+            .contains("status=200 grpc_status=0 pool=\"blue\"")
+    })
+    .await;
 }
 
 /// A switch during a server stream: the stream finishes on blue, where it started; the next
@@ -325,4 +328,93 @@ async fn an_app_restart_under_grpc_load_fails_no_call() {
     );
     assert!(ok > 100, "{ok}");
     eprintln!("restart under gRPC load: {ok} calls, 0 failed");
+}
+
+/// A guarded rollout to a green that answers UNAVAILABLE to 20% of its calls (HTTP 200 each:
+/// the failure is in `grpc-status`) is judged on those statuses and rolled back by turnout;
+/// the access lines carry the gRPC status. NOT_FOUND is the caller's, and does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_to_a_green_failing_grpc_calls_rolls_back() {
+    let bg = start_with(
+        "\n[rollout]\nsteps = [50, 100]\nbake = \"500ms\"\nmin_requests = 20\nmax_wait = \"20s\"\n",
+    )
+    .await;
+    bg.green.set_fail_percent(20);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let stop = std::sync::Arc::clone(&stop);
+            let proxy = bg.turnout.proxy;
+            tokio::spawn(async move {
+                let mut client = grpc::client(proxy).await;
+                let until = std::time::Instant::now() + Duration::from_secs(30);
+                for i in 0..5_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || std::time::Instant::now() > until
+                    {
+                        break;
+                    }
+                    // A caller's own mistake now and then: NOT_FOUND, not an error of the app.
+                    let message = if i % 10 == 0 {
+                        "fail:5:no such order".to_owned()
+                    } else {
+                        format!("c{c}-{i}")
+                    };
+                    let _ = client.unary(ask(&message, 0, 1)).await;
+                }
+            })
+        })
+        .collect();
+    let admin = bg.turnout.admin_url("");
+    let (code, started) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::POST,
+        "/v1/rollout",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 202, "{started}");
+    let mut report = serde_json::Value::Null;
+    for _ in 0..300 {
+        let (_, v) =
+            turnout_testkit::client::admin(&admin, http::Method::GET, "/v1/rollout", None, None)
+                .await;
+        let current = if v["current"].is_object() {
+            v["current"].clone()
+        } else {
+            v["history"][0].clone()
+        };
+        if current["outcome"].as_str().is_some_and(|o| o != "running") {
+            report = current;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a client");
+    }
+    assert_eq!(report["outcome"], "failed", "{report}");
+    assert!(
+        report["reason"].as_str().is_some_and(|r| r.contains("5xx")),
+        "{report}"
+    );
+    let status = bg.turnout.status().await;
+    assert_eq!(status["active"], "blue", "{status}");
+    assert_eq!(
+        status["weights"]["green"].as_i64().unwrap_or(0),
+        0,
+        "{status}"
+    );
+    let logs = bg.turnout.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("status=200 grpc_status=14 pool=\"green\"")),
+        "no access line with the call's gRPC status"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains("grpc_status=5 pool=")),
+        "NOT_FOUND logged too"
+    );
 }

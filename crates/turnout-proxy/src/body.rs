@@ -51,6 +51,12 @@ pin_project_lite::pin_project! {
             // Bytes still to send.
             remaining: u64,
         },
+        /// A gRPC call's answer from the app, its access line held until the trailers say
+        /// how the call ended (`grpc-status`). Boxed: only gRPC answers pay for it.
+        Watched {
+            // The app's body, and the call's access line (written when this ends or drops).
+            watched: Box<(ProxyBody, Option<crate::access::Access>)>,
+        },
         /// Another body compressed as it streams (`[compression]`). Boxed: only a compressed
         /// response pays for the encoder's state.
         Encoded {
@@ -95,7 +101,16 @@ impl ProxyBody {
             ProxyBody::Upstream { conn, .. } | ProxyBody::Encoded { conn, .. } => {
                 *conn = Some(busy);
             }
+            ProxyBody::Watched { watched } => watched.0.mark_connection_busy(busy),
             ProxyBody::Full { .. } | ProxyBody::File { .. } => {}
+        }
+    }
+
+    /// `body`, with the access line of the gRPC call it answers, written when the trailers
+    /// have come (with their `grpc-status`), or when the body ends or is dropped without them.
+    pub(crate) fn watched(body: ProxyBody, access: crate::access::Access) -> ProxyBody {
+        ProxyBody::Watched {
+            watched: Box::new((body, Some(access))),
         }
     }
 
@@ -197,6 +212,21 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(BodyError::from)))
             }
+            Proj::Watched { watched } => {
+                let (body, access) = &mut **watched;
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let (Some(trailers), Some(a)) = (f.trailers_ref(), access.as_mut()) {
+                            a.grpc_trailers(trailers);
+                            access.take();
+                        }
+                    }
+                    // The end (without trailers), or an error that ends it: the line now.
+                    _ => drop(access.take()),
+                }
+                Poll::Ready(frame)
+            }
             Proj::Encoded { stream, done, conn } => {
                 let chunk = ready!(futures_util::Stream::poll_next(stream.0.as_mut(), cx));
                 if !matches!(chunk, Some(Ok(_))) {
@@ -214,6 +244,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data } => data.is_none(),
             ProxyBody::File { remaining, .. } => *remaining == 0,
             ProxyBody::Encoded { done, .. } => *done,
+            ProxyBody::Watched { watched } => watched.0.is_end_stream(),
         }
     }
 
@@ -225,6 +256,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
             ProxyBody::Encoded { .. } => SizeHint::default(),
+            ProxyBody::Watched { watched } => watched.0.size_hint(),
         }
     }
 }

@@ -87,6 +87,20 @@ pub(crate) fn answer_as_grpc(resp: Response<ProxyBody>, route: &str) -> Response
 static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
 
+/// `grpc-status` in `headers` (a call's trailers, or a trailers-only head), when it is a
+/// number gRPC defines (0 to 16).
+pub(crate) fn status_of(headers: &HeaderMap) -> Option<u16> {
+    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
+    value.parse().ok().filter(|c| *c <= 16)
+}
+
+/// The gRPC codes that say the server failed, not the call: they count as errors in a pool's
+/// figures (as 5xx do): UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS. The
+/// others (NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, ...) are the caller's.
+pub(crate) fn is_server_fault(code: u16) -> bool {
+    matches!(code, 2 | 4 | 13 | 14 | 15)
+}
+
 /// The call's deadline, from `grpc-timeout` (gRPC's form: at most 8 digits and a unit, `H`
 /// `M` `S` `m` `u` `n`); `None` when there is none or it is malformed (then the usual
 /// `response_timeout` applies alone).

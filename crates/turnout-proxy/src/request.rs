@@ -85,7 +85,12 @@ impl Proxy {
                 self.pages.restyle(&mut resp, json);
             }
         }
-        let mut resp = access.answer(resp);
+        let mut resp = if access.grpc && !own {
+            // The app's answer to a gRPC call: logged once the call ends, with its status.
+            access.answer_later(resp)
+        } else {
+            access.answer(resp)
+        };
         if let Some(why) = grpc {
             resp = crate::grpc::answer_as_grpc(resp, why);
         }

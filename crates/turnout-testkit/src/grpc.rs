@@ -35,6 +35,7 @@ pub struct GrpcUpstream {
     pub addr: SocketAddr,
     name: &'static str,
     calls: Arc<AtomicU64>,
+    fail_percent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -43,10 +44,21 @@ impl GrpcUpstream {
     /// Starts a server named `name` on `127.0.0.1:0`. It also answers turnout's health checks:
     /// a plain HTTP/2 `GET /health` gets 200 (tonic's router serves it beside the service).
     pub async fn start(name: &'static str) -> GrpcUpstream {
-        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0)), Arc::default()).await
+        Self::start_at(
+            name,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Arc::default(),
+            Arc::default(),
+        )
+        .await
     }
 
-    async fn start_at(name: &'static str, addr: SocketAddr, calls: Arc<AtomicU64>) -> GrpcUpstream {
+    async fn start_at(
+        name: &'static str,
+        addr: SocketAddr,
+        calls: Arc<AtomicU64>,
+        fail_percent: Arc<AtomicU64>,
+    ) -> GrpcUpstream {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind a loopback port");
@@ -54,6 +66,7 @@ impl GrpcUpstream {
         let service = proto::echo_server::EchoServer::new(Echo {
             name,
             calls: Arc::clone(&calls),
+            fail_percent: Arc::clone(&fail_percent),
         });
         let router = tonic::service::Routes::new(service)
             .into_axum_router()
@@ -72,6 +85,7 @@ impl GrpcUpstream {
             addr,
             name,
             calls,
+            fail_percent,
             task,
             stop: Some(stop),
         }
@@ -87,7 +101,13 @@ impl GrpcUpstream {
         let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         tokio::time::sleep(down).await;
-        *self = Self::start_at(self.name, self.addr, Arc::clone(&self.calls)).await;
+        *self = Self::start_at(
+            self.name,
+            self.addr,
+            Arc::clone(&self.calls),
+            Arc::clone(&self.fail_percent),
+        )
+        .await;
     }
 
     /// `127.0.0.1:PORT`, as a pool's server entry.
@@ -98,6 +118,12 @@ impl GrpcUpstream {
     /// Calls it has taken (every kind).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Answers this share (in percent) of its unary calls with UNAVAILABLE, spread evenly
+    /// (every call whose number modulo 100 is under it).
+    pub fn set_fail_percent(&self, percent: u64) {
+        self.fail_percent.store(percent, Ordering::Relaxed);
     }
 
     /// Stops it at once: its listener and every connection close.
@@ -119,6 +145,7 @@ fn axum_health() -> tonic::service::AxumRouter {
 struct Echo {
     name: &'static str,
     calls: Arc<AtomicU64>,
+    fail_percent: Arc<AtomicU64>,
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
@@ -143,7 +170,10 @@ impl Echo {
 #[tonic::async_trait]
 impl proto::echo_server::Echo for Echo {
     async fn unary(&self, req: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        if n % 100 < self.fail_percent.load(Ordering::Relaxed) {
+            return Err(Status::unavailable(format!("{} is failing", self.name)));
+        }
         let req = req.into_inner();
         if let Some(rest) = req.message.strip_prefix("fail:") {
             let (code, text) = rest.split_once(':').unwrap_or((rest, ""));

@@ -46,6 +46,19 @@ pub(crate) struct Access {
     pub request_id: Option<HeaderValue>,
     /// A gRPC call: turnout's own answers to it are gRPC statuses ([`crate::grpc`]).
     pub grpc: bool,
+    /// How the app said a gRPC call ended (`grpc-status`, in the trailers or a trailers-only
+    /// head).
+    grpc_status: Option<u16>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Access {
@@ -63,6 +76,29 @@ impl Access {
             status: None,
             request_id: None,
             grpc: crate::grpc::is_grpc(req.headers()),
+            grpc_status: None,
+        }
+    }
+
+    /// `resp`, an app's answer to a gRPC call, with the request's id on it; its line is written
+    /// once the call has ended (the trailers' `grpc-status`, or a trailers-only head's), with
+    /// the call's whole time.
+    pub fn answer_later(mut self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        if let Some(id) = &self.request_id {
+            parts
+                .headers
+                .insert(crate::headers::X_REQUEST_ID.clone(), id.clone());
+        }
+        self.status = Some(parts.status);
+        self.grpc_trailers(&parts.headers);
+        Response::from_parts(parts, ProxyBody::watched(body, self))
+    }
+
+    /// Reads `grpc-status` from a call's trailers (or trailers-only head).
+    pub fn grpc_trailers(&mut self, headers: &http::HeaderMap) {
+        if let Some(code) = crate::grpc::status_of(headers) {
+            self.grpc_status = Some(code);
         }
     }
 
@@ -123,8 +159,14 @@ impl Drop for Access {
         };
         let elapsed = self.started.elapsed();
         if let Some(pool) = &self.pool {
-            pool.metrics()
-                .observe(status.as_u16(), elapsed.as_secs_f64());
+            // A gRPC call that ended in a server-side failure (UNAVAILABLE, INTERNAL, ...) is
+            // an error in the pool's figures (the rollout's verdict, the dashboard) though its
+            // HTTP status is 200; one the client caused (NOT_FOUND, ...) is not.
+            let counted = match self.grpc_status {
+                Some(code) if crate::grpc::is_server_fault(code) => 500,
+                _ => status.as_u16(),
+            };
+            pool.metrics().observe(counted, elapsed.as_secs_f64());
         }
         if !tracing::enabled!(target: "turnout::access", tracing::Level::INFO) {
             return;
@@ -159,6 +201,9 @@ impl Access {
         let path = self.target.as_ref().map_or("/", PathAndQuery::path);
         out.string("path", path, false);
         out.number("status", status.as_u16().into());
+        if let Some(code) = self.grpc_status {
+            out.number("grpc_status", code.into());
+        }
         if let Some(pool) = &self.pool {
             out.string("pool", pool.name().as_str(), true);
         }
@@ -186,6 +231,7 @@ impl Access {
             method = %self.method,
             path = %self.target.as_ref().map_or("/", PathAndQuery::path),
             status = status.as_u16(),
+            grpc_status = self.grpc_status,
             pool = self.pool.as_ref().map(|p| p.name().as_str()),
             route,
             cache = self.cache,

@@ -170,6 +170,10 @@ fn shapes() -> Vec<(Access, StatusCode, &'static str, Duration)> {
     let mut odd = record("/a%22b/%5C/~x,y;z@!$&'()*+=?q=1", "[::1]:8080");
     odd.request_id = Some(HeaderValue::from_static(ODD_ID));
     odd.method = Method::from_bytes(b"PURGE").expect("method");
+    // A gRPC call the app ended with UNAVAILABLE (HTTP 200), logged when it ended.
+    let mut call = record("/shop.Orders/Get", "10.0.1.21:40000");
+    call.pool = Some(pool("green"));
+    call.grpc_status = Some(14);
     vec![
         (
             answered,
@@ -195,6 +199,7 @@ fn shapes() -> Vec<(Access, StatusCode, &'static str, Duration)> {
             "",
             Duration::from_nanos(999),
         ),
+        (call, StatusCode::OK, "split", Duration::from_millis(1500)),
     ]
 }
 
@@ -215,6 +220,11 @@ fn every_shape_is_written_as_the_fmt_layer_wrote_it() {
         lines[3].contains(r#"request_id="id-\"quoted\"-\\-{}""#),
         "{}",
         lines[3]
+    );
+    assert!(
+        lines[4].contains(" status=200 grpc_status=14 pool=\"green\""),
+        "{}",
+        lines[4]
     );
 }
 
@@ -244,6 +254,7 @@ fn json_lines_carry_the_same_fields_for_every_shape() {
     );
     assert_eq!(lines[3]["request_id"], ODD_ID);
     assert_eq!(lines[3]["path"], "/a%22b/%5C/~x,y;z@!$&'()*+=");
+    assert_eq!(lines[4]["grpc_status"], 14);
 }
 
 #[test]
