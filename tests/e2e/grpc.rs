@@ -417,4 +417,16 @@ async fn a_rollout_to_a_green_failing_grpc_calls_rolls_back() {
         logs.lines().any(|l| l.contains("grpc_status=5 pool=")),
         "NOT_FOUND logged too"
     );
+    // /metrics counts the calls by pool and gRPC code.
+    let metrics = bg.turnout.metrics().await;
+    for series in [
+        "turnout_grpc_calls_total{grpc_code=\"UNAVAILABLE\",pool=\"green\"}",
+        "turnout_grpc_calls_total{grpc_code=\"OK\",pool=\"blue\"}",
+        "turnout_grpc_calls_total{grpc_code=\"NOT_FOUND\",pool=\"blue\"}",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "no {series} in /metrics:\n{metrics}"
+        );
+    }
 }

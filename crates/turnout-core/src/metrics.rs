@@ -12,6 +12,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    grpc: IntCounterVec,
     duration: HistogramVec,
     retries: IntCounterVec,
     ejections: IntCounterVec,
@@ -124,6 +125,27 @@ impl FleetGauges {
     }
 }
 
+/// gRPC's status codes by number, as `grpc_code` labels them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
 /// The label values of the status classes, by `status / 100`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -133,6 +155,9 @@ pub struct PoolMetrics {
     requests: [IntCounter; 5],
     duration: Histogram,
     retries: IntCounter,
+    /// `turnout_grpc_calls_total`, and this pool's name for its label: a series is made only
+    /// for the codes a pool's calls end with (a pool that serves no gRPC has none).
+    grpc: (IntCounterVec, std::sync::Arc<str>),
 }
 
 impl PoolMetrics {
@@ -142,6 +167,15 @@ impl PoolMetrics {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
         self.duration.observe(seconds);
+    }
+
+    /// Counts a gRPC call the app ended with `code` (its `grpc-status`, 0 to 16).
+    pub fn grpc_call(&self, code: u16) {
+        let name = GRPC_CODES
+            .get(usize::from(code))
+            .copied()
+            .unwrap_or("UNKNOWN");
+        self.grpc.0.with_label_values(&[&*self.grpc.1, name]).inc();
     }
 
     /// A request was sent again to another server.
@@ -236,6 +270,11 @@ impl Metrics {
                     &["pool"],
                 )
                 .expect("valid metric"),
+            ),
+            grpc: counter(
+                "turnout_grpc_calls_total",
+                "gRPC calls the app answered, by pool and the grpc-status it ended them with.",
+                &["pool", "grpc_code"],
             ),
             retries: counter(
                 "turnout_retries_total",
@@ -465,6 +504,7 @@ impl Metrics {
             requests: CLASSES.map(|class| self.requests.with_label_values(&[name, class])),
             duration: self.duration.with_label_values(&[name]),
             retries: self.retries.with_label_values(&[name]),
+            grpc: (self.grpc.clone(), name.into()),
         }
     }
 

@@ -163,8 +163,15 @@ impl Drop for Access {
             // an error in the pool's figures (the rollout's verdict, the dashboard) though its
             // HTTP status is 200; one the client caused (NOT_FOUND, ...) is not.
             let counted = match self.grpc_status {
-                Some(code) if crate::grpc::is_server_fault(code) => 500,
-                _ => status.as_u16(),
+                Some(code) => {
+                    pool.metrics().grpc_call(code);
+                    if crate::grpc::is_server_fault(code) {
+                        500
+                    } else {
+                        status.as_u16()
+                    }
+                }
+                None => status.as_u16(),
             };
             pool.metrics().observe(counted, elapsed.as_secs_f64());
         }
