@@ -430,3 +430,77 @@ async fn a_rollout_to_a_green_failing_grpc_calls_rolls_back() {
         );
     }
 }
+
+/// `protocol = "h2"`: HTTP/2 over TLS (ALPN `h2`) to gRPC servers that speak nothing else,
+/// trusted through the pool's own CA; calls, a stream's trailers and a switch as over h2c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_to_the_app_with_protocol_h2() {
+    let ca = crate::tls::Ca::new("turnout gRPC test CA");
+    let (chain, key, _) = ca.leaf(&["localhost"], 30);
+    let blue = GrpcUpstream::start_tls("blue", &chain, &key).await;
+    let green = GrpcUpstream::start_tls("green", &chain, &key).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = crate::tls::write(dir.path(), "ca.pem", &ca.pem());
+    let https = |u: &GrpcUpstream| format!("https://localhost:{}", u.addr.port());
+    let sandbox = Sandbox::new(BIN);
+    let mut config = sandbox.config(
+        &[("blue", &[https(&blue)]), ("green", &[https(&green)])],
+        "blue",
+        "",
+    );
+    for pool in ["blue", "green"] {
+        config = config.replace(
+            &format!("[pools.{pool}]\n"),
+            &format!("[pools.{pool}]\nprotocol = \"h2\"\n"),
+        );
+        config.push_str(&format!(
+            "\n[pools.{pool}.tls]\nca = {:?}\n",
+            ca_file.display().to_string()
+        ));
+    }
+    sandbox.write_config(&(config + FAST_CHECKS));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut client = grpc::client(turnout.proxy).await;
+
+    let reply = client
+        .unary(ask("secure", 0, 0))
+        .await
+        .expect("a call")
+        .into_inner();
+    assert_eq!(
+        (reply.server.as_str(), reply.message.as_str()),
+        ("blue", "secure")
+    );
+    let mut stream = client
+        .server_stream(ask("tick", 3, 10))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let mut n = 0;
+    while let Some(reply) = stream.message().await.expect("a message or the end") {
+        assert_eq!(reply.server, "blue");
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert!(stream.trailers().await.expect("trailers").is_some());
+    turnout_testkit::eventually(10, "green checked over TLS", || async {
+        turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
+    })
+    .await;
+    let (code, answer) = turnout_testkit::client::admin(
+        &turnout.admin_url(""),
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let reply = client
+        .unary(ask("after", 0, 0))
+        .await
+        .expect("a call")
+        .into_inner();
+    assert_eq!(reply.server, "green");
+    assert_eq!((blue.calls(), green.calls()), (2, 1));
+}

@@ -80,15 +80,18 @@ pub(crate) fn resolve(
         if let Some(p) = &pool.protocol {
             let protocol = Protocol::parse(p.get_ref())
                 .map_err(|m| invalid(p.span(), &format!("{key}.protocol"), m))?;
-            if let Some(tls) = servers
-                .iter()
-                .find(|b| b.addr.is_tls() && protocol == Protocol::H2c)
-            {
-                return Err(invalid(
-                    p.span(),
-                    &format!("{key}.protocol"),
-                    format!("\"h2c\" is cleartext, and server {} is https://: drop the https:// or speak \"http1\" to it", tls.addr),
-                ));
+            let mismatch = servers.iter().find(|b| match protocol {
+                Protocol::H2c => b.addr.is_tls(),
+                Protocol::H2 => !b.addr.is_tls(),
+                Protocol::Http1 => false,
+            });
+            if let Some(server) = mismatch {
+                let why = if protocol == Protocol::H2c {
+                    format!("\"h2c\" is cleartext, and server {} is https://: drop the https:// or use \"h2\"", server.addr)
+                } else {
+                    format!("\"h2\" is HTTP/2 over TLS, and server {} is not https://: write https://HOST:PORT or use \"h2c\"", server.addr)
+                };
+                return Err(invalid(p.span(), &format!("{key}.protocol"), why));
             }
             pool_protocol.insert(pool_name.clone(), protocol);
         }

@@ -22,17 +22,26 @@ pub enum Protocol {
     /// HTTP/2 in cleartext with prior knowledge: a connection per server and worker carries
     /// every request as a stream (gRPC, trailers both ways).
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`) to `https://` servers, as [`Protocol::H2c`] otherwise.
+    H2,
 }
 
 impl Protocol {
-    /// `"http1"` or `"h2c"`; the error says what is accepted.
+    /// `"http1"`, `"h2c"` or `"h2"`; the error says what is accepted.
     pub fn parse(s: &str) -> Result<Protocol, String> {
         match s {
             "http1" => Ok(Protocol::Http1),
             "h2c" => Ok(Protocol::H2c),
-            "h2" => Err("\"h2\" (HTTP/2 over TLS to the app) is not supported yet: use \"h2c\" (cleartext HTTP/2, prior knowledge) or \"http1\"".into()),
-            other => Err(format!("{other:?} is not a protocol: \"http1\" or \"h2c\"")),
+            "h2" => Ok(Protocol::H2),
+            other => Err(format!(
+                "{other:?} is not a protocol: \"http1\", \"h2c\" (HTTP/2 in cleartext) or \"h2\" (HTTP/2 over TLS)"
+            )),
         }
+    }
+
+    /// HTTP/2 (over TLS or not).
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
     }
 }
 

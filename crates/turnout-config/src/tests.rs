@@ -946,8 +946,9 @@ fn auth_rules_are_read_and_misuse_names_the_key_the_line_and_the_file() {
     assert!(e.contains("names two rules"), "{e}");
 }
 
-/// `[pools.NAME] protocol`: "h2c" for an HTTP/2-only app (gRPC); anything else refused with
-/// the key, its line and what is accepted; "h2c" with an `https://` server refused.
+/// `[pools.NAME] protocol`: "h2c" or "h2" for an HTTP/2-only app (gRPC); anything else
+/// refused with the key, its line and what is accepted; "h2c" with an `https://` server, or
+/// "h2" with a cleartext one, refused.
 #[test]
 fn a_pool_protocol_is_http1_or_h2c() {
     let c = parse(&MINIMAL.replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n"))
@@ -955,7 +956,7 @@ fn a_pool_protocol_is_http1_or_h2c() {
     assert_eq!(c.pool_protocol["green"], Protocol::H2c);
     assert!(!c.pool_protocol.contains_key("blue"));
     for (value, says) in [
-        ("\"h2\"", "not supported yet"),
+        ("\"h2\"", "is not https://"),
         ("\"HTTP2\"", "\"HTTP2\" is not a protocol"),
         ("\"\"", "is not a protocol"),
     ] {
@@ -977,6 +978,12 @@ fn a_pool_protocol_is_http1_or_h2c() {
         e.contains("cleartext") && e.contains("https://127.0.0.1:4000"),
         "{e}"
     );
+    let c = parse(&MINIMAL.replace(
+        "[pools.green]\nservers = [\"127.0.0.1:4000\"]",
+        "[pools.green]\nprotocol = \"h2\"\nservers = [\"https://127.0.0.1:4000\"]",
+    ))
+    .expect("valid");
+    assert_eq!(c.pool_protocol["green"], Protocol::H2);
     let e = err(&MINIMAL.replace("[pools.green]\n", "[pools.green]\nprotocol = 2\n"));
     assert!(e.contains("protocol"), "{e}");
 }

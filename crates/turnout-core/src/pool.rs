@@ -25,8 +25,8 @@ pub struct Upstream {
     pub authority: Authority,
     /// Spoken to over TLS (`https://` in its address).
     pub tls: bool,
-    /// Spoken to in HTTP/2 with prior knowledge (its pool's `protocol = "h2c"`).
-    pub h2c: bool,
+    /// Spoken to in HTTP/2 (its pool's `protocol = "h2c"`, or `"h2"` over TLS).
+    pub h2: bool,
     /// Its health, shared with the checker.
     pub health: Arc<ServerHealth>,
     /// Requests in flight on this server (counted for the balancers that compare loads).
@@ -52,7 +52,7 @@ impl Upstream {
             .expect("a validated ServerAddr is a valid HTTP authority");
         Upstream {
             tls: backend.addr.is_tls(),
-            h2c: false,
+            h2: false,
             addr: backend.addr,
             weight: backend.weight,
             authority,
@@ -190,7 +190,7 @@ impl Pool {
             .map(|backend| {
                 let (health, load, key) = known(&backend.addr);
                 let mut upstream = Upstream::new(backend, health, load, key);
-                upstream.h2c = settings.protocol == turnout_config::Protocol::H2c;
+                upstream.h2 = settings.protocol.is_h2();
                 upstream
             })
             .collect();

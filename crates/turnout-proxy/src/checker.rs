@@ -26,21 +26,21 @@ use crate::tls::UpstreamTls;
 
 type ProbeClient = Client<crate::forward::clients::Connector, Empty<Bytes>>;
 
-/// Each pool's probe clients: HTTP/1.1, and HTTP/2 with prior knowledge for the servers of an
-/// `h2c` pool (an HTTP/2-only app, a gRPC server, answers nothing else).
+/// Each pool's probe clients: HTTP/1.1, and HTTP/2 for the servers of an `h2c` or `h2` pool (an
+/// HTTP/2-only app, a gRPC server, answers nothing else; over TLS, ALPN `h2`).
 type ProbeClients = PerPool<Probes>;
 
 #[derive(Debug, Clone)]
 struct Probes {
     http1: ProbeClient,
-    h2c: ProbeClient,
+    h2: ProbeClient,
 }
 
 impl Probes {
     /// The client that speaks what `server` is spoken to in.
     fn for_server(&self, server: &Upstream) -> &ProbeClient {
-        if server.h2c {
-            &self.h2c
+        if server.h2 {
+            &self.h2
         } else {
             &self.http1
         }
@@ -55,12 +55,15 @@ fn probe_clients(tls: &UpstreamTls) -> ProbeClients {
     connector.set_nodelay(true);
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_max_idle_per_host(0);
-    let mut h2c = builder.clone();
-    h2c.http2_only(true);
-    PerPool::connectors(tls, &connector).map(|c| Probes {
-        http1: builder.build(c.clone()),
-        h2c: h2c.build(c.clone()),
-    })
+    let mut h2 = builder.clone();
+    h2.http2_only(true);
+    let h2_connectors = PerPool::h2_connectors(tls, &connector);
+    let http1 = PerPool::connectors(tls, &connector);
+    http1
+        .map(|c| builder.build(c.clone()))
+        .zip(h2_connectors.map(|c| h2.build(c.clone())), |http1, h2| {
+            Probes { http1, h2 }
+        })
 }
 
 /// One check of one server: `Ok` when it answered the expected status within the timeout.

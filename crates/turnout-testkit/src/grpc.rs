@@ -36,6 +36,8 @@ pub struct GrpcUpstream {
     name: &'static str,
     calls: Arc<AtomicU64>,
     fail_percent: Arc<AtomicU64>,
+    /// Its certificate chain and key (PEM), when it speaks TLS.
+    tls: Option<(String, String)>,
     task: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -49,6 +51,19 @@ impl GrpcUpstream {
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Arc::default(),
             Arc::default(),
+            None,
+        )
+        .await
+    }
+
+    /// The same over TLS (ALPN `h2`), with the certificate chain and key given (PEM).
+    pub async fn start_tls(name: &'static str, chain: &str, key: &str) -> GrpcUpstream {
+        Self::start_at(
+            name,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Arc::default(),
+            Arc::default(),
+            Some((chain.to_owned(), key.to_owned())),
         )
         .await
     }
@@ -58,6 +73,7 @@ impl GrpcUpstream {
         addr: SocketAddr,
         calls: Arc<AtomicU64>,
         fail_percent: Arc<AtomicU64>,
+        tls: Option<(String, String)>,
     ) -> GrpcUpstream {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -73,8 +89,15 @@ impl GrpcUpstream {
             .merge(axum_health());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((chain, key)) = &tls {
+            let identity = tonic::transport::Identity::from_pem(chain, key);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .expect("the test certificate");
+        }
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_routes(router.into())
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
@@ -86,6 +109,7 @@ impl GrpcUpstream {
             name,
             calls,
             fail_percent,
+            tls,
             task,
             stop: Some(stop),
         }
@@ -106,6 +130,7 @@ impl GrpcUpstream {
             self.addr,
             Arc::clone(&self.calls),
             Arc::clone(&self.fail_percent),
+            self.tls.clone(),
         )
         .await;
     }

@@ -24,6 +24,17 @@ fn connector(config: &std::sync::Arc<rustls::ClientConfig>, http: &HttpConnector
         .wrap_connector(http)
 }
 
+/// The same for HTTP/2 to the app (`protocol = "h2c"` or `"h2"`): TLS offers ALPN `h2` only.
+fn h2_connector(config: &std::sync::Arc<rustls::ClientConfig>, http: &HttpConnector) -> Connector {
+    let mut http = http.clone();
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls::ClientConfig::clone(config))
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http)
+}
+
 /// One `T` for every pool: the pool's own when it names a CA, the system-roots one otherwise.
 #[derive(Debug, Clone)]
 pub(crate) struct PerPool<T> {
@@ -33,11 +44,24 @@ pub(crate) struct PerPool<T> {
 
 impl PerPool<Connector> {
     pub fn connectors(tls: &UpstreamTls, http: &HttpConnector) -> PerPool<Connector> {
+        Self::made_with(tls, http, connector)
+    }
+
+    /// Connectors for HTTP/2 servers: ALPN `h2` over TLS.
+    pub fn h2_connectors(tls: &UpstreamTls, http: &HttpConnector) -> PerPool<Connector> {
+        Self::made_with(tls, http, h2_connector)
+    }
+
+    fn made_with(
+        tls: &UpstreamTls,
+        http: &HttpConnector,
+        make: fn(&std::sync::Arc<rustls::ClientConfig>, &HttpConnector) -> Connector,
+    ) -> PerPool<Connector> {
         PerPool {
-            default: connector(tls.default_config(), http),
+            default: make(tls.default_config(), http),
             by_pool: tls
                 .pool_configs()
-                .map(|(pool, config)| (pool.clone(), connector(config, http)))
+                .map(|(pool, config)| (pool.clone(), make(config, http)))
                 .collect(),
         }
     }
@@ -50,6 +74,21 @@ impl<T> PerPool<T> {
             return &self.default;
         }
         self.by_pool.get(pool).unwrap_or(&self.default)
+    }
+
+    /// Each pool's `T` beside its `U` from `other` (made for the same pools), as one `V`.
+    pub fn zip<U, V>(self, mut other: PerPool<U>, mut f: impl FnMut(T, U) -> V) -> PerPool<V> {
+        PerPool {
+            default: f(self.default, other.default),
+            by_pool: self
+                .by_pool
+                .into_iter()
+                .filter_map(|(pool, t)| {
+                    let u = other.by_pool.remove(&pool)?;
+                    Some((pool, f(t, u)))
+                })
+                .collect(),
+        }
     }
 
     /// A `U` made from each `T`, for the same pools.

@@ -71,6 +71,8 @@ pub(crate) enum Stale {
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     connectors: PerPool<Connector>,
+    /// For HTTP/2 servers (ALPN `h2` over TLS).
+    h2_connectors: PerPool<Connector>,
     builder: http1::Builder,
     h2: http2::Builder<hyper_util::rt::TokioExecutor>,
     idle_timeout: Duration,
@@ -134,6 +136,7 @@ impl Upstreams {
             .adaptive_window(true);
         Upstreams {
             connectors: PerPool::connectors(tls, &http),
+            h2_connectors: PerPool::h2_connectors(tls, &http),
             builder,
             h2,
             idle_timeout,
@@ -154,7 +157,7 @@ impl Upstreams {
         req: Request<UpstreamBody>,
         stale: Stale,
     ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + Send + 'a {
-        if upstream.h2c {
+        if upstream.h2 {
             return futures_util::future::Either::Left(Box::pin(self.send_h2(pool, upstream, req)));
         }
         let first = match checkout(upstream.key) {
@@ -296,7 +299,12 @@ impl Upstreams {
         uri.authority = Some(upstream.authority.clone());
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         let uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-        self.connectors
+        let connectors = if upstream.h2 {
+            &self.h2_connectors
+        } else {
+            &self.connectors
+        };
+        connectors
             .for_pool(pool)
             .clone()
             .call(uri)
@@ -326,7 +334,8 @@ const H2_PING_EVERY: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `req` (origin form, HTTP/1.1, a Host header) as an HTTP/2 request: the Host becomes the
-/// `:authority` (the app sees the client's host, as over HTTP/1.1), `http` the `:scheme`.
+/// `:authority` (the app sees the client's host, as over HTTP/1.1), `http` or `https` (TLS
+/// to the app) the `:scheme`.
 fn as_h2(req: Request<UpstreamBody>, upstream: &Upstream) -> Request<UpstreamBody> {
     let (mut parts, body) = req.into_parts();
     let authority = parts
@@ -335,13 +344,24 @@ fn as_h2(req: Request<UpstreamBody>, upstream: &Upstream) -> Request<UpstreamBod
         .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
         .unwrap_or_else(|| upstream.authority.clone());
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(if upstream.tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     uri.authority = Some(authority);
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).expect("a scheme, an authority and a path make a URI");
     parts.version = http::Version::HTTP_2;
+    // `TE` is hop-by-hop and went with the others; a gRPC call's `TE: trailers` (which says
+    // the client takes trailers, and which gRPC servers require) is said again on this hop.
+    if crate::grpc::is_grpc(&parts.headers) {
+        parts
+            .headers
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
     Request::from_parts(parts, body)
 }
 
@@ -473,5 +493,47 @@ async fn drive<T>(
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(addr: &str) -> Upstream {
+        let backend = turnout_config::Backend::parse(&turnout_config::ServerEntry {
+            addr: addr.to_owned(),
+            weight: 1,
+        })
+        .expect("a server");
+        Upstream::new(backend, Arc::default(), Arc::default(), None)
+    }
+
+    /// An HTTP/2 request to the app: the client's Host as `:authority` (no Host header), the
+    /// scheme the server is spoken to in, and `TE: trailers` again for a gRPC call only.
+    #[test]
+    fn requests_to_an_h2_app_carry_authority_scheme_and_grpcs_te() {
+        let req = Request::post("/shop.Orders/Get")
+            .header(http::header::HOST, "shop.example:8080")
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(UpstreamBody::Empty)
+            .expect("a request");
+        let h2 = as_h2(req, &upstream("https://127.0.0.1:50051"));
+        assert_eq!(
+            h2.uri().to_string(),
+            "https://shop.example:8080/shop.Orders/Get"
+        );
+        assert_eq!(h2.version(), http::Version::HTTP_2);
+        assert!(h2.headers().get(http::header::HOST).is_none());
+        assert_eq!(h2.headers()[http::header::TE], "trailers");
+
+        // No Host (or a broken one): the server's own address; not gRPC: no TE.
+        let req = Request::get("/x?y=1")
+            .header(http::header::HOST, "bad host")
+            .body(UpstreamBody::Empty)
+            .expect("a request");
+        let h2 = as_h2(req, &upstream("127.0.0.1:50052"));
+        assert_eq!(h2.uri().to_string(), "http://127.0.0.1:50052/x?y=1");
+        assert!(h2.headers().get(http::header::TE).is_none());
     }
 }
