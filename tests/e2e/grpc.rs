@@ -54,6 +54,76 @@ fn ask(message: &str, count: u32, delay_ms: u32) -> EchoRequest {
     }
 }
 
+/// Four gRPC clients calling `Unary` one call after another through `proxy` (the message of
+/// client `c`'s call `i` from `message`, the app waiting `delay_ms`), until [`GrpcLoad::finish`]
+/// or 30 s, at most 5 000 calls each.
+struct GrpcLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(u32, Vec<tonic::Status>)>>,
+}
+
+impl GrpcLoad {
+    fn start(
+        proxy: std::net::SocketAddr,
+        delay_ms: u32,
+        message: fn(usize, u32) -> String,
+    ) -> GrpcLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..4)
+            .map(|c| {
+                let stop = std::sync::Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let mut client = grpc::client(proxy).await;
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    let until = std::time::Instant::now() + Duration::from_secs(30);
+                    for i in 0..5_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || std::time::Instant::now() > until
+                        {
+                            break;
+                        }
+                        match client.unary(ask(&message(c, i), 0, delay_ms)).await {
+                            Ok(_) => ok += 1,
+                            Err(status) => failed.push(status),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        GrpcLoad { stop, clients }
+    }
+
+    /// Stops the clients: the calls answered, and the statuses of those that failed.
+    async fn finish(self) -> (u32, Vec<tonic::Status>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for client in self.clients {
+            let (o, f) = client.await.expect("a client");
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+}
+
+/// Once turnout has checked green, switches `turnout` to it through the admin API.
+async fn switch_to_green(turnout: &Turnout) {
+    turnout_testkit::eventually(10, "green checked", || async {
+        turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
+    })
+    .await;
+    let (code, answer) = turnout_testkit::client::admin(
+        &turnout.admin_url(""),
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+}
+
 /// Unary, server-streaming and bidirectional calls through turnout to an HTTP/2-only gRPC
 /// server: answers, headers, the trailers that end a stream (`grpc-status`), and an error
 /// status with its message, all intact.
@@ -150,20 +220,7 @@ async fn a_switch_leaves_a_streaming_call_on_its_pool() {
             .expect("not the end");
         assert_eq!((reply.server.as_str(), reply.index), ("blue", i));
     }
-    turnout_testkit::eventually(10, "green healthy", || async {
-        let status = bg.turnout.status().await;
-        status["pools"]["green"]["servers"][0]["last_check"].is_string()
-    })
-    .await;
-    let (code, answer) = turnout_testkit::client::admin(
-        &bg.turnout.admin_url(""),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200, "{answer}");
+    switch_to_green(&bg.turnout).await;
     let reply = client
         .unary(ask("after", 0, 0))
         .await
@@ -279,30 +336,7 @@ async fn turnouts_own_answers_to_grpc_calls_are_grpc_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_restart_under_grpc_load_fails_no_call() {
     let mut bg = start_with("\n[upstream]\nhold_when_unavailable = \"10s\"\n").await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let stop = std::sync::Arc::clone(&stop);
-            let proxy = bg.turnout.proxy;
-            tokio::spawn(async move {
-                let mut client = grpc::client(proxy).await;
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                let until = std::time::Instant::now() + Duration::from_secs(30);
-                for i in 0..5_000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed)
-                        || std::time::Instant::now() > until
-                    {
-                        break;
-                    }
-                    match client.unary(ask(&format!("c{c}-{i}"), 0, 2)).await {
-                        Ok(_) => ok += 1,
-                        Err(status) => failed.push(status),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = GrpcLoad::start(bg.turnout.proxy, 2, |c, i| format!("c{c}-{i}"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = bg.blue.calls();
     bg.blue.restart(Duration::from_secs(1)).await;
@@ -311,13 +345,7 @@ async fn an_app_restart_under_grpc_load_fails_no_call() {
         bg.blue.calls() > after_restart + 50
     })
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, Vec::new());
-    for client in clients {
-        let (o, f) = client.await.expect("a client");
-        ok += o;
-        failed.extend(f);
-    }
+    let (ok, failed) = load.finish().await;
     assert!(before > 20, "the load ran before the restart: {before}");
     assert!(
         failed.is_empty(),
@@ -340,31 +368,14 @@ async fn a_rollout_to_a_green_failing_grpc_calls_rolls_back() {
     )
     .await;
     bg.green.set_fail_percent(20);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let stop = std::sync::Arc::clone(&stop);
-            let proxy = bg.turnout.proxy;
-            tokio::spawn(async move {
-                let mut client = grpc::client(proxy).await;
-                let until = std::time::Instant::now() + Duration::from_secs(30);
-                for i in 0..5_000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed)
-                        || std::time::Instant::now() > until
-                    {
-                        break;
-                    }
-                    // A caller's own mistake now and then: NOT_FOUND, not an error of the app.
-                    let message = if i % 10 == 0 {
-                        "fail:5:no such order".to_owned()
-                    } else {
-                        format!("c{c}-{i}")
-                    };
-                    let _ = client.unary(ask(&message, 0, 1)).await;
-                }
-            })
-        })
-        .collect();
+    // A caller's own mistake now and then: NOT_FOUND, not an error of the app.
+    let load = GrpcLoad::start(bg.turnout.proxy, 1, |c, i| {
+        if i % 10 == 0 {
+            "fail:5:no such order".to_owned()
+        } else {
+            format!("c{c}-{i}")
+        }
+    });
     let admin = bg.turnout.admin_url("");
     let (code, started) = turnout_testkit::client::admin(
         &admin,
@@ -391,10 +402,7 @@ async fn a_rollout_to_a_green_failing_grpc_calls_rolls_back() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("a client");
-    }
+    load.finish().await;
     assert_eq!(report["outcome"], "failed", "{report}");
     assert!(
         report["reason"].as_str().is_some_and(|r| r.contains("5xx")),
@@ -483,19 +491,7 @@ async fn grpc_over_tls_to_the_app_with_protocol_h2() {
     }
     assert_eq!(n, 3);
     assert!(stream.trailers().await.expect("trailers").is_some());
-    turnout_testkit::eventually(10, "green checked over TLS", || async {
-        turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
-    })
-    .await;
-    let (code, answer) = turnout_testkit::client::admin(
-        &turnout.admin_url(""),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200, "{answer}");
+    switch_to_green(&turnout).await;
     let reply = client
         .unary(ask("after", 0, 0))
         .await
