@@ -51,11 +51,11 @@ pin_project_lite::pin_project! {
             // Bytes still to send.
             remaining: u64,
         },
-        /// A gRPC call's answer from the app, its access line held until the trailers say
-        /// how the call ended (`grpc-status`). Boxed: only gRPC answers pay for it.
+        /// A body whose end someone waits for: a gRPC call's answer from the app, its access
+        /// line held until the trailers say how the call ended. Boxed: only such answers pay.
         Watched {
-            // The app's body, and the call's access line (written when this ends or drops).
-            watched: Box<(ProxyBody, Option<crate::access::Access>)>,
+            // The body, and who is told of its trailers and (by being dropped) of its end.
+            watched: Box<(ProxyBody, Option<Box<dyn Watcher>>)>,
         },
         /// Another body compressed as it streams (`[compression]`). Boxed: only a compressed
         /// response pays for the encoder's state.
@@ -68,6 +68,12 @@ pin_project_lite::pin_project! {
             conn: Option<Busy>,
         },
     }
+}
+
+/// Told of a watched body's trailers; dropped when the body ends ([`ProxyBody::watched`]).
+pub(crate) trait Watcher: Send + std::fmt::Debug {
+    /// The trailers have come.
+    fn trailers(&mut self, trailers: &http::HeaderMap);
 }
 
 /// An encoder's output, chunk by chunk.
@@ -106,11 +112,11 @@ impl ProxyBody {
         }
     }
 
-    /// `body`, with the access line of the gRPC call it answers, written when the trailers
-    /// have come (with their `grpc-status`), or when the body ends or is dropped without them.
-    pub(crate) fn watched(body: ProxyBody, access: crate::access::Access) -> ProxyBody {
+    /// `body`, with `watcher` told of its trailers and dropped at its end (or when it is
+    /// dropped without one): a gRPC call's access line, written with its `grpc-status`.
+    pub(crate) fn watched(body: ProxyBody, watcher: Box<dyn Watcher>) -> ProxyBody {
         ProxyBody::Watched {
-            watched: Box::new((body, Some(access))),
+            watched: Box::new((body, Some(watcher))),
         }
     }
 
@@ -217,8 +223,8 @@ impl Body for ProxyBody {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 match &frame {
                     Some(Ok(f)) => {
-                        if let (Some(trailers), Some(a)) = (f.trailers_ref(), access.as_mut()) {
-                            a.grpc_trailers(trailers);
+                        if let (Some(trailers), Some(w)) = (f.trailers_ref(), access.as_mut()) {
+                            w.trailers(trailers);
                             access.take();
                         }
                     }

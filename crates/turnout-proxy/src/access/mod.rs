@@ -51,6 +51,13 @@ pub(crate) struct Access {
     grpc_status: Option<u16>,
 }
 
+/// A gRPC call's line, told of the trailers (their `grpc-status`) and written when dropped.
+impl crate::body::Watcher for Access {
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.grpc_trailers(trailers);
+    }
+}
+
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
@@ -92,7 +99,7 @@ impl Access {
         }
         self.status = Some(parts.status);
         self.grpc_trailers(&parts.headers);
-        Response::from_parts(parts, ProxyBody::watched(body, self))
+        Response::from_parts(parts, ProxyBody::watched(body, Box::new(self)))
     }
 
     /// Reads `grpc-status` from a call's trailers (or trailers-only head).
