@@ -25,6 +25,10 @@ pub fn spawn_reload_on_sighup(
         };
         while hup.recv().await.is_some() {
             if let Some(handover) = &handover {
+                tracing::info!("SIGHUP: reloading the config file");
+                // On success the hand-over's own line (`upgrade: handed over ... pid=NEW`) is
+                // the one to read: with nothing in flight this process exits at once, and the
+                // line after the await may never be written.
                 match Arc::clone(handover).reload().await {
                     Ok(r) => {
                         tracing::info!(pid = r.pid, version = %r.version, generation = r.generation, took_ms = r.took_ms, "SIGHUP: reloaded; the new process serves")

@@ -182,7 +182,14 @@ async fn sighup_reloads_an_edited_config_under_load_with_no_failed_request() {
     bg.sandbox.write_config(&edited);
     let old_pid = bg.turnout.pid();
     bg.turnout.signal("HUP");
-    let new_pid = successor_from_log(&bg.turnout, "SIGHUP: reloaded").await;
+    let new_pid = successor_from_log(&bg.turnout, "upgrade: handed over").await;
+    assert!(
+        bg.turnout
+            .find_log("SIGHUP: reloading the config file")
+            .is_some(),
+        "{}",
+        bg.turnout.logs()
+    );
     bg.turnout.adopt(new_pid);
     assert_ne!(new_pid, old_pid);
     // Requests keep coming for a while on the new process.
