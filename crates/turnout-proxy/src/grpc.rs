@@ -86,6 +86,7 @@ pub(crate) fn answer_as_grpc(resp: Response<ProxyBody>, route: &str) -> Response
 
 static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
+static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
 
 /// `grpc-status` in `headers` (a call's trailers, or a trailers-only head), when it is a
 /// number gRPC defines (0 to 16).
@@ -105,7 +106,8 @@ pub(crate) fn is_server_fault(code: u16) -> bool {
 /// `M` `S` `m` `u` `n`); `None` when there is none or it is malformed (then the usual
 /// `response_timeout` applies alone).
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.as_bytes();
+    // A static name: a `&str` key would be parsed into a header name on every request.
+    let value = headers.get(&GRPC_TIMEOUT)?.as_bytes();
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
