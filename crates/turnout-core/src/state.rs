@@ -409,6 +409,10 @@ mod tests {
             ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{\"a\":{\"servers\":[\"x\"]}}}", "pool a: invalid server"),
             ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"weights\":{\"b\":5},\"pools\":{\"a\":{\"servers\":[]}}}", "pool \"b\" is not among"),
             ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"weights\":{\"a\":-1},\"pools\":{\"a\":{\"servers\":[]}}}", "the active weights: weight -1"),
+            // The config file's pools as last loaded: checked as strictly as the live ones.
+            ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{\"a\":{\"servers\":[]}},\"config_pools\":{\"a\":{\"servers\":[\"x\"]}}}", "config_pools: pool a: invalid server"),
+            ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{\"a\":{\"servers\":[]}},\"config_pools\":{\"../a\":{\"servers\":[]}}}", "config_pools: "),
+            ("{\"version\":1,\"generation\":1,\"active\":\"a\",\"previous\":null,\"pools\":{\"a\":{\"servers\":[]}},\"config_pools\":[1]}", "invalid type: sequence, expected a map"),
         ] {
             fs::write(&path, text).expect("write");
             let e = file.load().expect_err("corrupt").to_string();

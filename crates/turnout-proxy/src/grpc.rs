@@ -91,8 +91,16 @@ static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-
 /// `grpc-status` in `headers` (a call's trailers, or a trailers-only head), when it is a
 /// number gRPC defines (0 to 16).
 pub(crate) fn status_of(headers: &HeaderMap) -> Option<u16> {
-    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
-    value.parse().ok().filter(|c| *c <= 16)
+    let value = headers.get(&GRPC_STATUS)?.as_bytes();
+    // Decimal digits only (`u16::from_str` would also take a sign).
+    if value.is_empty() || value.len() > 2 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|c| *c <= 16)
 }
 
 /// The gRPC codes that say the server failed, not the call: they count as errors in a pool's
@@ -181,6 +189,36 @@ mod tests {
             parse("99999999H"),
             Some(Duration::from_secs(99_999_999 * 3600))
         );
+    }
+
+    /// `grpc-status` as the app wrote it; anything else (a forged or broken value) is no
+    /// status at all, never a wrong one.
+    #[test]
+    fn grpc_statuses_are_read_strictly() {
+        let read = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-status", HeaderValue::from_str(v).expect("value"));
+            status_of(&h)
+        };
+        assert_eq!(read("0"), Some(0));
+        assert_eq!(read("14"), Some(14));
+        assert_eq!(read("16"), Some(16));
+        for bad in [
+            "17",
+            "999",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "OK",
+            "",
+            "99999999999999999999",
+        ] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        assert_eq!(status_of(&HeaderMap::new()), None);
+        assert!(is_server_fault(14) && is_server_fault(13) && is_server_fault(2));
+        assert!(!is_server_fault(0) && !is_server_fault(5) && !is_server_fault(3));
     }
 
     #[test]
