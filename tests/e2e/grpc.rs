@@ -500,3 +500,247 @@ async fn grpc_over_tls_to_the_app_with_protocol_h2() {
     assert_eq!(reply.server, "green");
     assert_eq!((blue.calls(), green.calls()), (2, 1));
 }
+
+/// `[pools.NAME.health] type = "grpc"`: turnout asks each server's gRPC health service
+/// (`grpc.health.v1.Health/Check`, tonic-health in the test server) instead of `GET /health`.
+/// A green whose service says NOT_SERVING is down (its status says why) and the switch to it
+/// is refused by the health gate; once it says SERVING again it is up and the switch goes
+/// through. A service the server does not know fails with the server's status, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_gate_the_switch() {
+    let bg = start_with(&format!(
+        "\n[pools.green.health]\ntype = \"grpc\"\ngrpc_service = \"{}\"\n\
+         \n[pools.blue.health]\ntype = \"grpc\"\ngrpc_service = \"no.Such\"\n",
+        grpc::SERVICE
+    ))
+    .await;
+    let admin = bg.turnout.admin_url("");
+    let turnout = &bg.turnout;
+    let check =
+        move |pool: &'static str| async move { turnout.status().await["pools"][pool].clone() };
+    turnout_testkit::eventually(10, "green checked and up", || async {
+        check("green").await["servers"][0]["healthy"] == true
+    })
+    .await;
+    let green = check("green").await;
+    assert_eq!(
+        green["check"]
+            .as_str()
+            .map(|c| c.starts_with("gRPC Health/Check \"turnout.test.Echo\"")),
+        Some(true),
+        "{green}"
+    );
+    // Blue's service is unknown to its server: NOT_FOUND, named, and blue down.
+    turnout_testkit::eventually(10, "blue's check failed", || async {
+        check("blue").await["servers"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("status 5"))
+    })
+    .await;
+    assert_eq!(check("blue").await["servers"][0]["healthy"], false);
+
+    bg.green.set_serving(false).await;
+    turnout_testkit::eventually(10, "green down", || async {
+        check("green").await["servers"][0]["healthy"] == false
+    })
+    .await;
+    let error = check("green").await["servers"][0]["last_error"].clone();
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("NOT_SERVING")),
+        "{error}"
+    );
+    let (code, answer) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert!(code.is_client_error(), "{code} {answer}");
+    assert!(answer.to_string().contains("NOT_SERVING"), "{answer}");
+    assert_eq!(bg.turnout.status().await["active"], "blue");
+
+    bg.green.set_serving(true).await;
+    turnout_testkit::eventually(10, "green up again", || async {
+        check("green").await["servers"][0]["healthy"] == true
+    })
+    .await;
+    let (code, answer) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    let answer = client.unary(ask("hi", 0, 0)).await.expect("a call");
+    assert_eq!(answer.into_inner().server, "green");
+    assert_eq!(
+        bg.blue.calls(),
+        0,
+        "health checks are not calls of the Echo service"
+    );
+}
+
+/// A long server stream on blue, then a switch to green with `close_tunnels_after`: the
+/// stream gets every message blue sent before the close whole, then UNAVAILABLE from turnout
+/// (a status the client may retry on), well before blue would have ended it; blue drains, the
+/// access line says 14, and the call made again goes to green.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_tunnels_after_ends_long_grpc_streams_with_a_retryable_status() {
+    let bg = start().await;
+    let admin = bg.turnout.admin_url("");
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    let started = std::time::Instant::now();
+    // 200 messages, 100 ms apart: 20 s if nobody ends it.
+    let mut stream = client
+        .server_stream(ask("long", 200, 100))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = stream.message().await.expect("a message").expect("one");
+    assert_eq!(first.server, "blue");
+    turnout_testkit::eventually(10, "green checked", || async {
+        bg.turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
+    })
+    .await;
+    let (code, answer) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green","close_tunnels_after":"1s"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let mut indexes = vec![first.index];
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream is ended within 10 s")
+        {
+            Ok(Some(reply)) => {
+                assert_eq!(reply.server, "blue");
+                indexes.push(reply.index);
+            }
+            Ok(None) => panic!("the stream ended with OK after {indexes:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("close_tunnels_after"),
+        "{status:?}"
+    );
+    // Every message whole and in order, none lost before the end.
+    assert_eq!(indexes, (0..indexes.len() as u32).collect::<Vec<_>>());
+    assert!(indexes.len() < 200 && started.elapsed() < Duration::from_secs(15));
+    turnout_testkit::eventually(5, "blue drained", || async {
+        bg.turnout.status().await["pools"]["blue"]["in_flight"] == 0
+    })
+    .await;
+    turnout_testkit::eventually(5, "the stream's access line", || async {
+        bg.turnout.logs().lines().any(|l| {
+            l.contains("path=/turnout.test.Echo/ServerStream") && l.contains("grpc_status=14")
+        })
+    })
+    .await;
+    let again = client
+        .server_stream(ask("again", 2, 0))
+        .await
+        .expect("a stream")
+        .into_inner()
+        .message()
+        .await
+        .expect("a message")
+        .expect("one");
+    assert_eq!(again.server, "green");
+}
+
+/// `grpc-timeout` bounds the whole call, not only the wait for its first answer: a server
+/// stream of 20 messages 200 ms apart under a 1 s deadline ends, after the messages sent in
+/// time, with DEADLINE_EXCEEDED from turnout. (tonic's server bounds only the wait for its
+/// handler's answer; turnout ends the stream.) A deadline that does not pass changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_is_the_whole_calls_deadline() {
+    let bg = start().await;
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    let mut req = tonic::Request::new(ask("deadline", 20, 200));
+    req.metadata_mut()
+        .insert("grpc-timeout", "1S".parse().expect("ascii"));
+    let mut stream = client
+        .server_stream(req)
+        .await
+        .expect("a stream")
+        .into_inner();
+    let mut got = 0u32;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream is ended within 10 s")
+        {
+            Ok(Some(reply)) => {
+                assert_eq!(reply.index, got);
+                got += 1;
+            }
+            Ok(None) => panic!("the stream ended with OK after {got} messages"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().starts_with("turnout:"), "{status:?}");
+    assert!((1..20).contains(&got), "{got} messages before the deadline");
+
+    let mut req = tonic::Request::new(ask("in time", 3, 10));
+    req.metadata_mut()
+        .insert("grpc-timeout", "5S".parse().expect("ascii"));
+    let mut stream = client
+        .server_stream(req)
+        .await
+        .expect("a stream")
+        .into_inner();
+    let mut n = 0;
+    while let Some(reply) = stream.message().await.expect("no error") {
+        assert_eq!(reply.index, n);
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert!(stream.trailers().await.expect("trailers").is_some());
+}
+
+/// `[grpc] error_codes`: the statuses counted as the pool's errors (its 5xx figures, which
+/// the guarded rollout and the dashboard read) are the ones configured: here NOT_FOUND is,
+/// and UNAVAILABLE (a default one) is not. The calls' own statuses reach the client as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_error_codes_choose_what_counts_as_an_error() {
+    let bg = start_with("\n[grpc]\nerror_codes = [\"NOT_FOUND\"]\n").await;
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    for (message, code) in [
+        ("fail:5:gone", tonic::Code::NotFound),
+        ("fail:14:busy", tonic::Code::Unavailable),
+        ("fail:5:gone", tonic::Code::NotFound),
+    ] {
+        let status = client
+            .unary(ask(message, 0, 0))
+            .await
+            .expect_err("a failing call");
+        assert_eq!(status.code(), code, "{status:?}");
+    }
+    client.unary(ask("fine", 0, 0)).await.expect("a call");
+    let series = |class: &str| format!("turnout_requests_total{{class=\"{class}\",pool=\"blue\"}}");
+    turnout_testkit::eventually(5, "the calls counted", || async {
+        let metrics = bg.turnout.metrics().await;
+        let value = |class: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&series(class)))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        value("5xx") == 2.0 && value("2xx") == 2.0
+    })
+    .await;
+}

@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub auth: Vec<crate::auth::FileAuth>,
     /// `[log]`: text or JSON lines.
     pub log: Option<crate::log::FileLog>,
+    /// `[grpc]`: the statuses that count as a server's failure.
+    pub grpc: Option<crate::grpc::FileGrpc>,
 }
 
 /// `[maintenance]`: what passes while maintenance mode is on, and what others are told.
@@ -208,6 +210,11 @@ pub struct FileHealth {
     pub port: Option<Spanned<u16>>,
     /// How many servers must pass before a switch: "one" (default), "all" or "N%".
     pub gate: Option<Spanned<String>>,
+    /// "http" (a `GET` of `path`, the default) or "grpc" (only under `[pools.NAME.health]`).
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// The service a gRPC check asks about ("" for the server as a whole).
+    pub grpc_service: Option<Spanned<String>>,
     pub passive: Option<FilePassive>,
 }
 
@@ -226,6 +233,8 @@ impl FileHealth {
             headers: self.headers,
             port: self.port,
             gate: self.gate,
+            kind: self.kind,
+            grpc_service: self.grpc_service,
         };
         (check, self.passive)
     }
@@ -249,6 +258,11 @@ pub struct FileHealthCheck {
     pub port: Option<Spanned<u16>>,
     /// How many servers must pass before a switch: "one" (default), "all" or "N%".
     pub gate: Option<Spanned<String>>,
+    /// "http" (a `GET` of `path`, the default) or "grpc" (`grpc.health.v1.Health/Check`).
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// The service a gRPC check asks about ("" for the server as a whole).
+    pub grpc_service: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

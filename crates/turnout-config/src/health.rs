@@ -33,6 +33,9 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// How many of a pool's servers must pass a fresh probe before a switch to it.
     pub gate: Gate,
+    /// `Some(service)`: a gRPC health check (`grpc.health.v1.Health/Check` asking about
+    /// `service`, "" for the server as a whole) instead of a `GET` of `path`.
+    pub grpc_service: Option<String>,
 }
 
 /// The health gate of a switch: which share of the target pool's servers must pass.
@@ -99,6 +102,7 @@ impl Default for HealthCheck {
             headers: Vec::new(),
             port: None,
             gate: Gate::One,
+            grpc_service: None,
         }
     }
 }
@@ -200,6 +204,14 @@ pub(crate) fn resolve_check(
             message,
         };
     let mut check = base.clone();
+    // Keys only an HTTP check reads, with where they were set.
+    let http_only = [
+        (file.path.as_ref().map(|p| p.span()), "path"),
+        (
+            file.expect_status.as_ref().map(|e| e.span()),
+            "expect_status",
+        ),
+    ];
     if let Some(enabled) = file.enabled {
         check.enabled = enabled;
     }
@@ -304,6 +316,73 @@ pub(crate) fn resolve_check(
     }
     if let Some(gate) = file.gate {
         check.gate = Gate::parse(gate.get_ref()).map_err(|m| invalid(gate.span(), "gate", m))?;
+    }
+    let grpc = match &file.kind {
+        None => base.grpc_service.is_some(),
+        Some(kind) => match kind.get_ref().as_str() {
+            "http" => false,
+            "grpc" if key == "health" => {
+                return Err(invalid(
+                    kind.span(),
+                    "type",
+                    "a gRPC check is set per pool, under [pools.NAME.health] of a pool with \
+                     protocol = \"h2c\" or \"h2\""
+                        .into(),
+                ))
+            }
+            "grpc" => true,
+            other => {
+                return Err(invalid(
+                    kind.span(),
+                    "type",
+                    format!("{other:?} is not a check type: \"http\" or \"grpc\""),
+                ))
+            }
+        },
+    };
+    check.grpc_service = match (grpc, file.grpc_service) {
+        (false, Some(service)) => {
+            return Err(invalid(
+                service.span(),
+                "grpc_service",
+                "is for a gRPC check: add type = \"grpc\"".into(),
+            ))
+        }
+        (false, None) => None,
+        (true, Some(service)) => {
+            let name = service.get_ref();
+            if name.len() > 200
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+            {
+                return Err(invalid(
+                    service.span(),
+                    "grpc_service",
+                    format!(
+                        "{:?} is not a gRPC service name (such as \"shop.Orders\"; \"\" for the \
+                         whole server): letters, digits, '.', '_', '-' and '/', at most 200",
+                        name.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+            Some(service.into_inner())
+        }
+        (true, None) => Some(base.grpc_service.clone().unwrap_or_default()),
+    };
+    if grpc {
+        // What only an HTTP check reads: refused rather than silently unused.
+        for (set, field) in http_only {
+            if let Some(span) = set {
+                return Err(invalid(
+                    span,
+                    field,
+                    "is for an HTTP check; a gRPC check asks grpc.health.v1.Health/Check and \
+                     passes on SERVING"
+                        .into(),
+                ));
+            }
+        }
     }
     Ok(check)
 }

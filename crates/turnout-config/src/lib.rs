@@ -18,6 +18,7 @@ pub mod fleet;
 // config/turnout.toml (which tests.rs parses, so the two cannot drift apart unnoticed).
 #[allow(missing_docs)]
 pub mod file;
+mod grpc;
 mod health;
 pub mod limits;
 mod log;
@@ -55,6 +56,7 @@ pub use cache::Cache;
 pub use compression::{Compression, Encoding};
 pub use error::ConfigError;
 pub use errors::ErrorPages;
+pub use grpc::{Grpc, GrpcCodes, CODE_NAMES as GRPC_CODE_NAMES};
 pub use health::{Gate, HealthCheck, Passive, StatusRange};
 pub use limits::{LimitKey, Limits, RateLimit};
 pub use log::{Log, LogFormat};
@@ -120,6 +122,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[log]`: how log lines are written.
     pub log: Log,
+    /// `[grpc]`: the gRPC statuses counted as the server's failure.
+    pub grpc: Grpc,
     /// `[errors] dir`: `502.html`, `503.html`, `504.html` (and `maintenance.html`) found there.
     pub error_pages: ErrorPages,
 }
@@ -273,9 +277,11 @@ impl file::FileConfig {
 
         let auth = auth::resolve_auth(self.auth, &pools, text, path)?;
         let log = log::resolve_log(self.log.unwrap_or_default(), text, path)?;
+        let grpc = grpc::resolve_grpc(self.grpc.unwrap_or_default(), text, path)?;
 
         Ok(Config {
             log,
+            grpc,
             auth,
             compression,
             limits,

@@ -77,6 +77,7 @@ pub(crate) fn resolve(
         if pool.balance.is_some() {
             pool_balance.insert(pool_name.clone(), balance);
         }
+        let mut h2 = false;
         if let Some(p) = &pool.protocol {
             let protocol = Protocol::parse(p.get_ref())
                 .map_err(|m| invalid(p.span(), &format!("{key}.protocol"), m))?;
@@ -93,6 +94,7 @@ pub(crate) fn resolve(
                 };
                 return Err(invalid(p.span(), &format!("{key}.protocol"), why));
             }
+            h2 = protocol != Protocol::Http1;
             pool_protocol.insert(pool_name.clone(), protocol);
         }
         if let Some(ca) = pool.tls.and_then(|t| t.ca) {
@@ -106,7 +108,18 @@ pub(crate) fn resolve(
             pool_ca.insert(pool_name.clone(), ca.into_inner());
         }
         if let Some(check) = pool.health {
+            let kind = check.kind.as_ref().map(|k| k.span());
             let check = resolve_check(check, health, &format!("{key}.health"), text, path)?;
+            if let (Some(span), Some(_), false) = (kind, &check.grpc_service, h2) {
+                // gRPC is HTTP/2 only: its health service cannot be asked over HTTP/1.1.
+                return Err(invalid(
+                    span,
+                    &format!("{key}.health.type"),
+                    "a gRPC check needs a pool that speaks HTTP/2: set protocol = \"h2c\" \
+                     (or \"h2\" for https:// servers)"
+                        .into(),
+                ));
+            }
             pool_health.insert(pool_name.clone(), check);
         }
         servers_by_pool.insert(pool_name, servers);

@@ -987,3 +987,132 @@ fn a_pool_protocol_is_http1_or_h2c() {
     let e = err(&MINIMAL.replace("[pools.green]\n", "[pools.green]\nprotocol = 2\n"));
     assert!(e.contains("protocol"), "{e}");
 }
+
+/// `[pools.NAME.health] type = "grpc"`: a gRPC health check of `grpc_service` ("" when not
+/// given) for a pool that speaks HTTP/2; refused, naming the key and its line, in `[health]`
+/// (every pool), for an HTTP/1.1 pool, with a type that is neither, with a service name that
+/// is not one (spaces, control characters, huge), with `grpc_service` alone, or beside the
+/// keys only an HTTP check reads.
+#[test]
+fn a_grpc_health_check_is_per_pool_of_an_h2_pool() {
+    let h2_green = MINIMAL.replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n");
+    let with = |check: &str| format!("{h2_green}[pools.green.health]\n{check}");
+    let c = parse(&with("type = \"grpc\"\ngrpc_service = \"shop.Orders\"\n")).expect("valid");
+    assert_eq!(
+        c.pool_health["green"].grpc_service.as_deref(),
+        Some("shop.Orders")
+    );
+    assert!(c.health.grpc_service.is_none());
+    let c = parse(&with("type = \"grpc\"\n")).expect("valid");
+    assert_eq!(c.pool_health["green"].grpc_service.as_deref(), Some(""));
+    let c = parse(&with("type = \"http\"\npath = \"/up\"\n")).expect("valid");
+    assert!(c.pool_health["green"].grpc_service.is_none());
+
+    let huge = format!("type = \"grpc\"\ngrpc_service = \"{}\"\n", "a".repeat(201));
+    for (check, key, says) in [
+        (
+            "type = \"tcp\"\n",
+            "pools.green.health.type",
+            "\"tcp\" is not a check type",
+        ),
+        (
+            "type = \"GRPC\"\n",
+            "pools.green.health.type",
+            "is not a check type",
+        ),
+        ("type = 1\n", "type", ""),
+        (
+            "grpc_service = \"shop.Orders\"\n",
+            "pools.green.health.grpc_service",
+            "add type = \"grpc\"",
+        ),
+        (
+            "type = \"grpc\"\ngrpc_service = \"shop Orders\"\n",
+            "pools.green.health.grpc_service",
+            "is not a gRPC service name",
+        ),
+        (
+            "type = \"grpc\"\ngrpc_service = \"a\\u0000b\"\n",
+            "pools.green.health.grpc_service",
+            "is not a gRPC service name",
+        ),
+        (
+            huge.as_str(),
+            "pools.green.health.grpc_service",
+            "at most 200",
+        ),
+        (
+            "type = \"grpc\"\npath = \"/health\"\n",
+            "pools.green.health.path",
+            "is for an HTTP check",
+        ),
+        (
+            "type = \"grpc\"\nexpect_status = \"2xx\"\n",
+            "pools.green.health.expect_status",
+            "is for an HTTP check",
+        ),
+    ] {
+        let e = err(&with(check));
+        assert!(e.contains(key) && e.contains(says), "{check}: {e}");
+    }
+    // The error's line is the key's own.
+    let e = err(&with("type = \"grpc\"\ngrpc_service = \"shop Orders\"\n"));
+    assert!(e.contains("line 17"), "{e}");
+
+    // An HTTP/1.1 pool cannot be asked over gRPC.
+    let e = err(&format!("{MINIMAL}[pools.green.health]\ntype = \"grpc\"\n"));
+    assert!(
+        e.contains("pools.green.health.type") && e.contains("set protocol = \"h2c\""),
+        "{e}"
+    );
+    // Nor can every pool at once.
+    let e = err(&format!("{h2_green}[health]\ntype = \"grpc\"\n"));
+    assert!(
+        e.contains("health.type") && e.contains("[pools.NAME.health]"),
+        "{e}"
+    );
+}
+
+/// `[grpc] error_codes`: gRPC status names (any case) that count as a pool's errors; the
+/// default is the server's failures; an unknown name, OK, a number or an unknown key is
+/// refused with the key and line.
+#[test]
+fn grpc_error_codes_are_status_names() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(
+        c.grpc.error_codes.names().collect::<Vec<_>>(),
+        [
+            "UNKNOWN",
+            "DEADLINE_EXCEEDED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS"
+        ]
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[grpc]\nerror_codes = [\"unavailable\", \"NOT_FOUND\"]\n"
+    ))
+    .expect("valid");
+    assert!(c.grpc.error_codes.contains(14) && c.grpc.error_codes.contains(5));
+    assert!(!c.grpc.error_codes.contains(13));
+    let c = parse(&format!("{MINIMAL}[grpc]\nerror_codes = []\n")).expect("valid");
+    assert_eq!(c.grpc.error_codes.names().count(), 0);
+    for (value, says) in [
+        (
+            "[\"UNAVAILABLE\", \"BROKEN\"]",
+            "\"BROKEN\" is not a gRPC status",
+        ),
+        ("[\"OK\"]", "OK is a success"),
+        ("[14]", "error_codes"),
+        ("\"UNAVAILABLE\"", "error_codes"),
+    ] {
+        let e = err(&format!("{MINIMAL}[grpc]\nerror_codes = {value}\n"));
+        assert!(
+            e.contains("grpc.error_codes") || e.contains("error_codes"),
+            "{value}: {e}"
+        );
+        assert!(e.contains(says) && e.contains("line 15"), "{value}: {e}");
+    }
+    let e = err(&format!("{MINIMAL}[grpc]\nerrors = []\n"));
+    assert!(e.contains("errors"), "{e}");
+}

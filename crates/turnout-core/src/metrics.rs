@@ -125,27 +125,6 @@ impl FleetGauges {
     }
 }
 
-/// gRPC's status codes by number, as `grpc_code` labels them.
-const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// The label values of the status classes, by `status / 100`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -171,7 +150,7 @@ impl PoolMetrics {
 
     /// Counts a gRPC call the app ended with `code` (its `grpc-status`, 0 to 16).
     pub fn grpc_call(&self, code: u16) {
-        let name = GRPC_CODES
+        let name = turnout_config::GRPC_CODE_NAMES
             .get(usize::from(code))
             .copied()
             .unwrap_or("UNKNOWN");

@@ -78,6 +78,8 @@ pub struct PoolSettings {
     pub balance: Balance,
     /// What is spoken to the servers.
     pub protocol: turnout_config::Protocol,
+    /// The gRPC statuses that count as the pool's errors (`[grpc] error_codes`).
+    pub grpc_errors: turnout_config::GrpcCodes,
 }
 
 /// Live counters of one pool, shared across every version of the pool with the same name.
@@ -496,6 +498,12 @@ impl TunnelGuard {
 }
 
 impl Pool {
+    /// Changes once this pool's tunnels and long calls are asked to close
+    /// ([`Pool::close_tunnels`]) after this call: a gRPC stream in flight ends then too.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stats.close_tunnels.subscribe()
+    }
+
     /// Asks every tunnel open on this pool (any version of it) to close: a WebSocket gets a
     /// close frame 1001 (Going Away) each way between two frames, another protocol is cut.
     /// Answers how many tunnels were open.

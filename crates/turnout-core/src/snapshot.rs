@@ -38,6 +38,8 @@ pub struct Env {
     pub pool_balance: BTreeMap<PoolName, Balance>,
     /// `[pools.NAME] protocol`, for the pools that set one.
     pub pool_protocol: BTreeMap<PoolName, turnout_config::Protocol>,
+    /// `[grpc] error_codes`: the gRPC statuses that count as a pool's errors.
+    pub grpc_errors: turnout_config::GrpcCodes,
     /// Stickiness and preview, from `[routing]`.
     pub routing: RouteSettings,
     /// The counters.
@@ -76,6 +78,7 @@ impl Env {
             passive: config.passive.clone(),
             pool_balance: config.pool_balance.clone(),
             pool_protocol: config.pool_protocol.clone(),
+            grpc_errors: config.grpc.error_codes,
             routing: RouteSettings {
                 skew: config.routing.skew_protection.map(|max_age| SkewSettings {
                     max_age,
@@ -111,6 +114,7 @@ impl Env {
                 passive: self.passive.clone(),
                 balance: self.pool_balance.get(&name).copied().unwrap_or_default(),
                 protocol: self.pool_protocol.get(&name).copied().unwrap_or_default(),
+                grpc_errors: self.grpc_errors,
             }),
         };
         let metrics = self.metrics.pool(name.as_str());

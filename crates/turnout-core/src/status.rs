@@ -172,12 +172,18 @@ impl From<&RoutingSnapshot> for Status {
                         requests: stats.requests(),
                         healthy_servers: pool.available(),
                         check: if check.enabled {
-                            let mut text = format!(
-                                "GET {} every {}, expect {}",
-                                check.path,
-                                humantime::format_duration(check.interval),
-                                check.expect_status
-                            );
+                            let mut text = match &check.grpc_service {
+                                Some(service) => format!(
+                                    "gRPC Health/Check {service:?} every {}, expect SERVING",
+                                    humantime::format_duration(check.interval),
+                                ),
+                                None => format!(
+                                    "GET {} every {}, expect {}",
+                                    check.path,
+                                    humantime::format_duration(check.interval),
+                                    check.expect_status
+                                ),
+                            };
                             if let Some(host) = &check.host {
                                 text.push_str(&format!(", Host {host}"));
                             }

@@ -57,6 +57,13 @@ pin_project_lite::pin_project! {
             // The body, and who is told of its trailers and (by being dropped) of its end.
             watched: Box<(ProxyBody, Option<Box<dyn Watcher>>)>,
         },
+        /// A gRPC call's stream from the app, which turnout ends itself at the call's
+        /// deadline or when its pool's long calls close ([`crate::grpc::Cut`]). Boxed: only
+        /// gRPC calls pay.
+        Cut {
+            // The stream, and when and why to end it.
+            cut: Box<crate::grpc::Cut>,
+        },
         /// Another body compressed as it streams (`[compression]`). Boxed: only a compressed
         /// response pays for the encoder's state.
         Encoded {
@@ -108,6 +115,7 @@ impl ProxyBody {
                 *conn = Some(busy);
             }
             ProxyBody::Watched { watched } => watched.0.mark_connection_busy(busy),
+            ProxyBody::Cut { cut } => cut.mark_connection_busy(busy),
             ProxyBody::Full { .. } | ProxyBody::File { .. } => {}
         }
     }
@@ -118,6 +126,11 @@ impl ProxyBody {
         ProxyBody::Watched {
             watched: Box::new((body, Some(watcher))),
         }
+    }
+
+    /// A gRPC call's stream that turnout may end itself.
+    pub(crate) fn cut(cut: crate::grpc::Cut) -> ProxyBody {
+        ProxyBody::Cut { cut: Box::new(cut) }
     }
 
     /// A body of static text.
@@ -233,6 +246,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(frame)
             }
+            Proj::Cut { cut } => Pin::new(&mut **cut).poll_frame(cx),
             Proj::Encoded { stream, done, conn } => {
                 let chunk = ready!(futures_util::Stream::poll_next(stream.0.as_mut(), cx));
                 if !matches!(chunk, Some(Ok(_))) {
@@ -251,6 +265,7 @@ impl Body for ProxyBody {
             ProxyBody::File { remaining, .. } => *remaining == 0,
             ProxyBody::Encoded { done, .. } => *done,
             ProxyBody::Watched { watched } => watched.0.is_end_stream(),
+            ProxyBody::Cut { cut } => cut.is_end_stream(),
         }
     }
 
@@ -263,6 +278,7 @@ impl Body for ProxyBody {
             ProxyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
             ProxyBody::Encoded { .. } => SizeHint::default(),
             ProxyBody::Watched { watched } => watched.0.size_hint(),
+            ProxyBody::Cut { cut } => cut.size_hint(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Active health checks: every server of every pool (the standby pool too) is probed with a
-//! `GET` of its pool's check path, on a fresh connection each time, and its `up` flag follows
-//! the thresholds. A supervisor task follows the routing snapshot, so a pool changed through the
+//! `GET` of its pool's check path (or, for a pool whose check is `type = "grpc"`, a call of
+//! the gRPC health-checking protocol's `grpc.health.v1.Health/Check`), on a fresh connection
+//! each time, and its `up` flag follows the thresholds. A supervisor task follows the routing snapshot, so a pool changed through the
 //! admin API is checked from then on without a restart. The same probe serves the health gate
 //! of switches ([`HttpProber`]).
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Request, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -24,7 +25,7 @@ use crate::error::DisplayChain;
 use crate::forward::clients::PerPool;
 use crate::tls::UpstreamTls;
 
-type ProbeClient = Client<crate::forward::clients::Connector, Empty<Bytes>>;
+type ProbeClient = Client<crate::forward::clients::Connector, Full<Bytes>>;
 
 /// Each pool's probe clients: HTTP/1.1, and HTTP/2 for the servers of an `h2c` or `h2` pool (an
 /// HTTP/2-only app, a gRPC server, answers nothing else; over TLS, ALPN `h2`).
@@ -66,7 +67,8 @@ fn probe_clients(tls: &UpstreamTls) -> ProbeClients {
         })
 }
 
-/// One check of one server: `Ok` when it answered the expected status within the timeout.
+/// One check of one server: `Ok` when it answered the expected status (a gRPC check:
+/// SERVING) within the timeout.
 async fn probe_once(
     client: &ProbeClient,
     server: &Upstream,
@@ -78,7 +80,11 @@ async fn probe_once(
         Some(port) => format!("{}:{port}", server.authority.host()),
         None => server.authority.to_string(),
     };
-    let uri: Uri = format!("{scheme}://{authority}{}", check.path)
+    let path = match check.grpc_service {
+        Some(_) => grpc_health::PATH,
+        None => check.path.as_str(),
+    };
+    let uri: Uri = format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|e| format!("bad check URI: {e}"))?;
     let host = check.host.as_deref().unwrap_or(server.authority.as_str());
@@ -88,8 +94,19 @@ async fn probe_once(
     for (name, value) in &check.headers {
         req = req.header(name.as_str(), value.as_str());
     }
+    if let Some(service) = &check.grpc_service {
+        let req =
+            grpc_health::request(req, service).map_err(|e| format!("bad check request: {e}"))?;
+        return match tokio::time::timeout(check.timeout, grpc_health::call(client, req)).await {
+            Err(_) => Err(format!(
+                "no answer to gRPC Health/Check {service:?} within {}",
+                humantime::format_duration(check.timeout)
+            )),
+            Ok(answer) => answer,
+        };
+    }
     let req = req
-        .body(Empty::new())
+        .body(Full::default())
         .map_err(|e| format!("bad check request: {e}"))?;
     let exchange = async {
         let resp = client
@@ -242,5 +259,130 @@ impl Probe for HttpProber {
             });
             futures_util::future::join_all(probes).await
         })
+    }
+}
+
+/// The gRPC health-checking protocol (grpc/grpc doc/health-checking.md): a unary call of
+/// `grpc.health.v1.Health/Check` with a `HealthCheckRequest`, passing when the answer is
+/// status OK with a `HealthCheckResponse` of SERVING. The two messages are declared here with
+/// prost's derive (one field each) rather than generated from the .proto by a build step.
+mod grpc_health {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use http::{header, HeaderValue, Method, Request};
+    use http_body_util::{BodyExt, Full, Limited};
+    use prost::Message;
+
+    use super::ProbeClient;
+    use crate::error::DisplayChain;
+
+    pub(super) const PATH: &str = "/grpc.health.v1.Health/Check";
+
+    /// The most of an answer read: a `HealthCheckResponse` is a few bytes.
+    const MAX_ANSWER: usize = 64 * 1024;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct HealthCheckRequest {
+        #[prost(string, tag = "1")]
+        service: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct HealthCheckResponse {
+        /// UNKNOWN 0, SERVING 1, NOT_SERVING 2, SERVICE_UNKNOWN 3 (of Watch only).
+        #[prost(int32, tag = "1")]
+        status: i32,
+    }
+
+    const SERVING: i32 = 1;
+
+    /// `req` (its URI, Host and headers set) made the call asking about `service`.
+    pub(super) fn request(
+        req: http::request::Builder,
+        service: &str,
+    ) -> Result<Request<Full<Bytes>>, http::Error> {
+        let message = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        // One length-prefixed message: not compressed (0), its length (big-endian), itself.
+        let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
+        frame.put_u8(0);
+        frame.put_u32(message.encoded_len() as u32);
+        message
+            .encode(&mut frame)
+            .expect("the buffer was sized for the message");
+        req.method(Method::POST)
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .body(Full::new(frame.freeze()))
+    }
+
+    /// The call, and what its answer says.
+    pub(super) async fn call(
+        client: &ProbeClient,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(), String> {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| DisplayChain(&e).to_string())?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(format!(
+                "gRPC Health/Check answered HTTP {}",
+                resp.status().as_u16()
+            ));
+        }
+        let (parts, body) = resp.into_parts();
+        // A trailers-only answer carries its status in the head.
+        let head_status = status(&parts.headers);
+        let body = Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("gRPC Health/Check answer unread: {e}"))?;
+        let trailer_status = body.trailers().and_then(status);
+        match trailer_status.or(head_status) {
+            Some((0, _)) => {}
+            Some((code, message)) => {
+                return Err(format!(
+                    "gRPC Health/Check answered status {code}{}{}",
+                    if message.is_empty() { "" } else { ": " },
+                    message
+                ))
+            }
+            None => return Err("gRPC Health/Check answered no grpc-status".into()),
+        }
+        let mut frame = body.to_bytes();
+        if frame.len() < 5 || frame[0] != 0 {
+            return Err("gRPC Health/Check answered no (uncompressed) message".into());
+        }
+        frame.advance(1);
+        let len = frame.get_u32() as usize;
+        if frame.len() != len {
+            return Err("gRPC Health/Check answered a message of the wrong length".into());
+        }
+        let answer = HealthCheckResponse::decode(frame)
+            .map_err(|e| format!("gRPC Health/Check answered a malformed message: {e}"))?;
+        match answer.status {
+            SERVING => Ok(()),
+            2 => Err("gRPC Health/Check answered NOT_SERVING".into()),
+            other => Err(format!(
+                "gRPC Health/Check answered status {other}, not SERVING"
+            )),
+        }
+    }
+
+    /// `grpc-status` and `grpc-message` (up to 200 characters, control characters dropped),
+    /// when there is a status.
+    fn status(headers: &http::HeaderMap) -> Option<(u16, String)> {
+        let code = crate::grpc::status_of(headers)?;
+        let message = headers
+            .get("grpc-message")
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        let message = String::from_utf8_lossy(message)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        Some((code, message))
     }
 }

@@ -312,7 +312,17 @@ impl Proxy {
             .forward(pool, parts, body, upgrade, down, &mut access.upstream)
             .await
         {
-            Ok((resp, guard)) => self.forwarder.respond(resp, guard, client_upgrade),
+            Ok((resp, guard)) => {
+                let resp = self.forwarder.respond(resp, guard, client_upgrade);
+                if access.grpc {
+                    // The call's stream may be ended by turnout: at its deadline, or when its
+                    // pool's long calls are closed from now on (a close that came while its
+                    // answer's head was awaited is not seen; that wait is bounded).
+                    crate::grpc::cut(resp, access.grpc_deadline(), pool.closing())
+                } else {
+                    resp
+                }
+            }
             Err(err) => access.fail(err, close, &self.env.metrics),
         }
     }

@@ -1,6 +1,7 @@
 //! A real gRPC server (tonic) on `127.0.0.1:0` that names itself in every answer: unary,
 //! server-streaming and bidirectional calls, a chosen status on request, a trailer of its own;
-//! and a client for it. HTTP/2 only, as gRPC servers are.
+//! and a client for it. HTTP/2 only, as gRPC servers are. It serves the gRPC health-checking
+//! protocol too (tonic-health: the service `turnout.test.Echo` and "" SERVING until told).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,6 +37,9 @@ pub struct GrpcUpstream {
     name: &'static str,
     calls: Arc<AtomicU64>,
     fail_percent: Arc<AtomicU64>,
+    /// What its health service answers for `turnout.test.Echo`: SERVING or NOT_SERVING.
+    serving: Arc<std::sync::atomic::AtomicBool>,
+    health: tonic_health::server::HealthReporter,
     /// Its certificate chain and key (PEM), when it speaks TLS.
     tls: Option<(String, String)>,
     task: tokio::task::JoinHandle<()>,
@@ -51,6 +55,20 @@ impl GrpcUpstream {
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Arc::default(),
             Arc::default(),
+            Arc::new(true.into()),
+            None,
+        )
+        .await
+    }
+
+    /// A server named `name` on `addr` (a loopback address), for the benches.
+    pub async fn start_on(name: &'static str, addr: SocketAddr) -> GrpcUpstream {
+        Self::start_at(
+            name,
+            addr,
+            Arc::default(),
+            Arc::default(),
+            Arc::new(true.into()),
             None,
         )
         .await
@@ -63,6 +81,7 @@ impl GrpcUpstream {
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Arc::default(),
             Arc::default(),
+            Arc::new(true.into()),
             Some((chain.to_owned(), key.to_owned())),
         )
         .await
@@ -73,6 +92,7 @@ impl GrpcUpstream {
         addr: SocketAddr,
         calls: Arc<AtomicU64>,
         fail_percent: Arc<AtomicU64>,
+        serving: Arc<std::sync::atomic::AtomicBool>,
         tls: Option<(String, String)>,
     ) -> GrpcUpstream {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -84,7 +104,10 @@ impl GrpcUpstream {
             calls: Arc::clone(&calls),
             fail_percent: Arc::clone(&fail_percent),
         });
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, serving.load(Ordering::Relaxed)).await;
         let router = tonic::service::Routes::new(service)
+            .add_service(health_service)
             .into_axum_router()
             .merge(axum_health());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -109,10 +132,19 @@ impl GrpcUpstream {
             name,
             calls,
             fail_percent,
+            serving,
+            health,
             tls,
             task,
             stop: Some(stop),
         }
+    }
+
+    /// What its gRPC health service says of `turnout.test.Echo` (and of ""): SERVING or
+    /// NOT_SERVING. Kept across a restart.
+    pub async fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
+        set_health(&self.health, serving).await;
     }
 
     /// Restarts it as an app server restarts: a graceful stop (GOAWAY: calls under way finish,
@@ -130,6 +162,7 @@ impl GrpcUpstream {
             self.addr,
             Arc::clone(&self.calls),
             Arc::clone(&self.fail_percent),
+            Arc::clone(&self.serving),
             self.tls.clone(),
         )
         .await;
@@ -160,6 +193,21 @@ impl GrpcUpstream {
 impl Drop for GrpcUpstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The service name turnout's gRPC checks ask about in the tests.
+pub const SERVICE: &str = "turnout.test.Echo";
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in [SERVICE, ""] {
+        reporter.set_service_status(service, status).await;
     }
 }
 

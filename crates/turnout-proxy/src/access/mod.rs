@@ -47,9 +47,16 @@ pub(crate) struct Access {
     /// A gRPC call: turnout's own answers to it are gRPC statuses ([`crate::grpc`]).
     pub grpc: bool,
     /// How the app said a gRPC call ended (`grpc-status`, in the trailers or a trailers-only
-    /// head).
-    grpc_status: Option<u16>,
+    /// head), [`NO_STATUS`] until then. A byte (the codes are 0 to 16), and the deadline below
+    /// a `u32`: every request's future holds this record, and these fit where a `bool` did.
+    grpc_status: u8,
+    /// A gRPC call's deadline (`grpc-timeout`), in milliseconds from `started`;
+    /// [`NO_DEADLINE`] when it has none (or is not a gRPC call).
+    grpc_deadline_ms: u32,
 }
+
+const NO_STATUS: u8 = u8::MAX;
+const NO_DEADLINE: u32 = u32::MAX;
 
 /// A gRPC call's line, told of the trailers (their `grpc-status`) and written when dropped.
 impl crate::body::Watcher for Access {
@@ -70,6 +77,7 @@ impl std::fmt::Debug for Access {
 
 impl Access {
     pub fn begin<B>(req: &Request<B>, down: &Downstream) -> Access {
+        let grpc = crate::grpc::is_grpc(req.headers());
         Access {
             method: req.method().clone(),
             target: req.uri().path_and_query().cloned(),
@@ -82,9 +90,27 @@ impl Access {
             error: None,
             status: None,
             request_id: None,
-            grpc: crate::grpc::is_grpc(req.headers()),
-            grpc_status: None,
+            grpc,
+            grpc_status: NO_STATUS,
+            grpc_deadline_ms: match grpc.then(|| crate::grpc::grpc_timeout(req.headers())) {
+                Some(Some(t)) => u32::try_from(t.as_micros().div_ceil(1000))
+                    .map_or(NO_DEADLINE - 1, |ms| ms.min(NO_DEADLINE - 1)),
+                _ => NO_DEADLINE,
+            },
         }
+    }
+
+    /// A gRPC call's deadline (`grpc-timeout` from when the request came), if it has one.
+    pub fn grpc_deadline(&self) -> Option<tokio::time::Instant> {
+        (self.grpc_deadline_ms != NO_DEADLINE).then(|| {
+            tokio::time::Instant::from_std(self.started)
+                + Duration::from_millis(self.grpc_deadline_ms.into())
+        })
+    }
+
+    /// The `grpc-status` the call ended with, once known.
+    fn grpc_status(&self) -> Option<u16> {
+        (self.grpc_status != NO_STATUS).then_some(u16::from(self.grpc_status))
     }
 
     /// `resp`, an app's answer to a gRPC call, with the request's id on it; its line is written
@@ -105,7 +131,8 @@ impl Access {
     /// Reads `grpc-status` from a call's trailers (or trailers-only head).
     pub fn grpc_trailers(&mut self, headers: &http::HeaderMap) {
         if let Some(code) = crate::grpc::status_of(headers) {
-            self.grpc_status = Some(code);
+            // 0 to 16: a byte.
+            self.grpc_status = code as u8;
         }
     }
 
@@ -166,13 +193,14 @@ impl Drop for Access {
         };
         let elapsed = self.started.elapsed();
         if let Some(pool) = &self.pool {
-            // A gRPC call that ended in a server-side failure (UNAVAILABLE, INTERNAL, ...) is
-            // an error in the pool's figures (the rollout's verdict, the dashboard) though its
-            // HTTP status is 200; one the client caused (NOT_FOUND, ...) is not.
-            let counted = match self.grpc_status {
+            // A gRPC call that ended in a server-side failure (UNAVAILABLE, INTERNAL, ...: the
+            // codes of `[grpc] error_codes`) is an error in the pool's figures (the rollout's
+            // verdict, the dashboard) though its HTTP status is 200; one the client caused
+            // (NOT_FOUND, ...) is not.
+            let counted = match self.grpc_status() {
                 Some(code) => {
                     pool.metrics().grpc_call(code);
-                    if crate::grpc::is_server_fault(code) {
+                    if pool.settings().grpc_errors.contains(code) {
                         500
                     } else {
                         status.as_u16()
@@ -215,7 +243,7 @@ impl Access {
         let path = self.target.as_ref().map_or("/", PathAndQuery::path);
         out.string("path", path, false);
         out.number("status", status.as_u16().into());
-        if let Some(code) = self.grpc_status {
+        if let Some(code) = self.grpc_status() {
             out.number("grpc_status", code.into());
         }
         if let Some(pool) = &self.pool {
@@ -245,7 +273,7 @@ impl Access {
             method = %self.method,
             path = %self.target.as_ref().map_or("/", PathAndQuery::path),
             status = status.as_u16(),
-            grpc_status = self.grpc_status,
+            grpc_status = self.grpc_status(),
             pool = self.pool.as_ref().map(|p| p.name().as_str()),
             route,
             cache = self.cache,

@@ -173,7 +173,7 @@ fn shapes() -> Vec<(Access, StatusCode, &'static str, Duration)> {
     // A gRPC call the app ended with UNAVAILABLE (HTTP 200), logged when it ended.
     let mut call = record("/shop.Orders/Get", "10.0.1.21:40000");
     call.pool = Some(pool("green"));
-    call.grpc_status = Some(14);
+    call.grpc_status = 14;
     vec![
         (
             answered,
