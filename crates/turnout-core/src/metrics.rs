@@ -647,6 +647,7 @@ mod tests {
         let snapshot = RoutingSnapshot::bootstrap(&config, None).expect("snapshot");
         let m = &snapshot.env.metrics;
         m.pool("blue").observe(200, 0.01);
+        m.pool("blue").grpc_call(14);
         m.ejected("blue", "127.0.0.1:3000");
         m.client_cutoff("header_timeout");
         m.rollouts.with_label_values(&["passed"]).inc();
