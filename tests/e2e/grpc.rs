@@ -744,3 +744,318 @@ async fn grpc_error_codes_choose_what_counts_as_an_error() {
     })
     .await;
 }
+
+/// An HTTP/2 app server written with the h2 crate alone, so that it can refuse streams as a
+/// server going away does: it reads each call's whole body, then either resets the stream
+/// with REFUSED_STREAM (while `refuse` is above zero, counting it down; `u32::MAX`: always) or
+/// answers it with the body it got and the trailers `grpc-status: 0` and `x-served-by: NAME`.
+/// With `hold`, it waits that long before answering; with `max_streams`, it announces that
+/// `MAX_CONCURRENT_STREAMS`; it counts its connections and the most streams one had open.
+struct RefusingApp {
+    addr: std::net::SocketAddr,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    most_streams: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RefusingApp {
+    async fn start(name: &'static str, refuse: u32) -> RefusingApp {
+        Self::start_with(name, refuse, Duration::ZERO, None).await
+    }
+
+    async fn start_with(
+        name: &'static str,
+        refuse: u32,
+        hold: Duration,
+        max_streams: Option<u32>,
+    ) -> RefusingApp {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let refuse = Arc::new(AtomicU32::new(refuse));
+        let refused = Arc::new(AtomicU32::new(0));
+        let connections = Arc::new(AtomicU32::new(0));
+        let most_streams = Arc::new(AtomicU32::new(0));
+        let (r, rd, conns, most) = (
+            refuse.clone(),
+            refused.clone(),
+            connections.clone(),
+            most_streams.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (refuse, refused, most) = (r.clone(), rd.clone(), most.clone());
+                conns.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut builder = h2::server::Builder::new();
+                    if let Some(max) = max_streams {
+                        builder.max_concurrent_streams(max);
+                    }
+                    let Ok(mut conn) = builder.handshake::<_, bytes::Bytes>(socket).await else {
+                        return;
+                    };
+                    let open = Arc::new(AtomicU32::new(0));
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let (refuse, refused) = (refuse.clone(), refused.clone());
+                        let now = open.fetch_add(1, Ordering::Relaxed) + 1;
+                        most.fetch_max(now, Ordering::Relaxed);
+                        let open = open.clone();
+                        tokio::spawn(async move {
+                            struct Close(Arc<AtomicU32>);
+                            impl Drop for Close {
+                                fn drop(&mut self) {
+                                    self.0.fetch_sub(1, Ordering::Relaxed);
+                                }
+                            }
+                            let _close = Close(open);
+                            tokio::time::sleep(hold).await;
+                            let mut body = req.into_body();
+                            let mut got = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                got.extend_from_slice(&chunk);
+                            }
+                            let left = refuse.load(Ordering::Relaxed);
+                            if left > 0 {
+                                if left != u32::MAX {
+                                    refuse.fetch_sub(1, Ordering::Relaxed);
+                                }
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                return;
+                            }
+                            let head = http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .expect("a head");
+                            let Ok(mut send) = respond.send_response(head, false) else {
+                                return;
+                            };
+                            let _ = send.send_data(bytes::Bytes::from(got), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            trailers.insert(SERVED_BY, http::HeaderValue::from_static(name));
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+        RefusingApp {
+            addr,
+            refuse,
+            refused,
+            connections,
+            most_streams,
+            task,
+        }
+    }
+
+    fn refused(&self) -> u32 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RefusingApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A unary gRPC call (a POST: not idempotent) with a message of `size` bytes, sent through
+/// `proxy` by hand: the answer's status, its body and its trailers (or trailers-only head).
+async fn echo_call(
+    proxy: std::net::SocketAddr,
+    size: usize,
+) -> (u16, bytes::Bytes, bytes::Bytes, http::HeaderMap) {
+    use http_body_util::BodyExt;
+    let frame = grpc::frame(&ask(&"m".repeat(size), 0, 0));
+    let call = http::Request::post(format!("http://{proxy}/turnout.test.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(frame.clone()))
+        .expect("a request");
+    let resp = turnout_testkit::client::h2c_client()
+        .request(call)
+        .await
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    let head = resp.headers().clone();
+    let collected = resp.into_body().collect().await.expect("the body");
+    let trailers = collected.trailers().cloned().unwrap_or(head);
+    (status, frame, collected.to_bytes(), trailers)
+}
+
+/// An app that refuses streams unprocessed (RST_STREAM REFUSED_STREAM, after reading their
+/// bodies, as a server going away may): each call it refuses is sent again, body and all, to
+/// the pool's other server, though it is a POST; a body over the replay limit (64 KiB) is
+/// not kept, and such a refused call fails as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_an_app_refused_unprocessed_go_to_another_server_body_and_all() {
+    let refusing = RefusingApp::start("refusing", u32::MAX).await;
+    let taking = RefusingApp::start("taking", 0).await;
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(
+            &[
+                (
+                    "blue",
+                    &[refusing.addr.to_string(), taking.addr.to_string()],
+                ),
+                ("green", &[taking.addr.to_string()]),
+            ],
+            "blue",
+            "",
+        )
+        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
+        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
+        + "\n[health]\nenabled = false\n[health.passive]\nenabled = false\n";
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+
+    for size in [10, 20_000, 60_000] {
+        for _ in 0..4 {
+            let (status, sent, body, trailers) = echo_call(turnout.proxy, size).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                trailers.get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"0"[..])
+            );
+            assert_eq!(trailers[SERVED_BY], "taking");
+            assert_eq!(body, sent, "the body reached the second server whole");
+        }
+    }
+    assert!(refusing.refused() >= 6, "{} refused", refusing.refused());
+
+    // Over the limit: the body was not kept, so a refused call cannot go again.
+    let before = refusing.refused();
+    let mut failed = 0;
+    for _ in 0..4 {
+        let (status, _, _, trailers) = echo_call(turnout.proxy, 100_000).await;
+        assert_eq!(status, 200);
+        match trailers.get("grpc-status").map(|v| v.as_bytes()) {
+            Some(b"0") => {}
+            Some(b"14") => failed += 1,
+            other => panic!("grpc-status {other:?}"),
+        }
+    }
+    assert_eq!(
+        failed,
+        refusing.refused() - before,
+        "each refused big call failed"
+    );
+    assert!(failed > 0);
+}
+
+/// One app server that refuses its first three calls unprocessed (as a server restarting
+/// does), under `hold_when_unavailable`: the call is sent again to it until it takes it, and
+/// the client sees one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_is_held_and_sent_again_to_the_same_server() {
+    let app = RefusingApp::start("app", 3).await;
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(
+            &[
+                ("blue", &[app.addr.to_string()]),
+                ("green", &[app.addr.to_string()]),
+            ],
+            "blue",
+            "",
+        )
+        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
+        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
+        + "\n[health]\nenabled = false\n[health.passive]\nenabled = false\n\
+           [upstream]\nhold_when_unavailable = \"5s\"\n";
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (status, sent, body, trailers) = echo_call(turnout.proxy, 5_000).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(body, sent);
+    assert_eq!(app.refused(), 3);
+    assert_eq!(app.refuse.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// 300 calls at once to one app server that holds each for 400 ms: turnout spreads them over a
+/// few HTTP/2 connections per worker, never more than 100 streams on one; and an app that
+/// allows 10 streams per connection still answers 40 calls at once, the calls past its limit
+/// waiting for a stream. Every call answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_at_once_open_a_few_connections_per_server() {
+    let wide = RefusingApp::start_with("wide", 0, Duration::from_millis(400), None).await;
+    let narrow = RefusingApp::start_with("narrow", 0, Duration::from_millis(100), Some(10)).await;
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(
+            &[
+                ("blue", &[wide.addr.to_string()]),
+                ("green", &[narrow.addr.to_string()]),
+            ],
+            "blue",
+            "",
+        )
+        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
+        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
+        + "\n[health]\nenabled = false\n";
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let calls = |n: usize| {
+        let proxy = turnout.proxy;
+        async move {
+            let calls: Vec<_> = (0..n)
+                .map(|_| tokio::spawn(async move { echo_call(proxy, 100).await }))
+                .collect();
+            let mut ok = 0;
+            for call in calls {
+                let (status, sent, body, trailers) = call.await.expect("a call");
+                if status == 200
+                    && body == sent
+                    && trailers.get("grpc-status").map(|v| v.as_bytes()) == Some(&b"0"[..])
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }
+    };
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), calls(300)).await,
+        Ok(300)
+    );
+    let (connections, most) = (
+        wide.connections.load(std::sync::atomic::Ordering::Relaxed),
+        wide.most_streams.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(most <= 100, "{most} streams on one connection");
+    assert!(
+        (3..=2 * 8).contains(&connections),
+        "{connections} connections for 300 calls at once"
+    );
+
+    let (code, answer) = turnout_testkit::client::admin(
+        &turnout.admin_url(""),
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green","force":true}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), calls(40)).await,
+        Ok(40)
+    );
+    let most = narrow
+        .most_streams
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(most <= 10, "{most} streams past the app's limit of 10");
+}

@@ -353,6 +353,7 @@ impl Pool {
         InFlight {
             pool: Arc::clone(self),
             server: None,
+            token: None,
         }
     }
 }
@@ -432,6 +433,9 @@ pub struct InFlight {
     pool: Arc<Pool>,
     /// The server's load counter, when its pool's balancer reads loads.
     server: Option<Arc<AtomicUsize>>,
+    /// A token held until the request ends ([`InFlight::hold`]): an HTTP/2 connection counts
+    /// its open streams by the tokens out.
+    token: Option<Arc<()>>,
 }
 
 impl InFlight {
@@ -452,6 +456,12 @@ impl InFlight {
         }
         server.load.fetch_add(1, Ordering::Relaxed);
         self.server = Some(Arc::clone(&server.load));
+    }
+
+    /// Holds `token` until the request ends (its response's last byte, or its abandonment):
+    /// whoever made it counts the requests still under way by its strong count.
+    pub fn hold(&mut self, token: Arc<()>) {
+        self.token = Some(token);
     }
 
     /// The request became a tunnel (a 101 Switching Protocols went back): it stops counting as a

@@ -483,31 +483,201 @@ pub enum UpstreamBody {
 pub struct Reclaimable {
     body: Option<ClientBody>,
     polled: bool,
-    give_back: Option<tokio::sync::oneshot::Sender<ClientBody>>,
+    /// The bytes of the body read before (by an attempt the app refused), sent first, and a
+    /// copy of what this attempt reads, for the next; `None`: the body is only given back
+    /// unread. Boxed: only a request to an HTTP/2 pool pays for it.
+    replay: Option<Box<Replay>>,
+    give_back: Option<tokio::sync::oneshot::Sender<Returned>>,
+}
+
+/// What an attempt gives back for the next one: the body's bytes already read from the client
+/// (sent again first), its trailers if they came, and the rest of it (`None`: it had ended).
+#[derive(Debug)]
+pub struct Returned {
+    read: Vec<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    rest: Option<ClientBody>,
+}
+
+impl Returned {
+    /// A body none of which was read.
+    pub fn unread(body: ClientBody) -> Returned {
+        Returned {
+            read: Vec::new(),
+            trailers: None,
+            rest: Some(body),
+        }
+    }
+}
+
+/// A replayable body's state (see [`Reclaimable::replay`]).
+#[derive(Debug, Default)]
+struct Replay {
+    /// Read before, still to send: `prefix[next..]`.
+    prefix: Vec<Bytes>,
+    next: usize,
+    trailers: Option<http::HeaderMap>,
+    trailers_sent: bool,
+    /// What this attempt has sent, in order (the prefix again, then what it read).
+    sent: Vec<Bytes>,
+    sent_bytes: usize,
+    /// Past [`REPLAY_LIMIT`]: the copy was let go, and the body cannot be sent again.
+    overflowed: bool,
+    /// The client's body ended (this attempt, or one before, read its end).
+    ended: bool,
+}
+
+/// The most of a request body kept to send it again to another server after an HTTP/2 app
+/// refused it unprocessed (a gRPC call's message is usually far smaller; a body past this is
+/// not sent again, and such a refusal fails the request as before).
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+impl Replay {
+    fn keep(&mut self, data: &Bytes) {
+        if self.overflowed {
+            return;
+        }
+        self.sent_bytes += data.len();
+        if self.sent_bytes > REPLAY_LIMIT {
+            self.overflowed = true;
+            self.sent = Vec::new();
+        } else {
+            self.sent.push(data.clone());
+        }
+    }
 }
 
 impl UpstreamBody {
     /// `body` lent to one attempt, and the receiver it comes back through, unread, when the
-    /// attempt fails before polling it.
+    /// attempt fails before polling it; with `replay` (an HTTP/2 pool), also when it was read
+    /// (up to [`REPLAY_LIMIT`] bytes), to be sent again after the app refused it.
     pub fn reclaimable(
-        body: ClientBody,
-    ) -> (UpstreamBody, tokio::sync::oneshot::Receiver<ClientBody>) {
+        body: Returned,
+        replay: bool,
+    ) -> (UpstreamBody, tokio::sync::oneshot::Receiver<Returned>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let Returned {
+            read,
+            trailers,
+            rest,
+        } = body;
+        let replay = (replay || !read.is_empty() || trailers.is_some()).then(|| {
+            Box::new(Replay {
+                ended: rest.is_none(),
+                prefix: read,
+                trailers,
+                ..Replay::default()
+            })
+        });
         let body = Reclaimable {
-            body: Some(body),
+            body: rest,
             polled: false,
+            replay,
             give_back: Some(tx),
         };
         (UpstreamBody::Reclaimable(body), rx)
     }
 }
 
+impl Reclaimable {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        self.polled = true;
+        let Some(replay) = self.replay.as_deref_mut() else {
+            return match self.body.as_mut() {
+                Some(body) => Pin::new(body).poll_frame(cx),
+                None => Poll::Ready(None),
+            };
+        };
+        if let Some(data) = replay.prefix.get(replay.next).cloned() {
+            replay.next += 1;
+            replay.keep(&data);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if replay.ended {
+            if replay.trailers_sent {
+                return Poll::Ready(None);
+            }
+            replay.trailers_sent = true;
+            return Poll::Ready(replay.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+        }
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(body).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    replay.keep(data);
+                } else if let Some(t) = f.trailers_ref() {
+                    replay.trailers = Some(t.clone());
+                    replay.trailers_sent = true;
+                    replay.ended = true;
+                }
+            }
+            None => {
+                replay.ended = true;
+                replay.trailers_sent = true;
+            }
+            // A failed body is not sent again.
+            Some(Err(_)) => replay.overflowed = true,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self.replay.as_deref() {
+            Some(r) if r.next < r.prefix.len() => false,
+            Some(r) if r.ended => r.trailers_sent || r.trailers.is_none(),
+            _ => self.body.as_ref().is_none_or(Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix: u64 = self.replay.as_deref().map_or(0, |r| {
+            r.prefix[r.next.min(r.prefix.len())..]
+                .iter()
+                .map(|b| b.len() as u64)
+                .sum()
+        });
+        let rest = match (&self.replay, &self.body) {
+            (Some(r), _) if r.ended => SizeHint::with_exact(0),
+            (_, Some(body)) => body.size_hint(),
+            (_, None) => SizeHint::with_exact(0),
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + prefix);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}
+
 impl Drop for Reclaimable {
     fn drop(&mut self) {
-        if !self.polled {
-            if let (Some(body), Some(tx)) = (self.body.take(), self.give_back.take()) {
-                let _ = tx.send(body);
+        let Some(tx) = self.give_back.take() else {
+            return;
+        };
+        let returned = match self.replay.take() {
+            None if !self.polled => self.body.take().map(Returned::unread),
+            None => None,
+            Some(r) if r.overflowed => None,
+            Some(mut r) => {
+                // What this attempt sent, and what of the prefix it had not sent yet.
+                let mut read = std::mem::take(&mut r.sent);
+                read.extend(r.prefix.drain(r.next.min(r.prefix.len())..));
+                Some(Returned {
+                    read,
+                    trailers: r.trailers,
+                    rest: if r.ended { None } else { self.body.take() },
+                })
             }
+        };
+        if let Some(returned) = returned {
+            let _ = tx.send(returned);
         }
     }
 }
@@ -522,13 +692,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Reclaimable(r) => {
-                r.polled = true;
-                match r.body.as_mut() {
-                    Some(body) => Pin::new(body).poll_frame(cx),
-                    None => Poll::Ready(None),
-                }
-            }
+            UpstreamBody::Reclaimable(r) => r.poll_frame(cx),
             UpstreamBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             UpstreamBody::Empty => Poll::Ready(None),
         }
@@ -537,7 +701,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Incoming(body) => body.is_end_stream(),
-            UpstreamBody::Reclaimable(r) => r.body.as_ref().is_none_or(Body::is_end_stream),
+            UpstreamBody::Reclaimable(r) => r.is_end_stream(),
             UpstreamBody::Full(data) => data.is_none(),
             UpstreamBody::Empty => true,
         }
@@ -546,10 +710,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Incoming(body) => body.size_hint(),
-            UpstreamBody::Reclaimable(r) => r
-                .body
-                .as_ref()
-                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
+            UpstreamBody::Reclaimable(r) => r.size_hint(),
             UpstreamBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

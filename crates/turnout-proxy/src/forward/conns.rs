@@ -1,9 +1,11 @@
 //! The request path's connections to upstream servers: HTTP/1.1 (over TCP, or TLS to an
 //! `https://` server), one request at a time each, driven with `hyper::client::conn::http1`,
-//! and kept idle per worker thread between requests; and, for the servers of an `h2c` pool,
-//! one HTTP/2 connection per server and worker that carries every request as a stream
-//! (`hyper::client::conn::http2`: the server's `MAX_CONCURRENT_STREAMS` and flow control
-//! respected, keep-alive pings, trailers both ways).
+//! and kept idle per worker thread between requests; and, for the servers of an `h2c` or `h2`
+//! pool, a few HTTP/2 connections per server and worker that carry every request as a stream
+//! (`hyper::client::conn::http2`: flow control, keep-alive pings, trailers both ways). A
+//! stream goes on the connection with the fewest open; a new connection is made when each has
+//! [`H2_STREAMS_PER_CONNECTION`] (up to [`H2_MAX_CONNECTIONS`]); streams past a server's own
+//! `MAX_CONCURRENT_STREAMS` wait on their connection for a slot.
 //!
 //! Written here rather than taken from hyper-util's pooled client: that one takes a lock on a
 //! shared pool, clones its connector and makes a `connect_to` future for every request, and
@@ -52,6 +54,9 @@ pub(crate) enum Failure {
     NeverSent(hyper::Error),
     /// The request went out (or began to) and no response head came back.
     Exchange(hyper::Error),
+    /// An HTTP/2 app refused the stream without processing it (RST_STREAM REFUSED_STREAM,
+    /// or a GOAWAY whose last stream is below it): safe to send again, whatever the method.
+    Refused(hyper::Error),
 }
 
 /// A request that never went out, and why.
@@ -82,8 +87,77 @@ pub(crate) struct Upstreams {
 thread_local! {
     /// This worker's idle connections, by [`Upstream::key`], newest last.
     static IDLE: RefCell<Vec<Vec<Conn>>> = const { RefCell::new(Vec::new()) };
-    /// This worker's HTTP/2 connection to each `h2c` server, by [`Upstream::key`].
-    static H2: RefCell<Vec<Option<H2Sender>>> = const { RefCell::new(Vec::new()) };
+    /// This worker's HTTP/2 connections to each `h2c` or `h2` server, by [`Upstream::key`].
+    static H2: RefCell<Vec<H2Server>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Open streams on one HTTP/2 connection past which a stream goes on a new connection (when
+/// there are fewer than [`H2_MAX_CONNECTIONS`]): below the limits apps commonly set (nginx
+/// 128, hyper 200, Envoy and gRPC's own unbounded), so that a server's limit is seldom what
+/// makes a call wait.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// HTTP/2 connections a worker keeps to one server at most; past them, streams share the
+/// least busy one.
+const H2_MAX_CONNECTIONS: usize = 8;
+
+/// One HTTP/2 connection to a server, as a worker holds it. Each request on it holds a clone
+/// of `streams` until it ends (the response's last byte, through its [`InFlight`] guard): the
+/// connection's open streams are the strong count less this one.
+///
+/// [`InFlight`]: turnout_core::InFlight
+#[derive(Clone)]
+struct H2Conn {
+    sender: H2Sender,
+    streams: Arc<()>,
+}
+
+impl H2Conn {
+    fn open_streams(&self) -> usize {
+        Arc::strong_count(&self.streams) - 1
+    }
+}
+
+/// A worker's HTTP/2 connections to one server, and the one being made: a request that finds
+/// every connection full while another request is dialling waits for that dial rather than
+/// making one of its own (a burst makes one connection, not one per request).
+#[derive(Default)]
+struct H2Server {
+    conns: Vec<H2Conn>,
+    dialing: Option<Dialing>,
+}
+
+type Dialing = futures_util::future::Shared<
+    std::pin::Pin<Box<dyn Future<Output = Result<H2Conn, SharedError>> + Send>>,
+>;
+
+/// A dial's error, shared by every request that waited for it.
+#[derive(Debug, Clone)]
+struct SharedError(Arc<BoxError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// What a request on an HTTP/2 connection holds until it ends: see [`H2Conn`]. Handed on in
+/// the response's extensions, for the forwarder to put in the request's in-flight guard.
+#[derive(Clone)]
+pub(crate) struct StreamToken(pub Arc<()>);
+
+/// Where a request's stream goes: on this connection, or after this dial (another's, or its
+/// own).
+enum H2Pick {
+    On(H2Conn),
+    After(Dialing),
+    Dial,
 }
 
 /// One connection to one server, as the request path holds it.
@@ -183,9 +257,9 @@ impl Upstreams {
         .right_future()
     }
 
-    /// `req` as a stream on this worker's HTTP/2 connection to `upstream` (made when there is
-    /// none, or the last one closed). A stream the connection refused before it went out (the
-    /// server going away: GOAWAY) goes out once more on a new connection.
+    /// `req` as a stream on one of this worker's HTTP/2 connections to `upstream` (see
+    /// [`H2Server`]). A stream a connection refused before it went out (the server going away:
+    /// GOAWAY) goes out once more on another.
     async fn send_h2(
         &self,
         pool: &str,
@@ -193,17 +267,16 @@ impl Upstreams {
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, Failure> {
         let req = as_h2(req, upstream);
-        let sender = match h2_checkout(upstream.key) {
-            Some(sender) => sender,
-            None => self.dial_h2(pool, upstream).await?,
-        };
-        match h2_exchange(sender, req).await {
+        let conn = self.h2_conn(pool, upstream).await?;
+        // Which connection, without a clone of its token (that would count as a stream).
+        let id = Arc::as_ptr(&conn.streams) as usize;
+        match h2_exchange(conn, req).await {
             Ok(answer) => answer,
             Err(Unsent(req, e)) => {
-                tracing::debug!(server = %upstream.addr, error = %e, "an HTTP/2 connection refused a stream before it went out; sending on a new one");
-                h2_forget(upstream.key);
-                let sender = self.dial_h2(pool, upstream).await?;
-                match h2_exchange(sender, req).await {
+                tracing::debug!(server = %upstream.addr, error = %e, "an HTTP/2 connection refused a stream before it went out; sending on another");
+                h2_forget(upstream.key, id);
+                let conn = self.h2_conn(pool, upstream).await?;
+                match h2_exchange(conn, req).await {
                     Ok(answer) => answer,
                     Err(Unsent(_, e)) => Err(Failure::NeverSent(e)),
                 }
@@ -211,21 +284,62 @@ impl Upstreams {
         }
     }
 
-    /// A new HTTP/2 connection to `upstream`, its task spawned, kept for this worker.
-    async fn dial_h2(&self, pool: &str, upstream: &Upstream) -> Result<H2Sender, Failure> {
-        let io = self.connect(pool, upstream).await?;
-        let (sender, conn) = self
-            .h2
-            .handshake(io)
-            .await
-            .map_err(|e| Failure::Connect(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %crate::error::DisplayChain(&e), "upstream HTTP/2 connection ended");
+    /// The connection a new stream to `upstream` goes on: the least busy of this worker's,
+    /// or a new one (see [`H2Server`]).
+    async fn h2_conn(&self, pool: &str, upstream: &Upstream) -> Result<H2Conn, Failure> {
+        let dialing = match h2_pick(upstream.key) {
+            H2Pick::On(conn) => return Ok(conn),
+            H2Pick::After(dialing) => dialing,
+            H2Pick::Dial => {
+                let dial: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+                    Box::pin(self.dial_h2(pool, upstream));
+                let dialing = dial.shared();
+                H2.with_borrow_mut(|servers| {
+                    h2_server(servers, upstream.key).dialing = Some(dialing.clone());
+                });
+                dialing
+            }
+        };
+        let dialed = dialing.clone().await;
+        // Whoever sees the dial end first files its connection (and ends the dial).
+        H2.with_borrow_mut(|servers| {
+            let server = h2_server(servers, upstream.key);
+            if server.dialing.as_ref().is_some_and(|d| d.ptr_eq(&dialing)) {
+                server.dialing = None;
+                if let Ok(conn) = &dialed {
+                    server.conns.push(conn.clone());
+                }
             }
         });
-        h2_checkin(upstream.key, sender.clone());
-        Ok(sender)
+        dialed.map_err(|e| Failure::Connect(Box::new(e)))
+    }
+
+    /// A new HTTP/2 connection to `upstream`, its task spawned: a future of its own
+    /// (`'static`), for every request that waits for it.
+    fn dial_h2(
+        &self,
+        pool: &str,
+        upstream: &Upstream,
+    ) -> impl Future<Output = Result<H2Conn, SharedError>> + Send + 'static {
+        let connect = self.connect(pool, upstream);
+        let builder = self.h2.clone();
+        async move {
+            let shared = |e: BoxError| SharedError(Arc::new(e));
+            let io = connect.await.map_err(|e| match e {
+                Failure::Connect(e) => shared(e),
+                other => shared(format!("{other:?}").into()),
+            })?;
+            let (sender, conn) = builder.handshake(io).await.map_err(|e| shared(e.into()))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %crate::error::DisplayChain(&e), "upstream HTTP/2 connection ended");
+                }
+            });
+            Ok(H2Conn {
+                sender,
+                streams: Arc::new(()),
+            })
+        }
     }
 
     /// `req` on a new connection.
@@ -284,12 +398,14 @@ impl Upstreams {
         Ok(Conn { sender, state })
     }
 
-    /// A connected socket (TLS-wrapped for an `https://` server) to `upstream`.
-    async fn connect(
+    /// A connected socket (TLS-wrapped for an `https://` server) to `upstream`. A future of
+    /// its own (`'static`): an HTTP/2 dial outlives the request that began it.
+    fn connect(
         &self,
         pool: &str,
         upstream: &Upstream,
-    ) -> Result<<Connector as Service<Uri>>::Response, Failure> {
+    ) -> impl Future<Output = Result<<Connector as Service<Uri>>::Response, Failure>> + Send + 'static
+    {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(if upstream.tls {
             Scheme::HTTPS
@@ -304,12 +420,8 @@ impl Upstreams {
         } else {
             &self.connectors
         };
-        connectors
-            .for_pool(pool)
-            .clone()
-            .call(uri)
-            .await
-            .map_err(Failure::Connect)
+        let call = connectors.for_pool(pool).clone().call(uri);
+        async move { call.await.map_err(Failure::Connect) }
     }
 
     /// Back to the idle list once the connection is ready for another request: now, when the
@@ -365,48 +477,88 @@ fn as_h2(req: Request<UpstreamBody>, upstream: &Upstream) -> Request<UpstreamBod
     Request::from_parts(parts, body)
 }
 
-/// One stream on `sender`, once the connection has room for it. `Err` gives back a request
-/// that never went out.
+/// One stream on `conn`. `Err` gives back a request that never went out. The answer carries
+/// the stream's [`StreamToken`] in its extensions.
 async fn h2_exchange(
-    mut sender: H2Sender,
+    conn: H2Conn,
     req: Request<UpstreamBody>,
 ) -> Result<Result<Response<Incoming>, Failure>, Unsent> {
+    let H2Conn {
+        mut sender,
+        streams,
+    } = conn;
     if let Err(e) = sender.ready().await {
         return Err(Unsent(req, e));
     }
     match sender.try_send_request(req).await {
-        Ok(resp) => Ok(Ok(resp)),
+        Ok(mut resp) => {
+            resp.extensions_mut().insert(StreamToken(streams));
+            Ok(Ok(resp))
+        }
         Err(mut e) => match e.take_message() {
             Some(req) => Err(Unsent(req, e.into_error())),
-            None => Ok(Err(Failure::Exchange(e.into_error()))),
+            None => {
+                let e = e.into_error();
+                Ok(Err(if refused(&e) {
+                    Failure::Refused(e)
+                } else {
+                    Failure::Exchange(e)
+                }))
+            }
         },
     }
 }
 
-/// This worker's HTTP/2 connection to the server `key`, unless it has closed.
-fn h2_checkout(key: usize) -> Option<H2Sender> {
-    H2.with_borrow_mut(|conns| {
-        let slot = conns.get_mut(key)?;
-        if slot.as_ref().is_some_and(H2Sender::is_closed) {
-            *slot = None;
+/// Whether the app said it did not process the stream (RFC 9113, section 8.7): it reset it
+/// with REFUSED_STREAM, or its GOAWAY's last stream id is below it (h2 ends such streams
+/// with the GOAWAY as a remote error; streams at or below the id that fail later end with
+/// another error: the connection's).
+fn refused(e: &hyper::Error) -> bool {
+    crate::error::chain(e)
+        .filter_map(|err| err.downcast_ref::<h2::Error>())
+        .any(|h2| {
+            h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away())
+        })
+}
+
+/// This worker's connections to the server `key`, made empty if there are none yet.
+fn h2_server(servers: &mut Vec<H2Server>, key: usize) -> &mut H2Server {
+    if servers.len() <= key {
+        servers.resize_with(key + 1, H2Server::default);
+    }
+    &mut servers[key]
+}
+
+/// Where a new stream to the server `key` goes: the open connection with the fewest streams,
+/// unless every one has [`H2_STREAMS_PER_CONNECTION`] and there is room for another.
+fn h2_pick(key: usize) -> H2Pick {
+    H2.with_borrow_mut(|servers| {
+        let server = h2_server(servers, key);
+        server.conns.retain(|c| !c.sender.is_closed());
+        let least = server.conns.iter().min_by_key(|c| c.open_streams());
+        match least {
+            Some(conn)
+                if conn.open_streams() < H2_STREAMS_PER_CONNECTION
+                    || server.conns.len() >= H2_MAX_CONNECTIONS =>
+            {
+                H2Pick::On(conn.clone())
+            }
+            _ => match &server.dialing {
+                Some(dialing) => H2Pick::After(dialing.clone()),
+                None => H2Pick::Dial,
+            },
         }
-        slot.clone()
     })
 }
 
-fn h2_checkin(key: usize, sender: H2Sender) {
-    H2.with_borrow_mut(|conns| {
-        if conns.len() <= key {
-            conns.resize_with(key + 1, || None);
-        }
-        conns[key] = Some(sender);
-    });
-}
-
-fn h2_forget(key: usize) {
-    H2.with_borrow_mut(|conns| {
-        if let Some(slot) = conns.get_mut(key) {
-            *slot = None;
+/// Takes the connection `id` (its token's address) out of this worker's connections to the
+/// server `key`: it refuses new streams.
+fn h2_forget(key: usize, id: usize) {
+    H2.with_borrow_mut(|servers| {
+        if let Some(server) = servers.get_mut(key) {
+            server
+                .conns
+                .retain(|c| Arc::as_ptr(&c.streams) as usize != id);
         }
     });
 }

@@ -137,9 +137,12 @@ impl Forwarder {
         self.outbound_headers(&mut parts.headers, down, upgrade);
         // A retry needs a copy of the request, so keep one only where a retry is possible.
         let (body, mut retry) = if (pool.servers().len() > 1 || hold_until.is_some()) && !upgrade {
+            // An HTTP/2 app may refuse a stream after its body went: keep the body to resend.
+            let replay = pool.settings().protocol.is_h2();
             let (body, reclaim) = match body {
                 Some(body) => {
-                    let (body, rx) = UpstreamBody::reclaimable(body);
+                    let (body, rx) =
+                        UpstreamBody::reclaimable(crate::body::Returned::unread(body), replay);
                     (body, Some(rx))
                 }
                 None => (UpstreamBody::Empty, None),
@@ -152,6 +155,7 @@ impl Forwarder {
                     Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
                 ),
                 reclaim,
+                replay,
             };
             (body, Some(copy))
         } else {
@@ -209,7 +213,7 @@ impl Forwarder {
                 }
                 _ => break,
             };
-            let Some(again) = copy.take_request(&path) else {
+            let Some(again) = copy.take_request(&path).await else {
                 break;
             };
             // Counted here, once a retry follows (a failure that ends the request is counted
@@ -348,9 +352,13 @@ impl Forwarder {
     pub(crate) fn respond(
         &self,
         mut resp: Response<Incoming>,
-        guard: InFlight,
+        mut guard: InFlight,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
+        // An HTTP/2 stream counts as open on its connection until the response's last byte.
+        if let Some(conns::StreamToken(token)) = resp.extensions_mut().remove() {
+            guard.hold(token);
+        }
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
             (resp.status(), client_upgrade)
         {

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use turnout_core::{Pool, Upstream};
 
 use super::conns::Failure;
-use crate::body::{ClientBody, UpstreamBody};
+use crate::body::{Returned, UpstreamBody};
 use crate::error::ProxyError;
 
 /// What a retry needs to send the request again: kept only for pools with more than one
@@ -18,19 +18,30 @@ pub(super) struct RetryCopy {
     pub method: Method,
     pub headers: http::HeaderMap,
     pub idempotent: bool,
-    /// The body comes back here if the first attempt never read it; `None` for a request
-    /// without one.
-    pub reclaim: Option<tokio::sync::oneshot::Receiver<ClientBody>>,
+    /// The body comes back here if the first attempt never read it (or, with `replay`, read
+    /// no more than [`crate::body::REPLAY_LIMIT`] of it); `None` for a request without one.
+    pub reclaim: Option<tokio::sync::oneshot::Receiver<Returned>>,
+    /// The body is kept as it is sent, to be sent again: the pool speaks HTTP/2, whose apps
+    /// may refuse a stream they did not process after its body went out.
+    pub replay: bool,
 }
+
+/// The longest a retry waits for the failed attempt to let go of the request's body (the
+/// connection's task drops it as the attempt ends; this is only an upper bound).
+const RECLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl RetryCopy {
     /// The request again, for `upstream`, if it can still be sent: its body was never read,
-    /// or it had none.
-    pub fn take_request(&mut self, path: &PathAndQuery) -> Option<Request<UpstreamBody>> {
+    /// it was kept whole enough to send again, or it had none.
+    pub async fn take_request(&mut self, path: &PathAndQuery) -> Option<Request<UpstreamBody>> {
         let body = match &mut self.reclaim {
             Some(reclaim) => {
+                let returned = tokio::time::timeout(RECLAIM_WAIT, &mut *reclaim)
+                    .await
+                    .ok()?
+                    .ok()?;
                 // Reclaimable again: a hold may need it back once more.
-                let (body, rx) = UpstreamBody::reclaimable(reclaim.try_recv().ok()?);
+                let (body, rx) = UpstreamBody::reclaimable(returned, self.replay);
                 *reclaim = rx;
                 body
             }
@@ -113,16 +124,16 @@ impl Attempt {
                 upstream: u(),
                 source,
             }),
-            Attempt::Failed(Failure::NeverSent(source) | Failure::Exchange(source)) => {
-                match client_body_fault(&source) {
-                    Some(why) => Err(ProxyError::ClientBody { why, source }),
-                    None => Err(ProxyError::Upstream {
-                        pool: p(),
-                        upstream: u(),
-                        source,
-                    }),
-                }
-            }
+            Attempt::Failed(
+                Failure::NeverSent(source) | Failure::Exchange(source) | Failure::Refused(source),
+            ) => match client_body_fault(&source) {
+                Some(why) => Err(ProxyError::ClientBody { why, source }),
+                None => Err(ProxyError::Upstream {
+                    pool: p(),
+                    upstream: u(),
+                    source,
+                }),
+            },
             Attempt::TimedOut if uploading => Err(ProxyError::SlowUpload {
                 pool: p(),
                 upstream: u(),
@@ -137,15 +148,16 @@ impl Attempt {
     }
 }
 
-/// The one retry rule, for every path: one retry, on another server, after a failed connect
-/// or a request that never went out (its pooled connection had closed first) whatever the
+/// The one retry rule, for every path: one retry, on another server, after a failed connect,
+/// a request that never went out (its pooled connection had closed first) or one an HTTP/2 app
+/// refused unprocessed (REFUSED_STREAM, or above its GOAWAY's last stream) whatever the
 /// method, and after any other failure before the response began for an idempotent method.
 /// Never after a response timeout (the server may still be working on the request, and the
 /// client has already waited the whole timeout), never for a failure of the client's own body,
 /// and only while the body was not read (checked when the copy is taken).
 pub(super) fn retryable(attempt: &Attempt, idempotent: bool) -> bool {
     match attempt {
-        Attempt::Failed(Failure::Connect(_) | Failure::NeverSent(_)) => true,
+        Attempt::Failed(Failure::Connect(_) | Failure::NeverSent(_) | Failure::Refused(_)) => true,
         Attempt::Failed(Failure::Exchange(e)) => client_body_fault(e).is_none() && idempotent,
         Attempt::Answered(_) | Attempt::TimedOut => false,
     }
@@ -163,6 +175,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::body::ClientBody;
     use crate::error::ClientFault;
 
     /// An upstream that reads a request's first bytes and closes without an answer.
