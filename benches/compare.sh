@@ -4,8 +4,8 @@
 # the nginx backends on CPU 0, each proxy alone on CPU 1 with one worker). Installs what it needs
 # (Debian packages), builds turnout in release mode, runs the harness and then benches/h2-idle.sh
 # (HTTP/2 with h2load, 10 000 idle connections), cache-vs-nginx.sh, tls-vs-nginx.sh,
-# front-door.sh, cpu-per-request.sh (access log on and off) and latency.sh, and writes the report
-# to benches/RESULTS.md.
+# front-door.sh, cpu-per-request.sh (access log on and off), latency.sh and grpc-vs-nginx.sh
+# (gRPC unary calls against nginx's grpc_pass), and writes the report to benches/RESULTS.md.
 #
 #   benches/compare.sh            # full run: 3 interleaved rounds (about 40 minutes)
 #   benches/compare.sh --quick    # smoke run: 1 short round (about 3 minutes)
@@ -88,6 +88,8 @@ printf '#!/bin/sh\nRUST_LOG=warn exec %s "$@"\n' "$bin" > "$scratch/turnout-log-
 chmod +x "$scratch/turnout-log-off"
 "$here/cpu-per-request.sh" --log --rounds 3 --seconds 5 "$bin" "$scratch/turnout-log-off" > "$scratch/cpu.md"
 "$here/latency.sh" --log --rounds 3 --seconds 5 "$bin" > "$scratch/latency.md"
+# And gRPC: unary calls through nginx's grpc_pass and turnout's h2c pools, access log on.
+"$here/grpc-vs-nginx.sh" --log --rounds 3 --seconds 8 "$bin" > "$scratch/grpc.md"
 
 {
     echo "<!-- Written by benches/compare.sh $* on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand. -->"
@@ -105,5 +107,7 @@ chmod +x "$scratch/turnout-log-off"
     cat "$scratch/cpu.md"
     echo
     cat "$scratch/latency.md"
+    echo
+    cat "$scratch/grpc.md"
 } > "$here/RESULTS.md"
 echo "compare.sh: wrote $here/RESULTS.md" >&2

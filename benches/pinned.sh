@@ -61,8 +61,8 @@ start_nginx_on() {
 }
 
 # Starts the turnout binary $1 on CPU 1 with one worker, listening on $2, its admin API on $3,
-# one pool "blue" of the server $4, and the config tables on stdin ($TURNOUT_ROUTING: lines for
-# [routing]); its pid in $started_pid.
+# one pool "blue" of the server $4 ($TURNOUT_POOL: more lines for it), and the config tables on
+# stdin ($TURNOUT_ROUTING: lines for [routing]); its pid in $started_pid.
 # Logs at RUST_LOG=$TURNOUT_LOG (default warn: no access log) to $work/turnout.log.
 start_turnout_on_cpu1() {
     {
@@ -75,6 +75,7 @@ start_turnout_on_cpu1() {
         cat
         echo "[pools.blue]"
         echo "servers = [\"$4\"]"
+        if [ -n "${TURNOUT_POOL:-}" ]; then echo "$TURNOUT_POOL"; fi
         echo "[routing]"
         echo "active = \"blue\""
         if [ -n "${TURNOUT_ROUTING:-}" ]; then echo "$TURNOUT_ROUTING"; fi
