@@ -370,7 +370,7 @@ mod grpc_health {
         }
     }
 
-    /// `grpc-status` and `grpc-message` (up to 200 characters, control characters dropped),
+    /// `grpc-status` and `grpc-message` (up to 200 characters, control characters as spaces),
     /// when there is a status.
     fn status(headers: &http::HeaderMap) -> Option<(u16, String)> {
         let code = crate::grpc::status_of(headers)?;
@@ -380,9 +380,155 @@ mod grpc_health {
             .unwrap_or_default();
         let message = String::from_utf8_lossy(message)
             .chars()
-            .filter(|c| !c.is_control())
+            .map(|c| if c.is_control() { ' ' } else { c })
             .take(200)
             .collect();
         Some((code, message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The gRPC check against real HTTP/2 servers (the h2 crate) that answer it well and
+    //! badly: each bad answer fails the check, saying what was wrong.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Response};
+
+    use super::*;
+
+    /// An answer of a health server: the HTTP status, the body, and the trailers'
+    /// `grpc-status` (`None`: no trailers).
+    type Answer = (u16, Bytes, Option<&'static str>);
+
+    /// An HTTP/2 server on `127.0.0.1:0` answering every request with `answer` (a body of a
+    /// message framed as gRPC frames it: `frame(...)`).
+    async fn health_server(answer: Answer) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        let (status, body, grpc_status) = answer.clone();
+                        let head = Response::builder()
+                            .status(status)
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .expect("a head");
+                        let Ok(mut send) = respond.send_response(head, false) else {
+                            return;
+                        };
+                        let _ = send.send_data(body, grpc_status.is_none());
+                        if let Some(code) = grpc_status {
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert("grpc-status", HeaderValue::from_static(code));
+                            trailers.insert("grpc-message", HeaderValue::from_static("said\tso"));
+                            let _ = send.send_trailers(trailers);
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn frame(flag: u8, len: u32, message: &[u8]) -> Bytes {
+        let mut f = vec![flag];
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(message);
+        Bytes::from(f)
+    }
+
+    async fn check(answer: Answer) -> Result<(), String> {
+        check_at(health_server(answer).await, Duration::from_secs(5)).await
+    }
+
+    async fn check_at(addr: std::net::SocketAddr, timeout: Duration) -> Result<(), String> {
+        let backend = turnout_config::Backend::parse(&turnout_config::ServerEntry {
+            addr: addr.to_string(),
+            weight: 1,
+        })
+        .expect("a server");
+        let mut server = Upstream::new(backend, Arc::default(), Arc::default(), None);
+        server.h2 = true;
+        let clients = probe_clients(&UpstreamTls::load(&Default::default()).expect("no CA"));
+        let check = HealthCheck {
+            grpc_service: Some("shop.Orders".into()),
+            timeout,
+            ..HealthCheck::default()
+        };
+        probe_once(
+            clients.for_pool("blue").for_server(&server),
+            &server,
+            &check,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_grpc_check_passes_on_serving_only_and_says_what_was_wrong() {
+        // SERVING (status = 1: field 1, varint 1).
+        assert_eq!(
+            check((200, frame(0, 2, &[0x08, 1]), Some("0"))).await,
+            Ok(())
+        );
+        for (answer, says) in [
+            ((200, frame(0, 2, &[0x08, 2]), Some("0")), "NOT_SERVING"),
+            // An empty message: UNKNOWN.
+            ((200, frame(0, 0, &[]), Some("0")), "status 0, not SERVING"),
+            ((200, frame(0, 0, &[]), Some("12")), "status 12: said so"),
+            ((500, Bytes::new(), None), "HTTP 500"),
+            ((200, frame(0, 2, &[0x08, 1]), None), "no grpc-status"),
+            ((200, frame(0, 2, &[0x08, 1]), Some("OK")), "no grpc-status"),
+            (
+                (200, frame(1, 2, &[0x08, 1]), Some("0")),
+                "no (uncompressed) message",
+            ),
+            (
+                (200, frame(0, 9, &[0x08, 1]), Some("0")),
+                "the wrong length",
+            ),
+            ((200, frame(0, 2, &[0xff, 0xff]), Some("0")), "malformed"),
+            (
+                (200, Bytes::from_static(&[0, 0]), Some("0")),
+                "no (uncompressed) message",
+            ),
+            (
+                (200, Bytes::from(vec![0u8; 200 * 1024]), Some("0")),
+                "answer unread",
+            ),
+        ] {
+            let e = check(answer.clone()).await.expect_err("the check fails");
+            assert!(e.contains(says), "{answer:?}: {e}");
+        }
+        // A server that takes the connection and never says a word: the check's timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let keep = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        let e = check_at(addr, Duration::from_millis(200))
+            .await
+            .expect_err("no answer");
+        assert!(
+            e.contains("no answer to gRPC Health/Check \"shop.Orders\" within 200ms"),
+            "{e}"
+        );
+        keep.abort();
     }
 }
