@@ -1059,3 +1059,38 @@ async fn many_calls_at_once_open_a_few_connections_per_server() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(most <= 10, "{most} streams past the app's limit of 10");
 }
+
+/// A deploy into a gRPC pool: `PUT /v1/pools/green` with a new server keeps the pool's
+/// `protocol` (from the file), so the new server is spoken to over HTTP/2 and answers calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_registered_through_the_api_keep_the_pools_protocol() {
+    let bg = start().await;
+    let next = GrpcUpstream::start("green-2").await;
+    let admin = bg.turnout.admin_url("");
+    let (code, answer) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::PUT,
+        "/v1/pools/green",
+        Some(&format!(r#"{{"servers":["{}"]}}"#, next.server())),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    turnout_testkit::eventually(10, "green-2 checked", || async {
+        bg.turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
+    })
+    .await;
+    let (code, answer) = turnout_testkit::client::admin(
+        &admin,
+        http::Method::POST,
+        "/v1/switch",
+        Some(r#"{"to":"green"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let mut client = grpc::client(bg.turnout.proxy).await;
+    let reply = client.unary(ask("hi", 0, 0)).await.expect("a call");
+    assert_eq!(reply.into_inner().server, "green-2");
+    assert_eq!(bg.green.calls(), 0);
+}
