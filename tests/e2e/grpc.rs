@@ -1094,3 +1094,50 @@ async fn servers_registered_through_the_api_keep_the_pools_protocol() {
     assert_eq!(reply.into_inner().server, "green-2");
     assert_eq!(bg.green.calls(), 0);
 }
+
+/// One app server, no hold: a stream it refused unprocessed (a burst past its stream limit
+/// before its SETTINGS arrived does this) is sent to it once more, body and all; refused
+/// twice, the call fails with UNAVAILABLE. The refusals do not eject the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_is_sent_once_more_to_a_lone_server() {
+    let app = RefusingApp::start("app", 1).await;
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(
+            &[
+                ("blue", &[app.addr.to_string()]),
+                ("green", &[app.addr.to_string()]),
+            ],
+            "blue",
+            "",
+        )
+        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
+        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
+        + "\n[health]\nenabled = false\n[health.passive]\nfailures = 1\n";
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (status, sent, body, trailers) = echo_call(turnout.proxy, 3_000).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(body, sent);
+    assert_eq!(app.refused(), 1);
+
+    app.refuse.store(2, std::sync::atomic::Ordering::Relaxed);
+    let (status, _, _, trailers) = echo_call(turnout.proxy, 10).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"14"[..])
+    );
+    assert_eq!(app.refused(), 3);
+    // The next call is answered by the same server: refusals ejected nothing.
+    let (_, sent, body, trailers) = echo_call(turnout.proxy, 10).await;
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(body, sent);
+}

@@ -135,35 +135,37 @@ impl Forwarder {
             .cloned()
             .unwrap_or_else(|| SLASH.clone());
         self.outbound_headers(&mut parts.headers, down, upgrade);
-        // A retry needs a copy of the request, so keep one only where a retry is possible.
-        let (body, mut retry) = if (pool.servers().len() > 1 || hold_until.is_some()) && !upgrade {
-            // An HTTP/2 app may refuse a stream after its body went: keep the body to resend.
-            let replay = pool.settings().protocol.is_h2();
-            let (body, reclaim) = match body {
-                Some(body) => {
-                    let (body, rx) =
-                        UpstreamBody::reclaimable(crate::body::Returned::unread(body), replay);
-                    (body, Some(rx))
-                }
-                None => (UpstreamBody::Empty, None),
+        // A retry needs a copy of the request, so keep one only where a retry is possible:
+        // another server, a hold, or an HTTP/2 app, which may refuse a stream unprocessed
+        // after its body went (the body is kept to send again, up to its limit).
+        let replay = pool.settings().protocol.is_h2();
+        let (body, mut retry) =
+            if (pool.servers().len() > 1 || hold_until.is_some() || replay) && !upgrade {
+                let (body, reclaim) = match body {
+                    Some(body) => {
+                        let (body, rx) =
+                            UpstreamBody::reclaimable(crate::body::Returned::unread(body), replay);
+                        (body, Some(rx))
+                    }
+                    None => (UpstreamBody::Empty, None),
+                };
+                let copy = RetryCopy {
+                    method: parts.method.clone(),
+                    headers: parts.headers.clone(),
+                    idempotent: matches!(
+                        parts.method,
+                        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+                    ),
+                    reclaim,
+                    replay,
+                };
+                (body, Some(copy))
+            } else {
+                (
+                    body.map_or(UpstreamBody::Empty, UpstreamBody::Incoming),
+                    None,
+                )
             };
-            let copy = RetryCopy {
-                method: parts.method.clone(),
-                headers: parts.headers.clone(),
-                idempotent: matches!(
-                    parts.method,
-                    Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-                ),
-                reclaim,
-                replay,
-            };
-            (body, Some(copy))
-        } else {
-            (
-                body.map_or(UpstreamBody::Empty, UpstreamBody::Incoming),
-                None,
-            )
-        };
         // A gRPC call's own deadline (`grpc-timeout`) bounds the wait too, when it is shorter.
         let timeout = crate::grpc::grpc_timeout(&parts.headers)
             .map_or(self.response_timeout, |t| t.min(self.response_timeout));
@@ -211,14 +213,19 @@ impl Forwarder {
                         None => break,
                     }
                 }
+                // No other server: an HTTP/2 app that refused the stream unprocessed (a burst
+                // past its stream limit before its SETTINGS arrived, say) takes it once more.
+                (None, None) if !retried && attempt.is_refused() => upstream,
                 _ => break,
             };
             let Some(again) = copy.take_request(&path).await else {
                 break;
             };
             // Counted here, once a retry follows (a failure that ends the request is counted
-            // below).
-            self.passive_failure(pool, upstream);
+            // below); a stream the app refused is no sign of a failing server.
+            if !attempt.is_refused() {
+                self.passive_failure(pool, upstream);
+            }
             if let Attempt::Failed(e) = &attempt {
                 tracing::debug!(pool = %pool.name(), from = %upstream.addr, to = %next.addr, error = ?e, "retrying");
             }
@@ -231,6 +238,7 @@ impl Forwarder {
         }
 
         let uploading = body_read.is_some_and(|done| !done.load(Ordering::Relaxed));
+        let refused = attempt.is_refused();
         match attempt.into_result(pool, upstream, timeout, uploading) {
             Ok(resp) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
@@ -242,7 +250,9 @@ impl Forwarder {
             }
             Err(err) => {
                 if !err.is_clients_fault() {
-                    self.passive_failure(pool, upstream);
+                    if !refused {
+                        self.passive_failure(pool, upstream);
+                    }
                     // Its own line, so `RUST_LOG=warn` still shows why.
                     tracing::warn!(error = %DisplayChain(&err), "forwarding failed");
                 }

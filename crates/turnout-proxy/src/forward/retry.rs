@@ -105,6 +105,11 @@ pub(super) enum Attempt {
 }
 
 impl Attempt {
+    /// An HTTP/2 app refused the stream unprocessed.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Attempt::Failed(Failure::Refused(_)))
+    }
+
     /// The answer, or the failure as the error that names the pool and the server.
     /// `uploading`: the client was still sending the request body (a timeout is then its
     /// slowness, not the server's).
