@@ -17,7 +17,19 @@ impl<T: Buf> BufList<T> {
     #[inline]
     pub(crate) fn push(&mut self, buf: T) {
         debug_assert!(buf.has_remaining());
+        // (turnout's patch:) room for one buffer first, not four: most messages queue one (a
+        // body), and the list keeps its room for the connection's life, idle waits included.
+        if self.bufs.capacity() == 0 {
+            self.reserve_first();
+        }
         self.bufs.push_back(buf);
+    }
+
+    /// Out of line: once per connection, and kept out of the encoder's inlined path.
+    #[cold]
+    #[inline(never)]
+    fn reserve_first(&mut self) {
+        self.bufs.reserve_exact(1);
     }
 
     #[inline]
