@@ -33,11 +33,8 @@ start_nginx_on backend 0
 backend_pid=$started_pid
 
 
-# Tenths of a microsecond of CPU per request: clock ticks $1 before and $2 after, $3 requests.
-per_request() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}'; }
 
 declare -A rps usr sys
-hz=$(getconf CLK_TCK)
 for _ in $(seq "$rounds"); do
     for target in "${targets[@]}"; do
         start_target 127.0.0.1:9903
@@ -50,8 +47,7 @@ for _ in $(seq "$rounds"); do
             after=$(cpu_ticks "$proxy_pid")
             r=$(wrk_rps <<<"$out")
             n=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
-            u=$(per_request "${before% *}" "${after% *}" "$n")
-            s=$(per_request "${before#* }" "${after#* }" "$n")
+            read -r u s <<<"$(cpu_per_op "$before" "$after" "$n")"
             rps[$target/$body]="${rps[$target/$body]:-} $r"
             usr[$target/$body]="${usr[$target/$body]:-} $u"
             sys[$target/$body]="${sys[$target/$body]:-} $s"

@@ -27,8 +27,6 @@ taskset -c 0 "$load" serve "$app" &
 backend_pid=$!
 pids=("$backend_pid")
 
-per_call() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}'; }
-
 start_grpc_target() {
     if [ "$target" = nginx ]; then
         nginx_conf nginx <<NGINX
@@ -61,7 +59,6 @@ TOML
 }
 
 declare -A cps usr sys
-hz=$(getconf CLK_TCK)
 for _ in $(seq "$rounds"); do
     for target in "${targets[@]}"; do
         start_grpc_target
@@ -74,8 +71,9 @@ for _ in $(seq "$rounds"); do
             echo "grpc-vs-nginx.sh: $target: $failed calls failed" >&2
         fi
         cps[$target]="${cps[$target]:-} $(awk -v n="$n" -v s="$elapsed" 'BEGIN {printf "%d", n / s}')"
-        usr[$target]="${usr[$target]:-} $(per_call "${before% *}" "${after% *}" "$n")"
-        sys[$target]="${sys[$target]:-} $(per_call "${before#* }" "${after#* }" "$n")"
+        read -r u s <<<"$(cpu_per_op "$before" "$after" "$n")"
+        usr[$target]="${usr[$target]:-} $u"
+        sys[$target]="${sys[$target]:-} $s"
         kill "$proxy_pid"
         wait "$proxy_pid" 2>/dev/null || true
     done

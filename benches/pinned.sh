@@ -130,6 +130,18 @@ median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a
 # $1 / $2 with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
+# The CPU time per operation, in tenths of a microsecond: clock ticks $1 before and $2 after,
+# $3 operations (requests, calls).
+per_op() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%d", (b - a) / hz * 1e7 / n}'
+}
+
+# The user and system CPU per operation: `cpu_ticks` output $1 before and $2 after, $3
+# operations; "user system".
+cpu_per_op() {
+    echo "$(per_op "${1% *}" "${2% *}" "$3") $(per_op "${1#* }" "${2#* }" "$3")"
+}
+
 # The CPU time (user and system, in clock ticks) the process $1 and its children have used:
 # "user system" from /proc.
 cpu_ticks() {

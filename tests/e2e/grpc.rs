@@ -25,25 +25,32 @@ async fn start() -> GrpcBlueGreen {
 async fn start_with(extra: &str) -> GrpcBlueGreen {
     let blue = GrpcUpstream::start("blue").await;
     let green = GrpcUpstream::start("green").await;
-    let sandbox = Sandbox::new(BIN);
-    let config = sandbox
-        .config(
-            &[("blue", &[blue.server()]), ("green", &[green.server()])],
-            "blue",
-            "",
-        )
-        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
-        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
-        + FAST_CHECKS
-        + extra;
-    sandbox.write_config(&config);
-    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (sandbox, turnout) = h2c_pools(
+        &[blue.server()],
+        &[green.server()],
+        &format!("{FAST_CHECKS}{extra}"),
+    )
+    .await;
     GrpcBlueGreen {
         blue,
         green,
         _sandbox: sandbox,
         turnout,
     }
+}
+
+/// turnout in front of the servers `blue` and `green`, both pools `h2c`, blue live, with
+/// `extra` config tables at the end.
+async fn h2c_pools(blue: &[String], green: &[String], extra: &str) -> (Sandbox, Turnout) {
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox
+        .config(&[("blue", blue), ("green", green)], "blue", "")
+        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
+        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
+        + extra;
+    sandbox.write_config(&config);
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    (sandbox, turnout)
 }
 
 fn ask(message: &str, count: u32, delay_ms: u32) -> EchoRequest {
@@ -107,20 +114,18 @@ impl GrpcLoad {
     }
 }
 
+/// `POST /v1/switch` with `body` on the admin API at `admin`: the status and the answer.
+async fn switch(admin: &str, body: &str) -> (http::StatusCode, serde_json::Value) {
+    turnout_testkit::client::admin(admin, http::Method::POST, "/v1/switch", Some(body), None).await
+}
+
 /// Once turnout has checked green, switches `turnout` to it through the admin API.
 async fn switch_to_green(turnout: &Turnout) {
     turnout_testkit::eventually(10, "green checked", || async {
         turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
     })
     .await;
-    let (code, answer) = turnout_testkit::client::admin(
-        &turnout.admin_url(""),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
+    let (code, answer) = switch(&turnout.admin_url(""), r#"{"to":"green"}"#).await;
     assert_eq!(code, 200, "{answer}");
 }
 
@@ -549,14 +554,7 @@ async fn grpc_health_checks_gate_the_switch() {
         error.as_str().is_some_and(|e| e.contains("NOT_SERVING")),
         "{error}"
     );
-    let (code, answer) = turnout_testkit::client::admin(
-        &admin,
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
+    let (code, answer) = switch(&admin, r#"{"to":"green"}"#).await;
     assert!(code.is_client_error(), "{code} {answer}");
     assert!(answer.to_string().contains("NOT_SERVING"), "{answer}");
     assert_eq!(bg.turnout.status().await["active"], "blue");
@@ -566,14 +564,7 @@ async fn grpc_health_checks_gate_the_switch() {
         check("green").await["servers"][0]["healthy"] == true
     })
     .await;
-    let (code, answer) = turnout_testkit::client::admin(
-        &admin,
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
+    let (code, answer) = switch(&admin, r#"{"to":"green"}"#).await;
     assert_eq!(code, 200, "{answer}");
     let mut client = grpc::client(bg.turnout.proxy).await;
     let answer = client.unary(ask("hi", 0, 0)).await.expect("a call");
@@ -607,14 +598,7 @@ async fn close_tunnels_after_ends_long_grpc_streams_with_a_retryable_status() {
         bg.turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
     })
     .await;
-    let (code, answer) = turnout_testkit::client::admin(
-        &admin,
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green","close_tunnels_after":"1s"}"#),
-        None,
-    )
-    .await;
+    let (code, answer) = switch(&admin, r#"{"to":"green","close_tunnels_after":"1s"}"#).await;
     assert_eq!(code, 200, "{answer}");
     let mut indexes = vec![first.index];
     let status = loop {
@@ -867,6 +851,11 @@ impl Drop for RefusingApp {
     }
 }
 
+/// The `grpc-status` of an answer's trailers (or trailers-only head).
+fn grpc_status(trailers: &http::HeaderMap) -> Option<&[u8]> {
+    trailers.get("grpc-status").map(|v| v.as_bytes())
+}
+
 /// A unary gRPC call (a POST: not idempotent) with a message of `size` bytes, sent through
 /// `proxy` by hand: the answer's status, its body and its trailers (or trailers-only head).
 async fn echo_call(
@@ -899,33 +888,18 @@ async fn echo_call(
 async fn calls_an_app_refused_unprocessed_go_to_another_server_body_and_all() {
     let refusing = RefusingApp::start("refusing", u32::MAX).await;
     let taking = RefusingApp::start("taking", 0).await;
-    let sandbox = Sandbox::new(BIN);
-    let config = sandbox
-        .config(
-            &[
-                (
-                    "blue",
-                    &[refusing.addr.to_string(), taking.addr.to_string()],
-                ),
-                ("green", &[taking.addr.to_string()]),
-            ],
-            "blue",
-            "",
-        )
-        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
-        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
-        + "\n[health]\nenabled = false\n[health.passive]\nenabled = false\n";
-    sandbox.write_config(&config);
-    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (_sandbox, turnout) = h2c_pools(
+        &[refusing.addr.to_string(), taking.addr.to_string()],
+        &[taking.addr.to_string()],
+        "\n[health]\nenabled = false\n[health.passive]\nenabled = false\n",
+    )
+    .await;
 
     for size in [10, 20_000, 60_000] {
         for _ in 0..4 {
             let (status, sent, body, trailers) = echo_call(turnout.proxy, size).await;
             assert_eq!(status, 200);
-            assert_eq!(
-                trailers.get("grpc-status").map(|v| v.as_bytes()),
-                Some(&b"0"[..])
-            );
+            assert_eq!(grpc_status(&trailers), Some(&b"0"[..]));
             assert_eq!(trailers[SERVED_BY], "taking");
             assert_eq!(body, sent, "the body reached the second server whole");
         }
@@ -938,7 +912,7 @@ async fn calls_an_app_refused_unprocessed_go_to_another_server_body_and_all() {
     for _ in 0..4 {
         let (status, _, _, trailers) = echo_call(turnout.proxy, 100_000).await;
         assert_eq!(status, 200);
-        match trailers.get("grpc-status").map(|v| v.as_bytes()) {
+        match grpc_status(&trailers) {
             Some(b"0") => {}
             Some(b"14") => failed += 1,
             other => panic!("grpc-status {other:?}"),
@@ -958,28 +932,16 @@ async fn calls_an_app_refused_unprocessed_go_to_another_server_body_and_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_is_held_and_sent_again_to_the_same_server() {
     let app = RefusingApp::start("app", 3).await;
-    let sandbox = Sandbox::new(BIN);
-    let config = sandbox
-        .config(
-            &[
-                ("blue", &[app.addr.to_string()]),
-                ("green", &[app.addr.to_string()]),
-            ],
-            "blue",
-            "",
-        )
-        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
-        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
-        + "\n[health]\nenabled = false\n[health.passive]\nenabled = false\n\
-           [upstream]\nhold_when_unavailable = \"5s\"\n";
-    sandbox.write_config(&config);
-    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (_sandbox, turnout) = h2c_pools(
+        &[app.addr.to_string()],
+        &[app.addr.to_string()],
+        "\n[health]\nenabled = false\n[health.passive]\nenabled = false\n\
+           [upstream]\nhold_when_unavailable = \"5s\"\n",
+    )
+    .await;
     let (status, sent, body, trailers) = echo_call(turnout.proxy, 5_000).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        trailers.get("grpc-status").map(|v| v.as_bytes()),
-        Some(&b"0"[..])
-    );
+    assert_eq!(grpc_status(&trailers), Some(&b"0"[..]));
     assert_eq!(body, sent);
     assert_eq!(app.refused(), 3);
     assert_eq!(app.refuse.load(std::sync::atomic::Ordering::Relaxed), 0);
@@ -993,21 +955,12 @@ async fn a_refused_call_is_held_and_sent_again_to_the_same_server() {
 async fn many_calls_at_once_open_a_few_connections_per_server() {
     let wide = RefusingApp::start_with("wide", 0, Duration::from_millis(400), None).await;
     let narrow = RefusingApp::start_with("narrow", 0, Duration::from_millis(100), Some(10)).await;
-    let sandbox = Sandbox::new(BIN);
-    let config = sandbox
-        .config(
-            &[
-                ("blue", &[wide.addr.to_string()]),
-                ("green", &[narrow.addr.to_string()]),
-            ],
-            "blue",
-            "",
-        )
-        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
-        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
-        + "\n[health]\nenabled = false\n";
-    sandbox.write_config(&config);
-    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (_sandbox, turnout) = h2c_pools(
+        &[wide.addr.to_string()],
+        &[narrow.addr.to_string()],
+        "\n[health]\nenabled = false\n",
+    )
+    .await;
     let calls = |n: usize| {
         let proxy = turnout.proxy;
         async move {
@@ -1017,10 +970,7 @@ async fn many_calls_at_once_open_a_few_connections_per_server() {
             let mut ok = 0;
             for call in calls {
                 let (status, sent, body, trailers) = call.await.expect("a call");
-                if status == 200
-                    && body == sent
-                    && trailers.get("grpc-status").map(|v| v.as_bytes()) == Some(&b"0"[..])
-                {
+                if status == 200 && body == sent && grpc_status(&trailers) == Some(&b"0"[..]) {
                     ok += 1;
                 }
             }
@@ -1041,14 +991,7 @@ async fn many_calls_at_once_open_a_few_connections_per_server() {
         "{connections} connections for 300 calls at once"
     );
 
-    let (code, answer) = turnout_testkit::client::admin(
-        &turnout.admin_url(""),
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green","force":true}"#),
-        None,
-    )
-    .await;
+    let (code, answer) = switch(&turnout.admin_url(""), r#"{"to":"green","force":true}"#).await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(30), calls(40)).await,
@@ -1080,14 +1023,7 @@ async fn servers_registered_through_the_api_keep_the_pools_protocol() {
         bg.turnout.status().await["pools"]["green"]["servers"][0]["last_check"].is_string()
     })
     .await;
-    let (code, answer) = turnout_testkit::client::admin(
-        &admin,
-        http::Method::POST,
-        "/v1/switch",
-        Some(r#"{"to":"green"}"#),
-        None,
-    )
-    .await;
+    let (code, answer) = switch(&admin, r#"{"to":"green"}"#).await;
     assert_eq!(code, 200, "{answer}");
     let mut client = grpc::client(bg.turnout.proxy).await;
     let reply = client.unary(ask("hi", 0, 0)).await.expect("a call");
@@ -1101,43 +1037,25 @@ async fn servers_registered_through_the_api_keep_the_pools_protocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_is_sent_once_more_to_a_lone_server() {
     let app = RefusingApp::start("app", 1).await;
-    let sandbox = Sandbox::new(BIN);
-    let config = sandbox
-        .config(
-            &[
-                ("blue", &[app.addr.to_string()]),
-                ("green", &[app.addr.to_string()]),
-            ],
-            "blue",
-            "",
-        )
-        .replace("[pools.blue]\n", "[pools.blue]\nprotocol = \"h2c\"\n")
-        .replace("[pools.green]\n", "[pools.green]\nprotocol = \"h2c\"\n")
-        + "\n[health]\nenabled = false\n[health.passive]\nfailures = 1\n";
-    sandbox.write_config(&config);
-    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (_sandbox, turnout) = h2c_pools(
+        &[app.addr.to_string()],
+        &[app.addr.to_string()],
+        "\n[health]\nenabled = false\n[health.passive]\nfailures = 1\n",
+    )
+    .await;
     let (status, sent, body, trailers) = echo_call(turnout.proxy, 3_000).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        trailers.get("grpc-status").map(|v| v.as_bytes()),
-        Some(&b"0"[..])
-    );
+    assert_eq!(grpc_status(&trailers), Some(&b"0"[..]));
     assert_eq!(body, sent);
     assert_eq!(app.refused(), 1);
 
     app.refuse.store(2, std::sync::atomic::Ordering::Relaxed);
     let (status, _, _, trailers) = echo_call(turnout.proxy, 10).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        trailers.get("grpc-status").map(|v| v.as_bytes()),
-        Some(&b"14"[..])
-    );
+    assert_eq!(grpc_status(&trailers), Some(&b"14"[..]));
     assert_eq!(app.refused(), 3);
     // The next call is answered by the same server: refusals ejected nothing.
     let (_, sent, body, trailers) = echo_call(turnout.proxy, 10).await;
-    assert_eq!(
-        trailers.get("grpc-status").map(|v| v.as_bytes()),
-        Some(&b"0"[..])
-    );
+    assert_eq!(grpc_status(&trailers), Some(&b"0"[..]));
     assert_eq!(body, sent);
 }
