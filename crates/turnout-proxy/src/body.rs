@@ -57,12 +57,12 @@ pin_project_lite::pin_project! {
             // The body, and who is told of its trailers and (by being dropped) of its end.
             watched: Box<(ProxyBody, Option<Box<dyn Watcher>>)>,
         },
-        /// A gRPC call's stream from the app, which turnout ends itself at the call's
-        /// deadline or when its pool's long calls close ([`crate::grpc::Cut`]). Boxed: only
-        /// gRPC calls pay.
-        Cut {
-            // The stream, and when and why to end it.
-            cut: Box<crate::grpc::Cut>,
+        /// Another body wrapped by a body type of another module: a gRPC call's stream from
+        /// the app, which turnout ends itself at the call's deadline or when its pool's long
+        /// calls close (`grpc::Cut`). Boxed: only such answers pay.
+        Wrapped {
+            // The wrapper, over the body it wraps.
+            wrapped: Box<dyn Wrapper>,
         },
         /// Another body compressed as it streams (`[compression]`). Boxed: only a compressed
         /// response pays for the encoder's state.
@@ -75,6 +75,15 @@ pin_project_lite::pin_project! {
             conn: Option<Busy>,
         },
     }
+}
+
+/// A body over another [`ProxyBody`], defined where it is used ([`ProxyBody::wrapped`]): it
+/// passes the client connection's busy mark on to the body it wraps.
+pub(crate) trait Wrapper:
+    Body<Data = Bytes, Error = BodyError> + Send + Unpin + std::fmt::Debug
+{
+    /// Keeps the client connection marked busy until the wrapped body ends.
+    fn mark_connection_busy(&mut self, busy: Busy);
 }
 
 /// Told of a watched body's trailers; dropped when the body ends ([`ProxyBody::watched`]).
@@ -115,7 +124,7 @@ impl ProxyBody {
                 *conn = Some(busy);
             }
             ProxyBody::Watched { watched } => watched.0.mark_connection_busy(busy),
-            ProxyBody::Cut { cut } => cut.mark_connection_busy(busy),
+            ProxyBody::Wrapped { wrapped } => wrapped.mark_connection_busy(busy),
             ProxyBody::Full { .. } | ProxyBody::File { .. } => {}
         }
     }
@@ -128,9 +137,11 @@ impl ProxyBody {
         }
     }
 
-    /// A gRPC call's stream that turnout may end itself.
-    pub(crate) fn cut(cut: crate::grpc::Cut) -> ProxyBody {
-        ProxyBody::Cut { cut: Box::new(cut) }
+    /// `wrapper` (over another body) as the response's body.
+    pub(crate) fn wrapped(wrapper: impl Wrapper + 'static) -> ProxyBody {
+        ProxyBody::Wrapped {
+            wrapped: Box::new(wrapper),
+        }
     }
 
     /// A body of static text.
@@ -246,7 +257,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(frame)
             }
-            Proj::Cut { cut } => Pin::new(&mut **cut).poll_frame(cx),
+            Proj::Wrapped { wrapped } => Pin::new(&mut **wrapped).poll_frame(cx),
             Proj::Encoded { stream, done, conn } => {
                 let chunk = ready!(futures_util::Stream::poll_next(stream.0.as_mut(), cx));
                 if !matches!(chunk, Some(Ok(_))) {
@@ -265,7 +276,7 @@ impl Body for ProxyBody {
             ProxyBody::File { remaining, .. } => *remaining == 0,
             ProxyBody::Encoded { done, .. } => *done,
             ProxyBody::Watched { watched } => watched.0.is_end_stream(),
-            ProxyBody::Cut { cut } => cut.is_end_stream(),
+            ProxyBody::Wrapped { wrapped } => wrapped.is_end_stream(),
         }
     }
 
@@ -278,7 +289,7 @@ impl Body for ProxyBody {
             ProxyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
             ProxyBody::Encoded { .. } => SizeHint::default(),
             ProxyBody::Watched { watched } => watched.0.size_hint(),
-            ProxyBody::Cut { cut } => cut.size_hint(),
+            ProxyBody::Wrapped { wrapped } => wrapped.size_hint(),
         }
     }
 }

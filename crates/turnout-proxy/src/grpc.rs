@@ -206,11 +206,11 @@ pub(crate) fn cut(
         reason: None,
         done: false,
     };
-    Response::from_parts(parts, ProxyBody::cut(cut))
+    Response::from_parts(parts, ProxyBody::wrapped(cut))
 }
 
-impl Cut {
-    pub(crate) fn mark_connection_busy(&mut self, busy: crate::deadlines::Busy) {
+impl crate::body::Wrapper for Cut {
+    fn mark_connection_busy(&mut self, busy: crate::deadlines::Busy) {
         self.body.mark_connection_busy(busy);
     }
 }
