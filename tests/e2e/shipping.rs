@@ -550,3 +550,46 @@ async fn the_pool_probe_checks_servers_now_and_refuses_misuse() {
     assert_eq!(status["active"], "blue");
     assert_eq!(status["generation"], 0);
 }
+
+/// `POST /v1/reload` on a turnout without `[state] file`: 404 saying why (a reload is an
+/// in-place upgrade, whose new process reads the routing from the state file), and the running
+/// process goes on serving, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_without_a_state_file_is_refused_saying_why() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let sandbox = Sandbox::new(BIN);
+    let config = sandbox.config(
+        &[
+            ("blue", &[blue.addr.to_string()]),
+            ("green", &[green.addr.to_string()]),
+        ],
+        "blue",
+        "",
+    );
+    let state = format!(
+        "[state]\nfile = {:?}\n\n",
+        sandbox.state_path().display().to_string()
+    );
+    assert!(config.contains(&state), "{config}");
+    sandbox.write_config(&config.replace(&state, ""));
+    let turnout = sandbox.start().await.unwrap_or_else(|e| panic!("{e}"));
+    let pid = turnout.status().await["process"]["pid"].clone();
+    let (code, answer) = turnout_testkit::client::admin(
+        &turnout.admin_url(""),
+        http::Method::POST,
+        "/v1/reload",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 404, "{answer}");
+    assert!(answer.to_string().contains("[state] file"), "{answer}");
+    assert_eq!(turnout.status().await["process"]["pid"], pid);
+    let answer =
+        turnout_testkit::client::get(&turnout_testkit::client::http_client(), &turnout.url("/"))
+            .await
+            .expect("an answer");
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("blue"), "{}", answer.body);
+}
