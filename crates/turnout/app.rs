@@ -574,6 +574,10 @@ impl Turnout {
         let handed = handover
             .as_ref()
             .map_or_else(CancellationToken::new, |h| h.handed());
+        if let Some(h) = &handover {
+            let plane = plane.clone();
+            h.before_handed(move || plane.handed_over());
+        }
 
         // Active health checks of every pool's servers, following the routing state; and the
         // certificates' reloads (SIGHUP, and the file watch when asked for).

@@ -236,8 +236,21 @@ pub struct Handover {
     waiter: Mutex<Option<tokio::sync::oneshot::Sender<Result<Ready, String>>>>,
     /// Cancelled once a new process serves: this one stops accepting and drains.
     handed: CancellationToken,
+    /// Run just before `handed` is cancelled, before the upgrade's caller hears of it: the data
+    /// plane's own mark, so that the next HTTP/1 answer says `Connection: close` (a task
+    /// watching `handed` would set it a moment later, after the caller may have sent more).
+    before_handed: OnceLock<BeforeHanded>,
     /// The pid it handed over to.
     successor: OnceLock<u32>,
+}
+
+/// See [`Handover::before_handed`].
+struct BeforeHanded(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for BeforeHanded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeHanded")
+    }
 }
 
 /// Copies of the sockets a hand-over hands over.
@@ -306,6 +319,7 @@ impl Handover {
             talking: tokio::sync::Mutex::new(()),
             waiter: Mutex::new(None),
             handed: CancellationToken::new(),
+            before_handed: OnceLock::new(),
             successor: OnceLock::new(),
         });
         let listener = UnixListener::from_std(listener)
@@ -316,6 +330,12 @@ impl Handover {
     /// Cancelled once a new process serves.
     pub fn handed(&self) -> CancellationToken {
         self.handed.clone()
+    }
+
+    /// Runs `mark` once a new process serves, before anything else hears of it (the
+    /// upgrade's caller included). Set once; a second call is ignored.
+    pub fn before_handed(&self, mark: impl Fn() + Send + Sync + 'static) {
+        let _ = self.before_handed.set(BeforeHanded(Box::new(mark)));
     }
 
     /// The pid of the process it handed over to, once it did.
@@ -460,6 +480,9 @@ impl Handover {
         match &result {
             Ok(ready) => {
                 let _ = self.successor.set(ready.pid);
+                if let Some(mark) = self.before_handed.get() {
+                    (mark.0)();
+                }
                 self.handed.cancel();
                 // The new process serves once it reads this; a failure here is its to report.
                 let _ = channel.send(&Msg::Done, &[]).await;
