@@ -309,7 +309,15 @@ impl Proxy {
         let upgrade = client_upgrade.is_some();
         match self
             .forwarder
-            .forward(pool, parts, body, upgrade, down, &mut access.upstream)
+            .forward(
+                pool,
+                parts,
+                body,
+                upgrade,
+                access.grpc_deadline(),
+                down,
+                &mut access.upstream,
+            )
             .await
         {
             Ok((resp, guard)) => {

@@ -209,7 +209,7 @@ impl crate::cache::Cache {
             Some(f) => Ok(f),
             None => {
                 forwarder
-                    .forward(pool, parts, None, false, down, &mut access.upstream)
+                    .forward(pool, parts, None, false, None, down, &mut access.upstream)
                     .await
             }
         };
@@ -250,7 +250,7 @@ impl crate::cache::Cache {
         }
         let mut used = None;
         let (resp, guard) = match forwarder
-            .forward(pool, full, None, false, down, &mut used)
+            .forward(pool, full, None, false, None, down, &mut used)
             .await
         {
             Ok(answer) => answer,

@@ -80,16 +80,19 @@ impl Forwarder {
 
     /// Sends a request to a server of `pool` (the balancer's pick) and, when [`retryable`]
     /// allows, once more to another one. `body` is `None` for a request without one; `upgrade`
-    /// keeps the request's `Upgrade` headers (an upgrade is never retried). `used` names the
+    /// keeps the request's `Upgrade` headers (an upgrade is never retried); `deadline` is a
+    /// gRPC call's (each attempt waits for its answer's head no longer). `used` names the
     /// server last tried, for the access log. Every attempt counts for or against its server's
     /// passive health, but for a failure of the client's own body; an upstream's failure is
     /// logged here as a warning.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn forward(
         &self,
         pool: &Arc<Pool>,
         mut parts: Parts,
         mut body: Option<ClientBody>,
         upgrade: bool,
+        deadline: Option<tokio::time::Instant>,
         down: &Downstream,
         used: &mut Option<ServerAddr>,
     ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
@@ -166,9 +169,12 @@ impl Forwarder {
                     None,
                 )
             };
-        // A gRPC call's own deadline (`grpc-timeout`) bounds the wait too, when it is shorter.
-        let timeout = crate::grpc::grpc_timeout(&parts.headers)
-            .map_or(self.response_timeout, |t| t.min(self.response_timeout));
+        // A gRPC call's own deadline (`grpc-timeout`, read once into its access record) bounds
+        // the wait too, when it is sooner.
+        let timeout = deadline.map_or(self.response_timeout, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .min(self.response_timeout)
+        });
         // Origin form: the connection is to the server already.
         parts.uri = Uri::from(path.clone());
         // Upstreams speak HTTP/1.1 whatever the client spoke.
