@@ -375,7 +375,7 @@ mod grpc_health {
     fn status(headers: &http::HeaderMap) -> Option<(u16, String)> {
         let code = crate::grpc::status_of(headers)?;
         let message = headers
-            .get("grpc-message")
+            .get(&crate::grpc::GRPC_MESSAGE)
             .map(HeaderValue::as_bytes)
             .unwrap_or_default();
         let message = String::from_utf8_lossy(message)

@@ -91,7 +91,8 @@ pub(crate) fn answer_as_grpc(resp: Response<ProxyBody>, route: &str) -> Response
 }
 
 static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
-static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
+pub(crate) static GRPC_MESSAGE: header::HeaderName =
+    header::HeaderName::from_static("grpc-message");
 static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
 
 /// `grpc-status` in `headers` (a call's trailers, or a trailers-only head), when it is a

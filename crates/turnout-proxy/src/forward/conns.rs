@@ -325,10 +325,7 @@ impl Upstreams {
         let builder = self.h2.clone();
         async move {
             let shared = |e: BoxError| SharedError(Arc::new(e));
-            let io = connect.await.map_err(|e| match e {
-                Failure::Connect(e) => shared(e),
-                other => shared(format!("{other:?}").into()),
-            })?;
+            let io = connect.await.map_err(shared)?;
             let (sender, conn) = builder.handshake(io).await.map_err(|e| shared(e.into()))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -384,7 +381,10 @@ impl Upstreams {
 
     /// A new connection to `upstream`, its task spawned.
     async fn dial(&self, pool: &str, upstream: &Upstream) -> Result<Conn, Failure> {
-        let io = self.connect(pool, upstream).await?;
+        let io = self
+            .connect(pool, upstream)
+            .await
+            .map_err(Failure::Connect)?;
         let (sender, conn) = self
             .builder
             .handshake(io)
@@ -404,7 +404,7 @@ impl Upstreams {
         &self,
         pool: &str,
         upstream: &Upstream,
-    ) -> impl Future<Output = Result<<Connector as Service<Uri>>::Response, Failure>> + Send + 'static
+    ) -> impl Future<Output = Result<<Connector as Service<Uri>>::Response, BoxError>> + Send + 'static
     {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(if upstream.tls {
@@ -420,8 +420,7 @@ impl Upstreams {
         } else {
             &self.connectors
         };
-        let call = connectors.for_pool(pool).clone().call(uri);
-        async move { call.await.map_err(Failure::Connect) }
+        connectors.for_pool(pool).clone().call(uri)
     }
 
     /// Back to the idle list once the connection is ready for another request: now, when the
