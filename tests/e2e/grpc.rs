@@ -576,6 +576,24 @@ async fn grpc_health_checks_gate_the_switch() {
     );
 }
 
+/// The messages of `stream` until it fails (within 10 s of each other), and the status it
+/// failed with; a stream that ends with OK fails the test.
+async fn until_failed(
+    stream: &mut tonic::Streaming<grpc::EchoReply>,
+) -> (Vec<grpc::EchoReply>, tonic::Status) {
+    let mut replies = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream is ended within 10 s")
+        {
+            Ok(Some(reply)) => replies.push(reply),
+            Ok(None) => panic!("the stream ended with OK after {replies:?}"),
+            Err(status) => return (replies, status),
+        }
+    }
+}
+
 /// A long server stream on blue, then a switch to green with `close_tunnels_after`: the
 /// stream gets every message blue sent before the close whole, then UNAVAILABLE from turnout
 /// (a status the client may retry on), well before blue would have ended it; blue drains, the
@@ -600,20 +618,11 @@ async fn close_tunnels_after_ends_long_grpc_streams_with_a_retryable_status() {
     .await;
     let (code, answer) = switch(&admin, r#"{"to":"green","close_tunnels_after":"1s"}"#).await;
     assert_eq!(code, 200, "{answer}");
-    let mut indexes = vec![first.index];
-    let status = loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("the stream is ended within 10 s")
-        {
-            Ok(Some(reply)) => {
-                assert_eq!(reply.server, "blue");
-                indexes.push(reply.index);
-            }
-            Ok(None) => panic!("the stream ended with OK after {indexes:?}"),
-            Err(status) => break status,
-        }
-    };
+    let (rest, status) = until_failed(&mut stream).await;
+    assert!(rest.iter().all(|r| r.server == "blue"), "{rest:?}");
+    let indexes: Vec<u32> = std::iter::once(first.index)
+        .chain(rest.iter().map(|r| r.index))
+        .collect();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("close_tunnels_after"),
@@ -660,20 +669,9 @@ async fn grpc_timeout_is_the_whole_calls_deadline() {
         .await
         .expect("a stream")
         .into_inner();
-    let mut got = 0u32;
-    let status = loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("the stream is ended within 10 s")
-        {
-            Ok(Some(reply)) => {
-                assert_eq!(reply.index, got);
-                got += 1;
-            }
-            Ok(None) => panic!("the stream ended with OK after {got} messages"),
-            Err(status) => break status,
-        }
-    };
+    let (replies, status) = until_failed(&mut stream).await;
+    let got = replies.len() as u32;
+    assert!(replies.iter().map(|r| r.index).eq(0..got), "{replies:?}");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().starts_with("turnout:"), "{status:?}");
     assert!((1..20).contains(&got), "{got} messages before the deadline");

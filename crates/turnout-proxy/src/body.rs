@@ -648,10 +648,7 @@ impl Reclaimable {
 
     fn size_hint(&self) -> SizeHint {
         let prefix: u64 = self.replay.as_deref().map_or(0, |r| {
-            r.prefix[r.next.min(r.prefix.len())..]
-                .iter()
-                .map(|b| b.len() as u64)
-                .sum()
+            r.prefix[r.next..].iter().map(|b| b.len() as u64).sum()
         });
         let rest = match (&self.replay, &self.body) {
             (Some(r), _) if r.ended => SizeHint::with_exact(0),
@@ -679,7 +676,7 @@ impl Drop for Reclaimable {
             Some(mut r) => {
                 // What this attempt sent, and what of the prefix it had not sent yet.
                 let mut read = std::mem::take(&mut r.sent);
-                read.extend(r.prefix.drain(r.next.min(r.prefix.len())..));
+                read.extend(r.prefix.drain(r.next..));
                 Some(Returned {
                     read,
                     trailers: r.trailers,
