@@ -945,6 +945,25 @@ async fn a_refused_call_is_held_and_sent_again_to_the_same_server() {
     assert_eq!(app.refuse.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
+/// A server that refuses every call, under a 1 s hold: the call is not sent to it in a tight
+/// loop (the hold looks again every 50 ms, so at most about 20 more tries), and ends with
+/// UNAVAILABLE once the hold is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_every_call_is_not_hammered_under_a_hold() {
+    let app = RefusingApp::start("app", u32::MAX).await;
+    let (_sandbox, turnout) = h2c_pools(
+        &[app.addr.to_string()],
+        &[app.addr.to_string()],
+        "\n[health]\nenabled = false\n[upstream]\nhold_when_unavailable = \"1s\"\n",
+    )
+    .await;
+    let (status, _, _, trailers) = echo_call(turnout.proxy, 100).await;
+    assert_eq!(status, 200);
+    assert_eq!(grpc_status(&trailers), Some(&b"14"[..]));
+    let tries = app.refused();
+    assert!((2..=25).contains(&tries), "{tries} tries in a 1 s hold");
+}
+
 /// 300 calls at once to one app server that holds each for 400 ms: turnout spreads them over a
 /// few HTTP/2 connections per worker, never more than 100 streams on one; and an app that
 /// allows 10 streams per connection still answers 40 calls at once, the calls past its limit
