@@ -23,11 +23,12 @@ async fn slowloris_clients_are_cut_off_and_oversized_heads_get_431() {
         "got {:?}",
         String::from_utf8_lossy(&rest)
     );
-    // Bounded, and on failure shows what turnout did log (a CI run once missed this line).
+    // Bounded, and on failure shows what turnout did log. The needle is `status=408`, not a bare
+    // `408`: a timestamp such as `03.194080Z` holds that too (a CI run once matched it).
     let logged = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while !bg
             .turnout
-            .find_log("408")
+            .find_log("status=408")
             .is_some_and(|l| l.contains("request head"))
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
