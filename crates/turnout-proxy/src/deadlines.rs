@@ -110,13 +110,15 @@ pin_project_lite::pin_project! {
         deadline: Pin<Box<Sleep>>,
         phase: Phase,
         activity: Arc<Activity>,
-        header_timeout: Duration,
-        idle_timeout: Duration,
+        // Milliseconds, as every deadline here: the socket is part of every idle connection's
+        // state for its whole life.
+        header_timeout: Millis,
+        idle_timeout: Millis,
         // Armed while a write waits for the client to make room.
         send_stall: Stall,
         // `Activity::begun` when this socket last looked.
         seen: u64,
-        body_timeout: Duration,
+        body_timeout: Millis,
         // A read for the request body is waiting (the body deadline runs).
         body_waiting: bool,
         // The first bytes have come, and said whether this is HTTP/2.
@@ -139,15 +141,32 @@ impl<T> GuardedIo<T> {
             deadline: Box::pin(tokio::time::sleep(header_timeout)),
             phase: Phase::Head,
             activity,
-            header_timeout,
-            idle_timeout,
+            header_timeout: Millis::from(header_timeout),
+            idle_timeout: Millis::from(idle_timeout),
             send_stall: Stall::new(send_timeout),
             seen: 0,
-            body_timeout,
+            body_timeout: Millis::from(body_timeout),
             body_waiting: false,
             seen_bytes: false,
             h2: false,
         }
+    }
+}
+
+/// A duration of a week or less (as every setting is: turnout-config refuses longer ones) in
+/// four bytes; longer ones are cut to about 49 days.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Millis(u32);
+
+impl Millis {
+    pub fn get(self) -> Duration {
+        Duration::from_millis(u64::from(self.0))
+    }
+}
+
+impl From<Duration> for Millis {
+    fn from(d: Duration) -> Millis {
+        Millis(u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
     }
 }
 
@@ -158,9 +177,8 @@ impl<T> GuardedIo<T> {
 pub(crate) struct Stall {
     sleep: Option<Pin<Box<Sleep>>>,
     waiting: bool,
-    // Milliseconds, to keep every response's body within 80 bytes (durations are bounded at a
-    // week, which fits).
-    after_ms: u32,
+    // Kept small: every response's body holds one.
+    after: Millis,
 }
 
 impl Stall {
@@ -168,13 +186,13 @@ impl Stall {
         Stall {
             sleep: None,
             waiting: false,
-            after_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
+            after: Millis::from(after),
         }
     }
 
     /// How long a wait may last.
     pub fn after(&self) -> Duration {
-        Duration::from_millis(u64::from(self.after_ms))
+        self.after.get()
     }
 
     /// Something moved: the next wait starts a new deadline.
@@ -244,13 +262,13 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                         *this.body_waiting = true;
                         this.deadline
                             .as_mut()
-                            .reset(Instant::now() + *this.body_timeout);
+                            .reset(Instant::now() + this.body_timeout.get());
                     }
                     match this.deadline.as_mut().poll(cx) {
                         Poll::Pending => Poll::Pending,
                         Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            Deadline::Body(*this.body_timeout),
+                            Deadline::Body(this.body_timeout.get()),
                         ))),
                     }
                 }
@@ -263,7 +281,7 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
             *this.phase = Phase::Idle;
             this.deadline
                 .as_mut()
-                .reset(Instant::now() + *this.idle_timeout);
+                .reset(Instant::now() + this.idle_timeout.get());
         }
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
@@ -287,7 +305,7 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                             *this.phase = Phase::Head;
                             this.deadline
                                 .as_mut()
-                                .reset(Instant::now() + *this.header_timeout);
+                                .reset(Instant::now() + this.header_timeout.get());
                         }
                     }
                 }
@@ -305,8 +323,8 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                 }
                 Poll::Ready(()) => {
                     let why = match this.phase {
-                        Phase::Idle => Deadline::Idle(*this.idle_timeout),
-                        _ => Deadline::Header(*this.header_timeout),
+                        Phase::Idle => Deadline::Idle(this.idle_timeout.get()),
+                        _ => Deadline::Header(this.header_timeout.get()),
                     };
                     Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
                 }
