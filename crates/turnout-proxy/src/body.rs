@@ -14,7 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use turnout_core::InFlight;
 
-use crate::deadlines::{Busy, Stall};
+use crate::deadlines::Stall;
+use crate::downstream::Busy;
 
 pin_project_lite::pin_project! {
     /// The body of every response the data plane sends: an upstream's streamed through, bytes

@@ -25,7 +25,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,56 +32,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// What the service tells the socket about one connection.
-#[derive(Debug, Default)]
-pub(crate) struct Activity {
-    /// Requests whose response has not finished.
-    busy: AtomicUsize,
-    /// The connection became a tunnel: no more timeouts.
-    upgraded: AtomicBool,
-    /// Bytes of a request head have arrived that hyper has not yet turned into a request.
-    reading_head: AtomicBool,
-    /// Requests begun on this connection: a socket that was not read while its last request
-    /// was in flight (hyper does not read a half-closable connection then) still sees that a
-    /// request came and went.
-    begun: AtomicU64,
-    /// Woken when an idle HTTP/2 connection is due to close (with GOAWAY, by the serving task).
-    pub idle_close: tokio::sync::Notify,
-}
-
-impl Activity {
-    pub fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        self.begun.fetch_add(1, Ordering::Relaxed);
-        self.reading_head.store(false, Ordering::Relaxed);
-        Busy(Arc::clone(self))
-    }
-
-    /// Nothing is under way on the connection: no request in flight, no tunnel, and no byte of
-    /// a next request waiting. Only then may a drain close it without losing a request.
-    pub fn is_quiet(&self) -> bool {
-        !self.is_busy() && !self.reading_head.load(Ordering::Relaxed)
-    }
-
-    pub fn upgraded(&self) {
-        self.upgraded.store(true, Ordering::Relaxed);
-    }
-
-    /// A request is in flight (or the connection is a tunnel).
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) > 0 || self.upgraded.load(Ordering::Relaxed)
-    }
-}
-
-/// A request in flight on a connection; dropped when its response has ended.
-#[derive(Debug)]
-pub(crate) struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use crate::downstream::Downstream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -109,7 +59,8 @@ pin_project_lite::pin_project! {
         // Boxed so the socket stays `Unpin`, as hyper wants it.
         deadline: Pin<Box<Sleep>>,
         phase: Phase,
-        activity: Arc<Activity>,
+        // The connection's record: what the service says is under way on it.
+        client: Arc<Downstream>,
         // Milliseconds, as every deadline here: the socket is part of every idle connection's
         // state for its whole life.
         header_timeout: Millis,
@@ -117,7 +68,7 @@ pin_project_lite::pin_project! {
         // Armed while a write waits for the client to make room.
         send_stall: Stall,
         // `Activity::begun` when this socket last looked.
-        seen: u64,
+        seen: u32,
         body_timeout: Millis,
         // A read for the request body is waiting (the body deadline runs).
         body_waiting: bool,
@@ -130,7 +81,7 @@ pin_project_lite::pin_project! {
 impl<T> GuardedIo<T> {
     pub fn new(
         io: T,
-        activity: Arc<Activity>,
+        client: Arc<Downstream>,
         header_timeout: Duration,
         idle_timeout: Duration,
         send_timeout: Duration,
@@ -140,7 +91,7 @@ impl<T> GuardedIo<T> {
             io,
             deadline: Box::pin(tokio::time::sleep(header_timeout)),
             phase: Phase::Head,
-            activity,
+            client,
             header_timeout: Millis::from(header_timeout),
             idle_timeout: Millis::from(idle_timeout),
             send_stall: Stall::new(send_timeout),
@@ -234,10 +185,11 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if *this.phase == Phase::Closing || this.activity.upgraded.load(Ordering::Relaxed) {
+        let activity = &this.client.activity;
+        if *this.phase == Phase::Closing || activity.is_upgraded() {
             return this.io.poll_read(cx, buf);
         }
-        if this.activity.busy.load(Ordering::Relaxed) > 0 {
+        if activity.in_flight() {
             if *this.h2 {
                 // Streams in flight; the h2 layer reads for all of them.
                 *this.phase = Phase::Busy;
@@ -274,7 +226,7 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                 }
             };
         }
-        let begun = this.activity.begun.load(Ordering::Relaxed);
+        let begun = activity.begun();
         if matches!(*this.phase, Phase::Busy | Phase::Body) || begun != *this.seen {
             // The last response just ended: the connection is idle from now.
             *this.seen = begun;
@@ -298,7 +250,7 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                     // head and start nothing: a drain's GOAWAY settles any stream that races
                     // them.
                     if !*this.h2 {
-                        this.activity.reading_head.store(true, Ordering::Relaxed);
+                        activity.head_started();
                         // The first bytes of a new HTTP/1 request: its head must be complete
                         // in time.
                         if *this.phase == Phase::Idle {
@@ -318,7 +270,9 @@ impl<T: AsyncRead> AsyncRead for GuardedIo<T> {
                     // An idle HTTP/2 connection is closed with GOAWAY, not cut: the serving
                     // task is asked to shut it down gracefully, and reads go on meanwhile.
                     *this.phase = Phase::Closing;
-                    this.activity.idle_close.notify_one();
+                    activity.ask_idle_close();
+                    // The serving task (this one) looks at the request when polled again.
+                    cx.waker().wake_by_ref();
                     Poll::Pending
                 }
                 Poll::Ready(()) => {
@@ -416,11 +370,14 @@ mod tests {
     const SEND: Duration = Duration::from_secs(2);
     const BODY: Duration = Duration::from_secs(60);
 
-    fn guarded(buffer: usize) -> (GuardedIo<DuplexStream>, DuplexStream, Arc<Activity>) {
+    fn guarded(buffer: usize) -> (GuardedIo<DuplexStream>, DuplexStream, Arc<Downstream>) {
         let (server, client) = tokio::io::duplex(buffer);
-        let activity = Arc::new(Activity::default());
-        let io = GuardedIo::new(server, Arc::clone(&activity), HEADER, IDLE, SEND, BODY);
-        (io, client, activity)
+        let down = Arc::new(Downstream::new(
+            "127.0.0.1:1".parse().expect("an address"),
+            false,
+        ));
+        let io = GuardedIo::new(server, Arc::clone(&down), HEADER, IDLE, SEND, BODY);
+        (io, client, down)
     }
 
     /// Reads until an error; the deadline it names and how long it took.

@@ -211,7 +211,7 @@ pub(crate) fn cut(
 }
 
 impl crate::body::Wrapper for Cut {
-    fn mark_connection_busy(&mut self, busy: crate::deadlines::Busy) {
+    fn mark_connection_busy(&mut self, busy: crate::downstream::Busy) {
         self.body.mark_connection_busy(busy);
     }
 }

@@ -135,29 +135,24 @@ impl DataPlane {
                 None => None,
             };
             let _ = stream.set_nodelay(true);
-            let (shared, down) = (Arc::clone(&shared), Downstream::new(peer, https));
+            let (shared, down) = (
+                Arc::clone(&shared),
+                Downstream::new(peer, https).holding((permit, counted)),
+            );
             let drain = drain.clone();
             let builder = Arc::clone(&builder);
             match handshakes.as_ref().filter(|_| https) {
                 None => {
                     // The connection's own future is the task: a block around it kept a copy
                     // of its arguments (the socket, the client) for the connection's life.
-                    connections.spawn(serve_connection(
-                        builder,
-                        drain,
-                        stream,
-                        shared,
-                        down,
-                        (permit, counted),
-                    ));
+                    connections.spawn(serve_connection(builder, drain, stream, shared, down));
                 }
                 Some(handshakes) => {
                     let handshakes = Arc::clone(handshakes);
                     connections.spawn(async move {
                         if let Some(stream) = handshake(&handshakes, stream, peer).await {
-                            serve_connection(builder, drain, stream, shared, down, ()).await;
+                            serve_connection(builder, drain, stream, shared, down).await;
                         }
-                        drop((permit, counted));
                     });
                 }
             }

@@ -15,28 +15,16 @@ use std::net::SocketAddr;
 
 use http::HeaderValue;
 
-use crate::deadlines::{deadline_of, Activity, Deadline, GuardedIo};
+use crate::deadlines::{deadline_of, Deadline, GuardedIo};
+use crate::downstream::Activity;
 
 use crate::downstream::Downstream;
 
-/// What each request of one connection is handed: the data plane, the client, and what the
-/// connection's socket is told about requests in flight. Also what the connection holds for
-/// its life (`held`: its permit and its count for `[limits]`), released when hyper drops the
-/// service at the connection's end.
-struct Conn<H> {
-    shared: Arc<crate::proxy::Proxy>,
-    down: Downstream,
-    activity: Arc<Activity>,
-    _held: H,
-}
-
-impl<H> Conn<H> {
-    /// Read when the drain begins: after a hand-over, quiet connections wait for their client.
-    fn patient(&self) -> bool {
-        self.shared
-            .handed_over
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
+/// Read when the drain begins: after a hand-over, quiet connections wait for their client.
+fn patient(shared: &crate::proxy::Proxy) -> bool {
+    shared
+        .handed_over
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// hyper's connection builders, configured once: HTTP/1 alone for a connection that does not
@@ -86,57 +74,49 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// (and the connection closes after it), a head that has begun arriving is read and answered,
 /// and a quiet connection gets [`DRAIN_GRACE`] for a request already sent.
 ///
-/// `held` (the connection's permit and its count for `[limits]`) is dropped when it ends.
+/// What `down` holds (the connection's permit and its count for `[limits]`,
+/// [`Downstream::holding`]) is dropped when the connection ends.
 ///
 /// The returned future is the connection's task for its whole life, idle keep-alive ones
 /// included, so it is kept small: everything is set up here, outside it, and it captures only
 /// pointers (an `async fn` would keep its arguments and a copy of each: 1 416 bytes against
 /// 1 000). The first read is a boxed future of its own, gone once it has read.
-pub(crate) fn serve_connection<I, H>(
+pub(crate) fn serve_connection<I>(
     builders: Arc<Builders>,
     drain: CancellationToken,
     io: I,
     shared: Arc<crate::proxy::Proxy>,
     down: Downstream,
-    held: H,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    H: Send + Sync + 'static,
 {
-    let activity = Arc::new(Activity::default());
+    // The connection's one record, shared by the socket and every request.
+    let down = Arc::new(down);
     let server = &shared.settings.server;
     let guarded = GuardedIo::new(
         io,
-        Arc::clone(&activity),
+        Arc::clone(&down),
         server.client_header_timeout,
         server.client_idle_timeout,
         server.client_send_timeout,
         server.client_body_timeout,
     );
-    // One Arc per connection; each request clones it once.
-    let ctx = Arc::new(Conn {
-        shared,
-        down,
-        activity,
-        _held: held,
-    });
-    let first = Box::pin(first_bytes(guarded, drain.clone(), Arc::clone(&ctx)));
-    let here = Arc::clone(&ctx);
+    let (plane, client) = (Arc::clone(&shared), Arc::clone(&down));
     let service = service_fn(move |req| {
-        let ctx = Arc::clone(&ctx);
+        let (shared, down) = (Arc::clone(&plane), Arc::clone(&client));
         // Boxed: hyper's HTTP/1 connection keeps a slot the size of this future for its whole
         // life, idle or not (~2.9 KiB of every idle keep-alive connection); a box per request
         // costs one allocation instead.
         Box::pin(async move {
-            let busy = ctx.activity.begin();
+            let busy = down.begin();
             let h1 = req.version() < http::Version::HTTP_2;
-            let wanted = ctx.shared.wanted(&req);
-            let answered = ctx.shared.phases(req, &ctx.down).await;
-            let mut resp = ctx.shared.answer(answered, wanted, &ctx.down);
+            let wanted = shared.wanted(&req);
+            let answered = shared.phases(req, &down).await;
+            let mut resp = shared.answer(answered, wanted, &down);
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                ctx.activity.upgraded();
-            } else if h1 && ctx.shared.closing() {
+                down.activity.upgraded();
+            } else if h1 && shared.closing() {
                 // Another process serves new connections, or this one shuts down: the
                 // connection ends after this response, and says so (whatever answered: app,
                 // cache, static file or turnout itself), so its client sends nothing more on
@@ -148,47 +128,80 @@ where
             Ok::<_, Infallible>(resp)
         })
     });
+    // The first bytes read, and hyper's connection built for what they say, in a boxed future
+    // of its own: its state (the sniff, the drain's grace) is gone once it is done, and the
+    // connection's task keeps nothing it needed only to start.
+    let (drain_, shared_, down_) = (drain.clone(), Arc::clone(&shared), Arc::clone(&down));
+    let start = Box::pin(async move {
+        let (h2, io) = first_bytes(guarded, drain_, shared_, down_).await?;
+        let io = TokioIo::new(io);
+        Some(if h2 {
+            // HTTP/2's state (the HTTP/1+2 builder's, twice as large) is boxed, so that it does
+            // not make every task that large.
+            Served::H2 {
+                conn: Box::pin(
+                    builders
+                        .auto
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                ),
+            }
+        } else {
+            // HTTP/1 (most connections) is served inside the task itself: one allocation
+            // for the task and hyper's state, not one each.
+            Served::H1 {
+                conn: builders.h1.serve_connection(io, service).with_upgrades(),
+            }
+        })
+    });
     async move {
-        let ctx = here;
-        let Some((h2, io)) = first.await else {
+        let Some(served) = start.await else {
             return;
         };
-        let io = TokioIo::new(io);
-        // HTTP/1 (most connections) is served inside this task itself: one allocation for the
-        // task and hyper's state, not one each. HTTP/2's state (the HTTP/1+2 builder's, twice
-        // as large) is boxed, so that it does not make every task that large.
-        let ended = if h2 {
-            let mut conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            // GOAWAY tells an HTTP/2 client which streams were taken: no race to avoid.
-            drive(
-                conn.as_mut(),
-                |c| c.graceful_shutdown(),
-                &drain,
-                &ctx.activity,
-                false,
-                || false,
-                ctx.activity.idle_close.notified(),
-            )
-            .await
-        } else {
-            let conn = builders.h1.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            // An idle HTTP/1 connection is cut by its socket (the idle timeout), never closed
-            // by this task: nothing to wait for there.
-            drive(
-                conn.as_mut(),
-                |c| c.graceful_shutdown(),
-                &drain,
-                &ctx.activity,
-                true,
-                || ctx.patient(),
-                std::future::pending(),
-            )
-            .await
-            .map_err(Into::into)
-        };
+        tokio::pin!(served);
+        let ended = drive(
+            served,
+            |served| match served.project() {
+                ServedProj::H1 { conn } => conn.graceful_shutdown(),
+                ServedProj::H2 { conn } => conn.as_mut().graceful_shutdown(),
+            },
+            &drain,
+            &down,
+            &shared,
+        )
+        .await;
         if let Err(e) = ended {
-            log_end(&ctx.shared.env, ctx.down.peer, &*e);
+            log_end(&shared.env, down.peer, &*e);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One client connection as hyper serves it: HTTP/1 inline, HTTP/2 boxed.
+    #[project = ServedProj]
+    enum Served<A, B> {
+        H1 { #[pin] conn: A },
+        H2 { conn: std::pin::Pin<Box<B>> },
+    }
+}
+
+type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<A, B, E> std::future::Future for Served<A, B>
+where
+    A: std::future::Future<Output = Result<(), E>>,
+    E: Into<ServeError>,
+    B: std::future::Future<Output = Result<(), ServeError>>,
+{
+    type Output = Result<(), ServeError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            ServedProj::H1 { conn } => conn.poll(cx).map_err(Into::into),
+            ServedProj::H2 { conn } => conn.as_mut().poll(cx),
         }
     }
 }
@@ -197,10 +210,11 @@ where
 /// socket with them put back in front: `(h2, io)`, or `None` when the client closed (or was
 /// cut off, logged) first. A drain gives a connection still waiting for them the same grace as
 /// a quiet one (a request may already be on its way).
-async fn first_bytes<I, H>(
+async fn first_bytes<I>(
     mut io: GuardedIo<I>,
     drain: CancellationToken,
-    ctx: Arc<Conn<H>>,
+    shared: Arc<crate::proxy::Proxy>,
+    down: Arc<Downstream>,
 ) -> Option<(bool, Prefixed<GuardedIo<I>>)>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -211,7 +225,7 @@ where
         tokio::select! {
             sniffed = &mut sniffing => sniffed,
             () = drain.cancelled() => {
-                if ctx.patient() {
+                if patient(&shared) {
                     // The header deadline still bounds it.
                     sniffing.await
                 } else {
@@ -227,7 +241,7 @@ where
         Ok(Some((h2, head))) => Some((h2, Prefixed { head, io })),
         Ok(None) => None,
         Err(e) => {
-            log_end(&ctx.shared.env, ctx.down.peer, &e);
+            log_end(&shared.env, down.peer, &e);
             None
         }
     }
@@ -246,35 +260,64 @@ where
 /// drain begins (a hand-over), a quiet connection is not closed for being quiet either: its
 /// next request is answered with `Connection: close`, or its idle timeout ends it. HTTP/2 gets
 /// GOAWAY at once, which tells the client which streams were taken.
-async fn drive<C, E>(
-    mut conn: std::pin::Pin<&mut C>,
-    graceful_shutdown: fn(std::pin::Pin<&mut C>),
-    drain: &CancellationToken,
-    activity: &Activity,
-    h1: bool,
-    patient: impl FnOnce() -> bool,
-    idle_close: impl std::future::Future<Output = ()>,
-) -> Result<(), E>
+#[allow(clippy::manual_async_fn)] // See the comment on the block.
+fn drive<'a, A, B, E, G>(
+    mut conn: std::pin::Pin<&'a mut Served<A, B>>,
+    graceful_shutdown: G,
+    drain: &'a CancellationToken,
+    down: &'a Downstream,
+    shared: &'a crate::proxy::Proxy,
+) -> impl std::future::Future<Output = Result<(), ServeError>> + 'a
 where
-    C: std::future::Future<Output = Result<(), E>>,
+    A: std::future::Future<Output = Result<(), E>>,
+    E: Into<ServeError>,
+    B: std::future::Future<Output = Result<(), ServeError>>,
+    G: FnOnce(std::pin::Pin<&mut Served<A, B>>) + 'a,
 {
-    // The connection's life is spent in this first wait, so its state is kept small; the
-    // drain's (a timer among it) is boxed, made only when a drain begins.
-    let draining = tokio::select! {
-        ended = conn.as_mut() => return ended,
-        () = drain.cancelled() => true,
-        () = idle_close => false,
-    };
-    if draining {
-        let settled = Box::pin(settled(activity, h1, patient()));
-        tokio::select! {
-            ended = conn.as_mut() => return ended,
-            () = settled => {}
+    use std::future::Future;
+    use std::task::Poll;
+    // A block, not an `async fn`: it uses its arguments where they are instead of keeping a
+    // copy of each (40 bytes of every connection's task).
+    async move {
+        // The connection's life is spent in this first wait, so its state is kept small (a
+        // hand-written select: `tokio::select!` keeps a little more); the drain's (a timer
+        // among it) is boxed, made only when a drain begins.
+        let draining = {
+            let mut cancelled = std::pin::pin!(drain.cancelled());
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Err(ended));
+                }
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(true));
+                }
+                // Asked for by the socket when an HTTP/2 connection has been idle too long (it
+                // wakes this task); an idle HTTP/1 connection is cut by its socket instead.
+                if down.activity.idle_close_asked() {
+                    return Poll::Ready(Ok(false));
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        let draining = match draining {
+            Ok(draining) => draining,
+            Err(ended) => return ended,
+        };
+        if draining {
+            let h1 = matches!(*conn, Served::H1 { .. });
+            // GOAWAY tells an HTTP/2 client which streams were taken: no race to avoid.
+            let patient = h1 && patient(shared);
+            let settled = Box::pin(settled(&down.activity, h1, patient));
+            tokio::select! {
+                ended = conn.as_mut() => return ended,
+                () = settled => {}
+            }
         }
+        // Drained, or an idle HTTP/2 connection: GOAWAY (HTTP/2) or the close, then the end.
+        graceful_shutdown(conn.as_mut());
+        conn.await
     }
-    // Drained, or an idle HTTP/2 connection: GOAWAY (HTTP/2) or the close, then the end.
-    graceful_shutdown(conn.as_mut());
-    conn.await
 }
 
 /// Ready once a draining connection may be closed: at once for HTTP/2 with a stream in flight
@@ -408,7 +451,7 @@ mod tests {
              d: tokio_util::sync::CancellationToken,
              s: tokio::net::TcpStream,
              sh: std::sync::Arc<crate::proxy::Proxy>,
-             down: super::Downstream| super::serve_connection(b, d, s, sh, down, ());
+             down: super::Downstream| super::serve_connection(b, d, s, sh, down);
         fn size<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
             std::mem::size_of::<F>()
         }
