@@ -293,3 +293,12 @@ impl std::fmt::Display for DisplayChain<'_> {
         Ok(())
     }
 }
+
+impl From<crate::limits::Limited> for ProxyError {
+    fn from(l: crate::limits::Limited) -> Self {
+        ProxyError::Limited {
+            class: l.class,
+            retry_after: l.retry_after,
+        }
+    }
+}

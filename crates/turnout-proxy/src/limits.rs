@@ -62,15 +62,6 @@ pub(crate) struct Limited {
     pub retry_after: Duration,
 }
 
-impl From<Limited> for crate::error::ProxyError {
-    fn from(l: Limited) -> Self {
-        crate::error::ProxyError::Limited {
-            class: l.class,
-            retry_after: l.retry_after,
-        }
-    }
-}
-
 /// The per-client limits of the data plane.
 #[derive(Debug)]
 pub(crate) struct Limiter {
